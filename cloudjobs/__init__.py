@@ -1,0 +1,83 @@
+"""cloudjobs: background jobs on managed cloud queues.
+
+Producers call :meth:`CloudJobs.enqueue`; an ECS worker (:meth:`CloudJobs.worker`) or a Lambda
+function runs the registered handlers, with retries, a dead-letter queue and tracing. AWS pieces
+are imported from their modules (``from cloudjobs.backends.sqs import SqsBackend``).
+"""
+
+from __future__ import annotations
+
+from cloudjobs.app import CloudJobs
+from cloudjobs.backends.base import Backend, Delivery
+from cloudjobs.backends.memory import MemoryBackend
+from cloudjobs.clock import ManualClock
+from cloudjobs.definition import JobHandle
+from cloudjobs.envelope import Envelope
+from cloudjobs.errors import (
+    BackendError,
+    BackendUnavailableError,
+    BatchEnqueueError,
+    CloudjobsError,
+    ConfigurationError,
+    CredentialsError,
+    DecodeError,
+    EnqueueError,
+    IdempotencyError,
+    InvalidDelayError,
+    JobError,
+    JobTimeoutError,
+    MessageError,
+    PayloadTooLargeError,
+    PayloadValidationError,
+    PermanentError,
+    QueueNotFoundError,
+    RetryableError,
+    UnknownJobError,
+)
+from cloudjobs.job import Job, current_job
+from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
+from cloudjobs.retry import RetryPolicy
+from cloudjobs.settings import Settings
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailableError",
+    "BatchEnqueueError",
+    "Cancelled",
+    "CloudJobs",
+    "CloudjobsError",
+    "Completed",
+    "ConfigurationError",
+    "CredentialsError",
+    "DeadLetter",
+    "DecodeError",
+    "Deferred",
+    "Delivery",
+    "EnqueueError",
+    "Envelope",
+    "IdempotencyError",
+    "InvalidDelayError",
+    "Job",
+    "JobError",
+    "JobHandle",
+    "JobTimeoutError",
+    "ManualClock",
+    "MemoryBackend",
+    "MessageError",
+    "Outcome",
+    "PayloadTooLargeError",
+    "PayloadValidationError",
+    "PermanentError",
+    "QueueNotFoundError",
+    "Released",
+    "Retry",
+    "RetryPolicy",
+    "RetryableError",
+    "Settings",
+    "UnknownJobError",
+    "__version__",
+    "current_job",
+]
+
+__version__ = "0.1.0"

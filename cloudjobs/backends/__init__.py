@@ -1,0 +1,1 @@
+"""Queue backends: the protocol every runtime uses, and its implementations."""

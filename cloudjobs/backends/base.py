@@ -1,0 +1,161 @@
+"""The Backend protocol: the little the core needs from a queue service.
+
+A backend carries opaque message bodies and string attributes. It knows nothing of jobs: the core
+encodes envelopes, the runtimes decide what to acknowledge. Implementations: ``MemoryBackend`` (in
+this package, for tests) and ``SqsBackend`` (``cloudjobs.backends.sqs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+MAX_BATCH_ENTRIES: Final = 10
+"""SQS batch calls take at most ten entries (SendMessageBatch, DeleteMessageBatch, ...)."""
+MAX_DELAY: Final = timedelta(seconds=900)
+"""SQS's longest per-message delay."""
+MAX_VISIBILITY: Final = timedelta(hours=12)
+"""SQS's longest visibility timeout, and the cap on a received message's total visibility."""
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
+"""SQS's default (and largest) MaximumMessageSize for new queues: 1 MiB."""
+
+
+def message_size(body: str, attributes: Mapping[str, str]) -> int:
+    """SQS's size of a message: UTF-8 bytes of the body plus attribute names, types and values."""
+    size = len(body.encode("utf-8"))
+    for name, value in attributes.items():
+        size += len(name.encode("utf-8")) + len("String") + len(value.encode("utf-8"))
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to send.
+
+    Attributes:
+        body: the message body (UTF-8 text).
+        attributes: string message attributes.
+        delay: per-message delay (standard queues only, 0–900 s).
+        group_id: FIFO message group id.
+        deduplication_id: FIFO deduplication id.
+        system_attributes: SQS message system attributes (``AWSTraceHeader``).
+    """
+
+    body: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    delay: timedelta = timedelta(0)
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    system_attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one entry of a send: a message id, or the error that refused it.
+
+    Attributes:
+        message_id: the queue's id for the message, when sent.
+        error: why the entry failed, when it did.
+        retryable: whether resending the same entry may succeed (a server-side failure).
+    """
+
+    message_id: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+    @property
+    def is_sent(self) -> bool:
+        """True when the entry was accepted by the queue."""
+        return self.message_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One received message, as every runtime hands it to the consumer core.
+
+    Attributes:
+        message_id: the queue's id for the message.
+        receipt: the handle to delete it or change its visibility (SQS receipt handle).
+        body: the message body.
+        attributes: string message attributes.
+        receive_count: how many times the message has been received, this time included.
+        sent_at: when the message was first sent to the queue.
+        queue: the name of the queue it came from.
+        group_id: FIFO message group id.
+        system_attributes: ``AWSTraceHeader`` and other system attributes, when present.
+    """
+
+    message_id: str
+    receipt: str
+    body: str
+    attributes: Mapping[str, str]
+    receive_count: int
+    sent_at: datetime
+    queue: str
+    group_id: str | None = None
+    system_attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """What the core needs to know of a queue's configuration.
+
+    Attributes:
+        name: the queue's name.
+        url: the queue's URL (or a memory: URL).
+        is_fifo: a FIFO queue (per-message delays are refused).
+        max_message_size: largest body plus attributes, in bytes.
+        visibility_timeout: the queue's default visibility timeout.
+        max_receive_count: the redrive policy's maxReceiveCount (None without a DLQ).
+        dead_letter_queue: the DLQ's name, when there is one.
+    """
+
+    name: str
+    url: str
+    is_fifo: bool
+    max_message_size: int
+    visibility_timeout: timedelta
+    max_receive_count: int | None
+    dead_letter_queue: str | None
+
+
+class Backend(Protocol):
+    """A queue with visibility timeouts, receive counts and a dead-letter queue.
+
+    Every method may raise :class:`~cloudjobs.errors.BackendError`.
+    """
+
+    def info(self) -> QueueInfo:
+        """The queue's configuration (looked up once, then cached)."""
+        ...
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send up to ten messages as one batch; one result per message, in order."""
+        ...
+
+    def receive(
+        self, *, max_messages: int, wait: timedelta, visibility: timedelta | None = None
+    ) -> list[Delivery]:
+        """Receive up to ``max_messages`` (≤ 10), waiting up to ``wait`` (≤ 20 s) for the first.
+
+        ``visibility`` overrides the queue's visibility timeout for these messages.
+        """
+        ...
+
+    def delete(self, receipts: Sequence[str]) -> list[str]:
+        """Delete up to ten messages; returns the receipts that failed (gone ones count as deleted)."""
+        ...
+
+    def change_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        """Set up to ten messages' visibility, counted from now; returns receipts no longer in flight."""
+        ...
+
+    def dead_letter(self, delivery: Delivery, attributes: Mapping[str, str]) -> None:
+        """Copy a delivery to the dead-letter queue with extra ``attributes`` (the caller deletes it).
+
+        Raises:
+            ConfigurationError: the queue has no dead-letter queue.
+        """
+        ...

@@ -1,0 +1,298 @@
+"""The consumer core: one delivery in, one Outcome out; shared by every runtime.
+
+The pipeline, stage by stage::
+
+    decode → look up the job → validate the payload → middleware.before_run (cancellation,
+    idempotency lease) → run the handler with its timeout → middleware.after_run → Outcome
+
+Runtimes only translate: they turn what they received into :class:`Delivery` values and apply the
+outcome (delete, change visibility, dead-letter). Retry and dead-letter policy live here and in
+:mod:`cloudjobs.retry`, so the ECS worker and the Lambda adapter behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from cloudjobs.backends.base import Delivery, QueueInfo
+from cloudjobs.definition import JobDefinition
+from cloudjobs.envelope import CORRELATION_ATTRIBUTE, Envelope, ForeignMessageError, decode
+from cloudjobs.errors import (
+    DecodeError,
+    JobTimeoutError,
+    MessageError,
+    PermanentError,
+    RetryableError,
+    UnknownJobError,
+)
+from cloudjobs.job import Job, reset_current_job, set_current_job
+from cloudjobs.outcomes import Completed, DeadLetter, Outcome, Retry
+from cloudjobs.retry import RetryPolicy
+from cloudjobs.settings import Settings
+
+logger = logging.getLogger("cloudjobs.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A delivery that decoded and validated: ready to run.
+
+    Attributes:
+        delivery: the message as received.
+        envelope: its decoded envelope.
+        definition: the job's registration.
+        payload: the validated payload, of the handler's payload type.
+        job: what the handler is told about its job.
+        policy: the retry policy in force for this job.
+    """
+
+    delivery: Delivery
+    envelope: Envelope
+    definition: JobDefinition
+    payload: Any
+    job: Job
+    policy: RetryPolicy
+
+
+class ConsumerMiddleware(Protocol):
+    """A hook around the handler call (idempotency, cancellation, telemetry plug in here)."""
+
+    def before_run(self, prepared: Prepared) -> Outcome | None:
+        """Return an outcome to skip the handler (e.g. a stored result), or None to run it."""
+        ...
+
+    def after_run(self, prepared: Prepared, outcome: Outcome) -> Outcome:
+        """See, and possibly replace, the outcome of a handler run."""
+        ...
+
+
+class Consumer:
+    """Decides one outcome per delivery.
+
+    Args:
+        registry: job type → definition.
+        settings: defaults for attempts, timeouts, backoff and foreign-message routing.
+        queue: the queue's configuration (its maxReceiveCount bounds the attempts).
+        random: source of jitter in ``[0, 1)`` (injectable for tests).
+        middleware: hooks around the handler, in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Mapping[str, JobDefinition],
+        settings: Settings,
+        queue: QueueInfo,
+        random: Callable[[], float] | None = None,
+        middleware: Sequence[ConsumerMiddleware] = (),
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._queue = queue
+        self._middleware = tuple(middleware)
+        self._policies: dict[str, RetryPolicy] = {}
+        extra = {} if random is None else {"random": random}
+        self._default_policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base=timedelta(seconds=settings.backoff_base_seconds),
+            cap=timedelta(seconds=settings.backoff_cap_seconds),
+            **extra,
+        )
+        for definition in registry.values():
+            policy = definition.retry or RetryPolicy(
+                max_attempts=definition.max_attempts or settings.max_attempts,
+                base=self._default_policy.base,
+                cap=self._default_policy.cap,
+                random=self._default_policy.random,
+            )
+            self._policies[definition.name] = policy
+            if queue.max_receive_count is not None and policy.max_attempts > queue.max_receive_count:
+                logger.warning(
+                    "job %r allows %d attempts but queue %r redrives after %d receives: "
+                    "it will be dead-lettered (reason max_receives) after %d attempts",
+                    definition.name,
+                    policy.max_attempts,
+                    queue.name,
+                    queue.max_receive_count,
+                    queue.max_receive_count,
+                )
+
+    @property
+    def queue(self) -> QueueInfo:
+        """The configuration of the queue this consumer reads."""
+        return self._queue
+
+    def timeout_of(self, definition: JobDefinition) -> timedelta:
+        """The time limit of a job's handler."""
+        return definition.timeout or self._settings.job_timeout
+
+    def prepare(self, delivery: Delivery) -> Prepared | Outcome:
+        """Decode, look up and validate a delivery, then run the middleware's ``before_run``.
+
+        Returns the prepared job, or the outcome when it must not run (undecodable, unknown
+        type, invalid payload, or a middleware's decision).
+        """
+        try:
+            envelope = self._decode(delivery)
+        except DecodeError as exc:
+            return DeadLetter(reason=exc.reason, error=str(exc), attempt=delivery.receive_count)
+        attempt = max(1, delivery.receive_count - envelope.attempt_offset)
+        definition = self._registry.get(envelope.type)
+        if definition is None:
+            # A rolling deploy may bring the handler: retry with backoff, dead-letter at the end.
+            error = UnknownJobError(job_name=envelope.type)
+            return self._failure(delivery, attempt, self._default_policy, error, exhausted=error.reason)
+        policy = self._policies[definition.name]
+        try:
+            payload = definition.validate(envelope.payload)
+        except MessageError as exc:
+            return DeadLetter(reason=exc.reason, error=str(exc), attempt=attempt)
+        job = Job(
+            id=envelope.id,
+            type=envelope.type,
+            attempt=attempt,
+            max_attempts=policy.max_attempts,
+            enqueued_at=envelope.enqueued_at,
+            correlation_id=envelope.correlation_id,
+            queue=delivery.queue,
+            timeout=self.timeout_of(definition),
+            idempotency_key=envelope.idempotency_key,
+            message=delivery,
+            envelope=envelope,
+        )
+        prepared = Prepared(delivery, envelope, definition, payload, job, policy)
+        for middleware in self._middleware:
+            decided = middleware.before_run(prepared)
+            if decided is not None:
+                return decided
+        return prepared
+
+    def call(self, prepared: Prepared) -> object:
+        """Run a sync handler in this thread, with its Job as the current one (no timeout here)."""
+        token = set_current_job(prepared.job)
+        try:
+            return prepared.definition.function(*self._arguments(prepared))
+        finally:
+            reset_current_job(token)
+
+    async def call_async(self, prepared: Prepared) -> object:
+        """Run an async handler, cancelling it at its timeout (raises JobTimeoutError then)."""
+        token = set_current_job(prepared.job)
+        try:
+            return await asyncio.wait_for(
+                prepared.definition.function(*self._arguments(prepared)),
+                prepared.job.timeout.total_seconds(),
+            )
+        except TimeoutError:
+            raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
+        finally:
+            reset_current_job(token)
+
+    def settle(
+        self, prepared: Prepared, *, result: object = None, error: BaseException | None = None
+    ) -> Outcome:
+        """The outcome of a handler run that returned ``result`` or raised ``error``."""
+        outcome: Outcome
+        if error is None:
+            outcome = Completed(result=result)
+        elif isinstance(error, PermanentError):
+            outcome = DeadLetter(
+                reason="permanent_error", error=_describe(error), attempt=prepared.job.attempt
+            )
+        elif isinstance(error, MessageError):
+            outcome = DeadLetter(reason=error.reason, error=_describe(error), attempt=prepared.job.attempt)
+        else:
+            outcome = self._failure(prepared.delivery, prepared.job.attempt, prepared.policy, error)
+        for middleware in reversed(self._middleware):
+            outcome = middleware.after_run(prepared, outcome)
+        return outcome
+
+    def process(self, delivery: Delivery) -> Outcome:
+        """Run a delivery to its outcome in this thread (async handlers on a private event loop).
+
+        Sync handlers run inline with no timeout enforcement; the worker enforces it.
+        """
+        prepared = self.prepare(delivery)
+        if not isinstance(prepared, Prepared):
+            return prepared
+        try:
+            if prepared.definition.is_async:
+                result = asyncio.run(self.call_async(prepared))
+            else:
+                result = self.call(prepared)
+        except Exception as exc:
+            logger.info("job %s (%s) failed: %s", prepared.job.id, prepared.job.type, _describe(exc))
+            return self.settle(prepared, error=exc)
+        return self.settle(prepared, result=result)
+
+    def _decode(self, delivery: Delivery) -> Envelope:
+        try:
+            return decode(delivery.body)
+        except ForeignMessageError as foreign:
+            job_type = self._route(delivery)
+            if job_type is None:
+                raise DecodeError(
+                    f"{foreign}; no routing rule applies (set CLOUDJOBS_DEFAULT_JOB_TYPE or "
+                    "CLOUDJOBS_JOB_TYPE_ATTRIBUTE)",
+                    reason="unroutable",
+                ) from None
+            return Envelope(
+                id=delivery.message_id,
+                type=job_type,
+                payload=foreign.content,
+                correlation_id=_attribute(delivery, CORRELATION_ATTRIBUTE) or uuid.uuid4().hex,
+                enqueued_at=delivery.sent_at,
+            )
+
+    def _route(self, delivery: Delivery) -> str | None:
+        if self._settings.job_type_attribute:
+            routed = _attribute(delivery, self._settings.job_type_attribute)
+            if routed:
+                return routed
+        return self._settings.default_job_type
+
+    def _failure(
+        self,
+        delivery: Delivery,
+        attempt: int,
+        policy: RetryPolicy,
+        error: BaseException,
+        *,
+        exhausted: str = "max_attempts",
+    ) -> Outcome:
+        description = _describe(error)
+        if policy.is_exhausted(attempt):
+            return DeadLetter(reason=exhausted, error=description, attempt=attempt)
+        limit = self._queue.max_receive_count
+        if limit is not None and delivery.receive_count >= limit:
+            # The queue would redrive it on the next receive without saying why: send it ourselves.
+            reason = exhausted if exhausted != "max_attempts" else "max_receives"
+            return DeadLetter(reason=reason, error=description, attempt=attempt)
+        delay = error.delay if isinstance(error, RetryableError) and error.delay is not None else None
+        return Retry(delay=delay or policy.backoff(attempt), error=description, attempt=attempt)
+
+    @staticmethod
+    def _arguments(prepared: Prepared) -> tuple[Any, ...]:
+        if prepared.definition.takes_job:
+            return (prepared.payload, prepared.job)
+        return (prepared.payload,)
+
+
+def _attribute(delivery: Delivery, name: str) -> str | None:
+    # Senders spell attribute names differently; match them case-insensitively.
+    wanted = name.lower()
+    for key, value in delivery.attributes.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,189 @@
+"""JobDefinition (what ``@jobs.job`` registers) and JobHandle (what it returns)."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
+
+from cloudjobs.errors import ConfigurationError, PayloadValidationError
+from cloudjobs.job import Job
+from cloudjobs.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from cloudjobs.app import CloudJobs
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+Handler = Callable[[P, Job], R | Awaitable[R]] | Callable[[P], R | Awaitable[R]]
+"""A job handler: ``(payload)`` or ``(payload, job)``, plain or ``async``."""
+
+
+def as_timedelta(value: timedelta | float | None, *, name: str) -> timedelta | None:
+    """Accept seconds or a timedelta (the API's rule for durations)."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} takes seconds or a timedelta, not {type(value).__name__}")
+    return timedelta(seconds=value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefinition:
+    """A registered job type.
+
+    Attributes:
+        name: the job type.
+        function: the handler.
+        payload_type: the annotation of the handler's first parameter (None: any JSON).
+        takes_job: whether the handler takes the :class:`Job` as a second argument.
+        is_async: whether the handler is a coroutine function.
+        max_attempts: attempts in all (None: the settings' default).
+        timeout: the handler's time limit (None: the settings' default).
+        retry: a retry policy replacing the settings' backoff (None: from settings).
+    """
+
+    name: str
+    function: Callable[..., Any]
+    payload_type: Any
+    takes_job: bool
+    is_async: bool
+    max_attempts: int | None
+    timeout: timedelta | None
+    retry: RetryPolicy | None
+
+    @classmethod
+    def from_function(
+        cls,
+        name: str,
+        function: Callable[..., Any],
+        *,
+        max_attempts: int | None,
+        timeout: timedelta | None,
+        retry: RetryPolicy | None,
+    ) -> JobDefinition:
+        """Inspect a handler's signature: its payload annotation and whether it takes the Job."""
+        parameters = list(inspect.signature(function).parameters.values())
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if not 1 <= len(positional) <= 2:
+            raise ConfigurationError(f"handler of job {name!r} must take (payload) or (payload, job)")
+        try:
+            hints = typing.get_type_hints(function)
+        except (NameError, TypeError):
+            hints = {}
+        payload_type = hints.get(positional[0].name)
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigurationError(f"job {name!r}: max_attempts must be at least 1")
+        if timeout is not None and timeout <= timedelta(0):
+            raise ConfigurationError(f"job {name!r}: timeout must be positive")
+        return cls(
+            name=name,
+            function=function,
+            payload_type=payload_type,
+            takes_job=len(positional) == 2,
+            is_async=inspect.iscoroutinefunction(function),
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    def validate(self, payload: JsonValue) -> Any:
+        """Turn a JSON payload into the handler's payload type.
+
+        Raises:
+            PayloadValidationError: the payload does not fit the handler's annotation.
+        """
+        if self.payload_type is None or self.payload_type is Any:
+            return payload
+        try:
+            return _adapter(self.payload_type).validate_python(payload)
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"payload of job {self.name!r} fails its schema: {_summary(exc)}", job_name=self.name
+            ) from None
+
+    def serialise(self, payload: Any) -> JsonValue:
+        """Turn a payload object into JSON, through the handler's annotation when it has one.
+
+        Raises:
+            PayloadValidationError: the payload cannot be represented as the job's payload type.
+        """
+        try:
+            if isinstance(payload, BaseModel):
+                dumped: JsonValue = payload.model_dump(mode="json")
+                return dumped
+            if self.payload_type is None or self.payload_type is Any:
+                validated: JsonValue = _adapter(JsonValue).validate_python(payload)
+                return validated
+            adapter = _adapter(self.payload_type)
+            result: JsonValue = adapter.dump_python(adapter.validate_python(payload), mode="json")
+            return result
+        except ValidationError as exc:
+            raise PayloadValidationError(
+                f"payload of job {self.name!r} fails its schema: {_summary(exc)}", job_name=self.name
+            ) from None
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    # Building a TypeAdapter compiles a validator: do it once per type, not once per message.
+    adapter = _adapters.get(annotation)
+    if adapter is None:
+        adapter = _adapters[annotation] = TypeAdapter(annotation)
+    return adapter
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'payload'}: {error['msg']}"
+        for error in exc.errors()[:5]
+    )
+
+
+class JobHandle(Generic[P, R]):
+    """What ``@jobs.job(...)`` returns: the handler, still callable, plus typed enqueue methods."""
+
+    def __init__(self, app: CloudJobs, definition: JobDefinition) -> None:
+        self._app = app
+        self.definition = definition
+        self.name = definition.name
+        self.__wrapped__ = definition.function
+        self.__doc__ = definition.function.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly (no queue involved)."""
+        return self.definition.function(*args, **kwargs)
+
+    def enqueue(
+        self,
+        payload: P,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """Enqueue one job of this type; returns its job id. See :meth:`CloudJobs.enqueue`."""
+        return self._app.enqueue(
+            self.name,
+            payload,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+        )
+
+    def enqueue_many(self, payloads: Iterable[P], *, delay: timedelta | float | None = None) -> list[str]:
+        """Enqueue many jobs of this type in batches; returns the job ids in order."""
+        return self._app.enqueue_many([(self.name, payload) for payload in payloads], delay=delay)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.name!r}>"

@@ -1,0 +1,194 @@
+"""The envelope: cloudjobs' only wire format.
+
+A message body is one JSON object::
+
+    {"cloudjobs": 1, "id": "…", "type": "send-email", "payload": {…},
+     "correlation_id": "…", "enqueued_at": "2026-11-24T12:00:00.000000Z",
+     "idempotency_key": null, "attempt_offset": 0, "redrive_count": 0}
+
+``cloudjobs`` is both the marker that tells an envelope from a foreign JSON body and the format
+version. Readers accept every version up to :data:`ENVELOPE_VERSION` and ignore fields they do not
+know, so a field can be added without a version bump; a version is bumped only when a field changes
+meaning. The JSON schema is published in ``cloudjobs/schema/envelope-v1.json`` for producers in other
+languages.
+
+The attempt number is deliberately *not* in the body: a retry only changes the message's visibility,
+so the body cannot change between attempts. The attempt is the message's receive count minus
+``attempt_offset`` (set when a message is re-sent, e.g. by a DLQ redrive).
+
+SQS message attributes mirror what tools should see without parsing the body. SQS allows ten per
+message; cloudjobs uses at most six, leaving four for the sender's own:
+
+=========================== =============================================================
+``cloudjobs.type``          job type
+``cloudjobs.id``            job id
+``cloudjobs.correlation_id`` correlation id (the body stays the source of truth)
+``traceparent``             W3C trace context
+``tracestate``              W3C trace state (only when not empty)
+``baggage``                 W3C baggage (only when not empty)
+``cloudjobs.dead_letter``   on dead-lettered messages: JSON with reason, error, attempts, time
+=========================== =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from cloudjobs.errors import DecodeError
+
+ENVELOPE_VERSION: Final = 1
+"""The newest envelope version this release writes and reads."""
+
+TYPE_ATTRIBUTE: Final = "cloudjobs.type"
+ID_ATTRIBUTE: Final = "cloudjobs.id"
+CORRELATION_ATTRIBUTE: Final = "cloudjobs.correlation_id"
+DEAD_LETTER_ATTRIBUTE: Final = "cloudjobs.dead_letter"
+TRACE_ATTRIBUTES: Final = ("traceparent", "tracestate", "baggage")
+MAX_MESSAGE_ATTRIBUTES: Final = 10
+"""SQS's limit of message attributes per message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One job as it travels through a queue.
+
+    Attributes:
+        id: the job id, unique per enqueue (kept across redrives).
+        type: the name the job's handler was registered under.
+        payload: the JSON payload.
+        correlation_id: ties together every job started by one request.
+        enqueued_at: when the job was first enqueued (UTC).
+        idempotency_key: set when the producer chose one.
+        attempt_offset: subtracted from the receive count to give the attempt number.
+        redrive_count: how many times the job was moved back from the dead-letter queue.
+    """
+
+    id: str
+    type: str
+    payload: JsonValue
+    correlation_id: str
+    enqueued_at: datetime
+    idempotency_key: str | None = None
+    attempt_offset: int = 0
+    redrive_count: int = 0
+
+
+class EnvelopeModel(BaseModel):
+    """The wire model of an envelope; source of the published JSON schema."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="cloudjobs envelope")
+
+    cloudjobs: int = Field(ge=1, description="Envelope format version; also marks a cloudjobs message.")
+    id: str = Field(min_length=1, max_length=128, description="Job id, unique per enqueue.")
+    type: str = Field(min_length=1, max_length=256, description="Registered job type.")
+    payload: JsonValue = Field(description="The job's JSON payload.")
+    correlation_id: str = Field(min_length=1, max_length=256)
+    enqueued_at: datetime = Field(description="RFC 3339 time of the first enqueue, UTC.")
+    idempotency_key: str | None = Field(default=None, max_length=1024)
+    attempt_offset: int = Field(default=0, ge=0, description="Receive count minus this is the attempt.")
+    redrive_count: int = Field(default=0, ge=0, description="Moves back from the dead-letter queue.")
+
+
+class ForeignMessageError(DecodeError):
+    """The body is not a cloudjobs envelope (a plain message from another sender).
+
+    Attributes:
+        content: the body parsed as JSON when it is JSON, else the raw text.
+    """
+
+    reason = "unroutable"
+
+    def __init__(self, message: str, *, content: JsonValue) -> None:
+        super().__init__(message)
+        self.content = content
+
+
+def encode(envelope: Envelope) -> str:
+    """Serialise an envelope to its JSON body (compact, UTF-8 safe)."""
+    return json.dumps(
+        {
+            "cloudjobs": ENVELOPE_VERSION,
+            "id": envelope.id,
+            "type": envelope.type,
+            "payload": envelope.payload,
+            "correlation_id": envelope.correlation_id,
+            "enqueued_at": _format_time(envelope.enqueued_at),
+            "idempotency_key": envelope.idempotency_key,
+            "attempt_offset": envelope.attempt_offset,
+            "redrive_count": envelope.redrive_count,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def decode(body: str) -> Envelope:
+    """Parse a message body into an envelope.
+
+    Decoding is total: any body either decodes or raises a :class:`DecodeError`.
+
+    Raises:
+        ForeignMessageError: the body is not a cloudjobs envelope (carries the parsed content).
+        DecodeError: the body claims to be an envelope but is malformed (reason
+            ``malformed_envelope``) or of a newer version (reason ``unsupported_version``).
+    """
+    try:
+        content: JsonValue = json.loads(body)
+    except ValueError:
+        raise ForeignMessageError("message body is not JSON", content=body) from None
+    if not isinstance(content, dict) or "cloudjobs" not in content:
+        raise ForeignMessageError("message body is not a cloudjobs envelope", content=content)
+    version = content["cloudjobs"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
+        raise DecodeError(
+            f"envelope version {version} is newer than this release reads ({ENVELOPE_VERSION})",
+            reason="unsupported_version",
+        )
+    try:
+        model = EnvelopeModel.model_validate(content)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise DecodeError(f"malformed envelope: {problems}", reason="malformed_envelope") from None
+    enqueued_at = model.enqueued_at
+    if enqueued_at.tzinfo is None:
+        enqueued_at = enqueued_at.replace(tzinfo=UTC)
+    return Envelope(
+        id=model.id,
+        type=model.type,
+        payload=model.payload,
+        correlation_id=model.correlation_id,
+        enqueued_at=enqueued_at,
+        idempotency_key=model.idempotency_key,
+        attempt_offset=model.attempt_offset,
+        redrive_count=model.redrive_count,
+    )
+
+
+def envelope_attributes(envelope: Envelope) -> dict[str, str]:
+    """The message attributes that mirror an envelope's fields for tools."""
+    return {
+        TYPE_ATTRIBUTE: envelope.type,
+        ID_ATTRIBUTE: envelope.id,
+        CORRELATION_ATTRIBUTE: envelope.correlation_id,
+    }
+
+
+def json_schema() -> dict[str, JsonValue]:
+    """The envelope's JSON schema (draft 2020-12), as published in ``cloudjobs/schema``."""
+    schema: dict[str, JsonValue] = EnvelopeModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://cloudjobs.dev/schema/envelope-v{ENVELOPE_VERSION}.json"
+    return schema
+
+
+def _format_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,198 @@
+"""The exception tree of cloudjobs.
+
+Every error raised by cloudjobs derives from :class:`CloudjobsError` and carries structured
+fields besides its message, so callers can handle it without parsing text::
+
+    CloudjobsError
+    ├─ ConfigurationError        a setting is missing or contradicts another (names the setting)
+    │  └─ CredentialsError       no AWS credentials could be found
+    ├─ JobError                  raised by handlers to steer the outcome
+    │  ├─ PermanentError         → dead-letter queue now, no retry
+    │  └─ RetryableError         → retry, optionally after ``delay``
+    │     └─ JobTimeoutError     the handler ran past its timeout
+    ├─ MessageError              a message that cannot be run as it is (→ DLQ with ``reason``)
+    │  ├─ DecodeError            the body is not a valid envelope
+    │  ├─ UnknownJobError        no handler is registered for the job type
+    │  ├─ PayloadValidationError the payload fails the job's schema
+    │  └─ PayloadTooLargeError   the encoded message exceeds the queue's size limit
+    ├─ EnqueueError              a producer-side request the queue cannot take
+    │  ├─ InvalidDelayError      a delay outside 0–900 s, or any per-message delay on FIFO
+    │  └─ BatchEnqueueError      some entries of a batch could not be sent (per entry)
+    ├─ BackendError              the queue service failed or refused a request
+    │  ├─ QueueNotFoundError     the queue (or its DLQ) does not exist
+    │  └─ BackendUnavailableError the endpoint could not be reached
+    └─ IdempotencyError          reserved for the idempotency store
+
+Botocore exceptions are wrapped at the edge (``raise QueueNotFoundError(queue=...) from exc``), so
+user code never imports botocore to handle cloudjobs errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+
+class CloudjobsError(Exception):
+    """Root of every error cloudjobs raises."""
+
+
+class ConfigurationError(CloudjobsError):
+    """A setting is missing, malformed or contradicts another.
+
+    Attributes:
+        setting: the environment variable (``CLOUDJOBS_...``) or argument to change.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(f"{setting}: {message}" if setting else message)
+        self.setting = setting
+
+
+class CredentialsError(ConfigurationError):
+    """No AWS credentials were found through boto3's credential chain."""
+
+
+class JobError(CloudjobsError):
+    """Base of the errors a handler raises to choose what happens to its job."""
+
+
+class PermanentError(JobError):
+    """The job can never succeed: it goes to the dead-letter queue at once, with this message."""
+
+
+class RetryableError(JobError):
+    """The job failed for now; it is retried, after ``delay`` when given, else after the backoff.
+
+    Args:
+        delay: seconds or a timedelta before the next attempt (capped at SQS's 12-hour visibility limit).
+    """
+
+    def __init__(self, message: str = "", *, delay: timedelta | float | None = None) -> None:
+        super().__init__(message)
+        if delay is not None and not isinstance(delay, timedelta):
+            delay = timedelta(seconds=delay)
+        self.delay: timedelta | None = delay
+
+
+class JobTimeoutError(RetryableError):
+    """The handler ran past its timeout; the attempt counts as a retryable failure."""
+
+    def __init__(self, *, job_name: str, timeout: timedelta) -> None:
+        super().__init__(f"job {job_name!r} exceeded its timeout of {timeout.total_seconds():g}s")
+        self.job_name = job_name
+        self.timeout = timeout
+
+
+class MessageError(CloudjobsError):
+    """A message that cannot be run as it is; the consumer dead-letters it with ``reason``.
+
+    Attributes:
+        reason: a short machine-readable reason, recorded on the dead-lettered message.
+    """
+
+    reason = "message_error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class DecodeError(MessageError):
+    """The message body is not a valid cloudjobs envelope and no routing rule applies."""
+
+    reason = "undecodable"
+
+
+class UnknownJobError(MessageError):
+    """No handler is registered under the message's job type."""
+
+    reason = "unknown_job"
+
+    def __init__(self, *, job_name: str) -> None:
+        super().__init__(f"no handler registered for job type {job_name!r}")
+        self.job_name = job_name
+
+
+class PayloadValidationError(MessageError):
+    """The payload does not match the job's payload model."""
+
+    reason = "invalid_payload"
+
+    def __init__(self, message: str, *, job_name: str) -> None:
+        super().__init__(message)
+        self.job_name = job_name
+
+
+class PayloadTooLargeError(MessageError):
+    """The encoded message (UTF-8 body plus attributes) is larger than the queue accepts."""
+
+    reason = "payload_too_large"
+
+    def __init__(self, *, job_name: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"job {job_name!r}: message is {size} bytes, the queue accepts at most {limit} bytes"
+        )
+        self.job_name = job_name
+        self.size = size
+        self.limit = limit
+
+
+class EnqueueError(CloudjobsError):
+    """A producer-side request the queue cannot take as given."""
+
+
+class InvalidDelayError(EnqueueError):
+    """The requested delay is outside what the queue supports (0–900 s; none on FIFO queues)."""
+
+    def __init__(self, message: str, *, delay: timedelta, queue: str) -> None:
+        super().__init__(message)
+        self.delay = delay
+        self.queue = queue
+
+
+class BatchEnqueueError(EnqueueError):
+    """Some entries of a batch enqueue failed after retries; the others were sent.
+
+    Attributes:
+        sent: job ids that were sent, by position in the request (``None`` where that entry failed).
+        failures: position in the request → the error reported for that entry.
+    """
+
+    def __init__(self, *, sent: Sequence[str | None], failures: Mapping[int, str]) -> None:
+        super().__init__(
+            f"{len(failures)} of {len(sent)} jobs could not be enqueued: "
+            + "; ".join(f"#{index}: {error}" for index, error in sorted(failures.items()))
+        )
+        self.sent = list(sent)
+        self.failures = dict(failures)
+
+
+class BackendError(CloudjobsError):
+    """The queue service failed or refused a request.
+
+    Attributes:
+        queue: the queue name or URL concerned, when known.
+        code: the service's error code, when there was one.
+    """
+
+    def __init__(self, message: str, *, queue: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.code = code
+
+
+class QueueNotFoundError(BackendError):
+    """The queue (or its dead-letter queue) does not exist at the configured endpoint."""
+
+    def __init__(self, *, queue: str) -> None:
+        super().__init__(f"queue {queue!r} does not exist", queue=queue, code="QueueDoesNotExist")
+
+
+class BackendUnavailableError(BackendError):
+    """The queue endpoint could not be reached."""
+
+
+class IdempotencyError(CloudjobsError):
+    """Base of the idempotency store's errors."""

@@ -1,0 +1,64 @@
+"""Job: what a handler knows about the job it runs, and the context variable that holds it."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cloudjobs.backends.base import Delivery
+from cloudjobs.envelope import Envelope
+
+_current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("cloudjobs_job", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """The running job, passed to handlers that take a second argument.
+
+    Attributes:
+        id: the job id (kept across retries and redrives).
+        type: the name the job was registered under.
+        attempt: this attempt's number, from 1.
+        max_attempts: attempts allowed in all.
+        enqueued_at: when the job was first enqueued (UTC).
+        correlation_id: shared by every job started from one request; inherited by jobs this
+            handler enqueues.
+        queue: the name of the queue the job came from.
+        timeout: the handler's time limit.
+        idempotency_key: the producer's key, when it set one.
+        message: the raw delivery, for advanced use.
+        envelope: the decoded envelope.
+    """
+
+    id: str
+    type: str
+    attempt: int
+    max_attempts: int
+    enqueued_at: datetime
+    correlation_id: str
+    queue: str
+    timeout: timedelta
+    idempotency_key: str | None
+    message: Delivery
+    envelope: Envelope
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure of this attempt sends the job to the dead-letter queue."""
+        return self.attempt >= self.max_attempts
+
+
+def current_job() -> Job | None:
+    """The job running in this context (thread or task), or None outside a handler."""
+    return _current_job.get()
+
+
+def set_current_job(job: Job | None) -> contextvars.Token[Job | None]:
+    """Make ``job`` the current one; returns the token to restore the previous one."""
+    return _current_job.set(job)
+
+
+def reset_current_job(token: contextvars.Token[Job | None]) -> None:
+    """Restore the job that was current before :func:`set_current_job`."""
+    _current_job.reset(token)

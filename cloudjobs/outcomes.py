@@ -1,0 +1,84 @@
+"""Outcomes: what the consumer core decides for each delivery, and every runtime applies.
+
+=============== ==================================================== ===========================
+outcome         meaning                                              worker applies it as
+=============== ==================================================== ===========================
+``Completed``   the handler returned                                 delete (batched)
+``Retry``       a retryable failure; try again after ``delay``       visibility = delay
+``DeadLetter``  can never succeed, or out of attempts                send to DLQ with reason, delete
+``Deferred``    not run now, and not an attempt                      visibility = delay
+``Released``    never started (shutdown, FIFO group blocked)         visibility = 0
+``Cancelled``   cancelled before it ran                              delete
+=============== ==================================================== ===========================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The handler returned ``result``."""
+
+    result: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Run again after ``delay``; ``error`` says why this attempt failed."""
+
+    delay: timedelta
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Send to the dead-letter queue with ``reason`` (machine-readable) and ``error`` (human)."""
+
+    reason: str
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not run now and not counted as an attempt; back after ``delay``."""
+
+    delay: timedelta
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Never started; visible again at once."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """Cancelled before it ran; acknowledged without running."""
+
+
+Outcome = Completed | Retry | DeadLetter | Deferred | Released | Cancelled
+"""Every outcome the consumer core can decide."""
+
+
+def dead_letter_attributes(
+    outcome: DeadLetter, *, job_type: str | None, failed_at: datetime
+) -> dict[str, str]:
+    """The message attribute recording why a message was dead-lettered (one JSON attribute)."""
+    details = {
+        "reason": outcome.reason,
+        "error": outcome.error[:2000],
+        "attempts": outcome.attempt,
+        "job_type": job_type,
+        "failed_at": failed_at.isoformat(),
+    }
+    return {DEAD_LETTER_ATTRIBUTE: json.dumps(details, separators=(",", ":"), ensure_ascii=False)}

@@ -1,0 +1,162 @@
+"""The producer: envelopes in, batched sends out, every entry accounted for."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from pydantic import JsonValue
+
+from cloudjobs.backends.base import (
+    MAX_BATCH_ENTRIES,
+    MAX_DELAY,
+    Backend,
+    OutgoingMessage,
+    QueueInfo,
+    message_size,
+)
+from cloudjobs.clock import Clock
+from cloudjobs.envelope import Envelope, encode, envelope_attributes
+from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLargeError
+from cloudjobs.job import current_job
+
+_RESEND_ATTEMPTS: Final = 3
+_MAX_REQUEST_SIZE: Final = 1024 * 1024
+"""SendMessageBatch's limit on the whole request's payload: 1 MiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """One job to enqueue, with its JSON payload already serialised."""
+
+    job_type: str
+    payload: JsonValue
+    delay: timedelta = timedelta(0)
+    idempotency_key: str | None = None
+    group_id: str | None = None
+    deduplication_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    job_id: str
+    message: OutgoingMessage
+    size: int
+
+
+class Producer:
+    """Builds envelopes and sends them through a backend in batches of ten within 1 MiB.
+
+    Args:
+        backend: where messages go.
+        clock: the time written as ``enqueued_at``.
+        default_group_id: FIFO MessageGroupId when a request names none (else the job type).
+    """
+
+    def __init__(self, backend: Backend, clock: Clock, *, default_group_id: str | None = None) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._default_group_id = default_group_id
+
+    def enqueue(self, requests: Sequence[EnqueueRequest]) -> list[str]:
+        """Send every request; returns job ids in request order.
+
+        Every message is built and checked before any is sent, so a request that cannot be sent
+        (too large, bad delay) fails the call without sending the others.
+
+        Raises:
+            PayloadTooLargeError: a message exceeds the queue's size limit.
+            InvalidDelayError: a delay is outside 0–900 s, or set on a FIFO queue.
+            BatchEnqueueError: entries still failed after resending; the others were sent.
+            BackendError: the queue refused the whole request.
+        """
+        info = self._backend.info()
+        prepared = [self._prepare(request, info) for request in requests]
+        sent: list[str | None] = [None] * len(prepared)
+        failures: dict[int, str] = {}
+        for batch in _batches(list(enumerate(prepared))):
+            self._send_batch(batch, sent, failures)
+        if failures:
+            raise BatchEnqueueError(sent=sent, failures=failures)
+        return [job_id for job_id in sent if job_id is not None]
+
+    def _prepare(self, request: EnqueueRequest, info: QueueInfo) -> _Prepared:
+        if not timedelta(0) <= request.delay <= MAX_DELAY:
+            raise InvalidDelayError(
+                f"delay of {request.delay.total_seconds():g}s is outside SQS's 0–900 s",
+                delay=request.delay,
+                queue=info.name,
+            )
+        if info.is_fifo and request.delay:
+            raise InvalidDelayError(
+                "FIFO queues refuse per-message delays; set DelaySeconds on the queue instead",
+                delay=request.delay,
+                queue=info.name,
+            )
+        parent = current_job()
+        envelope = Envelope(
+            id=str(uuid.uuid4()),
+            type=request.job_type,
+            payload=request.payload,
+            correlation_id=parent.correlation_id if parent else uuid.uuid4().hex,
+            enqueued_at=self._clock.now(),
+            idempotency_key=request.idempotency_key,
+        )
+        body = encode(envelope)
+        attributes = envelope_attributes(envelope)
+        size = message_size(body, attributes)
+        if size > info.max_message_size:
+            raise PayloadTooLargeError(job_name=request.job_type, size=size, limit=info.max_message_size)
+        group_id = deduplication_id = None
+        if info.is_fifo:
+            group_id = request.group_id or self._default_group_id or request.job_type
+            # The job id as deduplication id: a resend of this very entry is dropped by SQS,
+            # while two enqueues of equal payloads stay two jobs.
+            deduplication_id = request.deduplication_id or envelope.id
+        message = OutgoingMessage(
+            body=body,
+            attributes=attributes,
+            delay=request.delay,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+        )
+        return _Prepared(job_id=envelope.id, message=message, size=size)
+
+    def _send_batch(
+        self, batch: list[tuple[int, _Prepared]], sent: list[str | None], failures: dict[int, str]
+    ) -> None:
+        pending = batch
+        for attempt in range(_RESEND_ATTEMPTS):
+            if attempt:
+                # Entries failed server-side: give the service a moment before resending them.
+                time.sleep(0.05 * 2**attempt)
+            results = self._backend.send([prepared.message for _, prepared in pending])
+            retry: list[tuple[int, _Prepared]] = []
+            for (index, prepared), result in zip(pending, results, strict=True):
+                if result.is_sent:
+                    sent[index] = prepared.job_id
+                    failures.pop(index, None)
+                else:
+                    failures[index] = result.error or "unknown error"
+                    if result.retryable:
+                        retry.append((index, prepared))
+            if not retry:
+                return
+            pending = retry
+
+
+def _batches(items: list[tuple[int, _Prepared]]) -> Iterator[list[tuple[int, _Prepared]]]:
+    batch: list[tuple[int, _Prepared]] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + item[1].size > _MAX_REQUEST_SIZE):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item[1].size
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""Runtimes: turn what a platform delivers into Delivery values and apply the core's outcomes."""

@@ -1,0 +1,124 @@
+"""OutcomeApplier: carries the consumer core's outcomes out on a backend, deletes batched by ten."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import timedelta
+
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, Delivery
+from cloudjobs.clock import Clock
+from cloudjobs.envelope import TYPE_ATTRIBUTE
+from cloudjobs.errors import CloudjobsError
+from cloudjobs.outcomes import (
+    Cancelled,
+    Completed,
+    DeadLetter,
+    Deferred,
+    Outcome,
+    Released,
+    Retry,
+    dead_letter_attributes,
+)
+
+logger = logging.getLogger("cloudjobs.worker")
+
+
+class OutcomeApplier:
+    """Applies outcomes: deletes are buffered and sent ten at a time, the rest go out at once.
+
+    Thread-safe. Call :meth:`flush` to send buffered deletes (the worker does so on a timer, and
+    always before it exits).
+
+    Attributes:
+        counts: outcomes applied so far, by kind (``completed``, ``retried``, ``dead_lettered``...).
+    """
+
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending_deletes: list[str] = []
+        self.counts: Counter[str] = Counter()
+
+    def apply(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Carry out one outcome for one delivery."""
+        match outcome:
+            case Completed() | Cancelled():
+                self._delete_later(delivery.receipt)
+                self._count("completed" if isinstance(outcome, Completed) else "cancelled")
+            case Retry(delay=delay):
+                self._change_visibility(delivery, delay)
+                self._count("retried")
+            case Deferred(delay=delay):
+                self._change_visibility(delivery, delay)
+                self._count("deferred")
+            case Released():
+                self._change_visibility(delivery, timedelta(0))
+                self._count("released")
+            case DeadLetter():
+                self._dead_letter(delivery, outcome)
+
+    def flush(self) -> None:
+        """Send every buffered delete now."""
+        with self._lock:
+            receipts, self._pending_deletes = self._pending_deletes, []
+        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
+            self._delete(receipts[start : start + MAX_BATCH_ENTRIES])
+
+    @property
+    def pending(self) -> int:
+        """Deletes waiting in the buffer."""
+        with self._lock:
+            return len(self._pending_deletes)
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
+    def _delete_later(self, receipt: str) -> None:
+        with self._lock:
+            self._pending_deletes.append(receipt)
+            if len(self._pending_deletes) < MAX_BATCH_ENTRIES:
+                return
+            batch, self._pending_deletes = self._pending_deletes, []
+        self._delete(batch)
+
+    def _delete(self, receipts: list[str]) -> None:
+        try:
+            failed = self._backend.delete(receipts)
+        except CloudjobsError:
+            # Not deleted means redelivered after the visibility timeout: duplicated, never lost.
+            logger.exception("deleting %d messages failed; they will be delivered again", len(receipts))
+            return
+        if failed:
+            logger.error("%d messages could not be deleted; they will be delivered again", len(failed))
+
+    def _change_visibility(self, delivery: Delivery, delay: timedelta) -> None:
+        try:
+            self._backend.change_visibility([(delivery.receipt, delay)])
+        except CloudjobsError:
+            logger.exception("changing visibility of message %s failed", delivery.message_id)
+
+    def _dead_letter(self, delivery: Delivery, outcome: DeadLetter) -> None:
+        attributes = dead_letter_attributes(
+            outcome, job_type=delivery.attributes.get(TYPE_ATTRIBUTE), failed_at=self._clock.now()
+        )
+        try:
+            self._backend.dead_letter(delivery, attributes)
+        except CloudjobsError:
+            # Keep the message: the queue's own redrive policy still moves it after maxReceiveCount.
+            logger.exception("dead-lettering message %s failed; it stays on the queue", delivery.message_id)
+            self._count("dead_letter_failed")
+            return
+        # Delete only after the DLQ has the copy: a crash in between duplicates, never loses.
+        self._delete_later(delivery.receipt)
+        self._count("dead_lettered")
+        logger.warning(
+            "message %s dead-lettered: %s (%s)",
+            delivery.message_id,
+            outcome.reason,
+            outcome.error,
+            extra={"job_type": delivery.attributes.get(TYPE_ATTRIBUTE), "reason": outcome.reason},
+        )

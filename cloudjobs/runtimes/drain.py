@@ -1,0 +1,72 @@
+"""drain(): run a memory queue to completion in the calling thread, for tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES
+from cloudjobs.backends.memory import MemoryBackend
+from cloudjobs.consumer import Consumer
+from cloudjobs.outcomes import Outcome
+from cloudjobs.runtimes.applier import OutcomeApplier
+from cloudjobs.runtimes.ordering import run_in_order
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What a drain did.
+
+    Attributes:
+        outcomes: each delivery's message id and outcome, in the order they were decided.
+        counts: outcomes by kind (``completed``, ``retried``, ``dead_lettered``...).
+    """
+
+    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def completed(self) -> int:
+        """Jobs whose handler returned."""
+        return self.counts["completed"]
+
+    @property
+    def retried(self) -> int:
+        """Failed attempts that were retried."""
+        return self.counts["retried"]
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages sent to the dead-letter queue."""
+        return self.counts["dead_lettered"]
+
+
+def drain(
+    consumer: Consumer, backend: MemoryBackend, *, max_jobs: int = 10_000, skip_delays: bool = True
+) -> DrainReport:
+    """Receive and run until the queue holds nothing runnable (or ``max_jobs`` deliveries ran).
+
+    With ``skip_delays``, the queue's time jumps to the next delayed or retried message instead
+    of waiting for it.
+    """
+    applier = OutcomeApplier(backend, backend)
+    report = DrainReport()
+    handled = 0
+    while handled < max_jobs:
+        deliveries = backend.receive(
+            max_messages=min(MAX_BATCH_ENTRIES, max_jobs - handled), wait=timedelta(0)
+        )
+        if not deliveries:
+            waiting = [m.visible_at for m in backend.messages() if m.visible_at > backend.now()]
+            if not (skip_delays and waiting):
+                break
+            backend.advance(min(waiting) - backend.now())
+            continue
+        for delivery, outcome in run_in_order(consumer, deliveries):
+            applier.apply(delivery, outcome)
+            report.outcomes.append((delivery.message_id, outcome))
+        applier.flush()
+        handled += len(deliveries)
+    report.counts.update(applier.counts)
+    return report

@@ -1,0 +1,112 @@
+"""Settings, read from ``CLOUDJOBS_*`` environment variables (and a ``.env`` file).
+
+AWS configuration (region, endpoint, credentials, retry mode) is left to boto3's own resolution:
+``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SQS`` and the credential chain work as
+everywhere else. ``CLOUDJOBS_REGION`` only overrides the region when set.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloudjobs.errors import ConfigurationError
+
+ENV_PREFIX = "CLOUDJOBS_"
+
+
+class Settings(BaseSettings):
+    """Every cloudjobs setting; each field reads ``CLOUDJOBS_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True, validate_default=True
+    )
+
+    queue_url: str | None = Field(default=None, description="URL of the job queue.")
+    queue_name: str | None = Field(default=None, description="Name of the job queue (used without a URL).")
+    dlq_url: str | None = Field(
+        default=None, description="Dead-letter queue URL; found from the queue's redrive policy if unset."
+    )
+    region: str | None = Field(default=None, description="AWS region override; boto3's own otherwise.")
+    visibility_timeout_seconds: int | None = Field(
+        default=None, ge=1, le=43_200, description="Visibility on receive; the queue's own if unset."
+    )
+    wait_time_seconds: int = Field(default=20, ge=0, le=20, description="Long-poll wait per receive.")
+    concurrency: int = Field(default=8, ge=1, le=1024, description="Handlers run at once by a worker.")
+    prefetch: int = Field(
+        default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
+    )
+    max_attempts: int = Field(default=5, ge=1, le=1000, description="Attempts before the DLQ.")
+    job_timeout_seconds: float = Field(default=300, gt=0, description="Default handler timeout.")
+    backoff_base_seconds: float = Field(default=1.0, gt=0, description="First retry's backoff ceiling.")
+    backoff_cap_seconds: float = Field(
+        default=900.0, gt=0, le=43_200, description="Largest backoff between attempts."
+    )
+    heartbeat_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How often visibility is extended; a third of the visibility if unset.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="How long a stopping worker waits for running jobs."
+    )
+    default_job_type: str | None = Field(
+        default=None, description="Job type for messages not sent by cloudjobs (plain JSON bodies)."
+    )
+    job_type_attribute: str | None = Field(
+        default=None, description="Message attribute naming the job type of foreign messages."
+    )
+    message_group_id: str | None = Field(
+        default=None, description="Default MessageGroupId on FIFO queues (the job type if unset)."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.backoff_base_seconds > self.backoff_cap_seconds:
+            raise ValueError("CLOUDJOBS_BACKOFF_BASE_SECONDS must not exceed CLOUDJOBS_BACKOFF_CAP_SECONDS")
+        return self
+
+    @property
+    def job_timeout(self) -> timedelta:
+        """The default handler timeout."""
+        return timedelta(seconds=self.job_timeout_seconds)
+
+    @property
+    def shutdown_timeout(self) -> timedelta:
+        """How long a stopping worker waits for running jobs."""
+        return timedelta(seconds=self.shutdown_timeout_seconds)
+
+    def heartbeat_interval(self, visibility: timedelta) -> timedelta:
+        """The visibility heartbeat's period for a given visibility timeout.
+
+        Raises:
+            ConfigurationError: the interval is not well inside the visibility timeout (at most half).
+        """
+        if self.heartbeat_interval_seconds is None:
+            return visibility / 3
+        interval = timedelta(seconds=self.heartbeat_interval_seconds)
+        if interval * 2 > visibility:
+            raise ConfigurationError(
+                f"heartbeat every {interval.total_seconds():g}s is not well inside the visibility timeout "
+                f"of {visibility.total_seconds():g}s; set it to at most half the visibility timeout "
+                "(or raise CLOUDJOBS_VISIBILITY_TIMEOUT_SECONDS)",
+                setting=f"{ENV_PREFIX}HEARTBEAT_INTERVAL_SECONDS",
+            )
+        return interval
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment.
+
+    Raises:
+        ConfigurationError: a value is malformed; the message names the ``CLOUDJOBS_`` variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = [str(part) for part in first["loc"]]
+        setting = f"{ENV_PREFIX}{location[0].upper()}" if location else None
+        raise ConfigurationError(first["msg"], setting=setting) from None
