@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -40,6 +41,7 @@ class OutcomeApplier:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending_deletes: list[str] = []
+        self._oldest_pending: float | None = None
         self.counts: Counter[str] = Counter()
 
     def apply(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -64,14 +66,16 @@ class OutcomeApplier:
         """Send every buffered delete now."""
         with self._lock:
             receipts, self._pending_deletes = self._pending_deletes, []
+            self._oldest_pending = None
         for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
             self._delete(receipts[start : start + MAX_BATCH_ENTRIES])
 
-    @property
-    def pending(self) -> int:
-        """Deletes waiting in the buffer."""
+    def oldest_pending_age(self) -> float | None:
+        """Seconds the oldest buffered delete has waited, or None when none waits."""
         with self._lock:
-            return len(self._pending_deletes)
+            if self._oldest_pending is None:
+                return None
+            return time.monotonic() - self._oldest_pending
 
     def _count(self, kind: str) -> None:
         with self._lock:
@@ -80,9 +84,12 @@ class OutcomeApplier:
     def _delete_later(self, receipt: str) -> None:
         with self._lock:
             self._pending_deletes.append(receipt)
+            if self._oldest_pending is None:
+                self._oldest_pending = time.monotonic()
             if len(self._pending_deletes) < MAX_BATCH_ENTRIES:
                 return
             batch, self._pending_deletes = self._pending_deletes, []
+            self._oldest_pending = None
         self._delete(batch)
 
     def _delete(self, receipts: list[str]) -> None:

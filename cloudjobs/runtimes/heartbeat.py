@@ -1,0 +1,173 @@
+"""The heartbeat registry: keeps held messages invisible while their jobs run.
+
+Every delivery a worker holds is registered here from receive to settle. A monitor thread extends
+the visibility of the ones about to reappear, ten per ChangeMessageVisibilityBatch, and fires job
+deadlines (sync handlers cannot be interrupted, so their timeout is decided here). SQS caps a
+received message's total visibility at 12 hours: past that the heartbeat stops extending it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, MAX_VISIBILITY, Backend, Delivery
+from cloudjobs.errors import CloudjobsError
+
+logger = logging.getLogger("cloudjobs.worker")
+
+
+@dataclass(slots=True)
+class _Held:
+    delivery: Delivery
+    received_at: float
+    visible_until: float
+    is_capped: bool = False
+
+
+@dataclass(order=True, slots=True)
+class _Deadline:
+    at: float
+    sequence: int
+    action: Callable[[], None] = field(compare=False)
+    is_cancelled: bool = field(default=False, compare=False)
+
+
+class Heartbeat:
+    """Extends held messages' visibility and fires deadlines, from one monitor thread.
+
+    Args:
+        backend: where visibility changes go.
+        visibility: the visibility each extension sets, counted from now.
+        interval: how often held messages are checked (well inside ``visibility``).
+        on_tick: called on every wake-up of the monitor (the worker flushes deletes there).
+        tick: the longest the monitor sleeps between wake-ups.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        visibility: timedelta,
+        interval: timedelta,
+        on_tick: Callable[[], None] = lambda: None,
+        tick: timedelta = timedelta(milliseconds=500),
+    ) -> None:
+        self._backend = backend
+        self._visibility = visibility.total_seconds()
+        self._interval = interval.total_seconds()
+        self._on_tick = on_tick
+        self._tick = min(tick.total_seconds(), self._interval)
+        self._held: dict[str, _Held] = {}
+        self._deadlines: list[_Deadline] = []
+        self._sequence = itertools.count()
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="cloudjobs-heartbeat", daemon=True)
+        self.extensions = 0
+
+    def start(self) -> None:
+        """Start the monitor thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the monitor thread (held messages are no longer extended)."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        self._thread.join()
+
+    def hold(self, deliveries: list[Delivery]) -> None:
+        """Start extending these deliveries' visibility."""
+        now = time.monotonic()
+        with self._wake:
+            for delivery in deliveries:
+                self._held[delivery.receipt] = _Held(delivery, now, now + self._visibility)
+
+    def release(self, receipt: str) -> None:
+        """Stop extending a delivery's visibility (it was settled, or its attempt timed out)."""
+        with self._wake:
+            self._held.pop(receipt, None)
+
+    @property
+    def held(self) -> int:
+        """How many deliveries are held."""
+        with self._wake:
+            return len(self._held)
+
+    def call_at(self, delay: timedelta, action: Callable[[], None]) -> Callable[[], None]:
+        """Run ``action`` on the monitor thread after ``delay``; returns a function that cancels it."""
+        deadline = _Deadline(time.monotonic() + delay.total_seconds(), next(self._sequence), action)
+        with self._wake:
+            heapq.heappush(self._deadlines, deadline)
+            if self._deadlines[0] is deadline:
+                self._wake.notify_all()
+
+        def cancel() -> None:
+            deadline.is_cancelled = True
+
+        return cancel
+
+    def _run(self) -> None:
+        next_beat = time.monotonic() + self._interval
+        while True:
+            with self._wake:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                due = [heapq.heappop(self._deadlines) for _ in range(_count_due(self._deadlines, now))]
+                sleep = min(next_beat, self._deadlines[0].at if self._deadlines else next_beat) - now
+                if not due and sleep > 0:
+                    self._wake.wait(min(sleep, self._tick))
+                    now = time.monotonic()
+            for deadline in due:
+                if not deadline.is_cancelled:
+                    _run_safely(deadline.action)
+            if now >= next_beat:
+                self._beat(now)
+                next_beat = now + self._interval
+            _run_safely(self._on_tick)
+
+    def _beat(self, now: float) -> None:
+        changes: list[tuple[str, timedelta]] = []
+        with self._wake:
+            for receipt, held in self._held.items():
+                if held.is_capped or held.visible_until - now > 2 * self._interval:
+                    continue
+                remaining_cap = held.received_at + MAX_VISIBILITY.total_seconds() - now
+                extension = min(self._visibility, remaining_cap)
+                if extension < self._visibility:
+                    held.is_capped = True
+                    logger.warning(
+                        "message %s reaches SQS's 12-hour visibility cap; it is extended no further",
+                        held.delivery.message_id,
+                    )
+                held.visible_until = now + extension
+                changes.append((receipt, timedelta(seconds=int(extension))))
+        for start in range(0, len(changes), MAX_BATCH_ENTRIES):
+            batch = changes[start : start + MAX_BATCH_ENTRIES]
+            try:
+                gone = self._backend.change_visibility(batch)
+            except CloudjobsError:
+                logger.exception("extending visibility of %d messages failed", len(batch))
+                continue
+            self.extensions += len(batch) - len(gone)
+            for receipt in gone:
+                self.release(receipt)
+
+
+def _count_due(deadlines: list[_Deadline], now: float) -> int:
+    return sum(1 for deadline in deadlines if deadline.at <= now)
+
+
+def _run_safely(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception:
+        logger.exception("heartbeat task failed")

@@ -1,0 +1,360 @@
+"""Worker: the long-running consumer for ECS (or any host with a process supervisor).
+
+Threads, each with one job:
+
+- the **receiver** long-polls the queue, ten messages at a time, and only when ten more fit in
+  ``concurrency + prefetch`` (so every message held can start before its visibility matters, and
+  requests carry full batches);
+- ``concurrency`` **handler threads** run jobs (async handlers run on one event loop thread, their
+  handler thread waiting for them), so no more than ``concurrency`` handlers ever run at once;
+- the **heartbeat** extends the visibility of held messages, fires sync handlers' deadlines and
+  flushes the batched deletes.
+
+A sync handler that passes its timeout cannot be stopped (Python threads cannot be killed): its
+attempt is settled at once as a retryable :class:`~cloudjobs.errors.JobTimeoutError`, its visibility
+is no longer extended, and its thread keeps its concurrency slot until the function returns.
+
+``stop()`` (or SIGTERM/SIGINT) stops receiving, lets running jobs finish within the shutdown
+deadline, releases messages that never started (visibility 0) and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, MAX_VISIBILITY, Backend, Delivery
+from cloudjobs.consumer import Consumer, Prepared
+from cloudjobs.errors import CloudjobsError, ConfigurationError, JobTimeoutError
+from cloudjobs.outcomes import Outcome, Released
+from cloudjobs.runtimes.applier import OutcomeApplier
+from cloudjobs.runtimes.heartbeat import Heartbeat
+from cloudjobs.runtimes.ordering import chains, lets_group_continue
+
+if TYPE_CHECKING:
+    from cloudjobs.app import CloudJobs
+
+logger = logging.getLogger("cloudjobs.worker")
+
+_FLUSH_AFTER = 0.25
+"""Seconds a partial batch of deletes may wait for more before it is sent."""
+_RECEIVE_ERROR_PAUSE = 1.0
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """A sync handler run, settled by whichever comes first: its return or its deadline."""
+
+    delivery: Delivery
+    prepared: Prepared
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    outcome: Outcome | None = None
+
+
+class Worker:
+    """Consumes the queue until stopped; see the module docstring for how.
+
+    Args:
+        app: the job registry and queue.
+        concurrency: handlers run at once.
+        prefetch: messages held beyond the concurrency.
+        shutdown_timeout: how long a stop waits for running jobs.
+    """
+
+    def __init__(
+        self,
+        app: CloudJobs,
+        *,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        shutdown_timeout: timedelta | None = None,
+    ) -> None:
+        settings = app.settings
+        self._app = app
+        self.concurrency = concurrency or settings.concurrency
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1", setting="CLOUDJOBS_CONCURRENCY")
+        self.prefetch = settings.prefetch if prefetch is None else prefetch
+        self.shutdown_timeout = (
+            shutdown_timeout if shutdown_timeout is not None else settings.shutdown_timeout
+        )
+        self._stop_requested = threading.Event()
+        self._stopping = threading.Event()
+        self._capacity = threading.Condition()
+        self._outstanding = 0
+        self._work: queue.SimpleQueue[list[Delivery] | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started = threading.Event()
+        self._applier: OutcomeApplier | None = None
+        self.receives = 0
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Outcomes applied so far, by kind (``completed``, ``retried``, ``dead_lettered``...)."""
+        return Counter(self._applier.counts) if self._applier else Counter()
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully; safe from any thread and from signal handlers."""
+        self._stop_requested.set()
+
+    def run(self) -> None:
+        """Consume until :meth:`stop` or SIGTERM/SIGINT, then shut down gracefully and return.
+
+        Raises:
+            ConfigurationError: a setting contradicts the queue (checked before anything runs).
+            BackendError: the queue cannot be reached or does not exist (at start-up).
+        """
+        backend = self._app.backend
+        consumer = self._app.consumer()
+        info = consumer.queue
+        settings = self._app.settings
+        visibility = (
+            timedelta(seconds=settings.visibility_timeout_seconds)
+            if settings.visibility_timeout_seconds
+            else info.visibility_timeout
+        )
+        interval = settings.heartbeat_interval(visibility)
+        self._check_timeouts(consumer)
+        applier = self._applier = OutcomeApplier(backend, self._app.clock)
+        heartbeat = Heartbeat(
+            backend, visibility=visibility, interval=interval, on_tick=lambda: self._flush_if_due(applier)
+        )
+        self._visibility = visibility
+        restore = self._install_signal_handlers()
+        threads = [
+            threading.Thread(
+                target=self._handle_loop,
+                args=(consumer, applier, heartbeat),
+                name=f"cloudjobs-handler-{index}",
+                daemon=True,
+            )
+            for index in range(self.concurrency)
+        ]
+        if any(definition.is_async for definition in self._app.registry.values()):
+            self._start_event_loop()
+        receiver = threading.Thread(
+            target=self._receive_loop, args=(backend, heartbeat), name="cloudjobs-receiver", daemon=True
+        )
+        heartbeat.start()
+        for thread in threads:
+            thread.start()
+        receiver.start()
+        logger.info(
+            "worker started on queue %s: concurrency %d, prefetch %d, visibility %ss, heartbeat %ss",
+            info.name,
+            self.concurrency,
+            self.prefetch,
+            visibility.total_seconds(),
+            interval.total_seconds(),
+        )
+        self.started.set()
+        try:
+            self._stop_requested.wait()
+        finally:
+            self._shutdown(receiver, threads, heartbeat, applier)
+            restore()
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def _receive_loop(self, backend: Backend, heartbeat: Heartbeat) -> None:
+        limit = self.concurrency + self.prefetch
+        batch = min(MAX_BATCH_ENTRIES, limit)
+        wait = timedelta(seconds=self._app.settings.wait_time_seconds)
+        while not self._stopping.is_set():
+            with self._capacity:
+                while self._outstanding + batch > limit and not self._stopping.is_set():
+                    self._capacity.wait(0.5)
+                if self._stopping.is_set():
+                    return
+            try:
+                deliveries = backend.receive(max_messages=batch, wait=wait, visibility=self._visibility)
+            except CloudjobsError:
+                logger.exception("receiving from the queue failed; trying again")
+                self._stopping.wait(_RECEIVE_ERROR_PAUSE)
+                continue
+            self.receives += 1
+            if not deliveries:
+                continue
+            if self._stopping.is_set():
+                self._release_now(backend, deliveries)
+                return
+            heartbeat.hold(deliveries)
+            with self._capacity:
+                self._outstanding += len(deliveries)
+            for chain in chains(deliveries):
+                self._work.put(chain)
+
+    def _release_now(self, backend: Backend, deliveries: list[Delivery]) -> None:
+        try:
+            backend.change_visibility([(delivery.receipt, timedelta(0)) for delivery in deliveries])
+        except CloudjobsError:
+            logger.exception("releasing %d unstarted messages failed", len(deliveries))
+
+    # -- handling ---------------------------------------------------------------------------------
+
+    def _handle_loop(self, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat) -> None:
+        while True:
+            chain = self._work.get()
+            if chain is None:
+                return
+            blocked = False
+            for delivery in chain:
+                try:
+                    if blocked or self._stopping.is_set():
+                        outcome: Outcome = Released(
+                            reason="shutdown" if not blocked else "fifo_group_blocked"
+                        )
+                        applier.apply(delivery, outcome)
+                    else:
+                        outcome = self._run(delivery, consumer, applier, heartbeat)
+                    blocked = not lets_group_continue(outcome)
+                except Exception:
+                    # Never let one message take a handler thread down: it is redelivered later.
+                    logger.exception("handling message %s failed", delivery.message_id)
+                    blocked = True
+                finally:
+                    heartbeat.release(delivery.receipt)
+                    with self._capacity:
+                        self._outstanding -= 1
+                        self._capacity.notify_all()
+
+    def _run(
+        self, delivery: Delivery, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat
+    ) -> Outcome:
+        prepared = consumer.prepare(delivery)
+        if not isinstance(prepared, Prepared):
+            applier.apply(delivery, prepared)
+            return prepared
+        extra = {"job_id": prepared.job.id, "job_type": prepared.job.type, "attempt": prepared.job.attempt}
+        logger.debug("job started", extra=extra)
+        if prepared.definition.is_async:
+            outcome = self._run_async(prepared, consumer)
+        else:
+            outcome, is_applied = self._run_sync(prepared, consumer, applier, heartbeat)
+            if is_applied:  # settled by its deadline while the handler still ran
+                return outcome
+        applier.apply(delivery, outcome)
+        logger.debug("job settled: %s", type(outcome).__name__, extra=extra)
+        return outcome
+
+    def _run_sync(
+        self, prepared: Prepared, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat
+    ) -> tuple[Outcome, bool]:
+        """Run a sync handler; returns its outcome and whether the deadline already applied it."""
+        attempt = _Attempt(prepared.delivery, prepared)
+
+        def on_deadline() -> None:
+            with attempt.lock:
+                if attempt.outcome is not None:
+                    return
+                error = JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout)
+                attempt.outcome = consumer.settle(prepared, error=error)
+            heartbeat.release(prepared.delivery.receipt)
+            logger.warning(
+                "job %s (%s) passed its timeout of %ss; its thread keeps its slot until it returns",
+                prepared.job.id,
+                prepared.job.type,
+                prepared.job.timeout.total_seconds(),
+                extra={"job_id": prepared.job.id, "job_type": prepared.job.type},
+            )
+            applier.apply(prepared.delivery, attempt.outcome)
+
+        cancel = heartbeat.call_at(prepared.job.timeout, on_deadline)
+        try:
+            result = consumer.call(prepared)
+            error: Exception | None = None
+        except Exception as exc:
+            result, error = None, exc
+        finally:
+            cancel()
+        with attempt.lock:
+            if attempt.outcome is not None:
+                return attempt.outcome, True
+            attempt.outcome = consumer.settle(prepared, result=result, error=error)
+            return attempt.outcome, False
+
+    def _run_async(self, prepared: Prepared, consumer: Consumer) -> Outcome:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(consumer.call_async(prepared), self._loop)
+        try:
+            result = future.result()
+        except Exception as exc:
+            return consumer.settle(prepared, error=exc)
+        return consumer.settle(prepared, result=result)
+
+    def _start_event_loop(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="cloudjobs-event-loop", daemon=True).start()
+
+    # -- shutting down ----------------------------------------------------------------------------
+
+    def _shutdown(
+        self,
+        receiver: threading.Thread,
+        threads: list[threading.Thread],
+        heartbeat: Heartbeat,
+        applier: OutcomeApplier,
+    ) -> None:
+        logger.info("worker stopping: finishing running jobs, releasing the rest")
+        deadline = time.monotonic() + self.shutdown_timeout.total_seconds()
+        self._stopping.set()
+        with self._capacity:
+            self._capacity.notify_all()
+            while self._outstanding > 0 and time.monotonic() < deadline:
+                self._capacity.wait(max(0.0, min(0.5, deadline - time.monotonic())))
+            unfinished = self._outstanding
+        # A long poll under way may still return messages: the receiver releases them itself.
+        receiver.join(max(0.0, deadline - time.monotonic()))
+        for _ in threads:
+            self._work.put(None)
+        applier.flush()
+        heartbeat.stop()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if unfinished:
+            logger.warning(
+                "%d jobs did not finish within the shutdown deadline; their messages reappear "
+                "after the visibility timeout",
+                unfinished,
+            )
+        logger.info("worker stopped: %s", dict(applier.counts))
+
+    def _flush_if_due(self, applier: OutcomeApplier) -> None:
+        age = applier.oldest_pending_age()
+        if age is not None and age >= _FLUSH_AFTER:
+            applier.flush()
+
+    def _check_timeouts(self, consumer: Consumer) -> None:
+        for definition in self._app.registry.values():
+            if consumer.timeout_of(definition) > MAX_VISIBILITY:
+                raise ConfigurationError(
+                    f"job {definition.name!r} has a timeout beyond SQS's 12-hour visibility cap; "
+                    "its message would reappear while it runs",
+                    setting="CLOUDJOBS_JOB_TIMEOUT_SECONDS",
+                )
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            logger.info("received %s", signal.Signals(signum).name)
+            self.stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
