@@ -317,7 +317,7 @@ class CloudJobs:
     @contextlib.contextmanager
     def testing(self, backend: MemoryBackend | None = None) -> Iterator[MemoryBackend]:
         """Swap in a fresh :class:`MemoryBackend` (and default settings) for the ``with`` block."""
-        memory = backend or MemoryBackend(clock=self._clock)
+        memory = backend if backend is not None else MemoryBackend(clock=self._clock)
         saved_backend, saved_settings = self._backend, self._settings
         self._backend = memory
         if self._settings is None:

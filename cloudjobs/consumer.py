@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from cloudjobs.backends.base import Delivery, QueueInfo
+from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, QueueInfo
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import CORRELATION_ATTRIBUTE, Envelope, ForeignMessageError, decode
 from cloudjobs.errors import (
@@ -274,8 +274,11 @@ class Consumer:
             # The queue would redrive it on the next receive without saying why: send it ourselves.
             reason = exhausted if exhausted != "max_attempts" else "max_receives"
             return DeadLetter(reason=reason, error=description, attempt=attempt)
-        delay = error.delay if isinstance(error, RetryableError) and error.delay is not None else None
-        return Retry(delay=delay or policy.backoff(attempt), error=description, attempt=attempt)
+        if isinstance(error, RetryableError) and error.delay is not None:
+            delay = min(max(error.delay, timedelta(0)), MAX_VISIBILITY)
+        else:
+            delay = policy.backoff(attempt)
+        return Retry(delay=delay, error=description, attempt=attempt)
 
     @staticmethod
     def _arguments(prepared: Prepared) -> tuple[Any, ...]:

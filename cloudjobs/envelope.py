@@ -130,7 +130,8 @@ def encode(envelope: Envelope) -> str:
 def decode(body: str) -> Envelope:
     """Parse a message body into an envelope.
 
-    Decoding is total: any body either decodes or raises a :class:`DecodeError`.
+    Decoding is strict (no type coercion: ``"3"`` is not an integer) and total: any body either
+    decodes or raises a :class:`DecodeError`. A cloudjobs body is parsed once.
 
     Raises:
         ForeignMessageError: the body is not a cloudjobs envelope (carries the parsed content).
@@ -138,24 +139,11 @@ def decode(body: str) -> Envelope:
             ``malformed_envelope``) or of a newer version (reason ``unsupported_version``).
     """
     try:
-        content: JsonValue = json.loads(body)
-    except ValueError:
-        raise ForeignMessageError("message body is not JSON", content=body) from None
-    if not isinstance(content, dict) or "cloudjobs" not in content:
-        raise ForeignMessageError("message body is not a cloudjobs envelope", content=content)
-    version = content["cloudjobs"]
-    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
-        raise DecodeError(
-            f"envelope version {version} is newer than this release reads ({ENVELOPE_VERSION})",
-            reason="unsupported_version",
-        )
-    try:
-        model = EnvelopeModel.model_validate(content)
+        model = EnvelopeModel.model_validate_json(body, strict=True)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise DecodeError(f"malformed envelope: {problems}", reason="malformed_envelope") from None
+        raise _classify(body, exc) from None
+    if model.cloudjobs > ENVELOPE_VERSION:
+        raise _unsupported(model.cloudjobs)
     enqueued_at = model.enqueued_at
     if enqueued_at.tzinfo is None:
         enqueued_at = enqueued_at.replace(tzinfo=UTC)
@@ -168,6 +156,30 @@ def decode(body: str) -> Envelope:
         idempotency_key=model.idempotency_key,
         attempt_offset=model.attempt_offset,
         redrive_count=model.redrive_count,
+    )
+
+
+def _classify(body: str, error: ValidationError) -> DecodeError:
+    """Why a body failed to validate: not ours, from a newer release, or malformed."""
+    try:
+        content: JsonValue = json.loads(body)
+    except ValueError:
+        return ForeignMessageError("message body is not JSON", content=body)
+    if not isinstance(content, dict) or "cloudjobs" not in content:
+        return ForeignMessageError("message body is not a cloudjobs envelope", content=content)
+    version = content["cloudjobs"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
+        return _unsupported(version)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()[:5]
+    )
+    return DecodeError(f"malformed envelope: {problems}", reason="malformed_envelope")
+
+
+def _unsupported(version: int) -> DecodeError:
+    return DecodeError(
+        f"envelope version {version} is newer than this release reads ({ENVELOPE_VERSION})",
+        reason="unsupported_version",
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import JsonValue
 
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
+    MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
     Backend,
     OutgoingMessage,
@@ -25,8 +26,6 @@ from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLar
 from cloudjobs.job import current_job
 
 _RESEND_ATTEMPTS: Final = 3
-_MAX_REQUEST_SIZE: Final = 1024 * 1024
-"""SendMessageBatch's limit on the whole request's payload: 1 MiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +152,7 @@ def _batches(items: list[tuple[int, _Prepared]]) -> Iterator[list[tuple[int, _Pr
     batch: list[tuple[int, _Prepared]] = []
     size = 0
     for item in items:
-        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + item[1].size > _MAX_REQUEST_SIZE):
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + item[1].size > MAX_BATCH_REQUEST_SIZE):
             yield batch
             batch, size = [], 0
         batch.append(item)

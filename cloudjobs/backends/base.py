@@ -20,6 +20,8 @@ MAX_VISIBILITY: Final = timedelta(hours=12)
 """SQS's longest visibility timeout, and the cap on a received message's total visibility."""
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
 """SQS's default (and largest) MaximumMessageSize for new queues: 1 MiB."""
+MAX_BATCH_REQUEST_SIZE: Final = 1024 * 1024
+"""SendMessageBatch's limit on all entries together, whatever the queue's message size: 1 MiB."""
 
 
 def message_size(body: str, attributes: Mapping[str, str]) -> int:

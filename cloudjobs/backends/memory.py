@@ -20,6 +20,7 @@ from typing import Final
 from cloudjobs.backends.base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_BATCH_ENTRIES,
+    MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
     MAX_VISIBILITY,
     Delivery,
@@ -106,7 +107,7 @@ class MemoryBackend:
             max_message_size=self.max_message_size,
             visibility_timeout=self.visibility_timeout,
             max_receive_count=self.max_receive_count,
-            dead_letter_queue=self.dead_letter_queue.name if self.dead_letter_queue else None,
+            dead_letter_queue=self.dead_letter_queue.name if self.dead_letter_queue is not None else None,
         )
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
@@ -114,9 +115,9 @@ class MemoryBackend:
         if not 1 <= len(messages) <= MAX_BATCH_ENTRIES:
             raise BackendError(f"a batch holds 1 to {MAX_BATCH_ENTRIES} entries", queue=self.name)
         total = sum(message_size(message.body, message.attributes) for message in messages)
-        if total > self.max_message_size:
+        if total > MAX_BATCH_REQUEST_SIZE:
             raise BackendError(
-                f"batch of {total} bytes exceeds the {self.max_message_size}-byte request limit",
+                f"batch of {total} bytes exceeds the {MAX_BATCH_REQUEST_SIZE}-byte request limit",
                 queue=self.name,
                 code="BatchRequestTooLong",
             )
@@ -270,6 +271,8 @@ class MemoryBackend:
 
     def _receive_visible(self, max_messages: int, visibility: timedelta) -> list[Delivery]:
         now = self._time.now()
+        # A FIFO group with a message in flight yields nothing; an idle group may yield several
+        # messages in one receive, in order, as SQS does.
         busy_groups = {
             m.group_id for m in self._messages.values() if m.group_id and m.receipt and m.visible_at > now
         }
@@ -290,8 +293,6 @@ class MemoryBackend:
             message.receipt = f"{message.message_id}#{message.receive_count}#{uuid.uuid4().hex[:8]}"
             message.received_at = now
             message.visible_at = now + visibility
-            if self.is_fifo and message.group_id:
-                busy_groups.add(message.group_id)
             deliveries.append(
                 Delivery(
                     message_id=message.message_id,

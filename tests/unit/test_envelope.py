@@ -1,0 +1,220 @@
+"""The envelope: the only wire format, and a decoder that is total."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pydantic import JsonValue
+
+import cloudjobs
+from cloudjobs.envelope import (
+    ENVELOPE_VERSION,
+    Envelope,
+    ForeignMessageError,
+    decode,
+    encode,
+    json_schema,
+)
+from cloudjobs.errors import DecodeError
+
+SCHEMA_FILE = Path(cloudjobs.__file__).parent / "schema" / f"envelope-v{ENVELOPE_VERSION}.json"
+
+
+def _envelope(**changes: object) -> Envelope:
+    fields: dict[str, object] = {
+        "id": "job-1",
+        "type": "send-email",
+        "payload": {"to": "ada@example.com", "tags": ["a", "é"], "count": 3, "ratio": 0.5, "none": None},
+        "correlation_id": "corr-1",
+        "enqueued_at": datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
+        "idempotency_key": "key-1",
+        "attempt_offset": 2,
+        "redrive_count": 1,
+    }
+    fields.update(changes)
+    return Envelope(**fields)  # type: ignore[arg-type]
+
+
+def _body(**changes: JsonValue) -> str:
+    content: dict[str, JsonValue] = {
+        "cloudjobs": 1,
+        "id": "job-1",
+        "type": "send-email",
+        "payload": {"to": "ada@example.com"},
+        "correlation_id": "corr-1",
+        "enqueued_at": "2026-11-24T12:00:00.000000Z",
+    }
+    content.update(changes)
+    return json.dumps(content)
+
+
+def _without(field: str) -> str:
+    content = json.loads(_body())
+    del content[field]
+    return json.dumps(content)
+
+
+def test_an_encoded_envelope_decodes_to_an_equal_one() -> None:
+    envelope = _envelope()
+
+    assert decode(encode(envelope)) == envelope
+
+
+def test_encoding_writes_the_version_marker_and_keeps_non_ascii_text() -> None:
+    body = encode(_envelope())
+
+    assert json.loads(body)["cloudjobs"] == ENVELOPE_VERSION
+    assert "é" in body
+
+
+def test_a_non_utc_enqueue_time_round_trips_as_the_same_instant_in_utc() -> None:
+    local = datetime(2026, 11, 24, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+
+    decoded = decode(encode(_envelope(enqueued_at=local)))
+
+    assert decoded.enqueued_at == local
+    assert decoded.enqueued_at.utcoffset() == timedelta(0)
+
+
+def test_optional_fields_take_their_defaults_when_absent() -> None:
+    decoded = decode(_body())
+
+    assert decoded.idempotency_key is None
+    assert decoded.attempt_offset == 0
+    assert decoded.redrive_count == 0
+
+
+def test_a_naive_enqueue_time_is_read_as_utc() -> None:
+    decoded = decode(_body(enqueued_at="2026-11-24T12:00:00"))
+
+    assert decoded.enqueued_at == datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    decoded = decode(_body(added_in_a_later_release={"x": 1}, priority=3))
+
+    assert decoded.id == "job-1"
+    assert decoded.payload == {"to": "ada@example.com"}
+
+
+@pytest.mark.parametrize("body", ["not json", "", "{truncated", "\x00"])
+def test_a_body_that_is_not_json_is_foreign_and_keeps_its_raw_text(body: str) -> None:
+    with pytest.raises(ForeignMessageError) as caught:
+        decode(body)
+
+    assert caught.value.reason == "unroutable"
+    assert caught.value.content == body
+
+
+@pytest.mark.parametrize(
+    ("body", "content"),
+    [
+        ("[1, 2]", [1, 2]),
+        ('"text"', "text"),
+        ("42", 42),
+        ("null", None),
+        ('{"order": 7}', {"order": 7}),
+    ],
+)
+def test_json_that_is_not_an_envelope_is_foreign_and_carries_the_parsed_content(
+    body: str, content: JsonValue
+) -> None:
+    with pytest.raises(ForeignMessageError) as caught:
+        decode(body)
+
+    assert caught.value.reason == "unroutable"
+    assert caught.value.content == content
+
+
+def test_a_foreign_message_error_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode("plain text")
+
+
+@pytest.mark.parametrize("field", ["id", "type", "payload", "correlation_id", "enqueued_at"])
+def test_an_envelope_missing_a_required_field_is_malformed(field: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(_without(field))
+
+    assert not isinstance(caught.value, ForeignMessageError)
+    assert caught.value.reason == "malformed_envelope"
+    assert field in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"id": 5},
+        {"id": ""},
+        {"type": ["send-email"]},
+        {"type": ""},
+        {"correlation_id": None},
+        {"enqueued_at": "yesterday"},
+        {"idempotency_key": 12},
+        {"attempt_offset": -1},
+        {"attempt_offset": "many"},
+        {"redrive_count": -2},
+        {"cloudjobs": 0},
+        {"cloudjobs": None},
+        {"cloudjobs": "one"},
+    ],
+    ids=lambda changes: "-".join(f"{key}={value!r}" for key, value in changes.items()),
+)
+def test_an_envelope_with_a_field_of_the_wrong_type_or_range_is_malformed(
+    changes: dict[str, JsonValue],
+) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(_body(**changes))
+
+    assert caught.value.reason == "malformed_envelope"
+
+
+@pytest.mark.parametrize("version", [ENVELOPE_VERSION + 1, 99])
+def test_an_envelope_of_a_newer_version_is_unsupported(version: int) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(_body(cloudjobs=version))
+
+    assert caught.value.reason == "unsupported_version"
+    assert str(version) in str(caught.value)
+
+
+def test_a_newer_version_is_unsupported_even_when_its_fields_would_not_validate() -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(json.dumps({"cloudjobs": ENVELOPE_VERSION + 1, "renamed": "everything"}))
+
+    assert caught.value.reason == "unsupported_version"
+
+
+@pytest.mark.parametrize("version", ["2", 2.0, True], ids=["string", "float", "boolean"])
+def test_a_version_that_is_not_a_json_integer_is_never_read_as_an_envelope(version: JsonValue) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(_body(cloudjobs=version))
+
+    assert caught.value.reason in {"malformed_envelope", "unsupported_version"}
+
+
+def test_the_published_schema_file_matches_the_envelope_model() -> None:
+    regenerate = (
+        "regenerate it with: python -c 'import json; from cloudjobs.envelope import json_schema; "
+        "print(json.dumps(json_schema(), indent=2, sort_keys=True))' "
+        f"> cloudjobs/schema/{SCHEMA_FILE.name}"
+    )
+    assert SCHEMA_FILE.exists(), f"{SCHEMA_FILE} is missing; {regenerate}"
+
+    published = SCHEMA_FILE.read_text(encoding="utf-8")
+
+    assert published == json.dumps(json_schema(), indent=2, sort_keys=True) + "\n", (
+        f"{SCHEMA_FILE.name} is out of date with EnvelopeModel; {regenerate}"
+    )
+
+
+def test_the_schema_requires_the_version_marker_and_declares_draft_2020_12() -> None:
+    schema = json_schema()
+
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    required = schema["required"]
+    assert isinstance(required, list)
+    assert {"cloudjobs", "id", "type", "payload", "correlation_id", "enqueued_at"} <= set(required)
