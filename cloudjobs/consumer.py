@@ -22,7 +22,13 @@ from typing import Any, Protocol
 
 from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, QueueInfo
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import CORRELATION_ATTRIBUTE, Envelope, ForeignMessageError, decode
+from cloudjobs.envelope import (
+    CORRELATION_ATTRIBUTE,
+    TYPE_ATTRIBUTE,
+    Envelope,
+    ForeignMessageError,
+    decode,
+)
 from cloudjobs.errors import (
     DecodeError,
     JobTimeoutError,
@@ -141,18 +147,25 @@ class Consumer:
         try:
             envelope = self._decode(delivery)
         except DecodeError as exc:
-            return DeadLetter(reason=exc.reason, error=str(exc), attempt=delivery.receive_count)
+            return DeadLetter(
+                reason=exc.reason,
+                error=str(exc),
+                attempt=delivery.receive_count,
+                job_type=_attribute(delivery, TYPE_ATTRIBUTE),
+            )
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)
         definition = self._registry.get(envelope.type)
         if definition is None:
             # A rolling deploy may bring the handler: retry with backoff, dead-letter at the end.
             error = UnknownJobError(job_name=envelope.type)
-            return self._failure(delivery, attempt, self._default_policy, error, exhausted=error.reason)
+            return self._failure(
+                delivery, envelope.type, attempt, self._default_policy, error, exhausted=error.reason
+            )
         policy = self._policies[definition.name]
         try:
             payload = definition.validate(envelope.payload)
         except MessageError as exc:
-            return DeadLetter(reason=exc.reason, error=str(exc), attempt=attempt)
+            return DeadLetter(reason=exc.reason, error=str(exc), attempt=attempt, job_type=envelope.type)
         job = Job(
             id=envelope.id,
             type=envelope.type,
@@ -199,16 +212,16 @@ class Consumer:
     ) -> Outcome:
         """The outcome of a handler run that returned ``result`` or raised ``error``."""
         outcome: Outcome
+        job = prepared.job
         if error is None:
             outcome = Completed(result=result)
-        elif isinstance(error, PermanentError):
+        elif isinstance(error, PermanentError | MessageError):
+            reason = "permanent_error" if isinstance(error, PermanentError) else error.reason
             outcome = DeadLetter(
-                reason="permanent_error", error=_describe(error), attempt=prepared.job.attempt
+                reason=reason, error=_describe(error), attempt=job.attempt, job_type=job.type
             )
-        elif isinstance(error, MessageError):
-            outcome = DeadLetter(reason=error.reason, error=_describe(error), attempt=prepared.job.attempt)
         else:
-            outcome = self._failure(prepared.delivery, prepared.job.attempt, prepared.policy, error)
+            outcome = self._failure(prepared.delivery, job.type, job.attempt, prepared.policy, error)
         for middleware in reversed(self._middleware):
             outcome = middleware.after_run(prepared, outcome)
         return outcome
@@ -260,6 +273,7 @@ class Consumer:
     def _failure(
         self,
         delivery: Delivery,
+        job_type: str,
         attempt: int,
         policy: RetryPolicy,
         error: BaseException,
@@ -268,12 +282,12 @@ class Consumer:
     ) -> Outcome:
         description = _describe(error)
         if policy.is_exhausted(attempt):
-            return DeadLetter(reason=exhausted, error=description, attempt=attempt)
+            return DeadLetter(reason=exhausted, error=description, attempt=attempt, job_type=job_type)
         limit = self._queue.max_receive_count
         if limit is not None and delivery.receive_count >= limit:
             # The queue would redrive it on the next receive without saying why: send it ourselves.
             reason = exhausted if exhausted != "max_attempts" else "max_receives"
-            return DeadLetter(reason=reason, error=description, attempt=attempt)
+            return DeadLetter(reason=reason, error=description, attempt=attempt, job_type=job_type)
         if isinstance(error, RetryableError) and error.delay is not None:
             delay = min(max(error.delay, timedelta(0)), MAX_VISIBILITY)
         else:

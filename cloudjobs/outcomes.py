@@ -44,6 +44,7 @@ class DeadLetter:
     reason: str
     error: str
     attempt: int
+    job_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +71,13 @@ Outcome = Completed | Retry | DeadLetter | Deferred | Released | Cancelled
 """Every outcome the consumer core can decide."""
 
 
-def dead_letter_attributes(
-    outcome: DeadLetter, *, job_type: str | None, failed_at: datetime
-) -> dict[str, str]:
+def dead_letter_attributes(outcome: DeadLetter, *, failed_at: datetime) -> dict[str, str]:
     """The message attribute recording why a message was dead-lettered (one JSON attribute)."""
     details = {
         "reason": outcome.reason,
         "error": outcome.error[:2000],
         "attempts": outcome.attempt,
-        "job_type": job_type,
+        "job_type": outcome.job_type,
         "failed_at": failed_at.isoformat(),
     }
     return {DEAD_LETTER_ATTRIBUTE: json.dumps(details, separators=(",", ":"), ensure_ascii=False)}

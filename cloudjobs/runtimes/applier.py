@@ -10,7 +10,6 @@ from datetime import timedelta
 
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, Delivery
 from cloudjobs.clock import Clock
-from cloudjobs.envelope import TYPE_ATTRIBUTE
 from cloudjobs.errors import CloudjobsError
 from cloudjobs.outcomes import (
     Cancelled,
@@ -109,9 +108,7 @@ class OutcomeApplier:
             logger.exception("changing visibility of message %s failed", delivery.message_id)
 
     def _dead_letter(self, delivery: Delivery, outcome: DeadLetter) -> None:
-        attributes = dead_letter_attributes(
-            outcome, job_type=delivery.attributes.get(TYPE_ATTRIBUTE), failed_at=self._clock.now()
-        )
+        attributes = dead_letter_attributes(outcome, failed_at=self._clock.now())
         try:
             self._backend.dead_letter(delivery, attributes)
         except CloudjobsError:
@@ -127,5 +124,5 @@ class OutcomeApplier:
             delivery.message_id,
             outcome.reason,
             outcome.error,
-            extra={"job_type": delivery.attributes.get(TYPE_ATTRIBUTE), "reason": outcome.reason},
+            extra={"job_type": outcome.job_type, "reason": outcome.reason},
         )

@@ -167,7 +167,7 @@ def test_a_permanent_error_dead_letters_at_once(jobs: CloudJobs, backend: Memory
     jobs.enqueue("charge", {})
 
     assert _process(jobs, backend) == DeadLetter(
-        reason="permanent_error", error="PermanentError: card declined", attempt=1
+        reason="permanent_error", error="PermanentError: card declined", attempt=1, job_type="charge"
     )
 
 
@@ -345,6 +345,7 @@ def test_an_unknown_job_type_dead_letters_as_unknown_job_after_the_last_attempt(
         reason="unknown_job",
         error="UnknownJobError: no handler registered for job type 'never-deployed'",
         attempt=3,
+        job_type="never-deployed",
     )
 
 
@@ -392,7 +393,7 @@ def test_the_last_failed_attempt_dead_letters_as_max_attempts(
     jobs.enqueue("doomed", {})
 
     assert _process(jobs, backend, receive_count=2) == DeadLetter(
-        reason="max_attempts", error="RetryableError: again", attempt=2
+        reason="max_attempts", error="RetryableError: again", attempt=2, job_type="doomed"
     )
     assert seen == [True]
 
@@ -459,7 +460,9 @@ def test_the_last_receive_before_the_queue_would_redrive_dead_letters_as_max_rec
     jobs.enqueue("fragile", {})
     outcome = _process(jobs, backend, receive_count=3)
 
-    assert outcome == DeadLetter(reason="max_receives", error="RuntimeError: boom", attempt=3)
+    assert outcome == DeadLetter(
+        reason="max_receives", error="RuntimeError: boom", attempt=3, job_type="fragile"
+    )
 
 
 def test_an_async_handler_runs_to_its_result(jobs: CloudJobs, backend: MemoryBackend) -> None:

@@ -1,0 +1,528 @@
+"""SqsBackend: the Backend protocol on Amazon SQS, through boto3.
+
+boto3 resolves credentials, region, endpoint (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SQS``) and retry
+mode as it always does; this module only sizes the connection pool and the read timeout for long polls.
+Every botocore exception is translated here into the :mod:`cloudjobs.errors` tree, so callers never
+import botocore.
+
+Limits referred to below: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Literal, Self
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from cloudjobs.backends.base import (
+    MAX_BATCH_ENTRIES,
+    MAX_VISIBILITY,
+    Delivery,
+    OutgoingMessage,
+    QueueInfo,
+    SendResult,
+)
+from cloudjobs.envelope import MAX_MESSAGE_ATTRIBUTES
+from cloudjobs.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    CredentialsError,
+    QueueNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueTypeDef,
+        MessageSystemAttributeValueTypeDef,
+        MessageTypeDef,
+        ReceiveMessageRequestTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+        SendMessageRequestTypeDef,
+    )
+
+MAX_WAIT_TIME_SECONDS: Final = 20
+"""SQS's longest long poll (ReceiveMessage ``WaitTimeSeconds``)."""
+
+_READ_TIMEOUT_MARGIN_SECONDS: Final = 10
+_QUEUE_NOT_FOUND_CODES: Final = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
+# Codes meaning "this receipt no longer names an in-flight message": deleted, expired, or released.
+# AWS answers an expired handle with InvalidParameterValue.
+_GONE_CODES: Final = frozenset(
+    {"ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight"}
+)
+_SYSTEM_ATTRIBUTE_NAMES: Final = ("AWSTraceHeader",)
+_CLOUDJOBS_ATTRIBUTE_PREFIX: Final = "cloudjobs."
+_CREDENTIAL_CHAIN_HINT: Final = (
+    "no AWS credentials found: boto3 looked through its credential chain (the environment variables "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with the shared credentials and config "
+    "files, SSO, web identity, and container or EC2 instance metadata)"
+)
+
+
+@contextmanager
+def wrap_aws_errors(queue: str | None) -> Iterator[None]:
+    """Translate botocore exceptions raised inside the block into :mod:`cloudjobs.errors`.
+
+    Args:
+        queue: the queue name (or URL) to record on the error.
+
+    Raises:
+        CredentialsError: no credentials were found (or only part of them).
+        ConfigurationError: no region is configured, or the named profile does not exist.
+        BackendUnavailableError: the endpoint could not be reached or did not answer in time.
+        QueueNotFoundError: the queue does not exist.
+        BackendError: any other error of the service or of botocore, with the service's ``code``.
+    """
+    try:
+        yield
+    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as exc:
+        raise CredentialsError(f"{_CREDENTIAL_CHAIN_HINT}: {exc}") from exc
+    except botocore.exceptions.NoRegionError as exc:
+        raise ConfigurationError(
+            "no AWS region configured: set AWS_REGION or pass region=", setting="AWS_REGION"
+        ) from exc
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigurationError(str(exc), setting="AWS_PROFILE") from exc
+    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+        # ConnectionError covers EndpointConnectionError and ConnectTimeoutError; HTTPClientError covers
+        # read timeouts and connections closed mid-response.
+        raise BackendUnavailableError(f"SQS endpoint unreachable: {exc}", queue=queue) from exc
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _QUEUE_NOT_FOUND_CODES:
+            raise QueueNotFoundError(queue=queue or "") from exc
+        raise BackendError(str(exc), queue=queue, code=code or None) from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise BackendError(str(exc), queue=queue) from exc
+
+
+class SqsBackend:
+    """A queue on Amazon SQS (or any server speaking its API), implementing the Backend protocol.
+
+    The client is created on first use and again after a fork (a child process must not share the
+    parent's connections). Give ``queue_url``, or ``queue_name`` to look the URL up with GetQueueUrl.
+
+    Args:
+        queue_url: the queue's URL; only its last path component (the name) is read from it, the
+            endpoint comes from boto3's configuration.
+        queue_name: the queue's name, when no URL is given.
+        dlq_url: the dead-letter queue's URL; by default it is found from the redrive policy.
+        region: the AWS region; by default boto3 resolves it (``AWS_REGION``, profile, ...).
+        session: the boto3 session to create clients from; a new default session otherwise.
+        client: a ready SQS client; then ``session``, ``region`` and the pool settings are unused,
+            the client is used as is in every process, and :meth:`close` leaves it open.
+        max_pool_connections: HTTP connections kept per client (one per concurrent call).
+        wait_time_seconds: the longest long poll :meth:`receive` makes (0–20 s); the read timeout is
+            set 10 s above it.
+        config: extra botocore configuration, merged under the pool size and read timeout.
+
+    Raises:
+        ConfigurationError: neither ``queue_url`` nor ``queue_name`` is given, or
+            ``wait_time_seconds`` is outside 0–20.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_url: str | None = None,
+        queue_name: str | None = None,
+        dlq_url: str | None = None,
+        region: str | None = None,
+        session: boto3.session.Session | None = None,
+        client: SQSClient | None = None,
+        max_pool_connections: int = 10,
+        wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
+        config: Config | None = None,
+    ) -> None:
+        if queue_url is None and queue_name is None:
+            raise ConfigurationError("give the queue's URL or its name", setting="queue_url")
+        if not 0 <= wait_time_seconds <= MAX_WAIT_TIME_SECONDS:
+            raise ConfigurationError(
+                f"must be 0 to {MAX_WAIT_TIME_SECONDS} seconds", setting="wait_time_seconds"
+            )
+        self._queue_url = queue_url
+        self._name = queue_name or _name_from_url(queue_url or "")
+        self._dlq_url = dlq_url
+        self._region = region
+        self._session = session
+        self._given_client = client
+        self._wait_time_seconds = wait_time_seconds
+        own = Config(
+            max_pool_connections=max_pool_connections,
+            read_timeout=wait_time_seconds + _READ_TIMEOUT_MARGIN_SECONDS,
+        )
+        self._config = config.merge(own) if config is not None else own
+        self._lock = threading.Lock()
+        self._client: SQSClient | None = None
+        self._client_pid: int | None = None
+        self._info: QueueInfo | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def client(self) -> SQSClient:
+        """The SQS client for this process: created on first use, created anew after a fork.
+
+        Raises:
+            CredentialsError, ConfigurationError: boto3 could not build a client.
+        """
+        if self._given_client is not None:
+            return self._given_client
+        pid = os.getpid()
+        with self._lock:
+            if self._client is None or self._client_pid != pid:
+                # After a fork the old client's sockets belong to the parent too: drop it unclosed.
+                with wrap_aws_errors(self._name):
+                    self._client = self._create_client()
+                self._client_pid = pid
+            return self._client
+
+    def close(self) -> None:
+        """Close the client this backend created in this process (a given client stays open)."""
+        with self._lock:
+            client, self._client = self._client, None
+            owned = self._client_pid == os.getpid()
+        if client is not None and owned:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- Backend protocol -------------------------------------------------------------------------
+
+    def info(self) -> QueueInfo:
+        """The queue's configuration, read with one GetQueueAttributes and then cached.
+
+        Raises:
+            QueueNotFoundError: the queue does not exist.
+            BackendError: the service refused the request.
+        """
+        if self._info is not None:
+            return self._info
+        queue_url = self.queue_url()
+        with wrap_aws_errors(self._name):
+            attributes = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"]).get(
+                "Attributes", {}
+            )
+        max_receive_count: int | None = None
+        dead_letter_queue: str | None = None
+        if redrive_policy := attributes.get("RedrivePolicy"):
+            policy = json.loads(redrive_policy)
+            # Servers differ: maxReceiveCount comes as a number or as a string.
+            max_receive_count = int(policy["maxReceiveCount"])
+            dead_letter_queue = str(policy["deadLetterTargetArn"]).rsplit(":", 1)[-1]
+        self._info = QueueInfo(
+            name=self._name,
+            url=queue_url,
+            is_fifo=attributes.get("FifoQueue", "false").lower() == "true",
+            max_message_size=int(attributes["MaximumMessageSize"]),
+            visibility_timeout=timedelta(seconds=int(attributes["VisibilityTimeout"])),
+            max_receive_count=max_receive_count,
+            dead_letter_queue=dead_letter_queue,
+        )
+        return self._info
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send up to ten messages with one SendMessageBatch; one result per message, in order.
+
+        Each entry succeeds or fails on its own. A per-message delay on a FIFO queue fails its entry
+        without being sent (SQS refuses it); a delay is rounded up to whole seconds.
+
+        Raises:
+            BackendError: the batch is empty or holds more than ten entries, or the whole request was
+                refused (for example, ``BatchRequestTooLong``).
+        """
+        if not 1 <= len(messages) <= MAX_BATCH_ENTRIES:
+            raise BackendError(f"a batch holds 1 to {MAX_BATCH_ENTRIES} entries", queue=self._name)
+        is_fifo = self.info().is_fifo
+        results: list[SendResult | None] = [None] * len(messages)
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for index, message in enumerate(messages):
+            if is_fifo and message.delay:
+                results[index] = SendResult(
+                    error="InvalidParameterValue: FIFO queues take no per-message delay"
+                )
+                continue
+            entries.append(_batch_entry(str(index), message))
+        if entries:
+            with wrap_aws_errors(self._name):
+                response = self.client.send_message_batch(QueueUrl=self.queue_url(), Entries=entries)
+            for success in response.get("Successful", []):
+                results[int(success["Id"])] = SendResult(message_id=success["MessageId"])
+            for failure in response.get("Failed", []):
+                results[int(failure["Id"])] = SendResult(
+                    error=f"{failure['Code']}: {failure.get('Message', '')}",
+                    retryable=not failure["SenderFault"],
+                )
+        return [
+            result or SendResult(error="InternalError: no result for this entry", retryable=True)
+            for result in results
+        ]
+
+    def receive(
+        self, *, max_messages: int, wait: timedelta, visibility: timedelta | None = None
+    ) -> list[Delivery]:
+        """Receive up to ``max_messages`` (1–10), long-polling up to ``wait`` for the first.
+
+        ``wait`` is capped at ``wait_time_seconds``; ``visibility`` (whole seconds, rounded up,
+        at most 12 hours) overrides the queue's visibility timeout for these messages. Fewer
+        messages than are available may come back: drain by receiving until empty.
+
+        Raises:
+            BackendError: ``max_messages`` is outside 1–10, or the service refused the request.
+        """
+        if not 1 <= max_messages <= MAX_BATCH_ENTRIES:
+            raise BackendError(f"max_messages must be 1 to {MAX_BATCH_ENTRIES}", queue=self._name)
+        wait_seconds = min(max(int(wait.total_seconds()), 0), self._wait_time_seconds)
+        request: ReceiveMessageRequestTypeDef = {
+            "QueueUrl": self.queue_url(),
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageAttributeNames": ["All"],
+            # MessageSystemAttributeNames replaces the deprecated AttributeNames (same values).
+            "MessageSystemAttributeNames": [
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+                "AWSTraceHeader",
+            ],
+        }
+        if visibility is not None:
+            request["VisibilityTimeout"] = _whole_seconds(visibility)
+        with wrap_aws_errors(self._name):
+            response = self.client.receive_message(**request)
+        return [self._delivery(message) for message in response.get("Messages", [])]
+
+    def delete(self, receipts: Sequence[str]) -> list[str]:
+        """Delete up to ten messages with one DeleteMessageBatch.
+
+        Returns:
+            The receipts whose deletion failed; receipts of messages already gone (deleted, expired)
+            count as deleted.
+
+        Raises:
+            BackendError: more than ten receipts, or the service refused the whole request.
+        """
+        if not receipts:
+            return []
+        if len(receipts) > MAX_BATCH_ENTRIES:
+            raise BackendError(f"a batch holds at most {MAX_BATCH_ENTRIES} entries", queue=self._name)
+        with wrap_aws_errors(self._name):
+            response = self.client.delete_message_batch(
+                QueueUrl=self.queue_url(),
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": receipt} for index, receipt in enumerate(receipts)
+                ],
+            )
+        return [
+            receipts[int(failure["Id"])]
+            for failure in response.get("Failed", [])
+            if failure["Code"] not in _GONE_CODES
+        ]
+
+    def change_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        """Set up to ten messages' visibility timeouts, counted from now, with one batch call.
+
+        Timeouts are rounded up to whole seconds and clamped to 0–43,200 s; SQS also caps a
+        message's total visibility at 12 hours from its receive.
+
+        Returns:
+            The receipts of messages no longer in flight (deleted, expired or released).
+
+        Raises:
+            BackendError: more than ten changes, the whole request was refused, or an entry failed
+                for another reason than its message being gone (``code`` names the first one).
+        """
+        if not changes:
+            return []
+        if len(changes) > MAX_BATCH_ENTRIES:
+            raise BackendError(f"a batch holds at most {MAX_BATCH_ENTRIES} entries", queue=self._name)
+        with wrap_aws_errors(self._name):
+            response = self.client.change_message_visibility_batch(
+                QueueUrl=self.queue_url(),
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": receipt, "VisibilityTimeout": _whole_seconds(timeout)}
+                    for index, (receipt, timeout) in enumerate(changes)
+                ],
+            )
+        gone: list[str] = []
+        for failure in response.get("Failed", []):
+            if failure["Code"] not in _GONE_CODES:
+                raise BackendError(
+                    f"visibility change refused: {failure['Code']}: {failure.get('Message', '')}",
+                    queue=self._name,
+                    code=failure["Code"],
+                )
+            gone.append(changes[int(failure["Id"])][0])
+        return gone
+
+    def dead_letter(self, delivery: Delivery, attributes: Mapping[str, str]) -> None:
+        """Send a copy of ``delivery`` to the dead-letter queue with extra ``attributes``.
+
+        The copy keeps the body, the delivery's attributes and its ``AWSTraceHeader``; ``attributes``
+        win on a name clash. SQS takes at most ten attributes: past that, the delivery's attributes
+        outside the ``cloudjobs.`` namespace are dropped first. On FIFO the copy keeps its group and
+        is deduplicated on the original message id. The caller deletes the original.
+
+        Raises:
+            ConfigurationError: the queue has no dead-letter queue.
+            QueueNotFoundError: the dead-letter queue does not exist.
+            BackendError: the dead-letter queue refused the message.
+        """
+        dlq_url = self.dead_letter_queue_url()
+        is_fifo = self.info().is_fifo
+        outgoing = OutgoingMessage(
+            body=delivery.body,
+            attributes=_dead_letter_attributes(delivery.attributes, attributes),
+            group_id=(delivery.group_id or delivery.message_id) if is_fifo else None,
+            deduplication_id=delivery.message_id if is_fifo else None,
+            system_attributes=delivery.system_attributes,
+        )
+        request: SendMessageRequestTypeDef = {"QueueUrl": dlq_url, "MessageBody": outgoing.body}
+        if outgoing.attributes:
+            request["MessageAttributes"] = _message_attributes(outgoing.attributes)
+        if system_attributes := _system_attributes(outgoing.system_attributes):
+            request["MessageSystemAttributes"] = system_attributes
+        if outgoing.group_id is not None:
+            request["MessageGroupId"] = outgoing.group_id
+        if outgoing.deduplication_id is not None:
+            request["MessageDeduplicationId"] = outgoing.deduplication_id
+        with wrap_aws_errors(_name_from_url(dlq_url)):
+            self.client.send_message(**request)
+
+    # -- URLs -------------------------------------------------------------------------------------
+
+    def queue_url(self) -> str:
+        """The queue's URL, looked up by name with GetQueueUrl once when not given.
+
+        Raises:
+            QueueNotFoundError: no queue has that name.
+        """
+        if self._queue_url is None:
+            with wrap_aws_errors(self._name):
+                self._queue_url = self.client.get_queue_url(QueueName=self._name)["QueueUrl"]
+        return self._queue_url
+
+    def dead_letter_queue_url(self) -> str:
+        """The dead-letter queue's URL: as given, else looked up by the name in the redrive policy.
+
+        Only the name is taken from the policy's ARN; the URL comes from GetQueueUrl at the
+        configured endpoint.
+
+        Raises:
+            ConfigurationError: no URL was given and the queue has no redrive policy.
+            QueueNotFoundError: the dead-letter queue does not exist.
+        """
+        if self._dlq_url is None:
+            dlq_name = self.info().dead_letter_queue
+            if dlq_name is None:
+                raise ConfigurationError(f"queue {self._name!r} has no dead-letter queue", setting="dlq_url")
+            with wrap_aws_errors(dlq_name):
+                self._dlq_url = self.client.get_queue_url(QueueName=dlq_name)["QueueUrl"]
+        return self._dlq_url
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _create_client(self) -> SQSClient:
+        session = self._session or boto3.session.Session()
+        if self._region is not None:
+            return session.client("sqs", region_name=self._region, config=self._config)
+        return session.client("sqs", config=self._config)
+
+    def _delivery(self, message: MessageTypeDef) -> Delivery:
+        system = message.get("Attributes", {})
+        return Delivery(
+            message_id=message["MessageId"],
+            receipt=message["ReceiptHandle"],
+            body=message.get("Body", ""),
+            attributes={
+                name: value["StringValue"]
+                for name, value in message.get("MessageAttributes", {}).items()
+                if value["DataType"].split(".", 1)[0] == "String" and "StringValue" in value
+            },
+            receive_count=int(system.get("ApproximateReceiveCount", "1")),
+            sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
+            queue=self._name,
+            group_id=system.get("MessageGroupId"),
+            system_attributes={name: system[name] for name in _SYSTEM_ATTRIBUTE_NAMES if name in system},
+        )
+
+
+def _name_from_url(queue_url: str) -> str:
+    # Only the last path component is trusted: local servers return hosts that may not resolve.
+    name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise ConfigurationError(f"no queue name in URL {queue_url!r}", setting="queue_url")
+    return name
+
+
+def _whole_seconds(duration: timedelta) -> int:
+    # Round up so a message is never visible earlier than asked; SQS takes 0–43,200 s.
+    seconds = math.ceil(duration.total_seconds())
+    return min(max(seconds, 0), int(MAX_VISIBILITY.total_seconds()))
+
+
+def _message_attributes(attributes: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
+
+
+def _system_attributes(
+    attributes: Mapping[str, str],
+) -> dict[Literal["AWSTraceHeader"], MessageSystemAttributeValueTypeDef]:
+    # AWSTraceHeader is the only message system attribute SQS takes.
+    trace_header = attributes.get("AWSTraceHeader")
+    if trace_header is None:
+        return {}
+    return {"AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}}
+
+
+def _batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchRequestEntryTypeDef:
+    entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": message.body}
+    if message.attributes:
+        entry["MessageAttributes"] = _message_attributes(message.attributes)
+    if system_attributes := _system_attributes(message.system_attributes):
+        entry["MessageSystemAttributes"] = system_attributes
+    if message.delay:
+        entry["DelaySeconds"] = math.ceil(message.delay.total_seconds())
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
+    if message.deduplication_id is not None:
+        entry["MessageDeduplicationId"] = message.deduplication_id
+    return entry
+
+
+def _dead_letter_attributes(original: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    merged = {**original, **extra}
+    if len(merged) <= MAX_MESSAGE_ATTRIBUTES:
+        return merged
+    # Keep, in order: the given attributes, the delivery's cloudjobs.* ones, then the rest.
+    ranked = sorted(
+        merged,
+        key=lambda name: 0 if name in extra else 1 if name.startswith(_CLOUDJOBS_ATTRIBUTE_PREFIX) else 2,
+    )
+    return {name: merged[name] for name in ranked[:MAX_MESSAGE_ATTRIBUTES]}
