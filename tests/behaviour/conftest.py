@@ -1,0 +1,162 @@
+"""One harness over both backends: the same semantics are stated once and run on each.
+
+``harness`` is parametrised: ``memory`` (MemoryBackend, in process) and ``sqs`` (SqsBackend over
+HTTP against the session's moto server). Tests build a CloudJobs app on a fresh queue, run a real
+worker in a thread, and read the outcome from the queue and its DLQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from cloudjobs import CloudJobs, MemoryBackend, Settings
+from cloudjobs.backends.base import Backend, Delivery
+from cloudjobs.backends.sqs import SqsBackend
+from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
+from cloudjobs.provisioning import ProvisionedQueue
+from cloudjobs.runtimes.worker import Worker
+
+DEADLINE = 30.0
+"""Seconds any awaited condition may take before a test fails."""
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = DEADLINE, message: str = "") -> None:
+    """Poll ``condition`` until it holds; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message or condition}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Harness:
+    """Builds apps on fresh queues of one backend kind and inspects them."""
+
+    kind: str
+    make_backend: Callable[..., tuple[Backend, Backend]]
+    _dlqs: dict[int, Backend] = field(default_factory=dict)
+
+    def app(
+        self,
+        *,
+        visibility_timeout_seconds: int = 30,
+        max_receive_count: int = 5,
+        fifo: bool = False,
+        random: Callable[[], float] | None = None,
+        **settings: Any,
+    ) -> CloudJobs:
+        """A CloudJobs app on a new queue (and DLQ) of this harness's kind."""
+        backend, dlq = self.make_backend(
+            visibility_timeout_seconds=visibility_timeout_seconds,
+            max_receive_count=max_receive_count,
+            fifo=fifo,
+        )
+        options: dict[str, Any] = {"wait_time_seconds": 1, "shutdown_timeout_seconds": 10, **settings}
+        jobs = CloudJobs(settings=Settings(**options), backend=backend, random=random)
+        self._dlqs[id(jobs)] = dlq
+        return jobs
+
+    def dead_letters(self, jobs: CloudJobs, *, expected: int) -> list[dict[str, Any]]:
+        """Wait until the DLQ holds ``expected`` messages; return their dead-letter details."""
+        dlq = self._dlqs[id(jobs)]
+        seen: dict[str, Delivery] = {}
+
+        def collected() -> bool:
+            for delivery in dlq.receive(max_messages=10, wait=timedelta(0), visibility=timedelta(seconds=60)):
+                seen[delivery.message_id] = delivery
+            return len(seen) >= expected
+
+        wait_for(collected, message=f"{expected} dead letters")
+        return [
+            {"body": delivery.body, **json.loads(delivery.attributes[DEAD_LETTER_ATTRIBUTE])}
+            for delivery in seen.values()
+        ]
+
+    def is_empty(self, jobs: CloudJobs) -> bool:
+        """True when the queue holds no message, visible, in flight or delayed."""
+        backend = jobs.backend
+        if isinstance(backend, MemoryBackend):
+            return len(backend) == 0
+        assert isinstance(backend, SqsBackend)
+        attributes = backend.client.get_queue_attributes(
+            QueueUrl=backend.queue_url(),
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        return all(int(value) == 0 for value in attributes.values())
+
+
+@pytest.fixture(params=["memory", "sqs"])
+def harness(request: pytest.FixtureRequest) -> Harness:
+    """The behaviour harness for one backend kind."""
+    if request.param == "memory":
+
+        def make_memory(
+            *, visibility_timeout_seconds: int, max_receive_count: int, fifo: bool
+        ) -> tuple[Backend, Backend]:
+            name = f"jobs-{uuid.uuid4().hex[:8]}" + (".fifo" if fifo else "")
+            backend = MemoryBackend(
+                name,
+                visibility_timeout=timedelta(seconds=visibility_timeout_seconds),
+                max_receive_count=max_receive_count,
+            )
+            assert backend.dead_letter_queue is not None
+            return backend, backend.dead_letter_queue
+
+        return Harness("memory", make_memory)
+
+    make_queue: Callable[..., ProvisionedQueue] = request.getfixturevalue("make_queue")
+    make_backend: Callable[..., SqsBackend] = request.getfixturevalue("make_backend")
+
+    def make_sqs(
+        *, visibility_timeout_seconds: int, max_receive_count: int, fifo: bool
+    ) -> tuple[Backend, Backend]:
+        queue = make_queue(
+            fifo=fifo,
+            visibility_timeout_seconds=visibility_timeout_seconds,
+            max_receive_count=max_receive_count,
+        )
+        return make_backend(queue_url=queue.queue_url), make_backend(queue_url=queue.dlq_url)
+
+    return Harness("sqs", make_sqs)
+
+
+@contextlib.contextmanager
+def running(jobs: CloudJobs, **options: Any) -> Iterator[Worker]:
+    """Run a worker for ``jobs`` in a thread for the ``with`` block; stop and join it after."""
+    worker = jobs.worker(**options)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="behaviour-worker")
+    thread.start()
+    try:
+        wait_for(lambda: worker.started.is_set() or bool(errors), message="the worker to start")
+        if errors:
+            raise errors[0]
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=DEADLINE)
+        assert not thread.is_alive(), "the worker did not stop"
+    if errors:
+        raise errors[0]
