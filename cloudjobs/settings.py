@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     dlq_url: str | None = Field(
         default=None, description="Dead-letter queue URL; found from the queue's redrive policy if unset."
     )
+    idempotency_table: str | None = Field(
+        default=None, description="DynamoDB table of idempotency and status records."
+    )
     region: str | None = Field(default=None, description="AWS region override; boto3's own otherwise.")
     visibility_timeout_seconds: int | None = Field(
         default=None, ge=1, le=43_200, description="Visibility on receive; the queue's own if unset."

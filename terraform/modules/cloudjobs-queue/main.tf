@@ -1,0 +1,428 @@
+locals {
+  # Names shared with cloudjobs.provisioning; tests/infra fails if they drift apart.
+  fifo_suffix = ".fifo"
+  dlq_suffix  = "-dlq"
+  base_name   = trimsuffix(var.name, local.fifo_suffix)
+  dlq_name    = "${local.base_name}${local.dlq_suffix}${var.fifo_queue ? local.fifo_suffix : ""}"
+
+  table_name             = coalesce(var.idempotency_table_name, "${local.base_name}-idempotency")
+  table_partition_key    = "pk"
+  table_job_id_attribute = "job_id"
+  table_job_id_index     = "job_id-index"
+  table_ttl_attribute    = "expires_at"
+
+  uses_sqs_managed_sse = var.kms_key_arn == null
+}
+
+data "aws_region" "current" {}
+
+################################################################################
+# Queue
+################################################################################
+
+resource "aws_sqs_queue" "this" {
+  name       = var.name
+  fifo_queue = var.fifo_queue
+
+  content_based_deduplication = var.fifo_queue ? var.content_based_deduplication : null
+  # High-throughput mode is these two settings together, as AWS defines it.
+  deduplication_scope   = var.fifo_queue ? (var.high_throughput_fifo ? "messageGroup" : "queue") : null
+  fifo_throughput_limit = var.fifo_queue ? (var.high_throughput_fifo ? "perMessageGroupId" : "perQueue") : null
+
+  visibility_timeout_seconds = var.visibility_timeout_seconds
+  message_retention_seconds  = var.message_retention_seconds
+  max_message_size           = var.max_message_size
+  delay_seconds              = var.delay_seconds
+
+  # The DLQ does not refer back to this queue here: its redrive allow policy is a
+  # separate resource, which keeps the two queues free of a reference cycle.
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.dlq.arn
+    maxReceiveCount     = var.max_receive_count
+  })
+
+  # SSE-SQS unless a customer-managed key is given (the two exclude each other).
+  sqs_managed_sse_enabled           = local.uses_sqs_managed_sse ? true : null
+  kms_master_key_id                 = var.kms_key_arn
+  kms_data_key_reuse_period_seconds = local.uses_sqs_managed_sse ? null : var.kms_data_key_reuse_period_seconds
+
+  tags = var.tags
+}
+
+data "aws_iam_policy_document" "queue" {
+  source_policy_documents = var.source_policy_documents
+
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.this.arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "this" {
+  queue_url = aws_sqs_queue.this.id
+  policy    = data.aws_iam_policy_document.queue.json
+}
+
+################################################################################
+# Dead-letter queue
+################################################################################
+
+resource "aws_sqs_queue" "dlq" {
+  name       = local.dlq_name
+  fifo_queue = var.fifo_queue
+
+  content_based_deduplication = var.fifo_queue ? var.content_based_deduplication : null
+
+  # Same visibility and size as the queue (a message must fit both); no delay.
+  visibility_timeout_seconds = var.visibility_timeout_seconds
+  message_retention_seconds  = var.dlq_retention_seconds
+  max_message_size           = var.max_message_size
+
+  sqs_managed_sse_enabled           = local.uses_sqs_managed_sse ? true : null
+  kms_master_key_id                 = var.kms_key_arn
+  kms_data_key_reuse_period_seconds = local.uses_sqs_managed_sse ? null : var.kms_data_key_reuse_period_seconds
+
+  tags = var.tags
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
+  queue_url = aws_sqs_queue.dlq.id
+
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.this.arn]
+  })
+}
+
+data "aws_iam_policy_document" "dlq" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["sqs:*"]
+    resources = [aws_sqs_queue.dlq.arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "dlq" {
+  queue_url = aws_sqs_queue.dlq.id
+  policy    = data.aws_iam_policy_document.dlq.json
+}
+
+################################################################################
+# Idempotency table
+################################################################################
+
+resource "aws_dynamodb_table" "idempotency" {
+  #checkov:skip=CKV_AWS_119:A customer-managed key is optional (kms_key_arn); without one the table is still encrypted, with the AWS managed key for DynamoDB.
+  name                        = local.table_name
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = local.table_partition_key
+  deletion_protection_enabled = var.deletion_protection
+
+  attribute {
+    name = local.table_partition_key
+    type = "S"
+  }
+
+  attribute {
+    name = local.table_job_id_attribute
+    type = "S"
+  }
+
+  # Job status by job id: the records are keyed by idempotency key.
+  global_secondary_index {
+    name            = local.table_job_id_index
+    hash_key        = local.table_job_id_attribute
+    projection_type = "ALL"
+  }
+
+  # TTL deletion is lazy (often within days): cloudjobs checks expiry itself and
+  # uses TTL only to keep the table small.
+  ttl {
+    enabled        = true
+    attribute_name = local.table_ttl_attribute
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = var.kms_key_arn
+  }
+
+  tags = var.tags
+}
+
+################################################################################
+# IAM
+################################################################################
+
+locals {
+  table_index_arn = "${aws_dynamodb_table.idempotency.arn}/index/${local.table_job_id_index}"
+  # The key may be used only through the services that encrypt with it.
+  kms_via_services = [
+    "sqs.${data.aws_region.current.region}.amazonaws.com",
+    "dynamodb.${data.aws_region.current.region}.amazonaws.com",
+  ]
+}
+
+data "aws_iam_policy_document" "producer" {
+  statement {
+    sid       = "EnqueueJobs"
+    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  dynamic "statement" {
+    for_each = var.status_tracking ? [true] : []
+    content {
+      sid       = "WriteJobStatus"
+      actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+      resources = [aws_dynamodb_table.idempotency.arn]
+    }
+  }
+
+  # Sending to an encrypted queue needs a data key, and KMS checks Decrypt too.
+  dynamic "statement" {
+    for_each = local.uses_sqs_managed_sse ? [] : [true]
+    content {
+      sid       = "UseJobsKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = local.kms_via_services
+      }
+    }
+  }
+}
+
+data "aws_iam_policy_document" "consumer" {
+  statement {
+    sid = "ConsumeJobs"
+    actions = [
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:ReceiveMessage",
+    ]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  # The consumer dead-letters poison messages itself, with a reason attached.
+  statement {
+    sid       = "DeadLetterJobs"
+    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
+    resources = [aws_sqs_queue.dlq.arn]
+  }
+
+  statement {
+    sid = "TrackJobs"
+    actions = [
+      "dynamodb:DeleteItem",
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+    ]
+    resources = [aws_dynamodb_table.idempotency.arn]
+  }
+
+  statement {
+    sid       = "FindJobsById"
+    actions   = ["dynamodb:Query"]
+    resources = [local.table_index_arn]
+  }
+
+  # Receiving decrypts; sending to the dead-letter queue needs a data key.
+  dynamic "statement" {
+    for_each = local.uses_sqs_managed_sse ? [] : [true]
+    content {
+      sid       = "UseJobsKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = local.kms_via_services
+      }
+    }
+  }
+}
+
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid = "ManageDeadLetters"
+    actions = [
+      "sqs:CancelMessageMoveTask",
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:ListMessageMoveTasks",
+      "sqs:PurgeQueue",
+      "sqs:ReceiveMessage",
+      "sqs:StartMessageMoveTask",
+    ]
+    resources = [aws_sqs_queue.dlq.arn]
+  }
+
+  # Sending dead letters back, one by one or through a message move task.
+  statement {
+    sid       = "RequeueJobs"
+    actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  # UpdateItem is the cancellation of a job.
+  statement {
+    sid       = "ReadAndCancelJobs"
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.idempotency.arn]
+  }
+
+  statement {
+    sid       = "FindJobsById"
+    actions   = ["dynamodb:Query"]
+    resources = [local.table_index_arn]
+  }
+
+  # GetMetricData has no resource-level permissions: IAM accepts only "*" for it
+  # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
+  # It reads ApproximateAgeOfOldestMessage; it cannot change anything.
+  statement {
+    sid       = "ReadQueueMetrics"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+
+  # Receiving from the dead-letter queue decrypts; requeueing needs a data key.
+  dynamic "statement" {
+    for_each = local.uses_sqs_managed_sse ? [] : [true]
+    content {
+      sid       = "UseJobsKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = local.kms_via_services
+      }
+    }
+  }
+}
+
+################################################################################
+# Lambda consumer
+################################################################################
+
+resource "aws_lambda_event_source_mapping" "this" {
+  count = var.lambda_consumer == null ? 0 : 1
+
+  event_source_arn                   = aws_sqs_queue.this.arn
+  function_name                      = var.lambda_consumer.function_name
+  enabled                            = var.lambda_consumer.enabled
+  batch_size                         = var.lambda_consumer.batch_size
+  maximum_batching_window_in_seconds = var.lambda_consumer.maximum_batching_window_in_seconds
+  # cloudjobs returns batchItemFailures: only the failed records come back.
+  function_response_types = ["ReportBatchItemFailures"]
+
+  dynamic "scaling_config" {
+    for_each = var.lambda_consumer.maximum_concurrency == null ? [] : [var.lambda_consumer.maximum_concurrency]
+    content {
+      maximum_concurrency = scaling_config.value
+    }
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      # AWS's guidance: a shorter visibility lets a batch that is still running (or
+      # being retried after throttling) reappear and run twice.
+      condition     = var.visibility_timeout_seconds >= 6 * var.lambda_consumer.function_timeout_seconds
+      error_message = "visibility_timeout_seconds must be at least six times lambda_consumer.function_timeout_seconds."
+    }
+  }
+}
+
+################################################################################
+# Alarms
+################################################################################
+
+resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
+  count = var.create_alarms ? 1 : 0
+
+  alarm_name        = "${local.base_name}${local.dlq_suffix}-not-empty"
+  alarm_description = "Jobs reached the dead-letter queue ${local.dlq_name}: inspect them, then move them back or purge them."
+
+  namespace   = "AWS/SQS"
+  metric_name = "ApproximateNumberOfMessagesVisible"
+  dimensions = {
+    QueueName = aws_sqs_queue.dlq.name
+  }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  # SQS stops sending metrics for a queue that has been idle for six hours.
+  treat_missing_data = "notBreaching"
+
+  alarm_actions = var.alarm_actions
+  ok_actions    = var.ok_actions
+  tags          = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
+  count = var.create_alarms ? 1 : 0
+
+  alarm_name        = "${local.base_name}-oldest-message-age"
+  alarm_description = "The oldest job in ${var.name} has waited more than ${var.oldest_message_age_alarm_seconds} s: consumers are down or too slow."
+
+  namespace   = "AWS/SQS"
+  metric_name = "ApproximateAgeOfOldestMessage"
+  dimensions = {
+    QueueName = aws_sqs_queue.this.name
+  }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.oldest_message_age_alarm_seconds
+  treat_missing_data  = "notBreaching"
+
+  alarm_actions = var.alarm_actions
+  ok_actions    = var.ok_actions
+  tags          = var.tags
+}

@@ -1,0 +1,104 @@
+################################################################################
+# Queue
+################################################################################
+
+output "queue_url" {
+  description = "URL of the job queue (CLOUDJOBS_QUEUE_URL)."
+  value       = aws_sqs_queue.this.url
+}
+
+output "queue_name" {
+  description = "Name of the job queue (CLOUDJOBS_QUEUE_NAME)."
+  value       = aws_sqs_queue.this.name
+}
+
+output "queue_arn" {
+  description = "ARN of the job queue."
+  value       = aws_sqs_queue.this.arn
+}
+
+################################################################################
+# Dead-letter queue
+################################################################################
+
+output "dlq_url" {
+  description = "URL of the dead-letter queue (CLOUDJOBS_DLQ_URL)."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "dlq_name" {
+  description = "Name of the dead-letter queue: \"<name>-dlq\", or \"<name>-dlq.fifo\" for FIFO queues."
+  value       = aws_sqs_queue.dlq.name
+}
+
+output "dlq_arn" {
+  description = "ARN of the dead-letter queue."
+  value       = aws_sqs_queue.dlq.arn
+}
+
+################################################################################
+# Idempotency table
+################################################################################
+
+output "idempotency_table" {
+  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE)."
+  value       = aws_dynamodb_table.idempotency.name
+}
+
+output "idempotency_table_arn" {
+  description = "ARN of the idempotency and status table."
+  value       = aws_dynamodb_table.idempotency.arn
+}
+
+################################################################################
+# Settings
+################################################################################
+
+output "environment" {
+  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url)."
+  value = {
+    CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
+    CLOUDJOBS_DLQ_URL           = aws_sqs_queue.dlq.url
+    CLOUDJOBS_IDEMPOTENCY_TABLE = aws_dynamodb_table.idempotency.name
+  }
+}
+
+################################################################################
+# IAM
+################################################################################
+
+output "producer_policy_json" {
+  description = "IAM policy (JSON) for code that enqueues jobs: send to the queue, and write status records when status_tracking is on."
+  value       = data.aws_iam_policy_document.producer.json
+}
+
+output "consumer_policy_json" {
+  description = "IAM policy (JSON) for a worker or Lambda consumer: receive, delete and change visibility on the queue, send to the dead-letter queue, and item operations on the table and its job_id index."
+  value       = data.aws_iam_policy_document.consumer.json
+}
+
+output "operator_policy_json" {
+  description = "IAM policy (JSON) for operators: inspect, purge and move dead letters back, read and cancel jobs, read the queue's age metric."
+  value       = data.aws_iam_policy_document.operator.json
+}
+
+################################################################################
+# Lambda consumer
+################################################################################
+
+output "lambda_event_source_mapping_uuid" {
+  description = "UUID of the Lambda event source mapping, or null without lambda_consumer."
+  value       = one(aws_lambda_event_source_mapping.this[*].uuid)
+}
+
+################################################################################
+# Alarms
+################################################################################
+
+output "alarm_arns" {
+  description = "ARNs of the CloudWatch alarms by purpose (dlq_not_empty, oldest_message_age); empty when create_alarms is false."
+  value = var.create_alarms ? {
+    dlq_not_empty      = aws_cloudwatch_metric_alarm.dlq_not_empty[0].arn
+    oldest_message_age = aws_cloudwatch_metric_alarm.oldest_message_age[0].arn
+  } : {}
+}
