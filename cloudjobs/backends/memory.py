@@ -8,7 +8,6 @@ limits (ten attributes, no empty values, the size limit in UTF-8 bytes, ten entr
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import uuid
@@ -81,8 +80,6 @@ class MemoryBackend:
         self.max_receive_count = max_receive_count
         self._time = _time or _SharedTime(clock or SystemClock())
         self._messages: dict[str, StoredMessage] = {}
-        self._order = itertools.count()
-        self._sequence: dict[str, int] = {}
         self._deduplication: dict[str, datetime] = {}
         self._changed = threading.Condition(self._time.lock)
         self.dead_letter_queue: MemoryBackend | None = None
@@ -206,10 +203,7 @@ class MemoryBackend:
     def messages(self) -> list[StoredMessage]:
         """A snapshot of every message in the queue, visible or not, in send order."""
         with self._changed:
-            return [
-                _copy(message)
-                for message in sorted(self._messages.values(), key=lambda m: self._sequence[m.message_id])
-            ]
+            return [_copy(message) for message in self._messages.values()]
 
     def counts(self) -> tuple[int, int, int]:
         """(visible, in flight, delayed) message counts, as SQS's approximate attributes."""
@@ -247,7 +241,6 @@ class MemoryBackend:
             group_id=message.group_id,
             system_attributes=dict(message.system_attributes),
         )
-        self._sequence[message_id] = next(self._order)
         return SendResult(message_id=message_id)
 
     def _check(self, message: OutgoingMessage) -> str | None:
@@ -273,11 +266,15 @@ class MemoryBackend:
         now = self._time.now()
         # A FIFO group with a message in flight yields nothing; an idle group may yield several
         # messages in one receive, in order, as SQS does.
-        busy_groups = {
-            m.group_id for m in self._messages.values() if m.group_id and m.receipt and m.visible_at > now
-        }
+        busy_groups = (
+            {m.group_id for m in self._messages.values() if m.group_id and m.receipt and m.visible_at > now}
+            if self.is_fifo
+            else set()
+        )
         deliveries: list[Delivery] = []
-        for message in sorted(self._messages.values(), key=lambda m: self._sequence[m.message_id]):
+        # Dicts keep insertion order, which is send order (a redriven message is inserted anew).
+        redriven: list[StoredMessage] = []
+        for message in self._messages.values():
             if len(deliveries) == max_messages:
                 break
             if message.visible_at > now or (self.is_fifo and message.group_id in busy_groups):
@@ -287,7 +284,7 @@ class MemoryBackend:
                 and self.max_receive_count is not None
                 and message.receive_count >= self.max_receive_count
             ):
-                self._redrive(message)
+                redriven.append(message)
                 continue
             message.receive_count += 1
             message.receipt = f"{message.message_id}#{message.receive_count}#{uuid.uuid4().hex[:8]}"
@@ -306,6 +303,8 @@ class MemoryBackend:
                     system_attributes=dict(message.system_attributes),
                 )
             )
+        for message in redriven:
+            self._redrive(message)
         return deliveries
 
     def _redrive(self, message: StoredMessage) -> None:
@@ -318,7 +317,6 @@ class MemoryBackend:
         message.visible_at = self._time.now()
         message.receive_count = 0
         dlq._messages[message.message_id] = message
-        dlq._sequence[message.message_id] = next(dlq._order)
         dlq._changed.notify_all()
 
     def _by_receipt(self, receipt: str) -> StoredMessage | None:
