@@ -102,8 +102,8 @@ def _run_demo(arguments: argparse.Namespace) -> int:
 
 
 def _run_provision(arguments: argparse.Namespace) -> int:
-    import boto3
-
+    from cloudjobs.aws_clients import create_client
+    from cloudjobs.backends.sqs import wrap_aws_errors
     from cloudjobs.provisioning import QueueSpec, provision_queue
 
     spec = QueueSpec(
@@ -112,7 +112,8 @@ def _run_provision(arguments: argparse.Namespace) -> int:
         visibility_timeout_seconds=arguments.visibility_timeout,
         max_receive_count=arguments.max_receive_count,
     )
-    client = boto3.client("sqs")
+    with wrap_aws_errors(spec.name):
+        client = create_client("sqs")
     try:
         queue = provision_queue(spec, client=client)
     finally:

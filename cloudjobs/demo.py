@@ -101,9 +101,9 @@ def run_demo(out: TextIO = sys.stdout) -> DemoReport:
     with LocalAwsServer() as server:
         os.environ.update(local_environment(server.endpoint_url))
         out.write(f"local AWS (moto server) on {server.endpoint_url}\n")
-        import boto3
+        from cloudjobs.aws_clients import create_client
 
-        client = boto3.client("sqs")
+        client = create_client("sqs")
         try:
             queue = provision_queue(
                 QueueSpec(name="cloudjobs-demo", visibility_timeout_seconds=10, max_receive_count=5),

@@ -24,6 +24,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from cloudjobs.aws_clients import create_client
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY,
@@ -449,10 +450,10 @@ class SqsBackend:
     # -- internals --------------------------------------------------------------------------------
 
     def _create_client(self) -> SQSClient:
-        session = self._session or boto3.session.Session()
-        if self._region is not None:
-            return session.client("sqs", region_name=self._region, config=self._config)
-        return session.client("sqs", config=self._config)
+        client: SQSClient = create_client(
+            "sqs", session=self._session, region=self._region, config=self._config
+        )
+        return client
 
     def _delivery(self, message: MessageTypeDef) -> Delivery:
         system = message.get("Attributes", {})
