@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -12,7 +13,7 @@ from examples.quickstart import app
 def test_the_quickstart_app_sends_welcome_emails_and_dead_letters_a_bad_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(app.random, "random", lambda: 0.99)  # the webhook endpoint is up
+    monkeypatch.setattr(random, "random", lambda: 0.99)  # the webhook endpoint is up
     with app.jobs.testing() as queue:
         app.welcome_email.enqueue(app.WelcomeEmail(user_id=1, address="ada@example.com"))
         app.welcome_email.enqueue(app.WelcomeEmail(user_id=2, address="not-an-address"))
@@ -25,7 +26,7 @@ def test_the_quickstart_app_sends_welcome_emails_and_dead_letters_a_bad_address(
 
 def test_a_failing_webhook_is_retried_until_it_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter([0.1, 0.1, 0.99])  # two 503s, then success
-    monkeypatch.setattr(app.random, "random", lambda: next(answers))
+    monkeypatch.setattr(random, "random", lambda: next(answers))
     with app.jobs.testing():
         app.deliver_webhook.enqueue(app.Webhook(url="https://hooks.example.com/1", event="signup"))
         report = app.jobs.drain()
