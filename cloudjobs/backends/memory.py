@@ -8,6 +8,7 @@ limits (ten attributes, no empty values, the size limit in UTF-8 bytes, ten entr
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -347,15 +348,6 @@ class _SharedTime:
 
 
 def _copy(message: StoredMessage) -> StoredMessage:
-    return StoredMessage(
-        message_id=message.message_id,
-        body=message.body,
-        attributes=dict(message.attributes),
-        sent_at=message.sent_at,
-        visible_at=message.visible_at,
-        group_id=message.group_id,
-        system_attributes=dict(message.system_attributes),
-        receive_count=message.receive_count,
-        receipt=message.receipt,
-        received_at=message.received_at,
+    return dataclasses.replace(
+        message, attributes=dict(message.attributes), system_attributes=dict(message.system_attributes)
     )
