@@ -23,9 +23,12 @@ from cloudjobs.errors import (
     DecodeError,
     EnqueueError,
     IdempotencyError,
+    IdempotencyKeyReusedError,
+    IdempotencyStoreError,
     InvalidDelayError,
     JobError,
     JobTimeoutError,
+    LeaseLostError,
     MessageError,
     PayloadTooLargeError,
     PayloadValidationError,
@@ -34,6 +37,8 @@ from cloudjobs.errors import (
     RetryableError,
     UnknownJobError,
 )
+from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job, current_job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
@@ -57,13 +62,19 @@ __all__ = [
     "EnqueueError",
     "Envelope",
     "IdempotencyError",
+    "IdempotencyKeyReusedError",
+    "IdempotencyStoreError",
     "InvalidDelayError",
     "Job",
     "JobError",
     "JobHandle",
+    "JobState",
+    "JobStatus",
     "JobTimeoutError",
+    "LeaseLostError",
     "ManualClock",
     "MemoryBackend",
+    "MemoryIdempotencyStore",
     "MessageError",
     "Outcome",
     "PayloadTooLargeError",

@@ -14,14 +14,18 @@ from cloudjobs.backends.base import Backend
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer, ConsumerMiddleware
-from cloudjobs.definition import JobDefinition, JobHandle, as_timedelta
+from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.errors import ConfigurationError, PayloadValidationError
+from cloudjobs.idempotency.base import IdempotencyStore
+from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.producer import EnqueueRequest, Producer
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
 
@@ -53,6 +57,9 @@ class CloudJobs:
             first use when omitted.
         clock: time source for ``enqueued_at`` (and the memory backend built by :meth:`testing`).
         random: jitter source in ``[0, 1)`` for backoff (injectable for tests).
+        idempotency_store: where idempotency and status records live; a
+            :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` on
+            ``CLOUDJOBS_IDEMPOTENCY_TABLE`` is built on first use when omitted.
 
     Construction does no I/O and reads no environment, so a module-level ``jobs = CloudJobs()``
     is safe to import anywhere, including before a web server forks.
@@ -65,7 +72,9 @@ class CloudJobs:
         backend: Backend | None = None,
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
+        idempotency_store: IdempotencyStore | None = None,
     ) -> None:
+        self._idempotency_store = idempotency_store
         self._settings = settings
         self._backend = backend
         self._clock: Clock = clock or SystemClock()
@@ -90,6 +99,31 @@ class CloudJobs:
             if self._backend is None:
                 self._backend = self._build_sqs_backend()
             return self._backend
+
+    @property
+    def idempotency_store(self) -> IdempotencyStore:
+        """The idempotency and status store (a DynamoDB one on the settings' table unless one was given).
+
+        Raises:
+            ConfigurationError: none was given and ``CLOUDJOBS_IDEMPOTENCY_TABLE`` is not set.
+        """
+        with self._lock:
+            if self._idempotency_store is None:
+                table = self.settings.idempotency_table
+                if not table:
+                    raise ConfigurationError(
+                        "idempotent and status-tracked jobs need a store: set CLOUDJOBS_IDEMPOTENCY_TABLE "
+                        "or pass CloudJobs(idempotency_store=...)",
+                        setting="CLOUDJOBS_IDEMPOTENCY_TABLE",
+                    )
+                from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
+
+                self._idempotency_store = DynamoDbIdempotencyStore(
+                    table,
+                    region=self.settings.region,
+                    max_pool_connections=max(16, self.settings.concurrency + 4),
+                )
+            return self._idempotency_store
 
     @property
     def clock(self) -> Clock:
@@ -132,6 +166,9 @@ class CloudJobs:
         max_attempts: int | None = None,
         timeout: timedelta | float | None = None,
         retry: RetryPolicy | None = None,
+        idempotent: bool = False,
+        idempotency_key: IdempotencyKey | None = None,
+        track_status: bool = False,
     ) -> Register:
         """Register a handler under the job type ``name``.
 
@@ -144,6 +181,13 @@ class CloudJobs:
             timeout: the handler's time limit, seconds or timedelta (default:
                 ``CLOUDJOBS_JOB_TIMEOUT_SECONDS``).
             retry: a complete retry policy, replacing the backoff settings for this job.
+            idempotent: run the handler to completion at most once per idempotency key (see
+                docs/idempotency.md for the exact guarantee); the key is the producer's
+                ``idempotency_key``, else ``idempotency_key`` below, else the job id.
+            idempotency_key: derive the key from the payload: a function of the payload, a field
+                name, or field names (implies ``idempotent=True``).
+            track_status: keep a status record for ``jobs.status(job_id)`` and ``job.progress(n)``
+                without deduplicating runs (idempotent jobs always have one).
 
         Raises:
             ConfigurationError: the name is taken, or the handler's signature does not fit.
@@ -159,6 +203,9 @@ class CloudJobs:
                 max_attempts=retry.max_attempts if retry and max_attempts is None else max_attempts,
                 timeout=timeout_delta,
                 retry=retry,
+                idempotent=idempotent,
+                idempotency_key=idempotency_key,
+                track_status=track_status,
             )
             self._registry[name] = definition
             return JobHandle(self, definition)
@@ -261,16 +308,56 @@ class CloudJobs:
             deduplication_id=deduplication_id,
         )
 
+    def status(self, job_id: str) -> JobStatus | None:
+        """The status (and result) of a job that keeps a record, or None if there is none (yet).
+
+        On DynamoDB this is one Query on the job-id index, which is eventually consistent: a job
+        that started a moment ago may not be visible yet. Records are forgotten after
+        ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
+
+        Raises:
+            IdempotencyStoreError: the store could not be reached.
+            ConfigurationError: no store is configured.
+        """
+        from cloudjobs.idempotency.base import DEFAULT_CLOCK_SKEW
+        from cloudjobs.idempotency.status import status_of
+
+        record = self.idempotency_store.find(job_id)
+        if record is None:
+            return None
+        return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
+
     # -- consumers --------------------------------------------------------------------------------
 
     def consumer(self) -> Consumer:
         """The consumer core for this registry and queue (used by every runtime)."""
+        queue = self.backend.info()
+        middleware = list(self._middleware)
+        if any(definition.has_record for definition in self._registry.values()):
+            middleware.append(self._idempotency_middleware(queue.visibility_timeout))
         return Consumer(
             registry=self._registry,
             settings=self.settings,
-            queue=self.backend.info(),
+            queue=queue,
             random=self._random,
-            middleware=self._middleware,
+            middleware=middleware,
+        )
+
+    def _idempotency_middleware(self, queue_visibility: timedelta) -> ConsumerMiddleware:
+        from cloudjobs.idempotency.middleware import IdempotencyMiddleware, lease_for
+
+        settings = self.settings
+        # The worker's visibility and heartbeat, by the same rule: the lease cannot contradict them.
+        visibility = (
+            timedelta(seconds=settings.visibility_timeout_seconds)
+            if settings.visibility_timeout_seconds
+            else queue_visibility
+        )
+        return IdempotencyMiddleware(
+            self.idempotency_store,
+            lease=lease_for(visibility, settings.heartbeat_interval(visibility)),
+            retention=timedelta(seconds=settings.idempotency_retention_seconds),
+            clock=self._clock,
         )
 
     def worker(
@@ -296,6 +383,39 @@ class CloudJobs:
             shutdown_timeout=as_timedelta(shutdown_timeout, name="shutdown_timeout"),
         )
 
+    def lambda_handler(
+        self,
+        *,
+        fifo_rule: FifoRule | None = None,
+        safety_margin: timedelta | float | None = None,
+        concurrency: int = 1,
+    ) -> LambdaHandler:
+        """The handler of a Lambda function behind an SQS event source mapping.
+
+        ``handler(event, context)`` runs the batch through the consumer core and returns
+        ``{"batchItemFailures": [...]}`` (turn on ``ReportBatchItemFailures``). Build it at module
+        level; building does no I/O. See docs/lambda.md.
+
+        Args:
+            fifo_rule: on FIFO queues, what a failure holds back: the rest of its message group
+                (``FifoRule.PER_GROUP``, the default) or the rest of the batch
+                (``FifoRule.STOP_AT_FIRST_FAILURE``, AWS's documented rule).
+            safety_margin: seconds or timedelta that must remain of the invocation for a record to
+                start (default 5 s); records not started are reported and released.
+            concurrency: records run at once within a batch, in threads (FIFO groups stay in order).
+
+        Raises:
+            ConfigurationError: ``concurrency`` is below 1 or ``safety_margin`` is negative.
+        """
+        from cloudjobs.runtimes.aws_lambda import DEFAULT_SAFETY_MARGIN, FifoRule, LambdaHandler
+
+        return LambdaHandler(
+            self,
+            fifo_rule=fifo_rule or FifoRule.PER_GROUP,
+            safety_margin=as_timedelta(safety_margin, name="safety_margin") or DEFAULT_SAFETY_MARGIN,
+            concurrency=concurrency,
+        )
+
     # -- testing ----------------------------------------------------------------------------------
 
     def drain(self, *, max_jobs: int = 10_000, skip_delays: bool = True) -> DrainReport:
@@ -316,13 +436,17 @@ class CloudJobs:
 
     @contextlib.contextmanager
     def testing(self, backend: MemoryBackend | None = None) -> Iterator[MemoryBackend]:
-        """Swap in a fresh :class:`MemoryBackend` (and default settings) for the ``with`` block."""
+        """Swap in a fresh :class:`MemoryBackend` (and default settings, and a memory idempotency store
+        unless one was given) for the ``with`` block."""
         memory = backend if backend is not None else MemoryBackend(clock=self._clock)
-        saved_backend, saved_settings = self._backend, self._settings
+        saved_backend, saved_settings, saved_store = self._backend, self._settings, self._idempotency_store
         self._backend = memory
+        if self._idempotency_store is None:
+            self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
         if self._settings is None:
             self._settings = Settings(_env_file=None)
         try:
             yield memory
         finally:
             self._backend, self._settings = saved_backend, saved_settings
+            self._idempotency_store = saved_store

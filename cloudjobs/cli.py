@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="handlers run at once (CLOUDJOBS_CONCURRENCY)")
     worker.add_argument("--log-format", choices=("json", "text"), default="json")
     worker.add_argument("--log-level", default="INFO")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port at /metrics (needs the otel extra)",
+    )
     worker.set_defaults(run=_run_worker)
 
     demo = commands.add_parser("demo", help="run sample jobs on an embedded local AWS (no account needed)")
@@ -87,6 +92,14 @@ def _run_worker(arguments: argparse.Namespace) -> int:
     from cloudjobs.logs import configure_logging
 
     configure_logging(level=arguments.log_level, json_lines=arguments.log_format == "json")
+    if arguments.metrics_port is not None:
+        from cloudjobs.telemetry.prometheus import serve_prometheus
+
+        try:
+            serve_prometheus(arguments.metrics_port)
+        except ImportError as exc:
+            print(f"cloudjobs: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     app = load_app(arguments.app)
     app.worker(concurrency=arguments.concurrency).run()
     return EXIT_OK

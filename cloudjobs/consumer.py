@@ -5,6 +5,10 @@ The pipeline, stage by stage::
     decode → look up the job → validate the payload → middleware.before_run (cancellation,
     idempotency lease) → run the handler with its timeout → middleware.after_run → Outcome
 
+A deferral (``Deferred``: not run now, not an attempt) still spends one of the queue's receives; near
+the redrive threshold the consumer asks for the message to be re-sent instead (same job id and
+attempt offset), so a job that keeps being deferred never reaches the dead-letter queue that way.
+
 Runtimes only translate: they turn what they received into :class:`Delivery` values and apply the
 outcome (delete, change visibility, dead-letter). Retry and dead-letter policy live here and in
 :mod:`cloudjobs.retry`, so the ECS worker and the Lambda adapter behave alike.
@@ -13,14 +17,15 @@ outcome (delete, change visibility, dead-letter). Retry and dead-letter policy l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, QueueInfo
+from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import (
     CORRELATION_ATTRIBUTE,
@@ -28,6 +33,7 @@ from cloudjobs.envelope import (
     Envelope,
     ForeignMessageError,
     decode,
+    encode,
 )
 from cloudjobs.errors import (
     DecodeError,
@@ -38,9 +44,10 @@ from cloudjobs.errors import (
     UnknownJobError,
 )
 from cloudjobs.job import Job, reset_current_job, set_current_job
-from cloudjobs.outcomes import Completed, DeadLetter, Outcome, Retry
+from cloudjobs.outcomes import Completed, DeadLetter, Deferred, Outcome, Retry
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings
+from cloudjobs.telemetry.spans import RunTrace, Telemetry, default_telemetry
 
 logger = logging.getLogger("cloudjobs.consumer")
 
@@ -56,6 +63,7 @@ class Prepared:
         payload: the validated payload, of the handler's payload type.
         job: what the handler is told about its job.
         policy: the retry policy in force for this job.
+        trace: the job's CONSUMER span and metrics (current while the handler runs; ended by settle).
     """
 
     delivery: Delivery
@@ -64,6 +72,7 @@ class Prepared:
     payload: Any
     job: Job
     policy: RetryPolicy
+    trace: RunTrace | None = field(default=None, compare=False, repr=False)
 
 
 class ConsumerMiddleware(Protocol):
@@ -78,6 +87,31 @@ class ConsumerMiddleware(Protocol):
         ...
 
 
+@runtime_checkable
+class LeaseMiddleware(ConsumerMiddleware, Protocol):
+    """A middleware that holds something for the length of a run (the idempotency lease).
+
+    Optional on top of :class:`ConsumerMiddleware`: the consumer calls these methods on the
+    middleware that have them.
+    """
+
+    def renew(self, prepared: Prepared) -> None:
+        """Extend what the run holds (called on the visibility heartbeat while the handler runs)."""
+        ...
+
+    def record_progress(self, job: Job, percent: int) -> None:
+        """Record a running job's progress (``job.progress(n)``)."""
+        ...
+
+    def after_timeout(self, prepared: Prepared, outcome: Outcome) -> Outcome:
+        """Like ``after_run``, for a sync handler past its timeout whose thread still runs."""
+        ...
+
+    def after_late_return(self, prepared: Prepared, *, result: object, error: BaseException | None) -> None:
+        """The thread of a timed-out sync handler ended, returning ``result`` or raising ``error``."""
+        ...
+
+
 class Consumer:
     """Decides one outcome per delivery.
 
@@ -87,6 +121,7 @@ class Consumer:
         queue: the queue's configuration (its maxReceiveCount bounds the attempts).
         random: source of jitter in ``[0, 1)`` (injectable for tests).
         middleware: hooks around the handler, in order.
+        telemetry: spans and metrics of each run (default: on, through the global providers).
     """
 
     def __init__(
@@ -97,11 +132,14 @@ class Consumer:
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
         middleware: Sequence[ConsumerMiddleware] = (),
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or default_telemetry()
         self._registry = registry
         self._settings = settings
         self._queue = queue
         self._middleware = tuple(middleware)
+        self._lease_middleware = tuple(m for m in self._middleware if isinstance(m, LeaseMiddleware))
         self._policies: dict[str, RetryPolicy] = {}
         extra = {} if random is None else {"random": random}
         self._default_policy = RetryPolicy(
@@ -142,8 +180,16 @@ class Consumer:
         """Decode, look up and validate a delivery, then run the middleware's ``before_run``.
 
         Returns the prepared job, or the outcome when it must not run (undecodable, unknown
-        type, invalid payload, or a middleware's decision).
+        type, invalid payload, or a middleware's decision). The delivery's CONSUMER span starts
+        here: it ends here with such an outcome, else in :meth:`settle`.
         """
+        trace = self._telemetry.start_run(delivery, self._queue)
+        prepared = self._prepare(delivery, trace)
+        if not isinstance(prepared, Prepared):
+            trace.finish(prepared)
+        return prepared
+
+    def _prepare(self, delivery: Delivery, trace: RunTrace) -> Prepared | Outcome:
         try:
             envelope = self._decode(delivery)
         except DecodeError as exc:
@@ -175,22 +221,27 @@ class Consumer:
             correlation_id=envelope.correlation_id,
             queue=delivery.queue,
             timeout=self.timeout_of(definition),
-            idempotency_key=envelope.idempotency_key,
+            idempotency_key=definition.idempotency_key_of(
+                job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
+            ),
             message=delivery,
             envelope=envelope,
+            progress_reporter=self._record_progress if definition.has_record else None,
         )
-        prepared = Prepared(delivery, envelope, definition, payload, job, policy)
+        trace.identify(job)
+        prepared = Prepared(delivery, envelope, definition, payload, job, policy, trace)
         for middleware in self._middleware:
             decided = middleware.before_run(prepared)
             if decided is not None:
-                return decided
+                return self._requeue_if_near_redrive(delivery, envelope, decided)
         return prepared
 
     def call(self, prepared: Prepared) -> object:
         """Run a sync handler in this thread, with its Job as the current one (no timeout here)."""
         token = set_current_job(prepared.job)
         try:
-            return prepared.definition.function(*self._arguments(prepared))
+            with prepared.trace or _UNTRACED:
+                return prepared.definition.function(*self._arguments(prepared))
         finally:
             reset_current_job(token)
 
@@ -198,19 +249,30 @@ class Consumer:
         """Run an async handler, cancelling it at its timeout (raises JobTimeoutError then)."""
         token = set_current_job(prepared.job)
         try:
-            return await asyncio.wait_for(
-                prepared.definition.function(*self._arguments(prepared)),
-                prepared.job.timeout.total_seconds(),
-            )
+            # Entered before wait_for: the handler's task copies this context, span included.
+            with prepared.trace or _UNTRACED:
+                return await asyncio.wait_for(
+                    prepared.definition.function(*self._arguments(prepared)),
+                    prepared.job.timeout.total_seconds(),
+                )
         except TimeoutError:
             raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
         finally:
             reset_current_job(token)
 
     def settle(
-        self, prepared: Prepared, *, result: object = None, error: BaseException | None = None
+        self,
+        prepared: Prepared,
+        *,
+        result: object = None,
+        error: BaseException | None = None,
+        is_still_running: bool = False,
     ) -> Outcome:
-        """The outcome of a handler run that returned ``result`` or raised ``error``."""
+        """The outcome of a handler run that returned ``result`` or raised ``error``.
+
+        ``is_still_running``: a sync handler passed its timeout and its thread runs on; what the run
+        holds (its idempotency lease) is kept until :meth:`finish_late` is called.
+        """
         outcome: Outcome
         job = prepared.job
         if error is None:
@@ -223,8 +285,30 @@ class Consumer:
         else:
             outcome = self._failure(prepared.delivery, job.type, job.attempt, prepared.policy, error)
         for middleware in reversed(self._middleware):
-            outcome = middleware.after_run(prepared, outcome)
+            if is_still_running and isinstance(middleware, LeaseMiddleware):
+                outcome = middleware.after_timeout(prepared, outcome)
+            else:
+                outcome = middleware.after_run(prepared, outcome)
+        if prepared.trace is not None:
+            prepared.trace.finish(outcome, error)
         return outcome
+
+    def finish_late(
+        self, prepared: Prepared, *, result: object = None, error: BaseException | None = None
+    ) -> None:
+        """The thread of a handler settled by its timeout ended: release what the run still holds."""
+        for middleware in reversed(self._lease_middleware):
+            middleware.after_late_return(prepared, result=result, error=error)
+
+    def renew(self, prepared: Prepared) -> None:
+        """Extend what a running job holds (its idempotency lease); runtimes call it on their heartbeat."""
+        for middleware in self._lease_middleware:
+            middleware.renew(prepared)
+
+    @property
+    def holds_leases(self) -> bool:
+        """True when some middleware holds something per run that :meth:`renew` must extend."""
+        return bool(self._lease_middleware)
 
     def process(self, delivery: Delivery) -> Outcome:
         """Run a delivery to its outcome in this thread (async handlers on a private event loop).
@@ -294,11 +378,34 @@ class Consumer:
             delay = policy.backoff(attempt)
         return Retry(delay=delay, error=description, attempt=attempt)
 
+    def _record_progress(self, job: Job, percent: int) -> None:
+        for middleware in self._lease_middleware:
+            middleware.record_progress(job, percent)
+
+    def _requeue_if_near_redrive(self, delivery: Delivery, envelope: Envelope, outcome: Outcome) -> Outcome:
+        """A deferral must not spend the queue's receives: near the redrive threshold, send a copy."""
+        limit = self._queue.max_receive_count
+        if not isinstance(outcome, Deferred) or limit is None or delivery.receive_count < limit - 1:
+            return outcome
+        # Same job id and attempt offset; the copy's receive count starts again from zero.
+        message = OutgoingMessage(
+            body=encode(envelope),
+            attributes=dict(delivery.attributes),
+            delay=timedelta(0) if self._queue.is_fifo else min(outcome.delay, MAX_DELAY),
+            group_id=delivery.group_id,
+            deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if self._queue.is_fifo else None,
+            system_attributes=delivery.system_attributes,
+        )
+        return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
+
     @staticmethod
     def _arguments(prepared: Prepared) -> tuple[Any, ...]:
         if prepared.definition.takes_job:
             return (prepared.payload, prepared.job)
         return (prepared.payload,)
+
+
+_UNTRACED = contextlib.nullcontext()
 
 
 def _attribute(delivery: Delivery, name: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 P = TypeVar("P")
 R = TypeVar("R")
+
+IdempotencyKey = Callable[[Any], object] | str | Sequence[str]
+"""How ``@jobs.job(idempotency_key=...)`` derives a key: a function of the payload, a field name, or
+several field names (their values joined with ``:``)."""
 
 Handler = Callable[[P, Job], R | Awaitable[R]] | Callable[[P], R | Awaitable[R]]
 """A job handler: ``(payload)`` or ``(payload, job)``, plain or ``async``."""
@@ -47,6 +51,10 @@ class JobDefinition:
         max_attempts: attempts in all (None: the settings' default).
         timeout: the handler's time limit (None: the settings' default).
         retry: a retry policy replacing the settings' backoff (None: from settings).
+        idempotent: run at most once per idempotency key to completion (effectively once).
+        key_function: derives the idempotency key from the validated payload (None: the job id).
+        track_status: keep a status record readable with ``jobs.status(job_id)`` (idempotent jobs
+            always have one).
     """
 
     name: str
@@ -57,6 +65,23 @@ class JobDefinition:
     max_attempts: int | None
     timeout: timedelta | None
     retry: RetryPolicy | None
+    idempotent: bool = False
+    key_function: Callable[[Any], object] | None = None
+    track_status: bool = False
+
+    @property
+    def has_record(self) -> bool:
+        """True when runs of this job keep an idempotency or status record."""
+        return self.idempotent or self.track_status
+
+    def idempotency_key_of(self, *, job_id: str, producer_key: str | None, payload: Any) -> str | None:
+        """The job's idempotency key: the producer's, else derived from the payload, else the job id
+        (None for a job that keeps no record and got no key from its producer)."""
+        if producer_key is not None:
+            return producer_key
+        if self.key_function is not None:
+            return str(self.key_function(payload))
+        return job_id if self.has_record else None
 
     @classmethod
     def from_function(
@@ -67,8 +92,15 @@ class JobDefinition:
         max_attempts: int | None,
         timeout: timedelta | None,
         retry: RetryPolicy | None,
+        idempotent: bool = False,
+        idempotency_key: IdempotencyKey | None = None,
+        track_status: bool = False,
     ) -> JobDefinition:
-        """Inspect a handler's signature: its payload annotation and whether it takes the Job."""
+        """Inspect a handler's signature: its payload annotation and whether it takes the Job.
+
+        ``idempotency_key`` (a function of the payload, or the payload's field names) makes the job
+        idempotent.
+        """
         parameters = list(inspect.signature(function).parameters.values())
         positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if not 1 <= len(positional) <= 2:
@@ -91,6 +123,9 @@ class JobDefinition:
             max_attempts=max_attempts,
             timeout=timeout,
             retry=retry,
+            idempotent=idempotent or idempotency_key is not None,
+            key_function=_key_function(name, idempotency_key),
+            track_status=track_status,
         )
 
     def validate(self, payload: JsonValue) -> Any:
@@ -128,6 +163,22 @@ class JobDefinition:
             raise PayloadValidationError(
                 f"payload of job {self.name!r} fails its schema: {_summary(exc)}", job_name=self.name
             ) from None
+
+
+def _key_function(name: str, key: IdempotencyKey | None) -> Callable[[Any], object] | None:
+    if key is None or callable(key):
+        return key
+    fields = (key,) if isinstance(key, str) else tuple(key)
+    if not fields or not all(isinstance(field, str) and field for field in fields):
+        raise ConfigurationError(f"job {name!r}: idempotency_key takes a function or field names")
+
+    def from_fields(payload: Any) -> str:
+        values = [
+            payload[field] if isinstance(payload, dict) else getattr(payload, field) for field in fields
+        ]
+        return ":".join(str(value) for value in values)
+
+    return from_fields
 
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}

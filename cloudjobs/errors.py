@@ -21,7 +21,10 @@ fields besides its message, so callers can handle it without parsing text::
     ├─ BackendError              the queue service failed or refused a request
     │  ├─ QueueNotFoundError     the queue (or its DLQ) does not exist
     │  └─ BackendUnavailableError the endpoint could not be reached
-    └─ IdempotencyError          reserved for the idempotency store
+    └─ IdempotencyError          effectively-once processing (cloudjobs.idempotency)
+       ├─ IdempotencyStoreError  the store could not be reached or refused a request
+       ├─ IdempotencyKeyReusedError a key came back with a different payload (→ DLQ)
+       └─ LeaseLostError         a lease was taken over or released before its holder finished
 
 Botocore exceptions are wrapped at the edge (``raise QueueNotFoundError(queue=...) from exc``), so
 user code never imports botocore to handle cloudjobs errors.
@@ -195,4 +198,56 @@ class BackendUnavailableError(BackendError):
 
 
 class IdempotencyError(CloudjobsError):
-    """Base of the idempotency store's errors."""
+    """Base of the idempotency store's errors.
+
+    Attributes:
+        key: the idempotency key concerned, when known.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IdempotencyStoreError(IdempotencyError):
+    """The idempotency store could not be reached or refused a request.
+
+    The consumer fails closed on it: the handler does not run and the message comes back later.
+
+    Attributes:
+        table: the store's table, when it has one.
+        code: the service's error code, when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, key: str | None = None, table: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, key=key)
+        self.table = table
+        self.code = code
+
+
+class IdempotencyKeyReusedError(IdempotencyError):
+    """An idempotency key came back with a different payload than the one it was first used with.
+
+    The message goes to the dead-letter queue with the reason ``idempotency_key_reused``.
+
+    Attributes:
+        job_name: the job type.
+        job_id: the job id of the record that holds the key.
+    """
+
+    reason = "idempotency_key_reused"
+
+    def __init__(self, *, key: str, job_name: str, job_id: str | None) -> None:
+        super().__init__(
+            f"idempotency key {key!r} of job {job_name!r} was first used by job {job_id} with a "
+            "different payload",
+            key=key,
+        )
+        self.job_name = job_name
+        self.job_id = job_id
+
+
+class LeaseLostError(IdempotencyError):
+    """A lease token no longer holds its record (it lapsed and was taken over, or was released)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cloudjobs.backends.base import Delivery
@@ -29,6 +30,7 @@ class Job:
         idempotency_key: the producer's key, when it set one.
         message: the raw delivery, for advanced use.
         envelope: the decoded envelope.
+        progress_reporter: where :meth:`progress` goes (set by the consumer for jobs with a record).
     """
 
     id: str
@@ -42,11 +44,26 @@ class Job:
     idempotency_key: str | None
     message: Delivery
     envelope: Envelope
+    progress_reporter: Callable[[Job, int], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_last_attempt(self) -> bool:
         """True when a failure of this attempt sends the job to the dead-letter queue."""
         return self.attempt >= self.max_attempts
+
+    def progress(self, percent: int) -> None:
+        """Report how far the job is, 0–100, visible through ``jobs.status(job_id)``.
+
+        Each call is one write to the idempotency store (jobs with ``idempotent=True`` or
+        ``track_status=True``); for other jobs it does nothing. A failed write is logged, not raised.
+
+        Raises:
+            ValueError: ``percent`` is outside 0–100.
+        """
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise ValueError(f"progress is a whole percentage 0–100, not {percent!r}")
+        if self.progress_reporter is not None:
+            self.progress_reporter(self, percent)
 
 
 def current_job() -> Job | None:

@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Final
 
+from cloudjobs.telemetry.logging import JobLogFilter
+
 _JOB_FIELDS: Final = ("job_id", "job_type", "attempt", "reason", "correlation_id", "trace_id")
 
 
@@ -37,6 +39,8 @@ def configure_logging(*, level: str = "INFO", json_lines: bool = True) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Every record logged while a job runs gets its job id, correlation id and trace id.
+    handler.addFilter(JobLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -6,7 +6,7 @@ outcome         meaning                                              worker appl
 ``Completed``   the handler returned                                 delete (batched)
 ``Retry``       a retryable failure; try again after ``delay``       visibility = delay
 ``DeadLetter``  can never succeed, or out of attempts                send to DLQ with reason, delete
-``Deferred``    not run now, and not an attempt                      visibility = delay
+``Deferred``    not run now, and not an attempt                      visibility = delay (or re-send)
 ``Released``    never started (shutdown, FIFO group blocked)         visibility = 0
 ``Cancelled``   cancelled before it ran                              delete
 =============== ==================================================== ===========================
@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
 
 
@@ -49,10 +50,16 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class Deferred:
-    """Not run now and not counted as an attempt; back after ``delay``."""
+    """Not run now and not counted as an attempt; back after ``delay``.
+
+    ``requeue``: when set, the runtime sends this copy (same job, ``delay`` capped at 900 s) and
+    deletes the delivery instead of changing its visibility, because the delivery's receive count is
+    near the queue's redrive threshold. If the send fails, it falls back to the visibility change.
+    """
 
     delay: timedelta
     reason: str
+    requeue: OutgoingMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from cloudjobs.backends.base import (
 from cloudjobs.clock import Clock
 from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLargeError
-from cloudjobs.job import current_job
+from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
+from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
 
 _RESEND_ATTEMPTS: Final = 3
 
@@ -54,12 +55,21 @@ class Producer:
         backend: where messages go.
         clock: the time written as ``enqueued_at``.
         default_group_id: FIFO MessageGroupId when a request names none (else the job type).
+        telemetry: spans, metrics and trace propagation (default: on, through the global providers).
     """
 
-    def __init__(self, backend: Backend, clock: Clock, *, default_group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        *,
+        default_group_id: str | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._backend = backend
         self._clock = clock
         self._default_group_id = default_group_id
+        self._telemetry = telemetry or default_telemetry()
 
     def enqueue(self, requests: Sequence[EnqueueRequest]) -> list[str]:
         """Send every request; returns job ids in request order.
@@ -74,16 +84,24 @@ class Producer:
             BackendError: the queue refused the whole request.
         """
         info = self._backend.info()
-        prepared = [self._prepare(request, info) for request in requests]
-        sent: list[str | None] = [None] * len(prepared)
-        failures: dict[int, str] = {}
-        for batch in _batches(list(enumerate(prepared))):
-            self._send_batch(batch, sent, failures)
-        if failures:
-            raise BatchEnqueueError(sent=sent, failures=failures)
+        trace = self._telemetry.start_enqueue(info, len(requests))
+        try:
+            prepared = [self._prepare(request, info, trace, index) for index, request in enumerate(requests)]
+            sent: list[str | None] = [None] * len(prepared)
+            failures: dict[int, str] = {}
+            for batch in _batches(list(enumerate(prepared))):
+                self._send_batch(batch, sent, failures, trace)
+            if failures:
+                raise BatchEnqueueError(sent=sent, failures=failures)
+        except BaseException as exc:
+            trace.finish(exc)
+            raise
+        trace.finish()
         return [job_id for job_id in sent if job_id is not None]
 
-    def _prepare(self, request: EnqueueRequest, info: QueueInfo) -> _Prepared:
+    def _prepare(
+        self, request: EnqueueRequest, info: QueueInfo, trace: EnqueueTrace, index: int
+    ) -> _Prepared:
         if not timedelta(0) <= request.delay <= MAX_DELAY:
             raise InvalidDelayError(
                 f"delay of {request.delay.total_seconds():g}s is outside SQS's 0–900 s",
@@ -96,18 +114,22 @@ class Producer:
                 delay=request.delay,
                 queue=info.name,
             )
-        parent = current_job()
         envelope = Envelope(
             id=str(uuid.uuid4()),
             type=request.job_type,
             payload=request.payload,
-            correlation_id=parent.correlation_id if parent else uuid.uuid4().hex,
+            correlation_id=correlation_id_for_enqueue(),
             enqueued_at=self._clock.now(),
             idempotency_key=request.idempotency_key,
         )
         body = encode(envelope)
-        attributes = envelope_attributes(envelope)
+        trace_attributes, system_attributes = trace.stamp(index, envelope)
+        attributes = {**envelope_attributes(envelope), **trace_attributes}
         size = message_size(body, attributes)
+        if size > info.max_message_size or not is_within_budget(attributes):
+            # Telemetry never fails a send: past SQS's limits its lowest-priority attributes go.
+            attributes = fit_attributes(attributes, body=body, max_size=info.max_message_size)
+            size = message_size(body, attributes)
         if size > info.max_message_size:
             raise PayloadTooLargeError(job_name=request.job_type, size=size, limit=info.max_message_size)
         group_id = deduplication_id = None
@@ -122,11 +144,16 @@ class Producer:
             delay=request.delay,
             group_id=group_id,
             deduplication_id=deduplication_id,
+            system_attributes=system_attributes,
         )
         return _Prepared(job_id=envelope.id, message=message, size=size)
 
     def _send_batch(
-        self, batch: list[tuple[int, _Prepared]], sent: list[str | None], failures: dict[int, str]
+        self,
+        batch: list[tuple[int, _Prepared]],
+        sent: list[str | None],
+        failures: dict[int, str],
+        trace: EnqueueTrace,
     ) -> None:
         pending = batch
         for attempt in range(_RESEND_ATTEMPTS):
@@ -134,6 +161,7 @@ class Producer:
                 # Entries failed server-side: give the service a moment before resending them.
                 time.sleep(0.05 * 2**attempt)
             results = self._backend.send([prepared.message for _, prepared in pending])
+            trace.record_batch([index for index, _ in pending], results)
             retry: list[tuple[int, _Prepared]] = []
             for (index, prepared), result in zip(pending, results, strict=True):
                 if result.is_sent:

@@ -1,6 +1,7 @@
 """One description of the AWS resources cloudjobs needs, applied the same way everywhere.
 
-The CLI, the local stack and the tests create queues from a :class:`QueueSpec`; the Terraform module
+The CLI, the local stack and the tests create queues from a :class:`QueueSpec` (and the idempotency
+table from a :class:`TableSpec`); the Terraform module
 uses the same defaults (the ``DEFAULT_*`` constants) and the same names: a queue ``<name>`` has its
 dead-letter queue ``<name>-dlq`` (``<name>-dlq.fifo`` for FIFO queues).
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 from cloudjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
@@ -62,6 +64,7 @@ MAX_QUEUE_NAME_LENGTH: Final = 80
 """SQS's longest queue name, ``.fifo`` included."""
 
 _NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]+")
+_TABLE_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _ALREADY_EXISTS_CODES: Final = frozenset({"QueueAlreadyExists", "QueueNameExists"})
 
 
@@ -282,3 +285,102 @@ def _queue_arn(client: SQSClient, queue_url: str) -> str:
 def _check_range(setting: str, value: int, lowest: int, highest: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
         raise ConfigurationError(f"{value!r} is outside {lowest}–{highest}", setting=setting)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """The idempotency and status table, as cloudjobs provisions it (and the Terraform module does).
+
+    On-demand capacity; partition key :data:`TABLE_PARTITION_KEY` (S); a global secondary index
+    :data:`TABLE_JOB_ID_INDEX` on :data:`TABLE_JOB_ID_ATTRIBUTE` (S) projecting every attribute;
+    TTL on :data:`TABLE_TTL_ATTRIBUTE`.
+
+    Attributes:
+        name: the table's name (``CLOUDJOBS_IDEMPOTENCY_TABLE``), 3–255 of ``A-Z a-z 0-9 _ - .``.
+
+    Raises:
+        ConfigurationError: the name is not a valid DynamoDB table name.
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _TABLE_NAME_PATTERN.fullmatch(self.name):
+            raise ConfigurationError(
+                f"table name {self.name!r} must be 3–255 letters, digits, '_', '-' or '.'", setting="name"
+            )
+
+
+def provision_table(spec: TableSpec, *, client: DynamoDBClient) -> str:
+    """Create the table described by ``spec`` (if missing), wait until it is active, and turn TTL on.
+
+    Safe to run again: an existing table is left as it is, apart from TTL being turned on.
+
+    Returns:
+        The table's ARN.
+
+    Raises:
+        IdempotencyStoreError: DynamoDB refused a request (``code`` names the error).
+    """
+    import botocore.exceptions
+
+    from cloudjobs.errors import IdempotencyStoreError
+
+    try:
+        try:
+            client.create_table(
+                TableName=spec.name,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+                    {"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "AttributeType": "S"},
+                ],
+                KeySchema=[{"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"}],
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": TABLE_JOB_ID_INDEX,
+                        "KeySchema": [{"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "KeyType": "HASH"}],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise
+        client.get_waiter("table_exists").wait(
+            TableName=spec.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        ttl = client.describe_time_to_live(TableName=spec.name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(
+                TableName=spec.name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TABLE_TTL_ATTRIBUTE},
+            )
+        return client.describe_table(TableName=spec.name)["Table"]["TableArn"]
+    except (botocore.exceptions.ClientError, botocore.exceptions.WaiterError) as exc:
+        code = (
+            exc.response.get("Error", {}).get("Code")
+            if isinstance(exc, botocore.exceptions.ClientError)
+            else None
+        )
+        raise IdempotencyStoreError(
+            f"provisioning table {spec.name!r} failed: {exc}", table=spec.name, code=code
+        ) from exc
+
+
+def delete_table(spec: TableSpec, *, client: DynamoDBClient) -> None:
+    """Delete the table described by ``spec``; a missing table is skipped.
+
+    Raises:
+        IdempotencyStoreError: DynamoDB refused the request for another reason.
+    """
+    import botocore.exceptions
+
+    from cloudjobs.errors import IdempotencyStoreError
+
+    try:
+        client.delete_table(TableName=spec.name)
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code != "ResourceNotFoundException":
+            raise IdempotencyStoreError(str(exc), table=spec.name, code=code) from exc

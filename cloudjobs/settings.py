@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     idempotency_table: str | None = Field(
         default=None, description="DynamoDB table of idempotency and status records."
     )
+    idempotency_retention_seconds: int = Field(
+        default=604_800,
+        ge=3_600,
+        description="How long idempotency and status records are kept after their last write (7 days).",
+    )
     region: str | None = Field(default=None, description="AWS region override; boto3's own otherwise.")
     visibility_timeout_seconds: int | None = Field(
         default=None, ge=1, le=43_200, description="Visibility on receive; the queue's own if unset."

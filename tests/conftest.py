@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from cloudjobs.backends.sqs import SqsBackend
+from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
 from cloudjobs.local import LocalAwsServer, local_environment
 from cloudjobs.provisioning import (
     DEFAULT_DELAY_SECONDS,
@@ -22,11 +23,17 @@ from cloudjobs.provisioning import (
     DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     ProvisionedQueue,
     QueueSpec,
+    TableSpec,
     delete_queue,
+    delete_table,
     provision_queue,
+    provision_table,
 )
+from tests.dynamodb_local import DynamoDbLocal, DynamoDbLocalMissingError
+from tests.otel import Capture, capture
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
 
 # Variables that would steer boto3 away from the local server or its dummy credentials.
@@ -118,3 +125,95 @@ def make_backend(aws_environment: dict[str, str]) -> Iterator[Callable[..., SqsB
     yield make
     for backend in backends:
         backend.close()
+
+
+# -- DynamoDB: moto's server and Amazon's DynamoDB Local ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[DynamoDbLocal]:
+    """Amazon's DynamoDB Local on 127.0.0.1 at a free port, for the whole session (started on first use).
+
+    Fails (never skips) when it is not installed, saying how to install it.
+    """
+    try:
+        server = DynamoDbLocal()
+        server.start()
+    except DynamoDbLocalMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def dynamodb_endpoint(kind: str, request: pytest.FixtureRequest) -> str:
+    """The endpoint of DynamoDB implementation ``kind`` (``moto`` or ``dynamodb-local``); the test's
+    environment gets the local region and dummy credentials either way."""
+    environment: dict[str, str] = request.getfixturevalue("aws_environment")
+    if kind == "moto":
+        return environment["AWS_ENDPOINT_URL"]
+    server: DynamoDbLocal = request.getfixturevalue("dynamodb_local")
+    return server.endpoint_url
+
+
+@pytest.fixture(params=["moto", "dynamodb-local"])
+def dynamodb_client(
+    request: pytest.FixtureRequest, aws_environment: dict[str, str]
+) -> Iterator[DynamoDBClient]:
+    """A DynamoDB client for moto's server, then for DynamoDB Local (the stricter one)."""
+    endpoint_url = dynamodb_endpoint(request.param, request)
+    client: DynamoDBClient = boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_table(dynamodb_client: DynamoDBClient) -> Iterator[Callable[[], TableSpec]]:
+    """Provision uniquely named idempotency tables through :mod:`cloudjobs.provisioning`; deleted after."""
+    specs: list[TableSpec] = []
+
+    def make() -> TableSpec:
+        spec = TableSpec(f"test-{uuid.uuid4().hex[:16]}")
+        provision_table(spec, client=dynamodb_client)
+        specs.append(spec)
+        return spec
+
+    yield make
+    for spec in specs:
+        delete_table(spec, client=dynamodb_client)
+
+
+@pytest.fixture
+def dynamodb_store(
+    make_table: Callable[[], TableSpec], dynamodb_client: DynamoDBClient
+) -> DynamoDbIdempotencyStore:
+    """A DynamoDB idempotency store on a fresh table, on moto's server or on DynamoDB Local."""
+    return DynamoDbIdempotencyStore(make_table().name, client=dynamodb_client)
+
+
+# -- OpenTelemetry ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def otel() -> Iterator[Capture]:
+    """The OpenTelemetry SDK with an in-memory span exporter and metric reader (installed once per
+    process, as the SDK's global providers allow; spans are cleared for each test)."""
+    yield from capture()
+
+
+@pytest.fixture
+def xray_propagation() -> Iterator[None]:
+    """Add the X-Ray propagator to the global ones (W3C trace context and baggage) for one test."""
+    from opentelemetry import propagate
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.aws import AwsXRayPropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator(), AwsXRayPropagator()])
+    )
+    yield
+    propagate.set_global_textmap(previous)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 MAX_BATCH_ENTRIES: Final = 10
 """SQS batch calls take at most ten entries (SendMessageBatch, DeleteMessageBatch, ...)."""
@@ -159,5 +159,50 @@ class Backend(Protocol):
 
         Raises:
             ConfigurationError: the queue has no dead-letter queue.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """A queue's approximate message counts, as SQS reports them (they lag by up to a minute).
+
+    Attributes:
+        visible: messages available to receive (``ApproximateNumberOfMessages``).
+        in_flight: received and not yet deleted or visible again (``…NotVisible``).
+        delayed: sent with a delay that has not passed (``…Delayed``).
+    """
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        """Every message the queue holds."""
+        return self.visible + self.in_flight + self.delayed
+
+
+@runtime_checkable
+class QueueStatistics(Protocol):
+    """Read-only queue administration: message counts, for metrics.
+
+    A second protocol beside :class:`Backend`, so a runtime never depends on it: the worker reads
+    counts only from a backend that has them.
+    """
+
+    def message_counts(self) -> QueueCounts:
+        """The queue's approximate counts (one request).
+
+        Raises:
+            BackendError: the counts could not be read.
+        """
+        ...
+
+    def dead_letter_message_counts(self) -> QueueCounts | None:
+        """The dead-letter queue's approximate counts, or None when the queue has none.
+
+        Raises:
+            BackendError: the counts could not be read.
         """
         ...

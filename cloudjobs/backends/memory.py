@@ -25,6 +25,7 @@ from cloudjobs.backends.base import (
     MAX_VISIBILITY,
     Delivery,
     OutgoingMessage,
+    QueueCounts,
     QueueInfo,
     SendResult,
     message_size,
@@ -186,6 +187,19 @@ class MemoryBackend:
         result = self.dead_letter_queue.send([outgoing])[0]
         if not result.is_sent:
             raise BackendError(f"dead-letter send refused: {result.error}", queue=self.name)
+
+    # -- QueueStatistics protocol ------------------------------------------------------------------
+
+    def message_counts(self) -> QueueCounts:
+        """The queue's message counts (exact here; approximate on SQS)."""
+        visible, in_flight, delayed = self.counts()
+        return QueueCounts(visible=visible, in_flight=in_flight, delayed=delayed)
+
+    def dead_letter_message_counts(self) -> QueueCounts | None:
+        """The dead-letter queue's message counts, or None without one."""
+        if self.dead_letter_queue is None:
+            return None
+        return self.dead_letter_queue.message_counts()
 
     # -- for tests --------------------------------------------------------------------------------
 

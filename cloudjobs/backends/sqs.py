@@ -25,11 +25,13 @@ import botocore.exceptions
 from botocore.config import Config
 
 from cloudjobs.aws_clients import create_client
+from cloudjobs.aws_errors import setup_error, setup_errors
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_VISIBILITY,
     Delivery,
     OutgoingMessage,
+    QueueCounts,
     QueueInfo,
     SendResult,
 )
@@ -38,7 +40,6 @@ from cloudjobs.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
-    CredentialsError,
     QueueNotFoundError,
 )
 
@@ -65,11 +66,6 @@ _GONE_CODES: Final = frozenset(
 )
 _SYSTEM_ATTRIBUTE_NAMES: Final = ("AWSTraceHeader",)
 _CLOUDJOBS_ATTRIBUTE_PREFIX: Final = "cloudjobs."
-_CREDENTIAL_CHAIN_HINT: Final = (
-    "no AWS credentials found: boto3 looked through its credential chain (the environment variables "
-    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with the shared credentials and config "
-    "files, SSO, web identity, and container or EC2 instance metadata)"
-)
 
 
 @contextmanager
@@ -88,14 +84,8 @@ def wrap_aws_errors(queue: str | None) -> Iterator[None]:
     """
     try:
         yield
-    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as exc:
-        raise CredentialsError(f"{_CREDENTIAL_CHAIN_HINT}: {exc}") from exc
-    except botocore.exceptions.NoRegionError as exc:
-        raise ConfigurationError(
-            "no AWS region configured: set AWS_REGION or pass region=", setting="AWS_REGION"
-        ) from exc
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise ConfigurationError(str(exc), setting="AWS_PROFILE") from exc
+    except setup_errors() as exc:
+        raise setup_error(exc) from exc
     except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
         # ConnectionError covers EndpointConnectionError and ConnectTimeoutError; HTTPClientError covers
         # read timeouts and connections closed mid-response.
@@ -415,6 +405,45 @@ class SqsBackend:
             request["MessageDeduplicationId"] = outgoing.deduplication_id
         with wrap_aws_errors(_name_from_url(dlq_url)):
             self.client.send_message(**request)
+
+    # -- QueueStatistics protocol ------------------------------------------------------------------
+
+    def message_counts(self) -> QueueCounts:
+        """The queue's approximate counts, with one GetQueueAttributes.
+
+        Raises:
+            QueueNotFoundError: the queue does not exist.
+            BackendError: the service refused the request.
+        """
+        return self._counts(self.queue_url(), self._name)
+
+    def dead_letter_message_counts(self) -> QueueCounts | None:
+        """The dead-letter queue's approximate counts, or None when the queue has no redrive policy.
+
+        Raises:
+            QueueNotFoundError: the dead-letter queue does not exist.
+            BackendError: the service refused the request.
+        """
+        if self._dlq_url is None and self.info().dead_letter_queue is None:
+            return None
+        dlq_url = self.dead_letter_queue_url()
+        return self._counts(dlq_url, _name_from_url(dlq_url))
+
+    def _counts(self, queue_url: str, name: str) -> QueueCounts:
+        with wrap_aws_errors(name):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            ).get("Attributes", {})
+        return QueueCounts(
+            visible=int(attributes.get("ApproximateNumberOfMessages", "0")),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
+        )
 
     # -- URLs -------------------------------------------------------------------------------------
 

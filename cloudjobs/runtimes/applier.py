@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, Delivery
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, Delivery, OutgoingMessage
 from cloudjobs.clock import Clock
 from cloudjobs.errors import CloudjobsError
 from cloudjobs.outcomes import (
@@ -52,9 +52,11 @@ class OutcomeApplier:
             case Retry(delay=delay):
                 self._change_visibility(delivery, delay)
                 self._count("retried")
-            case Deferred(delay=delay):
+            case Deferred(delay=delay, requeue=None):
                 self._change_visibility(delivery, delay)
                 self._count("deferred")
+            case Deferred(delay=delay, requeue=OutgoingMessage() as copy):
+                self._requeue(delivery, copy, delay)
             case Released():
                 self._change_visibility(delivery, timedelta(0))
                 self._count("released")
@@ -106,6 +108,20 @@ class OutcomeApplier:
             self._backend.change_visibility([(delivery.receipt, delay)])
         except CloudjobsError:
             logger.exception("changing visibility of message %s failed", delivery.message_id)
+
+    def _requeue(self, delivery: Delivery, copy: OutgoingMessage, delay: timedelta) -> None:
+        try:
+            [result] = self._backend.send([copy])
+        except CloudjobsError:
+            logger.exception("re-sending deferred message %s failed", delivery.message_id)
+            result = None
+        if result is None or not result.is_sent:
+            self._change_visibility(delivery, delay)
+            self._count("deferred")
+            return
+        # Delete only after the copy is sent: a crash in between duplicates, never loses.
+        self._delete_later(delivery.receipt)
+        self._count("requeued")
 
     def _dead_letter(self, delivery: Delivery, outcome: DeadLetter) -> None:
         attributes = dead_letter_attributes(outcome, failed_at=self._clock.now())

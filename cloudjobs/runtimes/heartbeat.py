@@ -4,6 +4,10 @@ Every delivery a worker holds is registered here from receive to settle. A monit
 the visibility of the ones about to reappear, ten per ChangeMessageVisibilityBatch, and fires job
 deadlines (sync handlers cannot be interrupted, so their timeout is decided here). SQS caps a
 received message's total visibility at 12 hours: past that the heartbeat stops extending it.
+
+Leases (the idempotency store's) are kept from the same registry, on the same beat: each is renewed
+once an interval has passed since it was taken or last renewed. A lease outlives its message's
+visibility when a sync handler passes its timeout: its thread keeps the lease until it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ class _Held:
     received_at: float
     visible_until: float
     is_capped: bool = False
+
+
+@dataclass(slots=True)
+class _Lease:
+    renew: Callable[[], None]
+    renewed_at: float
 
 
 @dataclass(order=True, slots=True)
@@ -65,6 +75,7 @@ class Heartbeat:
         self._on_tick = on_tick
         self._tick = min(tick.total_seconds(), self._interval)
         self._held: dict[str, _Held] = {}
+        self._leases: dict[str, _Lease] = {}
         self._deadlines: list[_Deadline] = []
         self._sequence = itertools.count()
         self._wake = threading.Condition()
@@ -94,6 +105,16 @@ class Heartbeat:
         """Stop extending a delivery's visibility (it was settled, or its attempt timed out)."""
         with self._wake:
             self._held.pop(receipt, None)
+
+    def keep_lease(self, receipt: str, renew: Callable[[], None]) -> None:
+        """Call ``renew`` every interval (on the monitor thread) until :meth:`drop_lease`."""
+        with self._wake:
+            self._leases[receipt] = _Lease(renew, time.monotonic())
+
+    def drop_lease(self, receipt: str) -> None:
+        """Stop renewing the lease kept for ``receipt``."""
+        with self._wake:
+            self._leases.pop(receipt, None)
 
     @property
     def held(self) -> int:
@@ -135,6 +156,7 @@ class Heartbeat:
             _run_safely(self._on_tick)
 
     def _beat(self, now: float) -> None:
+        self._renew_leases(now)
         changes: list[tuple[str, timedelta]] = []
         with self._wake:
             for receipt, held in self._held.items():
@@ -160,6 +182,14 @@ class Heartbeat:
             self.extensions += len(batch) - len(gone)
             for receipt in gone:
                 self.release(receipt)
+
+    def _renew_leases(self, now: float) -> None:
+        with self._wake:
+            due = [lease for lease in self._leases.values() if now - lease.renewed_at >= self._interval]
+            for lease in due:
+                lease.renewed_at = now
+        for lease in due:
+            _run_safely(lease.renew)
 
 
 def _count_due(deadlines: list[_Deadline], now: float) -> int:

@@ -8,11 +8,14 @@ Threads, each with one job:
 - ``concurrency`` **handler threads** run jobs (async handlers run on one event loop thread, their
   handler thread waiting for them), so no more than ``concurrency`` handlers ever run at once;
 - the **heartbeat** extends the visibility of held messages, fires sync handlers' deadlines and
-  flushes the batched deletes.
+  flushes the batched deletes;
+- the **queue metrics reader** sets the queue depth, in-flight and DLQ depth gauges from the queue's
+  approximate counts, once per ``queue_metrics_interval`` (on backends that report counts).
 
 A sync handler that passes its timeout cannot be stopped (Python threads cannot be killed): its
 attempt is settled at once as a retryable :class:`~cloudjobs.errors.JobTimeoutError`, its visibility
-is no longer extended, and its thread keeps its concurrency slot until the function returns.
+is no longer extended, and its thread keeps its concurrency slot (and its idempotency lease, so no
+retry runs beside it) until the function returns.
 
 ``stop()`` (or SIGTERM/SIGINT) stops receiving, lets running jobs finish within the shutdown
 deadline, releases messages that never started (visibility 0) and returns.
@@ -33,13 +36,14 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cloudjobs.backends.base import MAX_BATCH_ENTRIES, MAX_VISIBILITY, Backend, Delivery
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, MAX_VISIBILITY, Backend, Delivery, QueueStatistics
 from cloudjobs.consumer import Consumer, Prepared
 from cloudjobs.errors import CloudjobsError, ConfigurationError, JobTimeoutError
 from cloudjobs.outcomes import Outcome, Released
 from cloudjobs.runtimes.applier import OutcomeApplier
 from cloudjobs.runtimes.heartbeat import Heartbeat
 from cloudjobs.runtimes.ordering import chains, lets_group_continue
+from cloudjobs.telemetry.metrics import QueueMetricsReader
 
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
@@ -49,6 +53,8 @@ logger = logging.getLogger("cloudjobs.worker")
 _FLUSH_AFTER = 0.25
 """Seconds a partial batch of deletes may wait for more before it is sent."""
 _RECEIVE_ERROR_PAUSE = 1.0
+DEFAULT_QUEUE_METRICS_INTERVAL = timedelta(seconds=60)
+"""How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
 
 
 @dataclass(slots=True)
@@ -69,6 +75,8 @@ class Worker:
         concurrency: handlers run at once.
         prefetch: messages held beyond the concurrency.
         shutdown_timeout: how long a stop waits for running jobs.
+        queue_metrics_interval: time between reads of the queue's counts for the queue gauges
+            (one GetQueueAttributes per queue each time); None turns the reader off.
     """
 
     def __init__(
@@ -78,8 +86,10 @@ class Worker:
         concurrency: int | None = None,
         prefetch: int | None = None,
         shutdown_timeout: timedelta | None = None,
+        queue_metrics_interval: timedelta | None = DEFAULT_QUEUE_METRICS_INTERVAL,
     ) -> None:
         settings = app.settings
+        self.queue_metrics_interval = queue_metrics_interval
         self._app = app
         self.concurrency = concurrency or settings.concurrency
         if self.concurrency < 1:
@@ -145,10 +155,13 @@ class Worker:
         receiver = threading.Thread(
             target=self._receive_loop, args=(backend, heartbeat), name="cloudjobs-receiver", daemon=True
         )
+        metrics_reader = self._queue_metrics_reader(backend, info.name)
         heartbeat.start()
         for thread in threads:
             thread.start()
         receiver.start()
+        if metrics_reader is not None:
+            metrics_reader.start()
         logger.info(
             "worker started on queue %s: concurrency %d, prefetch %d, visibility %ss, heartbeat %ss",
             info.name,
@@ -161,6 +174,8 @@ class Worker:
         try:
             self._stop_requested.wait()
         finally:
+            if metrics_reader is not None:
+                metrics_reader.stop()
             self._shutdown(receiver, threads, heartbeat, applier)
             restore()
 
@@ -237,12 +252,17 @@ class Worker:
             return prepared
         extra = {"job_id": prepared.job.id, "job_type": prepared.job.type, "attempt": prepared.job.attempt}
         logger.debug("job started", extra=extra)
-        if prepared.definition.is_async:
-            outcome = self._run_async(prepared, consumer)
-        else:
-            outcome, is_applied = self._run_sync(prepared, consumer, applier, heartbeat)
-            if is_applied:  # settled by its deadline while the handler still ran
-                return outcome
+        if consumer.holds_leases:
+            heartbeat.keep_lease(delivery.receipt, lambda: consumer.renew(prepared))
+        try:
+            if prepared.definition.is_async:
+                outcome = self._run_async(prepared, consumer)
+            else:
+                outcome, is_applied = self._run_sync(prepared, consumer, applier, heartbeat)
+                if is_applied:  # settled by its deadline while the handler still ran
+                    return outcome
+        finally:
+            heartbeat.drop_lease(delivery.receipt)
         applier.apply(delivery, outcome)
         logger.debug("job settled: %s", type(outcome).__name__, extra=extra)
         return outcome
@@ -258,7 +278,7 @@ class Worker:
                 if attempt.outcome is not None:
                     return
                 error = JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout)
-                attempt.outcome = consumer.settle(prepared, error=error)
+                attempt.outcome = consumer.settle(prepared, error=error, is_still_running=True)
             heartbeat.release(prepared.delivery.receipt)
             logger.warning(
                 "job %s (%s) passed its timeout of %ss; its thread keeps its slot until it returns",
@@ -278,10 +298,12 @@ class Worker:
         finally:
             cancel()
         with attempt.lock:
-            if attempt.outcome is not None:
-                return attempt.outcome, True
-            attempt.outcome = consumer.settle(prepared, result=result, error=error)
-            return attempt.outcome, False
+            if attempt.outcome is None:
+                attempt.outcome = consumer.settle(prepared, result=result, error=error)
+                return attempt.outcome, False
+        # Settled by its deadline: what the run held (its lease) was kept until now.
+        consumer.finish_late(prepared, result=result, error=error)
+        return attempt.outcome, True
 
     def _run_async(self, prepared: Prepared, consumer: Consumer) -> Outcome:
         assert self._loop is not None
@@ -328,6 +350,11 @@ class Worker:
                 unfinished,
             )
         logger.info("worker stopped: %s", dict(applier.counts))
+
+    def _queue_metrics_reader(self, backend: Backend, queue: str) -> QueueMetricsReader | None:
+        if self.queue_metrics_interval is None or not isinstance(backend, QueueStatistics):
+            return None
+        return QueueMetricsReader(backend, queue=queue, interval=self.queue_metrics_interval)
 
     def _flush_if_due(self, applier: OutcomeApplier) -> None:
         age = applier.oldest_pending_age()

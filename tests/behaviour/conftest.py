@@ -15,19 +15,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 
 from cloudjobs import CloudJobs, MemoryBackend, Settings
 from cloudjobs.backends.base import Backend, Delivery
 from cloudjobs.backends.sqs import SqsBackend
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
-from cloudjobs.provisioning import ProvisionedQueue
+from cloudjobs.idempotency.base import IdempotencyStore
+from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
+from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.provisioning import ProvisionedQueue, TableSpec, delete_table, provision_table
 from cloudjobs.runtimes.worker import Worker
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 DEADLINE = 30.0
 """Seconds any awaited condition may take before a test fails."""
+CLOCK_SKEW = timedelta(milliseconds=500)
+"""The idempotency stores' clock-skew allowance: one machine here, so a small one keeps tests short."""
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float = DEADLINE, message: str = "") -> None:
@@ -45,6 +54,7 @@ class Harness:
 
     kind: str
     make_backend: Callable[..., tuple[Backend, Backend]]
+    make_store: Callable[[], IdempotencyStore]
     _dlqs: dict[int, Backend] = field(default_factory=dict)
 
     def app(
@@ -54,16 +64,25 @@ class Harness:
         max_receive_count: int = 5,
         fifo: bool = False,
         random: Callable[[], float] | None = None,
+        idempotency_store: IdempotencyStore | None = None,
+        with_store: bool = False,
         **settings: Any,
     ) -> CloudJobs:
-        """A CloudJobs app on a new queue (and DLQ) of this harness's kind."""
+        """A CloudJobs app on a new queue (and DLQ) of this harness's kind, with an idempotency store
+        when asked: ``idempotency_store``, or with ``with_store`` a fresh one of this harness's kind
+        (memory; a DynamoDB table on the moto server for ``sqs``)."""
         backend, dlq = self.make_backend(
             visibility_timeout_seconds=visibility_timeout_seconds,
             max_receive_count=max_receive_count,
             fifo=fifo,
         )
         options: dict[str, Any] = {"wait_time_seconds": 1, "shutdown_timeout_seconds": 10, **settings}
-        jobs = CloudJobs(settings=Settings(**options), backend=backend, random=random)
+        store = idempotency_store
+        if store is None and with_store:
+            store = self.make_store()
+        jobs = CloudJobs(
+            settings=Settings(**options), backend=backend, random=random, idempotency_store=store
+        )
         self._dlqs[id(jobs)] = dlq
         return jobs
 
@@ -101,7 +120,7 @@ class Harness:
 
 
 @pytest.fixture(params=["memory", "sqs"])
-def harness(request: pytest.FixtureRequest) -> Harness:
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """The behaviour harness for one backend kind."""
     if request.param == "memory":
 
@@ -117,7 +136,8 @@ def harness(request: pytest.FixtureRequest) -> Harness:
             assert backend.dead_letter_queue is not None
             return backend, backend.dead_letter_queue
 
-        return Harness("memory", make_memory)
+        yield Harness("memory", make_memory, lambda: MemoryIdempotencyStore(clock_skew=CLOCK_SKEW))
+        return
 
     make_queue: Callable[..., ProvisionedQueue] = request.getfixturevalue("make_queue")
     make_backend: Callable[..., SqsBackend] = request.getfixturevalue("make_backend")
@@ -132,7 +152,19 @@ def harness(request: pytest.FixtureRequest) -> Harness:
         )
         return make_backend(queue_url=queue.queue_url), make_backend(queue_url=queue.dlq_url)
 
-    return Harness("sqs", make_sqs)
+    client: DynamoDBClient = boto3.session.Session().client("dynamodb")
+    tables: list[TableSpec] = []
+
+    def make_dynamodb_store() -> IdempotencyStore:
+        spec = TableSpec(f"test-{uuid.uuid4().hex[:16]}")
+        provision_table(spec, client=client)
+        tables.append(spec)
+        return DynamoDbIdempotencyStore(spec.name, client=client, clock_skew=CLOCK_SKEW)
+
+    yield Harness("sqs", make_sqs, make_dynamodb_store)
+    for spec in tables:
+        delete_table(spec, client=client)
+    client.close()
 
 
 @contextlib.contextmanager

@@ -332,6 +332,7 @@ EXPECTED_GRANTS: dict[str, dict[str, frozenset[str]]] = {
                 "sqs:ChangeMessageVisibility",
                 "sqs:GetQueueAttributes",
                 "sqs:GetQueueUrl",
+                "sqs:SendMessage",
             }
         ),
         _DLQ: frozenset({"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}),

@@ -11,13 +11,13 @@ variable "name" {
 }
 
 variable "package_path" {
-  description = "Path of the function's deployment package (a zip of your code, cloudjobs and its dependencies)."
+  description = "Path of the function's deployment package (a zip of your code, cloudjobs and its dependencies; examples/lambda_consumer/README.md builds one)."
   type        = string
   default     = "build/consumer.zip"
 }
 
 variable "handler" {
-  description = "The function's handler as module.function: the entry point that passes the SQS event to cloudjobs' Lambda runtime."
+  description = "The function's handler as module.function: the object built by jobs.lambda_handler(). The default is examples/lambda_consumer/app.py, copied to the package's root as app.py."
   type        = string
   default     = "app.handler"
 }

@@ -226,6 +226,8 @@ data "aws_iam_policy_document" "producer" {
 }
 
 data "aws_iam_policy_document" "consumer" {
+  # SendMessage on the queue itself: a job deferred near the redrive threshold is re-sent (same job
+  # id) rather than left to be dead-lettered, and handlers enqueue follow-up jobs.
   statement {
     sid = "ConsumeJobs"
     actions = [
@@ -234,6 +236,7 @@ data "aws_iam_policy_document" "consumer" {
       "sqs:GetQueueAttributes",
       "sqs:GetQueueUrl",
       "sqs:ReceiveMessage",
+      "sqs:SendMessage",
     ]
     resources = [aws_sqs_queue.this.arn]
   }

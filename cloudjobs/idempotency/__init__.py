@@ -1,0 +1,34 @@
+"""Effectively-once processing and job status: the store protocol, its memory implementation, status.
+
+The DynamoDB store is imported from its module (``from cloudjobs.idempotency.dynamodb import
+DynamoDbIdempotencyStore``), so choosing AWS stays an explicit import.
+"""
+
+from __future__ import annotations
+
+from cloudjobs.idempotency.base import (
+    Acquired,
+    AlreadyCompleted,
+    Claim,
+    IdempotencyStore,
+    InProgress,
+    PayloadMismatch,
+    Record,
+    Status,
+)
+from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.idempotency.status import JobState, JobStatus
+
+__all__ = [
+    "Acquired",
+    "AlreadyCompleted",
+    "Claim",
+    "IdempotencyStore",
+    "InProgress",
+    "JobState",
+    "JobStatus",
+    "MemoryIdempotencyStore",
+    "PayloadMismatch",
+    "Record",
+    "Status",
+]

@@ -1,0 +1,232 @@
+"""The idempotency store protocol, its record, and the values its methods return.
+
+A store holds one record per idempotency key. Its lifecycle::
+
+    (absent) ──acquire──▶ in_progress ──complete──▶ completed
+                            │   ▲  │
+                    release │   │  └─ lease lapses (worker killed): the next acquire takes it over
+                            ▼   │
+                  failed / dead_lettered ──acquire (a retry, or a redrive from the DLQ)──┘
+
+``acquire`` is the only call on a duplicate's path, and it decides everything from the one
+conditional write: a new lease (:class:`Acquired`), a lease held elsewhere (:class:`InProgress`), a
+stored result (:class:`AlreadyCompleted`), or a key reused with another payload
+(:class:`PayloadMismatch`). Times are timezone-aware UTC; durations are timedeltas.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+from pydantic import JsonValue
+from pydantic_core import PydanticSerializationError, to_json
+
+DEFAULT_CLOCK_SKEW: Final = timedelta(seconds=2)
+"""How far apart writers' clocks may be: a lease counts as lapsed only this long after its expiry."""
+DEFAULT_RETENTION: Final = timedelta(days=7)
+"""How long a record is kept after its last write (DynamoDB TTL, and checked on every read)."""
+MAX_RESULT_BYTES: Final = 64 * 1024
+"""The largest result stored by default: its JSON, UTF-8 encoded. Larger results are not stored."""
+RESULT_BYTES_CEILING: Final = 350_000
+"""The most ``max_result_bytes`` may be: a DynamoDB item holds at most 400 KB, attributes included.
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html"""
+
+
+class Status(enum.Enum):
+    """Where a record is in its lifecycle (stored as the value)."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    """The last attempt failed and will be retried; the lease is released."""
+    DEAD_LETTERED = "dead_lettered"
+    """The job went to the dead-letter queue; a redrive may still run it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One idempotency (and status) record.
+
+    Attributes:
+        key: the store's key (the job type and the idempotency key).
+        job_id: the job that first used the key.
+        job_type: the job's type.
+        status: where the record is in its lifecycle.
+        payload_hash: the hash of the job type and payload that first used the key.
+        attempts: how many leases were taken on it (attempts started).
+        created_at: the first write.
+        updated_at: the last write.
+        expires_at: when the record stops counting (DynamoDB TTL deletes it some time after).
+        lease_expires_at: while in progress: when the lease ends unless renewed.
+        progress: the last progress reported by the handler, 0–100.
+        result: the handler's result as JSON text, when completed and stored.
+        result_omitted: why a completed job's result was not stored (too large, not JSON).
+        error: the last failed attempt's error.
+    """
+
+    key: str
+    job_id: str
+    job_type: str
+    status: Status
+    payload_hash: str
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    lease_expires_at: datetime | None = None
+    progress: int | None = None
+    result: str | None = None
+    result_omitted: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The lease is ours until ``lease_expires_at``; ``token`` proves it in later calls."""
+
+    token: str
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InProgress:
+    """Another holder has the lease; it counts as lapsed only after ``available_at``."""
+
+    job_id: str
+    available_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyCompleted:
+    """The key's job completed; ``result`` is its stored JSON (None when none was stored)."""
+
+    job_id: str
+    result: str | None
+    result_omitted: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadMismatch:
+    """The key is held by a job with another payload (the key was reused)."""
+
+    job_id: str
+
+
+AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch
+"""Everything :meth:`IdempotencyStore.acquire` can answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a consumer asks of :meth:`IdempotencyStore.acquire`.
+
+    Attributes:
+        key: the store's key (see :func:`store_key`).
+        job_id: the job asking.
+        job_type: its type.
+        payload_hash: :func:`payload_hash` of its type and payload.
+    """
+
+    key: str
+    job_id: str
+    job_type: str
+    payload_hash: str
+
+
+class IdempotencyStore(Protocol):
+    """Records keyed by idempotency key, taken with leases; every method may raise
+    :class:`~cloudjobs.errors.IdempotencyStoreError` (the store is unreachable or refused)."""
+
+    def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
+        """Take the lease on ``claim.key``: succeeds when the record is absent, expired, released
+        (failed, dead-lettered) or its lease lapsed; otherwise says why not. One write, no read."""
+        ...
+
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
+        """Extend a held lease to ``lease`` from now (and record ``progress``).
+
+        Raises:
+            LeaseLostError: the token no longer holds the record.
+        """
+        ...
+
+    def complete(
+        self, key: str, token: str, *, result: str | None, result_omitted: str | None, retention: timedelta
+    ) -> None:
+        """Mark the record completed with the result's JSON, kept for ``retention``.
+
+        Raises:
+            LeaseLostError: the token no longer holds the record.
+        """
+        ...
+
+    def release(self, key: str, token: str, *, error: str, is_final: bool) -> None:
+        """Give the lease up after a failed attempt (``is_final``: the job was dead-lettered).
+
+        Raises:
+            LeaseLostError: the token no longer holds the record.
+        """
+        ...
+
+    def find(self, job_id: str) -> Record | None:
+        """The live record of a job by its id, or None (eventually consistent on DynamoDB)."""
+        ...
+
+
+def store_key(job_type: str, key: str) -> str:
+    """The store's key: keys are per job type, so ``charge`` and ``refund`` may both use ``order-42``."""
+    return f"{job_type}#{key}"
+
+
+def payload_hash(job_type: str, payload: JsonValue) -> str:
+    """A SHA-256 of the job type and the payload's canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(
+        [job_type, payload], sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedResult:
+    """A handler's result as stored: its JSON, or why it was not stored."""
+
+    json: str | None
+    omitted: str | None = None
+
+
+def encode_result(result: object, *, max_bytes: int = MAX_RESULT_BYTES) -> EncodedResult:
+    """Serialise a result to JSON for the store, following the size rule.
+
+    The rule: a result whose JSON (UTF-8) is at most ``max_bytes`` is stored whole; a larger one, or
+    one that is not JSON-serialisable, is not stored at all (never truncated), and ``omitted`` says
+    why. Pydantic models, dataclasses and datetimes serialise as pydantic serialises them.
+    """
+    if result is None:
+        return EncodedResult(json=None)
+    try:
+        encoded = to_json(result)
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        return EncodedResult(json=None, omitted=f"not JSON-serialisable: {exc}")
+    if len(encoded) > max_bytes:
+        return EncodedResult(
+            json=None, omitted=f"{len(encoded)} bytes of JSON, over the {max_bytes}-byte limit"
+        )
+    return EncodedResult(json=encoded.decode("utf-8"))
+
+
+def decode_result(stored: str | None) -> JsonValue:
+    """A stored result back as JSON values (None when none was stored)."""
+    if stored is None:
+        return None
+    decoded: JsonValue = json.loads(stored)
+    return decoded
+
+
+def lapse_after(lease_expires_at: datetime, *, clock_skew: timedelta) -> datetime:
+    """When a lease ending at ``lease_expires_at`` (by its holder's clock) may be taken over."""
+    return lease_expires_at + clock_skew

@@ -1,0 +1,153 @@
+"""MemoryIdempotencyStore: the idempotency store in a dict, with the DynamoDB store's semantics.
+
+Leases expire, clock skew is allowed for, records expire after their retention, results and payload
+hashes are kept and compared exactly as :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore`
+does, so the consumer behaves the same on both. For tests and single-process use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from datetime import timedelta
+
+from cloudjobs.clock import Clock, SystemClock
+from cloudjobs.errors import LeaseLostError
+from cloudjobs.idempotency.base import (
+    DEFAULT_CLOCK_SKEW,
+    Acquired,
+    AcquireResult,
+    AlreadyCompleted,
+    Claim,
+    InProgress,
+    PayloadMismatch,
+    Record,
+    Status,
+    lapse_after,
+)
+
+_RELEASED = frozenset({Status.FAILED, Status.DEAD_LETTERED})
+
+
+class MemoryIdempotencyStore:
+    """A thread-safe in-memory idempotency store.
+
+    Args:
+        clock: the time source (a :class:`~cloudjobs.clock.ManualClock` in tests).
+        clock_skew: how long after its expiry a lease counts as lapsed.
+    """
+
+    def __init__(self, *, clock: Clock | None = None, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._clock_skew = clock_skew
+        self._records: dict[str, Record] = {}
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
+        """Take the lease on ``claim.key``; see :meth:`IdempotencyStore.acquire`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            old = self._records.get(claim.key)
+            if old is not None and old.expires_at >= now - self._clock_skew:
+                if old.payload_hash != claim.payload_hash:
+                    return PayloadMismatch(job_id=old.job_id)
+                if old.status is Status.COMPLETED:
+                    return AlreadyCompleted(
+                        job_id=old.job_id, result=old.result, result_omitted=old.result_omitted
+                    )
+                if old.status is Status.IN_PROGRESS:
+                    assert old.lease_expires_at is not None
+                    available_at = lapse_after(old.lease_expires_at, clock_skew=self._clock_skew)
+                    if available_at >= now:
+                        return InProgress(job_id=old.job_id, available_at=available_at)
+                else:
+                    assert old.status in _RELEASED
+            token = uuid.uuid4().hex
+            lease_expires_at = now + lease
+            # Like DynamoDB's UpdateItem: a takeover keeps attempts, progress, error and creation time.
+            self._records[claim.key] = Record(
+                key=claim.key,
+                job_id=old.job_id if old is not None else claim.job_id,
+                job_type=claim.job_type,
+                status=Status.IN_PROGRESS,
+                payload_hash=claim.payload_hash,
+                attempts=(old.attempts if old is not None else 0) + 1,
+                created_at=old.created_at if old is not None else now,
+                updated_at=now,
+                expires_at=now + retention,
+                lease_expires_at=lease_expires_at,
+                progress=old.progress if old is not None else None,
+                error=old.error if old is not None else None,
+            )
+            self._tokens[claim.key] = token
+            return Acquired(token=token, lease_expires_at=lease_expires_at)
+
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
+        """Extend a held lease; see :meth:`IdempotencyStore.renew`."""
+        with self._lock:
+            record = self._held(key, token)
+            now = self._clock.now()
+            self._records[key] = dataclasses.replace(
+                record,
+                lease_expires_at=now + lease,
+                updated_at=now,
+                progress=record.progress if progress is None else progress,
+            )
+
+    def complete(
+        self, key: str, token: str, *, result: str | None, result_omitted: str | None, retention: timedelta
+    ) -> None:
+        """Mark the record completed; see :meth:`IdempotencyStore.complete`."""
+        with self._lock:
+            record = self._held(key, token)
+            now = self._clock.now()
+            self._records[key] = dataclasses.replace(
+                record,
+                status=Status.COMPLETED,
+                result=result,
+                result_omitted=result_omitted,
+                progress=100,
+                lease_expires_at=None,
+                updated_at=now,
+                expires_at=now + retention,
+            )
+            del self._tokens[key]
+
+    def release(self, key: str, token: str, *, error: str, is_final: bool) -> None:
+        """Give the lease up; see :meth:`IdempotencyStore.release`."""
+        with self._lock:
+            record = self._held(key, token)
+            self._records[key] = dataclasses.replace(
+                record,
+                status=Status.DEAD_LETTERED if is_final else Status.FAILED,
+                error=error,
+                lease_expires_at=None,
+                updated_at=self._clock.now(),
+            )
+            del self._tokens[key]
+
+    def find(self, job_id: str) -> Record | None:
+        """The live record of a job; see :meth:`IdempotencyStore.find`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            for record in self._records.values():
+                if record.job_id == job_id and record.expires_at >= now:
+                    return record
+            return None
+
+    def records(self) -> list[Record]:
+        """Every record held, expired ones included (for tests)."""
+        with self._lock:
+            return list(self._records.values())
+
+    def _held(self, key: str, token: str) -> Record:
+        self.requests += 1
+        record = self._records.get(key)
+        if record is None or self._tokens.get(key) != token or record.status is not Status.IN_PROGRESS:
+            raise LeaseLostError(f"the lease on {key!r} is no longer held by this token", key=key)
+        return record

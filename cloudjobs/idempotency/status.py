@@ -1,0 +1,86 @@
+"""JobStatus: what ``jobs.status(job_id)`` tells a producer, read from the job's idempotency record."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import JsonValue
+
+from cloudjobs.idempotency.base import Record, Status, decode_result, lapse_after
+
+
+class JobState(enum.Enum):
+    """A job's state as seen through its record."""
+
+    RUNNING = "running"
+    """A worker holds the lease."""
+    RETRYING = "retrying"
+    """An attempt failed (or its worker died) and the job waits for its next attempt."""
+    COMPLETED = "completed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A job's status and result.
+
+    Attributes:
+        job_id: the job (the first one that used its idempotency key).
+        job_type: its type.
+        state: running, retrying, completed or dead-lettered.
+        attempts: attempts started so far.
+        progress: the last percentage the handler reported (100 once completed), or None.
+        result: the stored result as JSON values (None when there is none, or it was not stored).
+        result_omitted: why a completed job's result was not stored (over the size limit, not JSON).
+        error: the last failed attempt's error.
+        created_at: when the first attempt started.
+        updated_at: the record's last change.
+        expires_at: when the record is forgotten.
+    """
+
+    job_id: str
+    job_type: str
+    state: JobState
+    attempts: int
+    progress: int | None
+    result: JsonValue
+    result_omitted: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def is_finished(self) -> bool:
+        """True when the job will not run again by itself (completed or dead-lettered)."""
+        return self.state in (JobState.COMPLETED, JobState.DEAD_LETTERED)
+
+
+def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobStatus:
+    """The status a record describes at ``now`` (a lapsed lease reads as retrying)."""
+    match record.status:
+        case Status.COMPLETED:
+            state = JobState.COMPLETED
+        case Status.DEAD_LETTERED:
+            state = JobState.DEAD_LETTERED
+        case Status.FAILED:
+            state = JobState.RETRYING
+        case Status.IN_PROGRESS:
+            lease_end = record.lease_expires_at or record.updated_at
+            is_lapsed = lapse_after(lease_end, clock_skew=clock_skew) < now
+            state = JobState.RETRYING if is_lapsed else JobState.RUNNING
+    return JobStatus(
+        job_id=record.job_id,
+        job_type=record.job_type,
+        state=state,
+        attempts=record.attempts,
+        progress=record.progress,
+        result=decode_result(record.result),
+        result_omitted=record.result_omitted,
+        error=record.error,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        expires_at=record.expires_at,
+    )

@@ -1,0 +1,108 @@
+"""The shapes Lambda's SQS event source mapping sends and expects, as TypedDicts, and records → deliveries.
+
+Field names are AWS's own (camelCase in records, PascalCase in ``attributes``), so an event can be
+typed as it arrives. See
+https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html (event shape) and
+https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html (partial batch response).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import NotRequired, Protocol, TypedDict
+
+from cloudjobs.backends.base import Delivery
+
+
+class SqsMessageAttribute(TypedDict):
+    """One message attribute of a record; ``String`` and ``Number`` types carry ``stringValue``."""
+
+    dataType: str
+    stringValue: NotRequired[str]
+    binaryValue: NotRequired[str]
+    stringListValues: NotRequired[list[str]]
+    binaryListValues: NotRequired[list[str]]
+
+
+class SqsRecordAttributes(TypedDict):
+    """A record's system attributes: numbers as strings, ``SentTimestamp`` in epoch milliseconds;
+    ``MessageGroupId``, ``MessageDeduplicationId`` and ``SequenceNumber`` on FIFO queues only."""
+
+    ApproximateReceiveCount: str
+    SentTimestamp: str
+    SenderId: NotRequired[str]
+    ApproximateFirstReceiveTimestamp: NotRequired[str]
+    AWSTraceHeader: NotRequired[str]
+    MessageGroupId: NotRequired[str]
+    MessageDeduplicationId: NotRequired[str]
+    SequenceNumber: NotRequired[str]
+    DeadLetterQueueSourceArn: NotRequired[str]
+
+
+class SqsRecord(TypedDict):
+    """One SQS message as the event source mapping hands it over."""
+
+    messageId: str
+    receiptHandle: str
+    body: str
+    attributes: SqsRecordAttributes
+    messageAttributes: dict[str, SqsMessageAttribute]
+    md5OfBody: str
+    md5OfMessageAttributes: NotRequired[str | None]
+    eventSource: str
+    eventSourceARN: str
+    awsRegion: str
+
+
+class SqsEvent(TypedDict):
+    """An SQS event: up to 10 records on FIFO queues, up to 10,000 on standard queues."""
+
+    Records: list[SqsRecord]
+
+
+class BatchItemFailure(TypedDict):
+    """One record to leave on the queue: ``itemIdentifier`` is its ``messageId``."""
+
+    itemIdentifier: str
+
+
+class PartialBatchResponse(TypedDict):
+    """What a function with ``ReportBatchItemFailures`` returns; an empty list deletes every record."""
+
+    batchItemFailures: list[BatchItemFailure]
+
+
+class LambdaContext(Protocol):
+    """The part of Lambda's context object the handler reads."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the function's timeout ends the invocation."""
+        ...
+
+
+def queue_name_of(event_source_arn: str) -> str:
+    """The queue's name from a record's ``eventSourceARN`` (``arn:aws:sqs:<region>:<account>:<name>``)."""
+    # Only the name: account ids differ between AWS and local servers.
+    return event_source_arn.rsplit(":", 1)[-1]
+
+
+def delivery_from_record(record: SqsRecord) -> Delivery:
+    """A record as the consumer core takes it (``String`` attributes only, as the SQS backend reads)."""
+    system = record["attributes"]
+    attributes = {
+        name: value["stringValue"]
+        for name, value in (record.get("messageAttributes") or {}).items()
+        if value["dataType"].split(".", 1)[0] == "String" and "stringValue" in value
+    }
+    system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
+    return Delivery(
+        message_id=record["messageId"],
+        receipt=record["receiptHandle"],
+        body=record["body"],
+        attributes=attributes,
+        receive_count=int(system.get("ApproximateReceiveCount", "1")),
+        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
+        queue=queue_name_of(record["eventSourceARN"]),
+        group_id=system.get("MessageGroupId"),
+        system_attributes=system_attributes,
+    )

@@ -1,0 +1,171 @@
+"""Metrics through the OpenTelemetry metrics API: job counters and histograms, queue gauges.
+
+Instruments are created on the global meter provider's ``cloudjobs`` meter. Without an SDK they are
+no-ops; once an SDK provider is installed (even after these were created) they report to it.
+
+======================================= ============== ==============================================
+instrument                              kind, unit     meaning (attributes)
+======================================= ============== ==============================================
+``cloudjobs.jobs.enqueued``             counter        jobs sent (job type, queue)
+``cloudjobs.jobs.succeeded``            counter        handler runs that returned
+``cloudjobs.jobs.failed``               counter        handler runs that raised (+ ``error.type``)
+``cloudjobs.jobs.retried``              counter        failed attempts that will run again
+``cloudjobs.jobs.dead_lettered``        counter        jobs sent to the dead-letter queue (+ reason)
+``cloudjobs.job.duration``              histogram, s   handler run time
+``cloudjobs.job.queue_lag``             histogram, s   first enqueue → start of the first attempt
+``cloudjobs.jobs.in_flight``            up-down        handlers running now in this process
+``cloudjobs.queue.depth``               gauge          visible messages (ApproximateNumberOfMessages)
+``cloudjobs.queue.in_flight``           gauge          received, not yet deleted (…NotVisible)
+``cloudjobs.queue.delayed``             gauge          delayed messages (…Delayed)
+``cloudjobs.queue.dlq_depth``           gauge          messages in the dead-letter queue
+======================================= ============== ==============================================
+
+Job metrics carry ``cloudjobs.job.type`` and ``messaging.destination.name``; queue gauges carry
+``messaging.destination.name`` (the source queue's name, also for the DLQ depth).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from datetime import timedelta
+from typing import Final
+
+from opentelemetry import metrics
+
+from cloudjobs.backends.base import QueueStatistics
+
+logger = logging.getLogger("cloudjobs.telemetry")
+
+METER_NAME: Final = "cloudjobs"
+JOB_TYPE_KEY: Final = "cloudjobs.job.type"
+DESTINATION_KEY: Final = "messaging.destination.name"
+ERROR_TYPE_KEY: Final = "error.type"
+REASON_KEY: Final = "cloudjobs.dead_letter.reason"
+
+_SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class JobMetrics:
+    """The job instruments (see the module docstring)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.enqueued = meter.create_counter("cloudjobs.jobs.enqueued", "{job}", "Jobs sent to the queue.")
+        self.succeeded = meter.create_counter(
+            "cloudjobs.jobs.succeeded", "{job}", "Handler runs that returned."
+        )
+        self.failed = meter.create_counter("cloudjobs.jobs.failed", "{job}", "Handler runs that raised.")
+        self.retried = meter.create_counter(
+            "cloudjobs.jobs.retried", "{job}", "Failed attempts that will be retried."
+        )
+        self.dead_lettered = meter.create_counter(
+            "cloudjobs.jobs.dead_lettered", "{job}", "Jobs sent to the dead-letter queue."
+        )
+        self.duration = meter.create_histogram(
+            "cloudjobs.job.duration",
+            "s",
+            "Handler run time.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self.queue_lag = meter.create_histogram(
+            "cloudjobs.job.queue_lag",
+            "s",
+            "Time from a job's enqueue to the start of its first attempt.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self.in_flight = meter.create_up_down_counter(
+            "cloudjobs.jobs.in_flight", "{job}", "Handlers running now in this process."
+        )
+
+
+class QueueGauges:
+    """The queue gauges, set by :class:`QueueMetricsReader`."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.depth = meter.create_gauge("cloudjobs.queue.depth", "{message}", "Visible messages.")
+        self.in_flight = meter.create_gauge(
+            "cloudjobs.queue.in_flight", "{message}", "Messages received and not yet deleted."
+        )
+        self.delayed = meter.create_gauge("cloudjobs.queue.delayed", "{message}", "Delayed messages.")
+        self.dlq_depth = meter.create_gauge(
+            "cloudjobs.queue.dlq_depth", "{message}", "Messages in the dead-letter queue."
+        )
+
+
+@functools.cache
+def job_metrics() -> JobMetrics:
+    """The process's job instruments (created on first use, on the global meter provider)."""
+    return JobMetrics(metrics.get_meter(METER_NAME))
+
+
+@functools.cache
+def queue_gauges() -> QueueGauges:
+    """The process's queue gauges (created on first use, on the global meter provider)."""
+    return QueueGauges(metrics.get_meter(METER_NAME))
+
+
+class QueueMetricsReader:
+    """Reads a queue's approximate counts every ``interval`` on its own thread and sets the gauges.
+
+    One GetQueueAttributes per queue per interval, whatever the message rate: never per message.
+    A failed read is logged and retried at the next interval.
+
+    Args:
+        statistics: where the counts come from (a backend implementing ``QueueStatistics``).
+        queue: the queue's name (the gauges' ``messaging.destination.name``).
+        interval: time between reads.
+        gauges: the instruments to set (default: the process's).
+    """
+
+    def __init__(
+        self,
+        statistics: QueueStatistics,
+        *,
+        queue: str,
+        interval: timedelta,
+        gauges: QueueGauges | None = None,
+    ) -> None:
+        if interval <= timedelta(0):
+            raise ValueError("the interval between queue reads must be positive")
+        self._statistics = statistics
+        self._attributes = {DESTINATION_KEY: queue}
+        self._interval = interval.total_seconds()
+        self._gauges = gauges or queue_gauges()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cloudjobs-queue-metrics", daemon=True)
+        self.reads = 0
+
+    def start(self) -> None:
+        """Start reading (the first read happens at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading; waits up to 5 s for a read under way (the thread is a daemon)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def read_once(self) -> None:
+        """Read the counts now and set the gauges.
+
+        Raises:
+            CloudjobsError: the queue could not be read.
+        """
+        counts = self._statistics.message_counts()
+        self._gauges.depth.set(counts.visible, self._attributes)
+        self._gauges.in_flight.set(counts.in_flight, self._attributes)
+        self._gauges.delayed.set(counts.delayed, self._attributes)
+        dead_letters = self._statistics.dead_letter_message_counts()
+        if dead_letters is not None:
+            self._gauges.dlq_depth.set(dead_letters.total, self._attributes)
+        self.reads += 1
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.read_once()
+            except Exception:
+                # Metrics must never take the worker down; the next interval tries again.
+                logger.warning("reading queue counts for metrics failed", exc_info=True)
+            self._stopped.wait(self._interval)

@@ -1,0 +1,632 @@
+"""The Lambda runtime on real-shaped SQS events built from messages received from a MemoryBackend."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+
+import pytest
+from pydantic import BaseModel, JsonValue
+
+from cloudjobs import (
+    BackendError,
+    CloudJobs,
+    ConfigurationError,
+    Delivery,
+    Job,
+    ManualClock,
+    MemoryBackend,
+    MemoryIdempotencyStore,
+    PermanentError,
+    RetryableError,
+    Settings,
+)
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, OutgoingMessage
+from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
+from cloudjobs.runtimes.lambda_events import (
+    LambdaContext,
+    PartialBatchResponse,
+    SqsEvent,
+    SqsMessageAttribute,
+    SqsRecord,
+    SqsRecordAttributes,
+)
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+
+
+class Item(BaseModel):
+    number: int
+
+
+# -- events as the event source mapping builds them ---------------------------------------------------
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def record_of(delivery: Delivery, *, queue: str | None = None) -> SqsRecord:
+    """The record Lambda hands over for a message it received (fields and spelling as AWS sends them)."""
+    attributes: SqsRecordAttributes = {
+        "ApproximateReceiveCount": str(delivery.receive_count),
+        "SentTimestamp": str(int(delivery.sent_at.timestamp() * 1000)),
+        "SenderId": "AROAEXAMPLEID:producer",
+        "ApproximateFirstReceiveTimestamp": str(int(delivery.sent_at.timestamp() * 1000) + 5),
+    }
+    if "AWSTraceHeader" in delivery.system_attributes:
+        attributes["AWSTraceHeader"] = delivery.system_attributes["AWSTraceHeader"]
+    if delivery.group_id is not None:
+        attributes["MessageGroupId"] = delivery.group_id
+        attributes["MessageDeduplicationId"] = delivery.message_id
+        attributes["SequenceNumber"] = str(18_800_000_000_000_000_000 + delivery.receive_count)
+    message_attributes: dict[str, SqsMessageAttribute] = {
+        name: {"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}
+        for name, value in delivery.attributes.items()
+    }
+    return {
+        "messageId": delivery.message_id,
+        "receiptHandle": delivery.receipt,
+        "body": delivery.body,
+        "attributes": attributes,
+        "messageAttributes": message_attributes,
+        "md5OfBody": _md5(delivery.body),
+        "md5OfMessageAttributes": _md5(json.dumps(message_attributes)) if message_attributes else None,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue or delivery.queue}",
+        "awsRegion": REGION,
+    }
+
+
+def receive_all(backend: MemoryBackend) -> list[Delivery]:
+    """Receive until nothing more is visible (the event source mapping gathering a batch)."""
+    deliveries: list[Delivery] = []
+    while batch := backend.receive(max_messages=MAX_BATCH_ENTRIES, wait=timedelta(0)):
+        deliveries.extend(batch)
+    return deliveries
+
+
+def event_of(deliveries: Sequence[Delivery]) -> SqsEvent:
+    return {"Records": [record_of(delivery) for delivery in deliveries]}
+
+
+class FakeContext:
+    """Lambda's context: a fixed time budget, or one that a test spends as it goes."""
+
+    def __init__(self, remaining_ms: int = 60_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def build_and_call(
+    handler: LambdaHandler, deliveries: Sequence[Delivery], context: LambdaContext | None = None
+) -> PartialBatchResponse:
+    """Invoke the handler as Lambda does, with an event of these deliveries."""
+    return handler(event_of(deliveries), context or FakeContext())
+
+
+def reported(response: PartialBatchResponse) -> list[str]:
+    return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+def dead_letters(backend: MemoryBackend) -> list[dict[str, JsonValue]]:
+    assert backend.dead_letter_queue is not None
+    return [
+        json.loads(message.attributes["cloudjobs.dead_letter"])
+        for message in backend.dead_letter_queue.messages()
+    ]
+
+
+def hidden_for(backend: MemoryBackend, message_id: str) -> timedelta:
+    """How long from now the message stays invisible."""
+    [message] = [m for m in backend.messages() if m.message_id == message_id]
+    return message.visible_at - backend.now()
+
+
+def app_on(
+    backend: MemoryBackend, clock: ManualClock, *, idempotency_store: MemoryIdempotencyStore | None = None
+) -> CloudJobs:
+    return CloudJobs(
+        settings=Settings(_env_file=None),
+        backend=backend,
+        clock=clock,
+        random=lambda: 0.5,
+        idempotency_store=idempotency_store,
+    )
+
+
+@pytest.fixture
+def handlers() -> Iterator[Callable[..., LambdaHandler]]:
+    """Build handlers with ``jobs.lambda_handler(...)``; their threads are stopped after the test."""
+    built: list[LambdaHandler] = []
+
+    def build(
+        jobs: CloudJobs,
+        *,
+        fifo_rule: FifoRule | None = None,
+        safety_margin: float | None = None,
+        concurrency: int = 1,
+    ) -> LambdaHandler:
+        handler = jobs.lambda_handler(
+            fifo_rule=fifo_rule, safety_margin=safety_margin, concurrency=concurrency
+        )
+        built.append(handler)
+        return handler
+
+    yield build
+    for handler in built:
+        handler.close()
+
+
+class StrictBackend(MemoryBackend):
+    """A memory queue that refuses batch calls of more than ten entries, as SQS does, and counts them."""
+
+    def __init__(self, name: str, *, clock: ManualClock) -> None:
+        super().__init__(name, clock=clock)
+        self.visibility_batches: list[int] = []
+
+    def change_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        if len(changes) > MAX_BATCH_ENTRIES:
+            raise BackendError("TooManyEntriesInBatchRequest", queue=self.name)
+        self.visibility_batches.append(len(changes))
+        return super().change_visibility(changes)
+
+
+class RefusingDeadLetterBackend(MemoryBackend):
+    """A memory queue whose dead-letter queue cannot be reached."""
+
+    def dead_letter(self, delivery: Delivery, attributes: Mapping[str, str]) -> None:
+        raise BackendError("dead-letter queue unreachable", queue=self.name)
+
+
+# -- standard queues ------------------------------------------------------------------------------------
+
+
+def test_a_mixed_batch_reports_exactly_the_failed_records(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        if payload.number % 3 == 0:
+            raise RetryableError(f"item {payload.number} not ready", delay=timedelta(seconds=42))
+
+    ids = jobs.enqueue_many([(item, Item(number=n)) for n in range(1, 10)])
+    deliveries = receive_all(backend)
+    by_job = {json.loads(d.body)["id"]: d.message_id for d in deliveries}
+
+    response = build_and_call(handlers(jobs), deliveries)
+
+    failed = [by_job[ids[n - 1]] for n in (3, 6, 9)]
+    assert reported(response) == failed
+    assert all(hidden_for(backend, message_id) == timedelta(seconds=42) for message_id in failed)
+
+
+def test_a_large_batch_changes_visibility_ten_at_a_time_and_reports_every_failure(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = StrictBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        if payload.number % 5 != 0:  # 20 of 25 fail
+            raise RetryableError("busy", delay=timedelta(seconds=30))
+
+    jobs.enqueue_many([(item, Item(number=n)) for n in range(1, 26)])
+    deliveries = receive_all(backend)
+    assert len(deliveries) == 25
+
+    response = build_and_call(handlers(jobs), deliveries)
+
+    numbers = {d.message_id: json.loads(d.body)["payload"]["number"] for d in deliveries}
+    assert sorted(numbers[m] for m in reported(response)) == [n for n in range(1, 26) if n % 5 != 0]
+    assert backend.visibility_batches == [10, 10]
+    assert all(hidden_for(backend, m) == timedelta(seconds=30) for m in reported(response))
+
+
+def test_a_permanent_error_goes_to_the_dead_letter_queue_and_is_not_reported(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        raise PermanentError(f"item {payload.number} can never work")
+
+    jobs.enqueue(item, Item(number=7))
+
+    response = build_and_call(handlers(jobs), receive_all(backend))
+
+    assert reported(response) == []
+    [letter] = dead_letters(backend)
+    assert (letter["reason"], letter["job_type"]) == ("permanent_error", "item")
+    assert "item 7 can never work" in str(letter["error"])
+
+
+def test_a_dead_letter_that_cannot_be_sent_is_reported_so_it_stays_on_the_queue(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = RefusingDeadLetterBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        raise PermanentError("no")
+
+    jobs.enqueue(item, Item(number=1))
+    deliveries = receive_all(backend)
+
+    response = build_and_call(handlers(jobs), deliveries)
+
+    assert reported(response) == [deliveries[0].message_id]
+
+
+def test_a_malformed_body_is_dead_lettered_with_its_reason_and_the_others_run(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    ran: list[int] = []
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        ran.append(payload.number)
+
+    jobs.enqueue(item, Item(number=1))
+    backend.send([OutgoingMessage(body='{"cloudjobs": 1, "type": "item"}')])
+    backend.send([OutgoingMessage(body="<xml>not json</xml>")])
+    jobs.enqueue(item, Item(number=2))
+
+    response = build_and_call(handlers(jobs), receive_all(backend))
+
+    assert reported(response) == []
+    assert ran == [1, 2]
+    assert sorted(str(letter["reason"]) for letter in dead_letters(backend)) == [
+        "malformed_envelope",
+        "unroutable",
+    ]
+
+
+def test_an_empty_batch_reports_nothing_and_touches_no_queue(handlers: Callable[..., LambdaHandler]) -> None:
+    jobs = CloudJobs(settings=Settings(_env_file=None))  # no queue configured: any use would raise
+
+    assert handlers(jobs)({"Records": []}, FakeContext()) == {"batchItemFailures": []}
+
+
+def test_records_of_another_queue_fail_the_whole_batch_loudly(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    jobs.enqueue("item", {"number": 1})
+    [delivery] = receive_all(backend)
+
+    with pytest.raises(ConfigurationError, match="'other-queue'"):
+        handlers(jobs)({"Records": [record_of(delivery, queue="other-queue")]}, FakeContext())
+
+
+def test_a_record_reaches_the_handler_with_its_attributes_trace_header_and_receive_count(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    seen: list[Job] = []
+
+    @jobs.job("item")
+    def item(payload: Item, job: Job) -> None:
+        seen.append(job)
+
+    jobs.enqueue(item, Item(number=1))
+    [delivery] = receive_all(backend)
+    record = record_of(delivery)
+    trace_header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    record["attributes"]["AWSTraceHeader"] = trace_header
+    record["attributes"]["ApproximateReceiveCount"] = "3"
+    # Number and Binary attributes come as AWS sends them; only String ones reach the job.
+    record["messageAttributes"]["priority"] = {
+        "stringValue": "7",
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "Number",
+    }
+    record["messageAttributes"]["blob"] = {
+        "binaryValue": "AQID",
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "Binary",
+    }
+    record["messageAttributes"]["tenant"] = {
+        "stringValue": "acme",
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "String.tenant",
+    }
+
+    response = handlers(jobs)({"Records": [record]}, FakeContext())
+
+    assert reported(response) == []
+    [job] = seen
+    assert job.attempt == 3
+    assert job.message.system_attributes == {"AWSTraceHeader": trace_header}
+    assert job.message.attributes == {**delivery.attributes, "tenant": "acme"}
+    assert job.message.sent_at == delivery.sent_at
+    assert job.correlation_id == delivery.attributes["cloudjobs.correlation_id"]
+
+
+def test_when_the_time_budget_is_spent_the_rest_is_reported_released_and_not_started(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    context = FakeContext(remaining_ms=20_000)
+    started: list[int] = []
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        started.append(payload.number)
+        context.remaining_ms -= 6_000  # each job takes six seconds
+
+    jobs.enqueue_many([(item, Item(number=n)) for n in range(1, 6)])
+    deliveries = receive_all(backend)
+
+    response = build_and_call(handlers(jobs, safety_margin=5), deliveries, context)
+
+    # 20 s, 14 s and 8 s left: three jobs start (margin 5 s); with 2 s left the other two cannot.
+    assert started == [1, 2, 3]
+    assert reported(response) == [d.message_id for d in deliveries[3:]]
+    visible, in_flight, _ = backend.counts()
+    assert (visible, in_flight) == (2, 3)  # released at once for another invocation
+
+
+def test_an_invocation_started_below_the_margin_starts_nothing(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    started: list[int] = []
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        started.append(payload.number)
+
+    jobs.enqueue_many([(item, Item(number=n)) for n in range(3)])
+    deliveries = receive_all(backend)
+
+    response = build_and_call(handlers(jobs), deliveries, FakeContext(remaining_ms=2_900))
+
+    assert started == []
+    assert reported(response) == [d.message_id for d in deliveries]
+    assert "below the safety margin" in caplog.text
+
+
+def test_concurrency_runs_records_of_a_standard_batch_at_once(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    # Four handlers that each wait for the other three: only a concurrent run lets them all pass.
+    barrier = threading.Barrier(4, timeout=10)
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        barrier.wait()
+
+    jobs.enqueue_many([(item, Item(number=n)) for n in range(4)])
+
+    response = build_and_call(handlers(jobs, concurrency=4), receive_all(backend))
+
+    assert reported(response) == []
+
+
+def test_async_handlers_run_on_one_event_loop_kept_between_invocations(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    @jobs.job("item")
+    async def item(payload: Item) -> None:
+        await asyncio.sleep(0)
+        loops.append(asyncio.get_running_loop())
+        if payload.number == 2:
+            raise RetryableError("later")
+
+    handler = handlers(jobs)
+    jobs.enqueue(item, Item(number=1))
+    first = build_and_call(handler, receive_all(backend))
+    jobs.enqueue(item, Item(number=2))
+    second_batch = receive_all(backend)
+    second = build_and_call(handler, second_batch)
+
+    assert reported(first) == []
+    assert reported(second) == [second_batch[0].message_id]
+    assert len(loops) == 2
+    assert loops[0] is loops[1]
+
+
+def test_a_duplicate_of_a_completed_idempotent_job_is_acknowledged_without_running(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock, idempotency_store=MemoryIdempotencyStore(clock=clock))
+    runs: list[int] = []
+
+    @jobs.job("charge", idempotent=True)
+    def charge(payload: Item) -> int:
+        runs.append(payload.number)
+        return payload.number * 100
+
+    handler = handlers(jobs)
+    charge.enqueue(Item(number=1), idempotency_key="order-1")
+    first = build_and_call(handler, receive_all(backend))
+    charge.enqueue(Item(number=1), idempotency_key="order-1")
+    second = build_and_call(handler, receive_all(backend))
+
+    assert (reported(first), reported(second)) == ([], [])
+    assert runs == [1]
+
+
+# -- FIFO queues ----------------------------------------------------------------------------------------
+
+
+def _fifo_batch(
+    clock: ManualClock, sends: Sequence[tuple[str, int]], *, failing: set[int]
+) -> tuple[MemoryBackend, CloudJobs, list[int]]:
+    backend = MemoryBackend("jobs.fifo", clock=clock)
+    jobs = app_on(backend, clock)
+    ran: list[int] = []
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        ran.append(payload.number)
+        if payload.number in failing:
+            raise RetryableError("not yet", delay=timedelta(seconds=10))
+
+    for group, number in sends:
+        jobs.enqueue(item, Item(number=number), group_id=group)
+    return backend, jobs, ran
+
+
+def test_fifo_a_failure_holds_back_the_rest_of_its_group_and_other_groups_go_on(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    sends = [("a", 1), ("b", 10), ("a", 2), ("b", 11), ("a", 3), ("c", 20)]
+    backend, jobs, ran = _fifo_batch(clock, sends, failing={1})
+    deliveries = receive_all(backend)
+    number_of = {d.message_id: json.loads(d.body)["payload"]["number"] for d in deliveries}
+
+    response = build_and_call(handlers(jobs), deliveries)
+
+    assert [number_of[m] for m in reported(response)] == [1, 2, 3]
+    assert sorted(ran) == [1, 10, 11, 20]
+    # The failed message waits for its backoff; the ones behind it cannot overtake it (SQS keeps
+    # a group's messages back while one of them is in flight).
+    assert [json.loads(d.body)["payload"]["number"] for d in receive_all(backend)] == []
+    backend.advance(timedelta(seconds=10))
+    assert [json.loads(d.body)["payload"]["number"] for d in receive_all(backend)] == [1, 2, 3]
+
+
+def test_fifo_stop_at_first_failure_reports_every_record_after_it(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    sends = [("b", 10), ("a", 1), ("b", 11), ("a", 2), ("c", 20)]
+    backend, jobs, ran = _fifo_batch(clock, sends, failing={1})
+    deliveries = receive_all(backend)
+    number_of = {d.message_id: json.loads(d.body)["payload"]["number"] for d in deliveries}
+
+    response = build_and_call(handlers(jobs, fifo_rule=FifoRule.STOP_AT_FIRST_FAILURE), deliveries)
+
+    assert [number_of[m] for m in reported(response)] == [1, 11, 2, 20]
+    assert ran == [10, 1]
+
+
+def test_fifo_dead_letters_do_not_hold_back_their_group(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs.fifo", clock=clock)
+    jobs = app_on(backend, clock)
+    ran: list[int] = []
+
+    @jobs.job("item")
+    def item(payload: Item) -> None:
+        ran.append(payload.number)
+        if payload.number == 1:
+            raise PermanentError("bad item")
+
+    for number in (1, 2, 3):
+        jobs.enqueue(item, Item(number=number), group_id="a")
+
+    response = build_and_call(handlers(jobs), receive_all(backend))
+
+    assert reported(response) == []
+    assert ran == [1, 2, 3]
+    assert [letter["reason"] for letter in dead_letters(backend)] == ["permanent_error"]
+
+
+def test_fifo_groups_keep_their_order_when_records_run_concurrently(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    sends = [(group, number) for number in range(3) for group in ("a", "b", "c")]
+    backend, jobs, ran = _fifo_batch(clock, [(g, n + 10 * ord(g)) for g, n in sends], failing=set())
+
+    response = build_and_call(handlers(jobs, concurrency=3), receive_all(backend))
+
+    assert reported(response) == []
+    for group in "abc":
+        assert [n for n in ran if n // 10 == ord(group)] == [10 * ord(group) + n for n in range(3)]
+
+
+# -- cold start -----------------------------------------------------------------------------------------
+
+HEAVY_MODULES = ("boto3", "botocore", "moto", "opentelemetry.sdk", "cloudjobs.cli")
+
+
+def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli() -> None:
+    script = (
+        "import json, os, sys\n"
+        "os.environ['CLOUDJOBS_QUEUE_URL'] = 'https://sqs.eu-west-1.amazonaws.com/123456789012/jobs'\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs()\n"
+        "jobs.job('noop')(lambda payload: None)\n"
+        "handler = jobs.lambda_handler()\n"
+        f"heavy = {HEAVY_MODULES!r}\n"
+        "loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy))\n"
+        "print(json.dumps([type(handler).__name__, loaded]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == ["LambdaHandler", []]
+
+
+def test_options_are_checked_when_the_handler_is_built(clock: ManualClock) -> None:
+    jobs = app_on(MemoryBackend("jobs", clock=clock), clock)
+
+    with pytest.raises(ConfigurationError):
+        jobs.lambda_handler(concurrency=0)
+    with pytest.raises(ConfigurationError):
+        jobs.lambda_handler(safety_margin=-1)
+
+
+# -- the example --------------------------------------------------------------------------------------
+
+
+def test_the_lambda_example_retries_the_incomplete_upload_dead_letters_the_bad_format_and_sends_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from examples.lambda_consumer import app
+
+    with app.jobs.testing() as queue:
+        app.make_thumbnail.enqueue(app.Thumbnail(image_key="uploads/cat.png", image_format="png"))
+        app.make_thumbnail.enqueue(app.Thumbnail(image_key="uploads/cat.bmp", image_format="bmp"))
+        incomplete = app.make_thumbnail.enqueue(
+            app.Thumbnail(image_key="incoming/dog.png", image_format="png")
+        )
+        for _ in range(2):  # the same order twice
+            app.send_receipt.enqueue(app.Receipt(order_id="o-7", address="ada@example.com"))
+        deliveries = receive_all(queue)
+        with caplog.at_level(logging.INFO, logger=app.logger.name):
+            response = build_and_call(app.handler, deliveries)
+        letters = dead_letters(queue)
+
+    [reported_id] = reported(response)
+    assert json.loads(next(d.body for d in deliveries if d.message_id == reported_id))["id"] == incomplete
+    assert [letter["reason"] for letter in letters] == ["permanent_error"]
+    assert sum("receipt of order o-7 sent" in message for message in caplog.messages) == 1

@@ -1,0 +1,111 @@
+"""The log filter: job id, job type, correlation id and trace id on every record a job logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+
+from cloudjobs import CloudJobs, Job, ManualClock, MemoryBackend, Settings
+from cloudjobs.logs import configure_logging
+from cloudjobs.telemetry import JobLogFilter, correlation_scope, install_log_filter
+from tests.otel import Capture
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collected() -> Iterator[_Collect]:
+    handler = _Collect()
+    handler.addFilter(JobLogFilter())
+    logger = logging.getLogger("tests.jobs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_records_logged_in_a_handler_carry_the_job_correlation_and_trace_ids(
+    otel: Capture, collected: _Collect
+) -> None:
+    backend = MemoryBackend(f"jobs-{uuid.uuid4().hex[:8]}")
+    jobs = CloudJobs(settings=Settings(_env_file=None), backend=backend, clock=ManualClock())
+    seen: dict[str, str] = {}
+
+    @jobs.job("chatty")
+    def chatty(payload: dict[str, str], job: Job) -> None:
+        seen["job_id"] = job.id
+        seen["correlation_id"] = job.correlation_id
+        logging.getLogger("tests.jobs").info("working")
+
+    jobs.enqueue("chatty", {})
+    jobs.drain()
+
+    [record] = collected.records
+    span = otel.span(f"process {backend.name}")
+    assert record.__dict__["job_id"] == seen["job_id"]
+    assert record.__dict__["job_type"] == "chatty"
+    assert record.__dict__["correlation_id"] == seen["correlation_id"]
+    assert record.__dict__["trace_id"] == format(span.context.trace_id, "032x")
+
+
+def test_outside_a_job_the_fields_are_none_or_the_request_correlation(
+    otel: Capture, collected: _Collect
+) -> None:
+    logger = logging.getLogger("tests.jobs")
+    logger.info("idle")
+    with correlation_scope("request-1"), trace.get_tracer("test").start_as_current_span("request") as span:
+        logger.info("in a request")
+
+    idle, request = collected.records
+    assert [idle.__dict__[name] for name in ("job_id", "job_type", "correlation_id", "trace_id")] == [
+        None
+    ] * 4
+    assert request.__dict__["correlation_id"] == "request-1"
+    assert request.__dict__["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+def test_fields_passed_by_the_caller_are_kept(collected: _Collect) -> None:
+    logging.getLogger("tests.jobs").info("explicit", extra={"job_id": "given"})
+
+    [record] = collected.records
+    assert record.__dict__["job_id"] == "given"
+
+
+def test_install_log_filter_adds_one_filter_per_handler() -> None:
+    handler = _Collect()
+
+    first = install_log_filter(handler)
+    install_log_filter(handler)
+
+    assert handler.filters == [first]
+
+
+def test_configure_logging_puts_the_job_fields_in_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    try:
+        configure_logging(level="INFO", json_lines=True)
+        with correlation_scope("request-9"):
+            logging.getLogger("tests.jobs.json").info("hello")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["message"] == "hello"
+    assert line["correlation_id"] == "request-9"
