@@ -1,0 +1,34 @@
+"""Create the example's two tables (idempotency records and charges) wherever boto3 points.
+
+python -m examples.payments.provision      # prints the variables the worker needs
+"""
+
+from __future__ import annotations
+
+import boto3
+
+from cloudjobs.provisioning import TableSpec, provision_table
+
+JOBS_TABLE = "payments-jobs"
+CHARGES_TABLE = "payments-charges"
+
+
+def provision() -> None:
+    """Create both tables if missing (safe to run again)."""
+    client = boto3.client("dynamodb")
+    provision_table(TableSpec(JOBS_TABLE), client=client)
+    existing = client.list_tables()["TableNames"]
+    if CHARGES_TABLE not in existing:
+        client.create_table(
+            TableName=CHARGES_TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "charge_key", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "charge_key", "KeyType": "HASH"}],
+        )
+        client.get_waiter("table_exists").wait(TableName=CHARGES_TABLE)
+    print(f"CLOUDJOBS_IDEMPOTENCY_TABLE={JOBS_TABLE}")
+    print(f"PAYMENTS_CHARGES_TABLE={CHARGES_TABLE}")
+
+
+if __name__ == "__main__":
+    provision()
