@@ -12,6 +12,7 @@ from cloudjobs.backends.base import Backend, Delivery
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import ManualClock
 from cloudjobs.definition import JobHandle
+from cloudjobs.dlq.models import DeadJob, RedriveReport
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import (
     BackendError,
@@ -55,6 +56,7 @@ __all__ = [
     "Completed",
     "ConfigurationError",
     "CredentialsError",
+    "DeadJob",
     "DeadLetter",
     "DecodeError",
     "Deferred",
@@ -81,6 +83,7 @@ __all__ = [
     "PayloadValidationError",
     "PermanentError",
     "QueueNotFoundError",
+    "RedriveReport",
     "Released",
     "Retry",
     "RetryPolicy",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
@@ -15,24 +17,38 @@ from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer, ConsumerMiddleware
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
+from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError, PayloadValidationError
-from cloudjobs.idempotency.base import IdempotencyStore
+from cloudjobs.idempotency.base import (
+    Cancellation,
+    Claim,
+    IdempotencyStore,
+    JobControlStore,
+    payload_hash,
+    store_key,
+)
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.producer import EnqueueRequest, Producer
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings, load_settings
+from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
+from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 
 if TYPE_CHECKING:
+    from cloudjobs.dlq import DeadLetterQueue
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
+    from cloudjobs.stats import QueueStats
 
 P = TypeVar("P")
 R = TypeVar("R")
 
 _json_adapter: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+
+logger = logging.getLogger("cloudjobs.producer")
 
 
 class Register(Protocol):
@@ -60,6 +76,9 @@ class CloudJobs:
         idempotency_store: where idempotency and status records live; a
             :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` on
             ``CLOUDJOBS_IDEMPOTENCY_TABLE`` is built on first use when omitted.
+        telemetry: spans, metrics and trace propagation of the producer, the consumer and both
+            runtimes (default: on, through the global OpenTelemetry providers);
+            ``Telemetry(is_enabled=False)`` turns them off, the worker's queue gauges included.
 
     Construction does no I/O and reads no environment, so a module-level ``jobs = CloudJobs()``
     is safe to import anywhere, including before a web server forks.
@@ -73,7 +92,9 @@ class CloudJobs:
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
         idempotency_store: IdempotencyStore | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or default_telemetry()
         self._idempotency_store = idempotency_store
         self._settings = settings
         self._backend = backend
@@ -129,6 +150,11 @@ class CloudJobs:
     def clock(self) -> Clock:
         """The time source."""
         return self._clock
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """The telemetry of this app's producer, consumer and runtimes."""
+        return self._telemetry
 
     @property
     def registry(self) -> dict[str, JobDefinition]:
@@ -272,8 +298,95 @@ class CloudJobs:
             return []
         return self._producer().enqueue(requests)
 
+    async def enqueue_async(
+        self,
+        job_type: str | JobHandle[Any, Any],
+        payload: Any,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> str:
+        """:meth:`enqueue` for async code: the payload is checked here, and the blocking requests
+        (the send, a pending status record) run in a worker thread, so the event loop never waits.
+
+        Raises:
+            Everything :meth:`enqueue` raises.
+        """
+        request = self._request(
+            job_type,
+            payload,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+        )
+        producer = self._producer()
+        job_ids = await asyncio.to_thread(producer.enqueue, [request])
+        return job_ids[0]
+
+    async def enqueue_many_async(
+        self,
+        jobs: Iterable[tuple[str | JobHandle[Any, Any], Any]],
+        *,
+        delay: timedelta | float | None = None,
+    ) -> list[str]:
+        """:meth:`enqueue_many` for async code; the sends run in a worker thread.
+
+        Raises:
+            Everything :meth:`enqueue_many` raises.
+        """
+        requests = [self._request(job_type, payload, delay=delay) for job_type, payload in jobs]
+        if not requests:
+            return []
+        producer = self._producer()
+        return await asyncio.to_thread(producer.enqueue, requests)
+
     def _producer(self) -> Producer:
-        return Producer(self.backend, self._clock, default_group_id=self.settings.message_group_id)
+        before_send = self._write_pending if self.settings.status_tracking else None
+        return Producer(
+            self.backend,
+            self._clock,
+            default_group_id=self.settings.message_group_id,
+            before_send=before_send,
+            telemetry=self._telemetry,
+        )
+
+    def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
+        """Write a ``pending`` record for each job that keeps one, before anything is sent.
+
+        The order matters: record first, then send. A failed write fails the enqueue before the
+        message exists (the caller sees the error, nothing is lost); a send that fails after the
+        write leaves the record pending, forgotten after its retention. A live record under the key
+        (a duplicate enqueue) is left alone: the write is conditional.
+        """
+        store: IdempotencyStore | None = None
+        for envelope in envelopes:
+            definition = self._registry.get(envelope.type)
+            if definition is None or not definition.has_record:
+                continue
+            key = definition.idempotency_key_of(
+                job_id=envelope.id,
+                producer_key=envelope.idempotency_key,
+                payload=definition.validate(envelope.payload),
+            )
+            assert key is not None  # jobs with a record always have a key
+            store = store or self.idempotency_store
+            if not isinstance(store, JobControlStore):
+                return
+            claim = Claim(
+                key=store_key(envelope.type, key),
+                job_id=envelope.id,
+                job_type=envelope.type,
+                payload_hash=payload_hash(envelope.type, envelope.payload),
+            )
+            if not store.put_pending(claim, retention=self._retention):
+                logger.info("job %s: a record under its key exists; no pending record written", envelope.id)
+
+    @property
+    def _retention(self) -> timedelta:
+        return timedelta(seconds=self.settings.idempotency_retention_seconds)
 
     def _request(
         self,
@@ -327,6 +440,55 @@ class CloudJobs:
             return None
         return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
 
+    def cancel(self, job_id: str) -> Cancellation:
+        """Cancel a job: a job that has not started never runs; a running one sees ``job.cancelled``.
+
+        A job with a record (``idempotent`` / ``track_status``) is cancelled through it, found by
+        job id on the index (one Query, then a conditional UpdateItem). Without a record a marker is
+        written, which consumers check before running jobs that keep no record. See
+        docs/operations.md.
+
+        Returns:
+            What happened (``.outcome``: cancelled, requested, marked or already finished) and the
+            record after it (``.record``; None for a marker).
+
+        Raises:
+            IdempotencyStoreError: the store could not be reached.
+            ConfigurationError: no store is configured, or it does not support cancellation.
+        """
+        store = self.idempotency_store
+        if not isinstance(store, JobControlStore):
+            raise ConfigurationError(f"{type(store).__name__} does not support cancellation")
+        return store.cancel(job_id, retention=self._retention)
+
+    def stats(self, *, include_age: bool = False) -> QueueStats:
+        """The queue's depths (visible, in flight, delayed), its DLQ's depth, and its health.
+
+        Args:
+            include_age: also read the oldest message's age from CloudWatch (one GetMetricData);
+                None in the result means unknown, and never counts as unhealthy.
+
+        Raises:
+            BackendError: the queue's attributes could not be read.
+            ConfigurationError: the backend reports no counts.
+        """
+        from cloudjobs.stats import collect_stats
+
+        return collect_stats(self.backend, self.settings, include_age=include_age)
+
+    @property
+    def dlq(self) -> DeadLetterQueue:
+        """The dead-letter queue of this app's queue: ``list``, ``redrive`` and ``purge``.
+
+        See docs/operations.md. Building it does no I/O.
+
+        Raises:
+            ConfigurationError: the backend offers no dead-letter administration.
+        """
+        from cloudjobs.dlq import DeadLetterQueue
+
+        return DeadLetterQueue(self.backend, clock=self._clock)
+
     # -- consumers --------------------------------------------------------------------------------
 
     def consumer(self) -> Consumer:
@@ -335,12 +497,21 @@ class CloudJobs:
         middleware = list(self._middleware)
         if any(definition.has_record for definition in self._registry.values()):
             middleware.append(self._idempotency_middleware(queue.visibility_timeout))
+        store = self._idempotency_store
+        if store is None and self.settings.idempotency_table:
+            store = self.idempotency_store
+        has_unrecorded = any(not definition.has_record for definition in self._registry.values())
+        if has_unrecorded and isinstance(store, JobControlStore):
+            from cloudjobs.idempotency.cancellation import CancellationMiddleware
+
+            middleware.append(CancellationMiddleware(store))
         return Consumer(
             registry=self._registry,
             settings=self.settings,
             queue=queue,
             random=self._random,
             middleware=middleware,
+            telemetry=self._telemetry,
         )
 
     def _idempotency_middleware(self, queue_visibility: timedelta) -> ConsumerMiddleware:
@@ -366,6 +537,7 @@ class CloudJobs:
         concurrency: int | None = None,
         prefetch: int | None = None,
         shutdown_timeout: timedelta | float | None = None,
+        queue_metrics_interval: timedelta | float | None = DEFAULT_QUEUE_METRICS_INTERVAL,
     ) -> Worker:
         """A long-running worker (the ECS consumer); call ``.run()`` to start it.
 
@@ -373,6 +545,13 @@ class CloudJobs:
             concurrency: handlers run at once (default ``CLOUDJOBS_CONCURRENCY``).
             prefetch: messages held beyond the concurrency (default ``CLOUDJOBS_PREFETCH``).
             shutdown_timeout: how long ``stop()`` waits for running jobs, seconds or timedelta.
+            queue_metrics_interval: time between reads of the queue's counts for the queue gauges,
+                seconds or timedelta (one GetQueueAttributes per queue each time); None turns the
+                reader off.
+
+        Raises:
+            ConfigurationError: ``concurrency`` is below 1 or ``queue_metrics_interval`` is not
+                positive.
         """
         from cloudjobs.runtimes.worker import Worker
 
@@ -381,6 +560,7 @@ class CloudJobs:
             concurrency=concurrency,
             prefetch=prefetch,
             shutdown_timeout=as_timedelta(shutdown_timeout, name="shutdown_timeout"),
+            queue_metrics_interval=as_timedelta(queue_metrics_interval, name="queue_metrics_interval"),
         )
 
     def lambda_handler(

@@ -44,7 +44,7 @@ from cloudjobs.errors import (
     UnknownJobError,
 )
 from cloudjobs.job import Job, reset_current_job, set_current_job
-from cloudjobs.outcomes import Completed, DeadLetter, Deferred, Outcome, Retry
+from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Retry
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings
 from cloudjobs.telemetry.spans import RunTrace, Telemetry, default_telemetry
@@ -284,6 +284,9 @@ class Consumer:
             )
         else:
             outcome = self._failure(prepared.delivery, job.type, job.attempt, prepared.policy, error)
+        if job.cancelled:
+            # A cancellation the run learnt of wins: no retry, no DLQ, whatever the handler did.
+            outcome = Cancelled()
         for middleware in reversed(self._middleware):
             if is_still_running and isinstance(middleware, LeaseMiddleware):
                 outcome = middleware.after_timeout(prepared, outcome)

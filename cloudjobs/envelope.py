@@ -27,6 +27,8 @@ message; cloudjobs uses at most six, leaving four for the sender's own:
 ``tracestate``              W3C trace state (only when not empty)
 ``baggage``                 W3C baggage (only when not empty)
 ``cloudjobs.dead_letter``   on dead-lettered messages: JSON with reason, error, attempts, time
+``cloudjobs.first_failed_at`` on redriven messages: when the job first reached the DLQ (left out
+                            when the message already has ten attributes)
 =========================== =============================================================
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ class Job:
         message: the raw delivery, for advanced use.
         envelope: the decoded envelope.
         progress_reporter: where :meth:`progress` goes (set by the consumer for jobs with a record).
+        cancel_signal: set when ``jobs.cancel`` reached the running job (read :attr:`cancelled`).
     """
 
     id: str
@@ -45,6 +47,18 @@ class Job:
     message: Delivery
     envelope: Envelope
     progress_reporter: Callable[[Job, int], None] | None = field(default=None, repr=False, compare=False)
+    cancel_signal: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once ``jobs.cancel(job_id)`` reached this run: stop at the next safe point.
+
+        Cooperative: nothing interrupts the handler. A worker refreshes it at least once per
+        heartbeat interval; on Lambda it is only checked before the handler starts (a cancelled job
+        does not start), so it stays False while a Lambda handler runs. Once it is True the run ends
+        ``cancelled`` however the handler ends (see docs/operations.md).
+        """
+        return self.cancel_signal.is_set()
 
     @property
     def is_last_attempt(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
@@ -46,6 +46,7 @@ class _Prepared:
     job_id: str
     message: OutgoingMessage
     size: int
+    envelope: Envelope
 
 
 class Producer:
@@ -56,6 +57,8 @@ class Producer:
         clock: the time written as ``enqueued_at``.
         default_group_id: FIFO MessageGroupId when a request names none (else the job type).
         telemetry: spans, metrics and trace propagation (default: on, through the global providers).
+        before_send: called with every envelope once all are built and checked, before the first
+            send (the app writes pending status records there); what it raises fails the call.
     """
 
     def __init__(
@@ -65,7 +68,9 @@ class Producer:
         *,
         default_group_id: str | None = None,
         telemetry: Telemetry | None = None,
+        before_send: Callable[[Sequence[Envelope]], None] | None = None,
     ) -> None:
+        self._before_send = before_send
         self._backend = backend
         self._clock = clock
         self._default_group_id = default_group_id
@@ -87,6 +92,8 @@ class Producer:
         trace = self._telemetry.start_enqueue(info, len(requests))
         try:
             prepared = [self._prepare(request, info, trace, index) for index, request in enumerate(requests)]
+            if self._before_send is not None:
+                self._before_send([item.envelope for item in prepared])
             sent: list[str | None] = [None] * len(prepared)
             failures: dict[int, str] = {}
             for batch in _batches(list(enumerate(prepared))):
@@ -146,7 +153,7 @@ class Producer:
             deduplication_id=deduplication_id,
             system_attributes=system_attributes,
         )
-        return _Prepared(job_id=envelope.id, message=message, size=size)
+        return _Prepared(job_id=envelope.id, message=message, size=size, envelope=envelope)
 
     def _send_batch(
         self,

@@ -37,6 +37,19 @@ class Settings(BaseSettings):
         ge=3_600,
         description="How long idempotency and status records are kept after their last write (7 days).",
     )
+    status_tracking: bool = Field(
+        default=False,
+        description="The producer writes a pending status record for each job that keeps one "
+        "(idempotent or track_status, registered in the producing app); needs PutItem on the table.",
+    )
+    max_dlq_depth: int = Field(
+        default=0, ge=0, description="Messages the DLQ may hold before jobs.stats() calls it unhealthy."
+    )
+    max_oldest_age_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Age of the oldest message above which jobs.stats() calls the queue unhealthy.",
+    )
     region: str | None = Field(default=None, description="AWS region override; boto3's own otherwise.")
     visibility_timeout_seconds: int | None = Field(
         default=None, ge=1, le=43_200, description="Visibility on receive; the queue's own if unset."

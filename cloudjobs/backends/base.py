@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Final, Protocol, runtime_checkable
 
 MAX_BATCH_ENTRIES: Final = 10
@@ -205,4 +206,95 @@ class QueueStatistics(Protocol):
         Raises:
             BackendError: the counts could not be read.
         """
+        ...
+
+
+@runtime_checkable
+class DeadLetterAdmin(Protocol):
+    """Operator access to a queue's dead-letter queue: browse, release, delete, purge.
+
+    A second protocol beside :class:`Backend`, so a runtime never depends on it; ``jobs.dlq``
+    (:mod:`cloudjobs.dlq`) builds listing, redrive and purge on it. Sending back to the source
+    queue goes through :meth:`Backend.send`.
+
+    Every method may raise :class:`~cloudjobs.errors.BackendError`, and
+    :class:`~cloudjobs.errors.ConfigurationError` when the queue has no dead-letter queue.
+    """
+
+    def receive_dead_letters(self, *, max_messages: int, visibility: timedelta) -> list[Delivery]:
+        """Receive up to ``max_messages`` (1–10) from the DLQ, hidden for ``visibility``.
+
+        An empty list means the DLQ holds no visible message (the backend waits as long as it
+        must to say so reliably).
+        """
+        ...
+
+    def change_dead_letter_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        """Set up to ten DLQ messages' visibility (0 releases them); returns receipts no longer in flight."""
+        ...
+
+    def delete_dead_letters(self, receipts: Sequence[str]) -> list[str]:
+        """Delete up to ten DLQ messages; returns the receipts that failed (gone ones count as deleted)."""
+        ...
+
+    def purge_dead_letters(self) -> None:
+        """Delete every message in the DLQ (SQS PurgeQueue: once a minute, and it may take a minute)."""
+        ...
+
+    def dead_letter_message_counts(self) -> QueueCounts | None:
+        """The DLQ's approximate counts, or None when the queue has none."""
+        ...
+
+
+class MoveTaskStatus(Enum):
+    """The states of an SQS message move task (``ListMessageMoveTasks`` ``Status``)."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the task will move nothing more."""
+        return self in (MoveTaskStatus.COMPLETED, MoveTaskStatus.CANCELLED, MoveTaskStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTask:
+    """One message move task out of the dead-letter queue, as ``ListMessageMoveTasks`` reports it.
+
+    Attributes:
+        status: where the task stands.
+        messages_moved: messages moved so far (``ApproximateNumberOfMessagesMoved``).
+        messages_to_move: messages in the DLQ when the task started, once SQS reports it.
+        handle: the task handle (SQS returns it only while the task runs).
+        failure_reason: why a ``FAILED`` task failed.
+    """
+
+    status: MoveTaskStatus
+    messages_moved: int
+    messages_to_move: int | None = None
+    handle: str | None = None
+    failure_reason: str | None = None
+
+
+@runtime_checkable
+class DeadLetterMover(Protocol):
+    """Server-side redrive (SQS StartMessageMoveTask), for backends whose server has it.
+
+    See https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_StartMessageMoveTask.html
+    """
+
+    def start_dead_letter_move(self, *, max_messages_per_second: int | None = None) -> str | None:
+        """Start moving every DLQ message to this queue (1–500 messages/s; None: SQS chooses).
+
+        Returns:
+            The task handle, or None when the server does not offer move tasks.
+        """
+        ...
+
+    def dead_letter_moves(self) -> list[MoveTask]:
+        """The DLQ's recent move tasks, newest first."""
         ...

@@ -33,6 +33,7 @@ from cloudjobs.backends.base import (
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.envelope import MAX_MESSAGE_ATTRIBUTES
 from cloudjobs.errors import BackendError, ConfigurationError
+from cloudjobs.telemetry.propagation import merge_attributes
 
 _DEDUPLICATION_INTERVAL: Final = timedelta(minutes=5)
 _MAX_WAIT: Final = timedelta(seconds=20)
@@ -167,19 +168,12 @@ class MemoryBackend:
         return gone
 
     def dead_letter(self, delivery: Delivery, attributes: Mapping[str, str]) -> None:
-        """Copy a delivery into the dead-letter queue with extra attributes."""
+        """Copy a delivery into the dead-letter queue with extra attributes (ranked as on SQS)."""
         if self.dead_letter_queue is None:
             raise ConfigurationError(f"queue {self.name!r} has no dead-letter queue")
-        merged = {**delivery.attributes, **attributes}
-        if len(merged) > MAX_MESSAGE_ATTRIBUTES:
-            merged = {
-                name: value
-                for name, value in merged.items()
-                if name in attributes or name.startswith("cloudjobs.")
-            }
         outgoing = OutgoingMessage(
             body=delivery.body,
-            attributes=merged,
+            attributes=merge_attributes(delivery.attributes, attributes),
             group_id=delivery.group_id,
             deduplication_id=delivery.message_id if self.is_fifo else None,
             system_attributes=delivery.system_attributes,
@@ -200,6 +194,33 @@ class MemoryBackend:
         if self.dead_letter_queue is None:
             return None
         return self.dead_letter_queue.message_counts()
+
+    # -- DeadLetterAdmin protocol ------------------------------------------------------------------
+
+    def receive_dead_letters(self, *, max_messages: int, visibility: timedelta) -> list[Delivery]:
+        """Receive from the dead-letter queue without waiting (a memory queue answers exactly)."""
+        dlq = self._dead_letters()
+        return dlq.receive(max_messages=max_messages, wait=timedelta(0), visibility=visibility)
+
+    def change_dead_letter_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        """Set dead-letter messages' visibility; returns receipts no longer in flight."""
+        return self._dead_letters().change_visibility(changes)
+
+    def delete_dead_letters(self, receipts: Sequence[str]) -> list[str]:
+        """Delete dead-letter messages by receipt (stale receipts count as gone)."""
+        return self._dead_letters().delete(receipts)
+
+    def purge_dead_letters(self) -> None:
+        """Delete every message of the dead-letter queue at once."""
+        dlq = self._dead_letters()
+        with dlq._changed:
+            dlq._messages.clear()
+            dlq._changed.notify_all()
+
+    def _dead_letters(self) -> MemoryBackend:
+        if self.dead_letter_queue is None:
+            raise ConfigurationError(f"queue {self.name!r} has no dead-letter queue")
+        return self.dead_letter_queue
 
     # -- for tests --------------------------------------------------------------------------------
 

@@ -35,13 +35,14 @@ from cloudjobs.backends.base import (
     QueueInfo,
     SendResult,
 )
-from cloudjobs.envelope import MAX_MESSAGE_ATTRIBUTES
+from cloudjobs.backends.sqs_dlq import SqsDeadLetterAdmin
 from cloudjobs.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
     QueueNotFoundError,
 )
+from cloudjobs.telemetry.propagation import merge_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -65,7 +66,6 @@ _GONE_CODES: Final = frozenset(
     {"ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight"}
 )
 _SYSTEM_ATTRIBUTE_NAMES: Final = ("AWSTraceHeader",)
-_CLOUDJOBS_ATTRIBUTE_PREFIX: Final = "cloudjobs."
 
 
 @contextmanager
@@ -99,8 +99,11 @@ def wrap_aws_errors(queue: str | None) -> Iterator[None]:
         raise BackendError(str(exc), queue=queue) from exc
 
 
-class SqsBackend:
+class SqsBackend(SqsDeadLetterAdmin):
     """A queue on Amazon SQS (or any server speaking its API), implementing the Backend protocol.
+
+    It also implements DeadLetterAdmin and DeadLetterMover (inherited from
+    :class:`~cloudjobs.backends.sqs_dlq.SqsDeadLetterAdmin`) for ``jobs.dlq``.
 
     The client is created on first use and again after a fork (a child process must not share the
     parent's connections). Give ``queue_url``, or ``queue_name`` to look the URL up with GetQueueUrl.
@@ -376,9 +379,11 @@ class SqsBackend:
         """Send a copy of ``delivery`` to the dead-letter queue with extra ``attributes``.
 
         The copy keeps the body, the delivery's attributes and its ``AWSTraceHeader``; ``attributes``
-        win on a name clash. SQS takes at most ten attributes: past that, the delivery's attributes
-        outside the ``cloudjobs.`` namespace are dropped first. On FIFO the copy keeps its group and
-        is deduplicated on the original message id. The caller deletes the original.
+        win on a name clash. SQS takes at most ten attributes: past that, the delivery's lowest-ranked
+        attributes are dropped with a warning (a sender's own, ``tracestate`` and ``baggage`` before
+        ``traceparent`` and the job's; see :func:`~cloudjobs.telemetry.propagation.fit_attributes`).
+        On FIFO the copy keeps its group and is deduplicated on the original message id. The caller
+        deletes the original.
 
         Raises:
             ConfigurationError: the queue has no dead-letter queue.
@@ -389,7 +394,7 @@ class SqsBackend:
         is_fifo = self.info().is_fifo
         outgoing = OutgoingMessage(
             body=delivery.body,
-            attributes=_dead_letter_attributes(delivery.attributes, attributes),
+            attributes=merge_attributes(delivery.attributes, attributes),
             group_id=(delivery.group_id or delivery.message_id) if is_fifo else None,
             deduplication_id=delivery.message_id if is_fifo else None,
             system_attributes=delivery.system_attributes,
@@ -544,15 +549,3 @@ def _batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchReq
     if message.deduplication_id is not None:
         entry["MessageDeduplicationId"] = message.deduplication_id
     return entry
-
-
-def _dead_letter_attributes(original: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    merged = {**original, **extra}
-    if len(merged) <= MAX_MESSAGE_ATTRIBUTES:
-        return merged
-    # Keep, in order: the given attributes, the delivery's cloudjobs.* ones, then the rest.
-    ranked = sorted(
-        merged,
-        key=lambda name: 0 if name in extra else 1 if name.startswith(_CLOUDJOBS_ATTRIBUTE_PREFIX) else 2,
-    )
-    return {name: merged[name] for name in ranked[:MAX_MESSAGE_ATTRIBUTES]}

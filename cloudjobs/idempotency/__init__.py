@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from cloudjobs.idempotency.base import (
     Acquired,
+    AlreadyCancelled,
     AlreadyCompleted,
+    Cancellation,
+    CancelOutcome,
     Claim,
     IdempotencyStore,
     InProgress,
+    JobControlStore,
     PayloadMismatch,
     Record,
+    Renewal,
     Status,
 )
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
@@ -21,14 +26,19 @@ from cloudjobs.idempotency.status import JobState, JobStatus
 
 __all__ = [
     "Acquired",
+    "AlreadyCancelled",
     "AlreadyCompleted",
+    "CancelOutcome",
+    "Cancellation",
     "Claim",
     "IdempotencyStore",
     "InProgress",
+    "JobControlStore",
     "JobState",
     "JobStatus",
     "MemoryIdempotencyStore",
     "PayloadMismatch",
     "Record",
+    "Renewal",
     "Status",
 ]

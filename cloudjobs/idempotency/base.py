@@ -2,16 +2,21 @@
 
 A store holds one record per idempotency key. Its lifecycle::
 
-    (absent) ──acquire──▶ in_progress ──complete──▶ completed
-                            │   ▲  │
-                    release │   │  └─ lease lapses (worker killed): the next acquire takes it over
-                            ▼   │
-                  failed / dead_lettered ──acquire (a retry, or a redrive from the DLQ)──┘
+    (absent) ─put_pending─▶ pending ──acquire──┐
+    (absent) ──────────────────acquire─────────▶ in_progress ──complete──▶ completed
+                                                   │   ▲  │
+                                           release │   │  └─ lease lapses (worker killed): taken over
+                                                   ▼   │
+                         failed / dead_lettered ──acquire (a retry, or a redrive from the DLQ)──┘
+
+    pending / failed / lapsed in_progress ──cancel──▶ cancelled (acquire refuses it: never runs)
+    live in_progress ──cancel──▶ in_progress + cancel_requested_at ──finish_cancelled──▶ cancelled
 
 ``acquire`` is the only call on a duplicate's path, and it decides everything from the one
 conditional write: a new lease (:class:`Acquired`), a lease held elsewhere (:class:`InProgress`), a
-stored result (:class:`AlreadyCompleted`), or a key reused with another payload
-(:class:`PayloadMismatch`). Times are timezone-aware UTC; durations are timedeltas.
+stored result (:class:`AlreadyCompleted`), a key reused with another payload
+(:class:`PayloadMismatch`), or a cancelled job (:class:`AlreadyCancelled`). Times are timezone-aware
+UTC; durations are timedeltas.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from pydantic import JsonValue
 from pydantic_core import PydanticSerializationError, to_json
@@ -46,6 +51,10 @@ class Status(enum.Enum):
     """The last attempt failed and will be retried; the lease is released."""
     DEAD_LETTERED = "dead_lettered"
     """The job went to the dead-letter queue; a redrive may still run it again."""
+    PENDING = "pending"
+    """Written by the producer at enqueue (status tracking on); no attempt has started."""
+    CANCELLED = "cancelled"
+    """Cancelled by ``jobs.cancel``: no lease is granted on it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class Record:
         result: the handler's result as JSON text, when completed and stored.
         result_omitted: why a completed job's result was not stored (too large, not JSON).
         error: the last failed attempt's error.
+        cancel_requested_at: when ``jobs.cancel`` asked a running job to stop (None otherwise).
     """
 
     key: str
@@ -83,6 +93,7 @@ class Record:
     result: str | None = None
     result_omitted: str | None = None
     error: str | None = None
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +128,14 @@ class PayloadMismatch:
     job_id: str
 
 
-AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch
+@dataclass(frozen=True, slots=True)
+class AlreadyCancelled:
+    """The key's job was cancelled (``jobs.cancel``): it must not run."""
+
+    job_id: str
+
+
+AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch | AlreadyCancelled
 """Everything :meth:`IdempotencyStore.acquire` can answer."""
 
 
@@ -138,6 +156,38 @@ class Claim:
     payload_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """The answer to :meth:`IdempotencyStore.renew`: the lease is extended.
+
+    Attributes:
+        is_cancel_requested: ``jobs.cancel`` asked the running job to stop (read from the same write).
+    """
+
+    is_cancel_requested: bool = False
+
+
+class CancelOutcome(enum.Enum):
+    """What :meth:`JobControlStore.cancel` did."""
+
+    CANCELLED = "cancelled"
+    """The job's record now says cancelled: a job that has not started never runs."""
+    REQUESTED = "requested"
+    """The job is running: its handler sees ``job.cancelled`` become True at the next heartbeat."""
+    MARKED = "marked"
+    """No record was found: a cancellation marker was written, checked before jobs without a record run."""
+    ALREADY_FINISHED = "already_finished"
+    """The job had succeeded, failed (dead-lettered) or been cancelled already: nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """The answer to a cancellation: what happened, and the record after it (None for a marker)."""
+
+    outcome: CancelOutcome
+    record: Record | None = None
+
+
 class IdempotencyStore(Protocol):
     """Records keyed by idempotency key, taken with leases; every method may raise
     :class:`~cloudjobs.errors.IdempotencyStoreError` (the store is unreachable or refused)."""
@@ -147,8 +197,9 @@ class IdempotencyStore(Protocol):
         (failed, dead-lettered) or its lease lapsed; otherwise says why not. One write, no read."""
         ...
 
-    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
-        """Extend a held lease to ``lease`` from now (and record ``progress``).
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:
+        """Extend a held lease to ``lease`` from now (and record ``progress``); the answer says whether
+        a cancellation was requested meanwhile (no extra read).
 
         Raises:
             LeaseLostError: the token no longer holds the record.
@@ -176,6 +227,41 @@ class IdempotencyStore(Protocol):
     def find(self, job_id: str) -> Record | None:
         """The live record of a job by its id, or None (eventually consistent on DynamoDB)."""
         ...
+
+
+@runtime_checkable
+class JobControlStore(Protocol):
+    """The producer's and operator's side of a store: pending records and cancellation.
+
+    A second protocol beside :class:`IdempotencyStore`, so a consumer never depends on it. Every
+    method may raise :class:`~cloudjobs.errors.IdempotencyStoreError`.
+    """
+
+    def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
+        """Write a ``pending`` record unless a live one exists (never overwrites); True if written."""
+        ...
+
+    def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
+        """Cancel a job by id: its record when one is found, else a marker (see :class:`CancelOutcome`)."""
+        ...
+
+    def is_marked_cancelled(self, job_id: str) -> bool:
+        """True when a cancellation marker exists for ``job_id`` (one strongly consistent read)."""
+        ...
+
+    def finish_cancelled(self, key: str, token: str) -> None:
+        """Settle a held lease as cancelled (the run ended after a cancellation was requested).
+
+        Raises:
+            LeaseLostError: the token no longer holds the record.
+        """
+        ...
+
+
+def cancel_marker_key(job_id: str) -> str:
+    """The key of the cancellation marker of a job that has no record (never a :func:`store_key`:
+    those start with a job type, and markers with a ``#``)."""
+    return f"#cancelled#{job_id}"
 
 
 def store_key(job_type: str, key: str) -> str:

@@ -37,12 +37,17 @@ from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
     AcquireResult,
+    AlreadyCancelled,
     AlreadyCompleted,
+    Cancellation,
+    CancelOutcome,
     Claim,
     InProgress,
     PayloadMismatch,
     Record,
+    Renewal,
     Status,
+    cancel_marker_key,
     lapse_after,
 )
 from cloudjobs.provisioning import (
@@ -77,6 +82,7 @@ _NAMES: Final = {
     "result": "result",
     "result_omitted": "result_omitted",
     "error": "error",
+    "cancel_requested_at": "cancel_requested_at",
 }
 
 # The acquire condition, one named part per way a lease may be taken. A record older than its
@@ -85,10 +91,13 @@ _NAMES: Final = {
 _IS_ABSENT: Final = "attribute_not_exists(#pk)"
 _IS_EXPIRED: Final = "#expires_at < :lapsed_before"
 _IS_SAME_PAYLOAD: Final = "#payload_hash = :payload_hash"
-_IS_RELEASED: Final = "#status IN (:failed, :dead_lettered)"
+_IS_RELEASED: Final = "#status IN (:pending, :failed, :dead_lettered)"
 _IS_LEASE_LAPSED: Final = "(#status = :in_progress AND #lease_expires_at < :lapsed_before)"
+# A cancelled record is never released; a running one asked to stop is not taken over if its worker dies.
+_IS_NOT_CANCEL_REQUESTED: Final = "attribute_not_exists(#cancel_requested_at)"
 _ACQUIRE_CONDITION: Final = (
-    f"{_IS_ABSENT} OR {_IS_EXPIRED} OR ({_IS_SAME_PAYLOAD} AND ({_IS_RELEASED} OR {_IS_LEASE_LAPSED}))"
+    f"{_IS_ABSENT} OR {_IS_EXPIRED} OR ({_IS_SAME_PAYLOAD} AND {_IS_NOT_CANCEL_REQUESTED} "
+    f"AND ({_IS_RELEASED} OR {_IS_LEASE_LAPSED}))"
 )
 _ACQUIRE_UPDATE: Final = (
     "SET #status = :in_progress, #token = :token, #lease_expires_at = :lease_expires_at, "
@@ -97,6 +106,9 @@ _ACQUIRE_UPDATE: Final = (
     "ADD #attempts :one REMOVE #result, #result_omitted"
 )
 _IS_HELD: Final = "#token = :token AND #status = :in_progress"
+# Cancellation: a job not running (pending, failed, or its worker gone) is cancelled outright.
+_IS_NOT_RUNNING: Final = f"#status IN (:pending, :failed) OR {_IS_LEASE_LAPSED}"
+_IS_RUNNING: Final = "#status = :in_progress"
 
 
 class DynamoDbIdempotencyStore:
@@ -182,9 +194,11 @@ class DynamoDbIdempotencyStore:
                 "attempts",
                 "result",
                 "result_omitted",
+                "cancel_requested_at",
             ),
             "ExpressionAttributeValues": {
                 ":in_progress": {"S": Status.IN_PROGRESS.value},
+                ":pending": {"S": Status.PENDING.value},
                 ":failed": {"S": Status.FAILED.value},
                 ":dead_lettered": {"S": Status.DEAD_LETTERED.value},
                 ":lapsed_before": _number(now - self._clock_skew),
@@ -206,8 +220,11 @@ class DynamoDbIdempotencyStore:
             return self._refusal(claim, failed.item)
         return Acquired(token=token, lease_expires_at=lease_expires_at)
 
-    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
-        """Extend a held lease with one conditional UpdateItem; see :meth:`IdempotencyStore.renew`."""
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:
+        """Extend a held lease with one conditional UpdateItem; see :meth:`IdempotencyStore.renew`.
+
+        The write returns the record as updated (``ALL_NEW``): a cancellation request is read from it.
+        """
         now = _now()
         update = "SET #lease_expires_at = :lease_expires_at, #updated_at = :now"
         names = ["lease_expires_at", "updated_at", "token", "status"]
@@ -221,7 +238,8 @@ class DynamoDbIdempotencyStore:
             update += ", #progress = :progress"
             names.append("progress")
             values[":progress"] = {"N": str(progress)}
-        self._update_held(key, update, names, values)
+        updated = self._update_held(key, update, names, values, return_new=True)
+        return Renewal(is_cancel_requested=_NAMES["cancel_requested_at"] in updated)
 
     def complete(
         self, key: str, token: str, *, result: str | None, result_omitted: str | None, retention: timedelta
@@ -267,6 +285,93 @@ class DynamoDbIdempotencyStore:
         }
         self._update_held(key, update, ["status", "error", "updated_at", "token", "lease_expires_at"], values)
 
+    # -- JobControlStore ---------------------------------------------------------------------------
+
+    def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
+        """Write a pending record with one conditional PutItem (never over a live record); True if
+        written. See :meth:`~cloudjobs.idempotency.base.JobControlStore.put_pending`."""
+        now = _now()
+        try:
+            with self._wrap(claim.key):
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={
+                        TABLE_PARTITION_KEY: {"S": claim.key},
+                        TABLE_JOB_ID_ATTRIBUTE: {"S": claim.job_id},
+                        "job_type": {"S": claim.job_type},
+                        "status": {"S": Status.PENDING.value},
+                        "payload_hash": {"S": claim.payload_hash},
+                        "attempts": {"N": "0"},
+                        "created_at": _number(now),
+                        "updated_at": _number(now),
+                        TABLE_TTL_ATTRIBUTE: _seconds(now + retention),
+                    },
+                    ConditionExpression=f"{_IS_ABSENT} OR {_IS_EXPIRED}",
+                    ExpressionAttributeNames=_names("pk", "expires_at"),
+                    ExpressionAttributeValues={":lapsed_before": _number(now - self._clock_skew)},
+                )
+        except _ConditionFailedError:
+            return False
+        return True
+
+    def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
+        """Cancel a job: find its record (one Query), then one or two conditional UpdateItems; without
+        a record, one PutItem of a marker. See :class:`~cloudjobs.idempotency.base.CancelOutcome`."""
+        record = self.find(job_id)
+        if record is None:
+            self._put_marker(job_id, retention)
+            return Cancellation(CancelOutcome.MARKED)
+        # The index may lag: each write's condition decides on the record as it is, and a refused
+        # write returns it, so the loop ends within a few turns whatever happens in between.
+        for _ in range(3):
+            if record.status in (Status.COMPLETED, Status.DEAD_LETTERED, Status.CANCELLED):
+                return Cancellation(CancelOutcome.ALREADY_FINISHED, record)
+            now = _now()
+            try:
+                cancelled = self._cancel_write(record.key, now, is_running=False)
+                return Cancellation(CancelOutcome.CANCELLED, cancelled)
+            except _ConditionFailedError as failed:
+                record = _record(failed.item) if failed.item else record
+            if record.status is not Status.IN_PROGRESS:
+                continue
+            try:
+                requested = self._cancel_write(record.key, now, is_running=True)
+                return Cancellation(CancelOutcome.REQUESTED, requested)
+            except _ConditionFailedError as failed:
+                record = _record(failed.item) if failed.item else record
+        raise IdempotencyStoreError(
+            "the record kept changing while it was cancelled; try again", key=record.key
+        )
+
+    def is_marked_cancelled(self, job_id: str) -> bool:
+        """True when a live cancellation marker exists: one strongly consistent GetItem."""
+        key = cancel_marker_key(job_id)
+        with self._wrap(key):
+            response = self.client.get_item(
+                TableName=self.table,
+                Key={TABLE_PARTITION_KEY: {"S": key}},
+                ConsistentRead=True,
+                ProjectionExpression="#expires_at",
+                ExpressionAttributeNames=_names("expires_at"),
+            )
+        expires_at = _time(response.get("Item", {}).get(TABLE_TTL_ATTRIBUTE))
+        return expires_at is not None and expires_at >= _now()
+
+    def finish_cancelled(self, key: str, token: str) -> None:
+        """Settle a held lease as cancelled with one conditional UpdateItem."""
+        update = (
+            "SET #status = :cancelled, #cancel_requested_at = if_not_exists(#cancel_requested_at, :now), "
+            "#updated_at = :now REMOVE #token, #lease_expires_at"
+        )
+        values: dict[str, AttributeValueTypeDef] = {
+            ":cancelled": {"S": Status.CANCELLED.value},
+            ":now": _number(_now()),
+            ":token": {"S": token},
+            ":in_progress": {"S": Status.IN_PROGRESS.value},
+        }
+        names = ["status", "cancel_requested_at", "updated_at", "token", "lease_expires_at"]
+        self._update_held(key, update, names, values)
+
     def find(self, job_id: str) -> Record | None:
         """The live record of a job, by one Query on the job-id index.
 
@@ -296,6 +401,8 @@ class DynamoDbIdempotencyStore:
         record = _record(item)
         if record.payload_hash != claim.payload_hash:
             return PayloadMismatch(job_id=record.job_id)
+        if record.status is Status.CANCELLED or record.cancel_requested_at is not None:
+            return AlreadyCancelled(job_id=record.job_id)
         if record.status is Status.COMPLETED:
             return AlreadyCompleted(
                 job_id=record.job_id, result=record.result, result_omitted=record.result_omitted
@@ -306,20 +413,75 @@ class DynamoDbIdempotencyStore:
         )
 
     def _update_held(
-        self, key: str, update: str, names: list[str], values: dict[str, AttributeValueTypeDef]
-    ) -> None:
+        self,
+        key: str,
+        update: str,
+        names: list[str],
+        values: dict[str, AttributeValueTypeDef],
+        *,
+        return_new: bool = False,
+    ) -> Mapping[str, AttributeValueTypeDef]:
         try:
             with self._wrap(key):
-                self.client.update_item(
+                response = self.client.update_item(
                     TableName=self.table,
                     Key={TABLE_PARTITION_KEY: {"S": key}},
                     UpdateExpression=update,
                     ConditionExpression=_IS_HELD,
                     ExpressionAttributeNames=_names(*names),
                     ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW" if return_new else "NONE",
                 )
         except _ConditionFailedError:
             raise LeaseLostError(f"the lease on {key!r} is no longer held by this token", key=key) from None
+        return response.get("Attributes", {})
+
+    def _cancel_write(self, key: str, now: datetime, *, is_running: bool) -> Record:
+        """Cancel a record not running (status cancelled), or ask a running one to stop."""
+        if is_running:
+            update = (
+                "SET #cancel_requested_at = if_not_exists(#cancel_requested_at, :now), #updated_at = :now"
+            )
+            names = ["cancel_requested_at", "updated_at", "status"]
+            condition = _IS_RUNNING
+            values: dict[str, AttributeValueTypeDef] = {":in_progress": {"S": Status.IN_PROGRESS.value}}
+        else:
+            update = "SET #status = :cancelled, #updated_at = :now REMOVE #token, #lease_expires_at"
+            names = ["status", "updated_at", "token", "lease_expires_at"]
+            condition = _IS_NOT_RUNNING
+            values = {
+                ":cancelled": {"S": Status.CANCELLED.value},
+                ":pending": {"S": Status.PENDING.value},
+                ":failed": {"S": Status.FAILED.value},
+                ":in_progress": {"S": Status.IN_PROGRESS.value},
+                ":lapsed_before": _number(now - self._clock_skew),
+            }
+        values[":now"] = _number(now)
+        with self._wrap(key):
+            response = self.client.update_item(
+                TableName=self.table,
+                Key={TABLE_PARTITION_KEY: {"S": key}},
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(#pk) AND ({condition})",
+                ExpressionAttributeNames=_names("pk", *names),
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        return _record(response["Attributes"])
+
+    def _put_marker(self, job_id: str, retention: timedelta) -> None:
+        key = cancel_marker_key(job_id)
+        try:
+            with self._wrap(key):
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={TABLE_PARTITION_KEY: {"S": key}, TABLE_TTL_ATTRIBUTE: _seconds(_now() + retention)},
+                    ConditionExpression=_IS_ABSENT,
+                    ExpressionAttributeNames=_names("pk"),
+                )
+        except _ConditionFailedError:
+            pass  # marked already: cancelling twice changes nothing
 
     @contextmanager
     def _wrap(self, key: str | None) -> Iterator[None]:
@@ -399,4 +561,5 @@ def _record(item: Mapping[str, AttributeValueTypeDef]) -> Record:
         result=_text(item, "result"),
         result_omitted=_text(item, "result_omitted"),
         error=_text(item, "error"),
+        cancel_requested_at=_time(item.get("cancel_requested_at")),
     )

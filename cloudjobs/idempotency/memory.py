@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import LeaseLostError
@@ -18,16 +18,22 @@ from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
     AcquireResult,
+    AlreadyCancelled,
     AlreadyCompleted,
+    Cancellation,
+    CancelOutcome,
     Claim,
     InProgress,
     PayloadMismatch,
     Record,
+    Renewal,
     Status,
+    cancel_marker_key,
     lapse_after,
 )
 
-_RELEASED = frozenset({Status.FAILED, Status.DEAD_LETTERED})
+_RELEASED = frozenset({Status.PENDING, Status.FAILED, Status.DEAD_LETTERED})
+_FINISHED = frozenset({Status.COMPLETED, Status.DEAD_LETTERED, Status.CANCELLED})
 
 
 class MemoryIdempotencyStore:
@@ -43,6 +49,7 @@ class MemoryIdempotencyStore:
         self._clock_skew = clock_skew
         self._records: dict[str, Record] = {}
         self._tokens: dict[str, str] = {}
+        self._markers: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -55,6 +62,8 @@ class MemoryIdempotencyStore:
             if old is not None and old.expires_at >= now - self._clock_skew:
                 if old.payload_hash != claim.payload_hash:
                     return PayloadMismatch(job_id=old.job_id)
+                if old.status is Status.CANCELLED or old.cancel_requested_at is not None:
+                    return AlreadyCancelled(job_id=old.job_id)
                 if old.status is Status.COMPLETED:
                     return AlreadyCompleted(
                         job_id=old.job_id, result=old.result, result_omitted=old.result_omitted
@@ -86,7 +95,7 @@ class MemoryIdempotencyStore:
             self._tokens[claim.key] = token
             return Acquired(token=token, lease_expires_at=lease_expires_at)
 
-    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:
         """Extend a held lease; see :meth:`IdempotencyStore.renew`."""
         with self._lock:
             record = self._held(key, token)
@@ -97,6 +106,7 @@ class MemoryIdempotencyStore:
                 updated_at=now,
                 progress=record.progress if progress is None else progress,
             )
+            return Renewal(is_cancel_requested=record.cancel_requested_at is not None)
 
     def complete(
         self, key: str, token: str, *, result: str | None, result_omitted: str | None, retention: timedelta
@@ -130,6 +140,77 @@ class MemoryIdempotencyStore:
             )
             del self._tokens[key]
 
+    # -- JobControlStore ---------------------------------------------------------------------------
+
+    def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
+        """Write a pending record unless a live one exists; see :meth:`JobControlStore.put_pending`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            old = self._records.get(claim.key)
+            if old is not None and old.expires_at >= now - self._clock_skew:
+                return False
+            self._records[claim.key] = Record(
+                key=claim.key,
+                job_id=claim.job_id,
+                job_type=claim.job_type,
+                status=Status.PENDING,
+                payload_hash=claim.payload_hash,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+                expires_at=now + retention,
+            )
+            return True
+
+    def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
+        """Cancel a job by id; see :meth:`JobControlStore.cancel`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            record = self._live(job_id, now)
+            if record is None:
+                marker = cancel_marker_key(job_id)
+                self._markers.setdefault(marker, now + retention)
+                return Cancellation(CancelOutcome.MARKED)
+            if record.status in _FINISHED:
+                return Cancellation(CancelOutcome.ALREADY_FINISHED, record)
+            if record.status is Status.IN_PROGRESS:
+                assert record.lease_expires_at is not None
+                if lapse_after(record.lease_expires_at, clock_skew=self._clock_skew) >= now:
+                    requested = dataclasses.replace(
+                        record, cancel_requested_at=record.cancel_requested_at or now, updated_at=now
+                    )
+                    self._records[record.key] = requested
+                    return Cancellation(CancelOutcome.REQUESTED, requested)
+            cancelled = dataclasses.replace(
+                record, status=Status.CANCELLED, lease_expires_at=None, updated_at=now
+            )
+            self._records[record.key] = cancelled
+            self._tokens.pop(record.key, None)
+            return Cancellation(CancelOutcome.CANCELLED, cancelled)
+
+    def is_marked_cancelled(self, job_id: str) -> bool:
+        """True when a live marker exists; see :meth:`JobControlStore.is_marked_cancelled`."""
+        with self._lock:
+            self.requests += 1
+            expires_at = self._markers.get(cancel_marker_key(job_id))
+            return expires_at is not None and expires_at >= self._clock.now()
+
+    def finish_cancelled(self, key: str, token: str) -> None:
+        """Settle a held lease as cancelled; see :meth:`JobControlStore.finish_cancelled`."""
+        with self._lock:
+            record = self._held(key, token)
+            now = self._clock.now()
+            self._records[key] = dataclasses.replace(
+                record,
+                status=Status.CANCELLED,
+                cancel_requested_at=record.cancel_requested_at or now,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            del self._tokens[key]
+
     def find(self, job_id: str) -> Record | None:
         """The live record of a job; see :meth:`IdempotencyStore.find`."""
         with self._lock:
@@ -139,6 +220,12 @@ class MemoryIdempotencyStore:
                 if record.job_id == job_id and record.expires_at >= now:
                     return record
             return None
+
+    def _live(self, job_id: str, now: datetime) -> Record | None:
+        for record in self._records.values():
+            if record.job_id == job_id and record.expires_at >= now:
+                return record
+        return None
 
     def records(self) -> list[Record]:
         """Every record held, expired ones included (for tests)."""

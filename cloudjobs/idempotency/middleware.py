@@ -7,8 +7,10 @@ Around each run of a job that keeps a record (``idempotent=True``, ``idempotency
                          ├─ AlreadyCompleted  → Completed(stored result), handler not run
                          ├─ InProgress        → Deferred until the lease may lapse (not an attempt)
                          ├─ PayloadMismatch   → DeadLetter("idempotency_key_reused")
+                         ├─ AlreadyCancelled  → Cancelled (acknowledged, never run)
                          └─ store unreachable → Deferred (fail closed: not run, not deleted)
-    after_run:  Completed → complete(result) · any other outcome → release(error)
+    renew (heartbeat):   extends the lease; its answer sets ``job.cancelled`` on a cancellation request
+    after_run:  Completed → complete(result) · Cancelled → finish_cancelled · other → release(error)
 
 The consumer acknowledges a completed message only after ``complete`` returned: a crash in between
 redelivers the message, and the next delivery re-runs the handler once the lease lapses (that is the
@@ -34,10 +36,12 @@ from cloudjobs.idempotency.base import (
     MAX_RESULT_BYTES,
     RESULT_BYTES_CEILING,
     Acquired,
+    AlreadyCancelled,
     AlreadyCompleted,
     Claim,
     IdempotencyStore,
     InProgress,
+    JobControlStore,
     PayloadMismatch,
     decode_result,
     encode_result,
@@ -135,6 +139,9 @@ class IdempotencyMiddleware:
                 with self._lock:
                     self._runs[prepared.delivery.receipt] = _Run(claim.key, token)
                 return None
+            case AlreadyCancelled():
+                logger.info("job %s was cancelled: acknowledged without running", job.id)
+                return Cancelled()
             case _ if not definition.idempotent:
                 return None  # status only: at-least-once, the record stays the first run's
             case AlreadyCompleted(result=result):
@@ -175,7 +182,9 @@ class IdempotencyMiddleware:
         run = self._pop(prepared)
         if run is None:
             return
-        if error is None:
+        if prepared.job.cancelled:
+            self._settle(prepared.job, run, Cancelled())
+        elif error is None:
             self._settle(prepared.job, run, Completed(result=result))
         else:
             final = isinstance(run.timed_out_outcome, DeadLetter)
@@ -188,9 +197,13 @@ class IdempotencyMiddleware:
         if run is None:
             return
         try:
-            self.store.renew(run.key, run.token, lease=self.lease)
+            renewal = self.store.renew(run.key, run.token, lease=self.lease)
         except IdempotencyError as exc:
             logger.warning("renewing the lease of job %s failed: %s", prepared.job.id, exc)
+            return
+        if renewal.is_cancel_requested and not prepared.job.cancelled:
+            logger.info("job %s: cancellation requested", prepared.job.id)
+            prepared.job.cancel_signal.set()
 
     def record_progress(self, job: Job, percent: int) -> None:
         """Write a running job's progress (renewing its lease on the way)."""
@@ -199,9 +212,12 @@ class IdempotencyMiddleware:
         if run is None:
             return
         try:
-            self.store.renew(run.key, run.token, lease=self.lease, progress=percent)
+            renewal = self.store.renew(run.key, run.token, lease=self.lease, progress=percent)
         except IdempotencyError as exc:
             logger.warning("recording progress of job %s failed: %s", job.id, exc)
+            return
+        if renewal.is_cancel_requested:
+            job.cancel_signal.set()
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -234,7 +250,16 @@ class IdempotencyMiddleware:
             case Deferred(reason=reason) | Released(reason=reason):
                 self._release(run, f"not run: {reason}", is_final=False)
             case Cancelled():
-                self._release(run, "cancelled", is_final=True)
+                self._finish_cancelled(run)
+
+    def _finish_cancelled(self, run: _Run) -> None:
+        if not isinstance(self.store, JobControlStore):
+            self._release(run, "cancelled", is_final=True)
+            return
+        try:
+            self.store.finish_cancelled(run.key, run.token)
+        except IdempotencyError as exc:
+            logger.warning("recording the cancellation on %r failed: %s", run.key, exc)
 
     def _release(self, run: _Run, error: str, *, is_final: bool) -> None:
         try:

@@ -12,14 +12,31 @@ from cloudjobs.idempotency.base import Record, Status, decode_result, lapse_afte
 
 
 class JobState(enum.Enum):
-    """A job's state as seen through its record."""
+    """A job's state as seen through its record; one state machine for every job::
 
+        pending ──▶ running ──┬──▶ succeeded
+                     ▲        ├──▶ retrying ──▶ running …
+                     │        ├──▶ failed (in the dead-letter queue; a redrive makes it retrying)
+                     │        └──▶ cancelled (a cancellation the handler saw, see ``job.cancelled``)
+        pending / retrying ──────▶ cancelled (``jobs.cancel``: never runs again)
+
+    ``COMPLETED`` and ``DEAD_LETTERED`` are aliases of ``SUCCEEDED`` and ``FAILED`` (their old names).
+    """
+
+    PENDING = "pending"
+    """Enqueued with status tracking on; no attempt has started."""
     RUNNING = "running"
     """A worker holds the lease."""
     RETRYING = "retrying"
     """An attempt failed (or its worker died) and the job waits for its next attempt."""
-    COMPLETED = "completed"
-    DEAD_LETTERED = "dead_lettered"
+    SUCCEEDED = "succeeded"
+    """The handler returned; the result is stored."""
+    FAILED = "failed"
+    """The job went to the dead-letter queue."""
+    CANCELLED = "cancelled"
+    """Cancelled with ``jobs.cancel``: it will not run (again)."""
+    COMPLETED = "succeeded"
+    DEAD_LETTERED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +46,7 @@ class JobStatus:
     Attributes:
         job_id: the job (the first one that used its idempotency key).
         job_type: its type.
-        state: running, retrying, completed or dead-lettered.
+        state: pending, running, retrying, succeeded, failed or cancelled.
         attempts: attempts started so far.
         progress: the last percentage the handler reported (100 once completed), or None.
         result: the stored result as JSON values (None when there is none, or it was not stored).
@@ -38,6 +55,7 @@ class JobStatus:
         created_at: when the first attempt started.
         updated_at: the record's last change.
         expires_at: when the record is forgotten.
+        is_cancel_requested: ``jobs.cancel`` asked the running job to stop (``job.cancelled``).
     """
 
     job_id: str
@@ -51,26 +69,33 @@ class JobStatus:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime
+    is_cancel_requested: bool = False
 
     @property
     def is_finished(self) -> bool:
-        """True when the job will not run again by itself (completed or dead-lettered)."""
-        return self.state in (JobState.COMPLETED, JobState.DEAD_LETTERED)
+        """True when the job will not run again by itself (succeeded, failed or cancelled)."""
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobStatus:
     """The status a record describes at ``now`` (a lapsed lease reads as retrying)."""
     match record.status:
+        case Status.PENDING:
+            state = JobState.PENDING
+        case Status.CANCELLED:
+            state = JobState.CANCELLED
         case Status.COMPLETED:
-            state = JobState.COMPLETED
+            state = JobState.SUCCEEDED
         case Status.DEAD_LETTERED:
-            state = JobState.DEAD_LETTERED
+            state = JobState.FAILED
         case Status.FAILED:
             state = JobState.RETRYING
         case Status.IN_PROGRESS:
             lease_end = record.lease_expires_at or record.updated_at
             is_lapsed = lapse_after(lease_end, clock_skew=clock_skew) < now
             state = JobState.RETRYING if is_lapsed else JobState.RUNNING
+            if is_lapsed and record.cancel_requested_at is not None:
+                state = JobState.CANCELLED  # its worker died after the request: it never runs again
     return JobStatus(
         job_id=record.job_id,
         job_type=record.job_type,
@@ -83,4 +108,5 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
         created_at=record.created_at,
         updated_at=record.updated_at,
         expires_at=record.expires_at,
+        is_cancel_requested=record.cancel_requested_at is not None,
     )

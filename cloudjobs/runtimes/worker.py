@@ -43,7 +43,7 @@ from cloudjobs.outcomes import Outcome, Released
 from cloudjobs.runtimes.applier import OutcomeApplier
 from cloudjobs.runtimes.heartbeat import Heartbeat
 from cloudjobs.runtimes.ordering import chains, lets_group_continue
-from cloudjobs.telemetry.metrics import QueueMetricsReader
+from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL, QueueMetricsReader
 
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
@@ -53,8 +53,6 @@ logger = logging.getLogger("cloudjobs.worker")
 _FLUSH_AFTER = 0.25
 """Seconds a partial batch of deletes may wait for more before it is sent."""
 _RECEIVE_ERROR_PAUSE = 1.0
-DEFAULT_QUEUE_METRICS_INTERVAL = timedelta(seconds=60)
-"""How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
 
 
 @dataclass(slots=True)
@@ -76,7 +74,11 @@ class Worker:
         prefetch: messages held beyond the concurrency.
         shutdown_timeout: how long a stop waits for running jobs.
         queue_metrics_interval: time between reads of the queue's counts for the queue gauges
-            (one GetQueueAttributes per queue each time); None turns the reader off.
+            (one GetQueueAttributes per queue each time); None turns the reader off, and so does
+            the app's ``Telemetry(is_enabled=False)``.
+
+    Raises:
+        ConfigurationError: ``concurrency`` is below 1 or ``queue_metrics_interval`` is not positive.
     """
 
     def __init__(
@@ -94,6 +96,11 @@ class Worker:
         self.concurrency = concurrency or settings.concurrency
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1", setting="CLOUDJOBS_CONCURRENCY")
+        if queue_metrics_interval is not None and queue_metrics_interval <= timedelta(0):
+            raise ConfigurationError(
+                "the interval between queue metric reads must be positive (None turns them off)",
+                setting="queue_metrics_interval",
+            )
         self.prefetch = settings.prefetch if prefetch is None else prefetch
         self.shutdown_timeout = (
             shutdown_timeout if shutdown_timeout is not None else settings.shutdown_timeout
@@ -352,7 +359,11 @@ class Worker:
         logger.info("worker stopped: %s", dict(applier.counts))
 
     def _queue_metrics_reader(self, backend: Backend, queue: str) -> QueueMetricsReader | None:
-        if self.queue_metrics_interval is None or not isinstance(backend, QueueStatistics):
+        if (
+            self.queue_metrics_interval is None
+            or not self._app.telemetry.is_enabled
+            or not isinstance(backend, QueueStatistics)
+        ):
             return None
         return QueueMetricsReader(backend, queue=queue, interval=self.queue_metrics_interval)
 

@@ -44,6 +44,9 @@ DESTINATION_KEY: Final = "messaging.destination.name"
 ERROR_TYPE_KEY: Final = "error.type"
 REASON_KEY: Final = "cloudjobs.dead_letter.reason"
 
+DEFAULT_QUEUE_METRICS_INTERVAL: Final = timedelta(seconds=60)
+"""How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
+
 _SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 

@@ -83,6 +83,9 @@ _OTHER_RANK: Final = 3
 _BAGGAGE_ENTRY_RANK: Final = 6
 _BAGGAGE_ENTRY_PREFIXES: Final = ("uberctx-", "ot-baggage-")
 _CLOUDJOBS_PREFIX: Final = "cloudjobs."
+_OWN_ATTRIBUTES: Final = frozenset(
+    {TYPE_ATTRIBUTE, ID_ATTRIBUTE, CORRELATION_ATTRIBUTE, DEAD_LETTER_ATTRIBUTE}
+)
 _SIZE_DROPPABLE_RANK: Final = 4
 """Attributes from this rank down may also be dropped to keep a message within its size limit."""
 
@@ -234,7 +237,24 @@ def carries_context(attributes: Mapping[str, str], system_attributes: Mapping[st
     attribute outside the ``cloudjobs.`` namespace (a cloudjobs message without either has none)."""
     if system_attributes and system_attributes.get(AWS_TRACE_HEADER):
         return True
+    if attributes.keys() <= _OWN_ATTRIBUTES:
+        # The common case, answered without a loop: this runs for every delivery.
+        return False
     return any(not name.startswith(_CLOUDJOBS_PREFIX) for name in attributes)
+
+
+def merge_attributes(original: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``extra`` over ``original`` within SQS's ten attributes: for a copy of a received message.
+
+    ``extra`` is always kept; past the budget ``original``'s lowest-ranked attributes are dropped
+    with a warning (see :func:`fit_attributes`), so a dead-lettered copy keeps its ``traceparent``
+    and job attributes before a sender's own attributes, ``tracestate`` and ``baggage``.
+    """
+    merged = {**original, **extra}
+    if len(merged) <= MAX_MESSAGE_ATTRIBUTES:
+        return merged
+    rest = {name: value for name, value in original.items() if name not in extra}
+    return {**fit_attributes(rest, max_count=max(MAX_MESSAGE_ATTRIBUTES - len(extra), 0)), **extra}
 
 
 def fit_attributes(

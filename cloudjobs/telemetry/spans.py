@@ -13,9 +13,12 @@ versions, so this one is pinned and named in the tracer's schema URL):
   runs, with the correlation id in baggage. Failures are recorded on it with status ERROR; retries,
   deferrals and dead-lettering are span events.
 
-With no SDK installed the API's no-op tracer makes this close to free: attributes are only built
-for recording spans. Trace context still passes through (a job enqueued by a handler carries the
-trace it was received with).
+With no SDK installed (see :mod:`cloudjobs.telemetry.providers`) no span is started and no metric
+recorded: no names or attribute dicts are built for the API's no-ops. Trace context and baggage
+still pass through the configured propagators (a job enqueued by a handler carries the trace it was
+received with), and the correlation id travels in the envelope whatever is installed. Tracing and
+metering are told apart: a meter provider alone (e.g. the worker's Prometheus endpoint) gets its
+metrics without spans being started.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -32,7 +35,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from cloudjobs.backends.base import Delivery, QueueInfo, SendResult
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
-from cloudjobs.telemetry import propagation
+from cloudjobs.telemetry import propagation, providers
 from cloudjobs.telemetry.metrics import (
     DESTINATION_KEY,
     ERROR_TYPE_KEY,
@@ -82,16 +85,41 @@ def _tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME, cloudjobs.__version__, schema_url=SCHEMA_URL)
 
 
-def _queue_attributes(info: QueueInfo, operation_type: str, operation_name: str) -> dict[str, str]:
+def _queue_attributes(info: QueueInfo, operation: str) -> Mapping[str, str]:
+    """A span's queue attributes for ``operation`` (its type and name alike); shared: do not change."""
+    return _queue_attributes_of(info.name, info.url, operation)
+
+
+@functools.lru_cache(maxsize=256)
+def _queue_attributes_of(name: str, url: str, operation: str) -> Mapping[str, str]:
     attributes = {
         MESSAGING_SYSTEM: _SQS,
-        MESSAGING_OPERATION_TYPE: operation_type,
-        MESSAGING_OPERATION_NAME: operation_name,
-        MESSAGING_DESTINATION_NAME: info.name,
+        MESSAGING_OPERATION_TYPE: operation,
+        MESSAGING_OPERATION_NAME: operation,
+        MESSAGING_DESTINATION_NAME: name,
     }
-    if info.url.startswith(("https://", "http://")):
-        attributes[AWS_SQS_QUEUE_URL] = info.url
+    if url.startswith(("https://", "http://")):
+        attributes[AWS_SQS_QUEUE_URL] = url
     return attributes
+
+
+@functools.lru_cache(maxsize=1024)
+def _job_attributes(job_type: str | None, queue: str) -> Mapping[str, str]:
+    """A job metric's attributes (no job type before one is known); built once per job type and
+    queue, shared: do not change. Bounded: a foreign sender's job type attribute may be anything.
+    """
+    if job_type is None:
+        return {DESTINATION_KEY: queue}
+    return {JOB_TYPE_KEY: job_type, DESTINATION_KEY: queue}
+
+
+def _pass_on(correlation_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What an untraced message carries: the ambient trace context and baggage, if there are any."""
+    current = context.get_current()
+    # An empty context holds neither span nor baggage: skipping the propagators keeps this free.
+    if current and (trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current)):
+        return propagation.inject(current, correlation_id)
+    return {}, {}
 
 
 class Telemetry:
@@ -124,6 +152,18 @@ def default_telemetry() -> Telemetry:
 class EnqueueTrace:
     """The spans of one producer call: see the module docstring."""
 
+    __slots__ = (
+        "_creations",
+        "_info",
+        "_is_batch",
+        "_is_enabled",
+        "_is_metered",
+        "_is_recording",
+        "_is_traced",
+        "_job_types",
+        "_send",
+    )
+
     def __init__(self, info: QueueInfo, count: int, *, is_enabled: bool) -> None:
         self._info = info
         self._is_enabled = is_enabled
@@ -133,73 +173,72 @@ class EnqueueTrace:
         self._send: Span | None = None
         self._is_recording = False
         # Without a tracer provider (no SDK installed) no span is started: context is only passed on.
-        self._is_traced = is_enabled and _has_tracer_provider()
+        self._is_traced = is_enabled and providers.is_tracing()
+        self._is_metered = is_enabled and providers.is_metering()
         if self._is_traced and not self._is_batch:
-            self._send = _tracer().start_span(f"send {info.name}", kind=SpanKind.PRODUCER)
-            if self._send.is_recording():
-                self._is_recording = True
-                self._send.set_attributes(_queue_attributes(info, "send", "send"))
+            self._send = _tracer().start_span(
+                f"send {info.name}", kind=SpanKind.PRODUCER, attributes=_queue_attributes(info, "send")
+            )
+            self._is_recording = self._send.is_recording()
 
     def stamp(self, index: int, envelope: Envelope) -> tuple[dict[str, str], dict[str, str]]:
         """The trace attributes and system attributes for message ``index`` (its creation context)."""
-        self._job_types[index] = envelope.type
+        if self._is_metered:
+            self._job_types[index] = envelope.type
         if not self._is_traced:
-            if self._is_enabled and (
-                trace.get_current_span().get_span_context().is_valid or baggage.get_all()
-            ):
-                return propagation.inject(context.get_current(), envelope.correlation_id)
-            return {}, {}
+            return _pass_on(envelope.correlation_id) if self._is_enabled else ({}, {})
         if self._send is not None:
             span = self._send
         else:
-            span = _tracer().start_span(f"create {self._info.name}", kind=SpanKind.PRODUCER)
+            span = _tracer().start_span(
+                f"create {self._info.name}",
+                kind=SpanKind.PRODUCER,
+                attributes=_queue_attributes(self._info, "create"),
+            )
             self._creations[index] = span
-            if span.is_recording():
-                self._is_recording = True
-                span.set_attributes(_queue_attributes(self._info, "create", "create"))
         if not span.is_recording():
-            # No SDK (or sampled out): pass on what there is, if anything. With nothing, skipping
-            # the propagators keeps this close to free; the envelope carries the correlation id.
+            # Sampled out: pass on what there is, if anything. With nothing, skipping the
+            # propagators keeps this close to free; the envelope carries the correlation id.
             if span.get_span_context().is_valid or baggage.get_all():
                 return propagation.inject(trace.set_span_in_context(span), envelope.correlation_id)
             return {}, {}
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    JOB_TYPE: envelope.type,
-                    JOB_ID: envelope.id,
-                    MESSAGING_CONVERSATION_ID: envelope.correlation_id,
-                }
-            )
+        self._is_recording = True
+        span.set_attributes(
+            {
+                JOB_TYPE: envelope.type,
+                JOB_ID: envelope.id,
+                MESSAGING_CONVERSATION_ID: envelope.correlation_id,
+            }
+        )
         return propagation.inject(trace.set_span_in_context(span), envelope.correlation_id)
 
     def record_batch(self, indices: Sequence[int], results: Sequence[SendResult]) -> None:
         """Record one SendMessageBatch of messages ``indices`` and its per-entry results."""
-        if not self._is_enabled:
-            return
-        if not self._is_recording:
+        if self._is_metered:
+            enqueued = job_metrics().enqueued
             for index, result in zip(indices, results, strict=True):
                 if result.is_sent:
-                    job_metrics().enqueued.add(
-                        1, {JOB_TYPE_KEY: self._job_types.get(index, ""), DESTINATION_KEY: self._info.name}
-                    )
+                    enqueued.add(1, _job_attributes(self._job_types.get(index, ""), self._info.name))
+        if not self._is_recording:
             return
         send = self._send
         if send is None:
             links = [Link(self._creations[index].get_span_context()) for index in indices]
-            send = _tracer().start_span(f"send {self._info.name}", kind=SpanKind.CLIENT, links=links)
-            if send.is_recording():
-                send.set_attributes(_queue_attributes(self._info, "send", "send"))
-                send.set_attribute(MESSAGING_BATCH_MESSAGE_COUNT, len(indices))
+            send = _tracer().start_span(
+                f"send {self._info.name}",
+                kind=SpanKind.CLIENT,
+                links=links,
+                attributes={
+                    **_queue_attributes(self._info, "send"),
+                    MESSAGING_BATCH_MESSAGE_COUNT: len(indices),
+                },
+            )
         failed = 0
         for index, result in zip(indices, results, strict=True):
             span = self._creations.get(index, send)
             if result.is_sent:
                 if span.is_recording():
                     span.set_attribute(MESSAGING_MESSAGE_ID, result.message_id or "")
-                job_metrics().enqueued.add(
-                    1, {JOB_TYPE_KEY: self._job_types.get(index, ""), DESTINATION_KEY: self._info.name}
-                )
             else:
                 failed += 1
                 if span.is_recording():
@@ -213,7 +252,7 @@ class EnqueueTrace:
 
     def finish(self, error: BaseException | None = None) -> None:
         """End every span of this call; ``error`` when the call raised."""
-        if not self._is_enabled:
+        if not self._is_traced:
             return
         spans = list(self._creations.values())
         if self._send is not None:
@@ -234,6 +273,7 @@ class RunTrace:
         "_context",
         "_is_enabled",
         "_is_finished",
+        "_is_metered",
         "_job",
         "_queue",
         "_span",
@@ -243,10 +283,11 @@ class RunTrace:
 
     def __init__(self, delivery: Delivery, info: QueueInfo, *, is_enabled: bool) -> None:
         self._is_enabled = is_enabled
+        self._is_metered = is_enabled and providers.is_metering()
         self._is_finished = False
         self._queue = info.name
         self._job: Job | None = None
-        self._attributes = {DESTINATION_KEY: info.name}
+        self._attributes = _job_attributes(None, info.name) if self._is_metered else _NO_ATTRIBUTES
         self._started = 0.0
         self._token: contextvars.Token[context.Context] | None = None
         self._context: context.Context | None = None
@@ -254,7 +295,7 @@ class RunTrace:
         if not is_enabled:
             return
         carries_context = propagation.carries_context(delivery.attributes, delivery.system_attributes)
-        if not _has_tracer_provider():
+        if not providers.is_tracing():
             # No SDK: no span. Context the message carries is still passed on to the jobs it enqueues.
             if carries_context:
                 self._context = propagation.extract(delivery.attributes, delivery.system_attributes)
@@ -267,13 +308,18 @@ class RunTrace:
             if parent_span_context.is_valid:
                 links = [Link(parent_span_context)]
         span = self._span = _tracer().start_span(
-            f"process {info.name}", context=parent, kind=SpanKind.CONSUMER, links=links
+            f"process {info.name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={**_queue_attributes(info, "process"), MESSAGING_MESSAGE_ID: delivery.message_id},
         )
-        if span.is_recording():
-            span.set_attributes(_queue_attributes(info, "process", "process"))
-            span.set_attribute(MESSAGING_MESSAGE_ID, delivery.message_id)
-        elif not span.get_span_context().is_valid and not (parent is not None and baggage.get_all(parent)):
-            # No SDK and no context to pass on: nothing to make current, which keeps this cheap.
+        if (
+            not span.is_recording()
+            and not span.get_span_context().is_valid
+            and not (parent is not None and baggage.get_all(parent))
+        ):
+            # Sampled out with no context to pass on: nothing to make current, which keeps this cheap.
             return
         self._context = trace.set_span_in_context(span, parent)
 
@@ -285,7 +331,8 @@ class RunTrace:
     def identify(self, job: Job) -> None:
         """Name the job the delivery turned out to be (once decoded and validated)."""
         self._job = job
-        self._attributes = {JOB_TYPE_KEY: job.type, DESTINATION_KEY: self._queue}
+        if self._is_metered:
+            self._attributes = _job_attributes(job.type, self._queue)
         if self._context is None:
             return
         self._context = baggage.set_baggage(
@@ -303,10 +350,10 @@ class RunTrace:
 
     def __enter__(self) -> RunTrace:
         """Make the span (and the job's correlation id) current for the handler call."""
-        if self._is_enabled:
-            if self._context is not None:
-                self._token = context.attach(self._context)
-            # The job's correlation id is current through current_job(): no context variable to set.
+        if self._context is not None:
+            self._token = context.attach(self._context)
+        # The job's correlation id is current through current_job(): no context variable to set.
+        if self._is_metered:
             if self._job is not None and self._job.attempt == 1:
                 lag = (datetime.now(self._job.enqueued_at.tzinfo) - self._job.enqueued_at).total_seconds()
                 job_metrics().queue_lag.record(max(lag, 0.0), self._attributes)
@@ -315,11 +362,10 @@ class RunTrace:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if not self._is_enabled:
-            return
-        metrics = job_metrics()
-        metrics.duration.record(time.perf_counter() - self._started, self._attributes)
-        metrics.in_flight.add(-1, self._attributes)
+        if self._is_metered:
+            metrics = job_metrics()
+            metrics.duration.record(time.perf_counter() - self._started, self._attributes)
+            metrics.in_flight.add(-1, self._attributes)
         if self._token is not None:
             context.detach(self._token)
             self._token = None
@@ -329,31 +375,39 @@ class RunTrace:
         if self._is_finished or not self._is_enabled:
             return
         self._is_finished = True
-        _record_outcome(job_metrics(), self._span, self._attributes, outcome, error)
+        if self._is_metered or self._span.is_recording():
+            metrics = job_metrics() if self._is_metered else None
+            _record_outcome(metrics, self._span, self._attributes, outcome, error)
         self._span.end()
 
 
+_NO_ATTRIBUTES: Final[Mapping[str, str]] = {}
+
+
 def _record_outcome(
-    metrics: JobMetrics,
+    metrics: JobMetrics | None,
     span: Span,
-    attributes: dict[str, str],
+    attributes: Mapping[str, str],
     outcome: Outcome,
     error: BaseException | None,
 ) -> None:
+    """Count the outcome (``metrics`` None: not metered) and record it on ``span`` if it records."""
     is_recording = span.is_recording()
     if error is not None:
-        metrics.failed.add(1, {**attributes, ERROR_TYPE_KEY: _error_type(error)})
+        if metrics is not None:
+            metrics.failed.add(1, {**attributes, ERROR_TYPE_KEY: _error_type(error)})
         if is_recording:
             span.record_exception(error)
             span.set_attribute(ERROR_TYPE, _error_type(error))
             span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
     match outcome:
         case Completed():
-            if error is None:
+            if error is None and metrics is not None:
                 metrics.succeeded.add(1, attributes)
             kind = "completed"
         case Retry(delay=delay, error=description, attempt=attempt):
-            metrics.retried.add(1, attributes)
+            if metrics is not None:
+                metrics.retried.add(1, attributes)
             kind = "retried"
             if is_recording:
                 span.add_event(
@@ -367,10 +421,11 @@ def _record_outcome(
                 if error is None:
                     span.set_status(Status(StatusCode.ERROR, description))
         case DeadLetter(reason=reason, error=description, attempt=attempt, job_type=job_type):
-            dead_letter_attributes = dict(attributes)
-            if job_type is not None:
-                dead_letter_attributes[JOB_TYPE_KEY] = job_type
-            metrics.dead_lettered.add(1, {**dead_letter_attributes, REASON_KEY: reason})
+            if metrics is not None:
+                dead_letter_attributes = dict(attributes)
+                if job_type is not None:
+                    dead_letter_attributes[JOB_TYPE_KEY] = job_type
+                metrics.dead_lettered.add(1, {**dead_letter_attributes, REASON_KEY: reason})
             kind = "dead_lettered"
             if is_recording:
                 span.add_event(
@@ -391,21 +446,6 @@ def _record_outcome(
             kind = "cancelled"
     if is_recording:
         span.set_attribute(JOB_OUTCOME, kind)
-
-
-def _has_tracer_provider() -> bool:
-    """Whether a tracer provider (an SDK) is installed: without one no span is started at all."""
-    global _tracer_provider_seen
-    if _tracer_provider_seen:
-        return True
-    # The API lets a provider be installed once and never removed: a positive answer is final.
-    _tracer_provider_seen = not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
-    )
-    return _tracer_provider_seen
-
-
-_tracer_provider_seen = False
 
 
 def _error_type(error: BaseException) -> str:

@@ -87,7 +87,8 @@ class Harness:
         return jobs
 
     def dead_letters(self, jobs: CloudJobs, *, expected: int) -> list[dict[str, Any]]:
-        """Wait until the DLQ holds ``expected`` messages; return their dead-letter details."""
+        """Wait until the DLQ holds ``expected`` messages; return their dead-letter details (with the
+        body and, under ``attributes``, every message attribute of the copy)."""
         dlq = self._dlqs[id(jobs)]
         seen: dict[str, Delivery] = {}
 
@@ -98,7 +99,11 @@ class Harness:
 
         wait_for(collected, message=f"{expected} dead letters")
         return [
-            {"body": delivery.body, **json.loads(delivery.attributes[DEAD_LETTER_ATTRIBUTE])}
+            {
+                "body": delivery.body,
+                "attributes": dict(delivery.attributes),
+                **json.loads(delivery.attributes[DEAD_LETTER_ATTRIBUTE]),
+            }
             for delivery in seen.values()
         ]
 

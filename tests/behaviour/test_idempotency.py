@@ -13,7 +13,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 
 from cloudjobs import CloudJobs, IdempotencyStoreError, Job, JobState, PermanentError
-from cloudjobs.idempotency.base import AcquireResult, Claim, IdempotencyStore, Record
+from cloudjobs.idempotency.base import AcquireResult, Claim, IdempotencyStore, Record, Renewal
 from cloudjobs.runtimes.worker import Worker
 from tests.behaviour.conftest import DEADLINE, Harness, running, wait_for
 
@@ -42,9 +42,9 @@ class _UnreachableStore:
         self._check()
         return self._store.acquire(claim, lease=lease, retention=retention)
 
-    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> None:
+    def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:
         self._check()
-        self._store.renew(key, token, lease=lease, progress=progress)
+        return self._store.renew(key, token, lease=lease, progress=progress)
 
     def complete(
         self, key: str, token: str, *, result: str | None, result_omitted: str | None, retention: timedelta

@@ -134,6 +134,31 @@ def test_a_message_that_cannot_run_lands_in_the_dlq_with_its_reason(
     wait_for(lambda: harness.is_empty(jobs), message="the source message to be deleted")
 
 
+def test_a_dead_lettered_copy_keeps_its_traceparent_when_the_attributes_are_full(harness: Harness) -> None:
+    jobs = harness.app(default_job_type="refund")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    @jobs.job("refund")
+    def refund(payload: dict[str, int]) -> None:
+        raise PermanentError("no such order")
+
+    # A foreign sender's ten attributes, its trace context last: the copy's reason makes eleven.
+    own = {f"sender-field-{index}": str(index) for index in range(7)}
+    attributes = {**own, "baggage": "tenant=acme", "tracestate": "vendor=1", "traceparent": traceparent}
+    jobs.backend.send([OutgoingMessage(body="{}", attributes=attributes)])
+    with running(jobs):
+        [dead] = harness.dead_letters(jobs, expected=1)
+
+    assert dead["reason"] == "permanent_error"
+    copied = dead["attributes"]
+    assert copied["traceparent"] == traceparent
+    assert "cloudjobs.dead_letter" in copied
+    assert len(copied) == 10
+    # The lowest-ranked field goes first: the baggage.
+    assert "baggage" not in copied
+    assert copied["tracestate"] == "vendor=1"
+
+
 def test_an_unknown_job_type_is_retried_then_dead_lettered_as_unknown_job(harness: Harness) -> None:
     jobs = harness.app(max_attempts=3, random=lambda: 0.0)
     jobs.enqueue("not-deployed-yet", {"n": 1})

@@ -14,7 +14,7 @@ import pytest
 
 from cloudjobs import CloudJobs, ManualClock, MemoryBackend, PermanentError, RetryableError, Settings
 from cloudjobs.backends.base import OutgoingMessage
-from cloudjobs.cli import _parser
+from cloudjobs.cli.worker import worker
 from cloudjobs.telemetry.metrics import QueueMetricsReader
 from tests.otel import Capture
 
@@ -128,9 +128,9 @@ def test_a_worker_reads_queue_counts_once_a_minute_by_default() -> None:
 
 
 def test_the_worker_command_takes_a_metrics_port() -> None:
-    arguments = _parser().parse_args(["worker", "app:jobs", "--metrics-port", "9464"])
+    context = worker.make_context("worker", ["app:jobs", "--metrics-port", "9464"])
 
-    assert arguments.metrics_port == 9464
+    assert context.params["metrics_port"] == 9464
 
 
 def test_prometheus_serves_cloudjobs_metrics_in_a_fresh_process() -> None:

@@ -28,6 +28,7 @@ from cloudjobs.telemetry.propagation import (
     fit_attributes,
     has_trace_parent,
     inject,
+    merge_attributes,
 )
 from tests.otel import Capture
 
@@ -199,6 +200,31 @@ def test_fit_attributes_drops_the_lowest_priority_with_a_warning(caplog: pytest.
     ]
     assert "empty" in caplog.text
     assert "uberctx-3" in caplog.text
+
+
+def test_merge_attributes_keeps_the_extra_ones_and_drops_the_lowest_ranked_received_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    received = {
+        **{f"sender-{index}": "v" for index in range(5)},
+        "baggage": "k=v",
+        "tracestate": "a=b",
+        "cloudjobs.type": "t",
+        "cloudjobs.id": "i",
+        "traceparent": W3C_PARENT,
+    }
+    extra = {"cloudjobs.dead_letter": "{}", "sender-0": "replaced"}
+
+    with caplog.at_level(logging.WARNING, logger="cloudjobs.telemetry"):
+        merged = merge_attributes(received, extra)
+
+    assert len(merged) == 10
+    assert merged["cloudjobs.dead_letter"] == "{}"
+    assert merged["sender-0"] == "replaced"
+    assert merged["traceparent"] == W3C_PARENT
+    assert "baggage" not in merged
+    assert "baggage" in caplog.text
+    assert merge_attributes({"traceparent": W3C_PARENT}, extra) == {"traceparent": W3C_PARENT, **extra}
 
 
 def test_fit_attributes_drops_baggage_before_exceeding_the_size_limit() -> None:

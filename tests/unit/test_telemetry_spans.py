@@ -295,3 +295,102 @@ print(json.dumps([child.attributes, untraced.attributes]))
     assert "tenant=acme" in child["baggage"]
     assert f"cloudjobs.correlation_id={child['cloudjobs.correlation_id']}" in child["baggage"]
     assert sorted(untraced) == ["cloudjobs.correlation_id", "cloudjobs.id", "cloudjobs.type"]
+
+
+def test_without_an_sdk_logs_carry_the_received_trace_and_ambient_baggage_is_passed_on() -> None:
+    # A fresh interpreter: this process has the SDK installed by other tests.
+    script = """
+import json, logging
+from opentelemetry import baggage, context
+from cloudjobs import CloudJobs, MemoryBackend, Settings
+from cloudjobs.backends.base import OutgoingMessage
+from cloudjobs.telemetry import JobLogFilter
+records = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        records.append({"trace_id": record.trace_id, "correlation_id": record.correlation_id})
+handler = Collect()
+handler.addFilter(JobLogFilter())
+logging.getLogger("handlers").addHandler(handler)
+logging.getLogger("handlers").setLevel(logging.INFO)
+backend = MemoryBackend("no-sdk")
+jobs = CloudJobs(settings=Settings(_env_file=None, default_job_type="log"), backend=backend)
+@jobs.job("log")
+def log(payload: dict) -> None:
+    logging.getLogger("handlers").info("handling")
+backend.send([OutgoingMessage(body="{}", attributes={
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "cloudjobs.correlation_id": "request-7"})])
+jobs.drain(max_jobs=1)
+token = context.attach(baggage.set_baggage("tenant", "acme"))
+jobs.enqueue("log", {})
+context.detach(token)
+[sent] = backend.messages()
+print(json.dumps([records, sent.attributes]))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    records, sent = json.loads(completed.stdout)
+    assert records == [{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "correlation_id": "request-7"}]
+    assert "traceparent" not in sent
+    assert "tenant=acme" in sent["baggage"]
+    assert f"cloudjobs.correlation_id={sent['cloudjobs.correlation_id']}" in sent["baggage"]
+
+
+def test_an_sdk_installed_after_the_first_jobs_starts_recording_metrics_then_spans() -> None:
+    # A fresh interpreter: the SDK's providers are installed mid-way, as an application may.
+    script = """
+import json
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from cloudjobs import CloudJobs, MemoryBackend, Settings
+backend = MemoryBackend("late")
+jobs = CloudJobs(settings=Settings(_env_file=None), backend=backend)
+@jobs.job("noop")
+def noop(payload: dict) -> None:
+    pass
+def run():
+    jobs.enqueue("noop", {})
+    [message] = backend.messages()
+    assert jobs.drain().completed == 1
+    return sorted(message.attributes)
+def counts(reader):
+    found = {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name in ("cloudjobs.jobs.enqueued", "cloudjobs.jobs.succeeded"):
+                    found[metric.name] = sum(point.value for point in metric.data.data_points)
+    return found
+before = run()
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+metered = run()
+metered_counts = counts(reader)
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+traced = run()
+print(json.dumps({
+    "before": before, "metered": metered, "metered counts": metered_counts, "traced": traced,
+    "traced counts": counts(reader), "spans": [span.name for span in exporter.get_finished_spans()],
+}))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    result = json.loads(completed.stdout)
+    assert "traceparent" not in result["before"]
+    assert result["metered counts"] == {"cloudjobs.jobs.enqueued": 1, "cloudjobs.jobs.succeeded": 1}
+    assert "traceparent" not in result["metered"]
+    assert "traceparent" in result["traced"]
+    assert result["traced counts"] == {"cloudjobs.jobs.enqueued": 2, "cloudjobs.jobs.succeeded": 2}
+    assert result["spans"] == ["send late", "process late"]

@@ -1,0 +1,8 @@
+"""Operating the dead-letter queue: ``jobs.dlq.list()``, ``.redrive()`` and ``.purge()``."""
+
+from __future__ import annotations
+
+from cloudjobs.dlq.models import DeadJob, Progress, RedriveReport
+from cloudjobs.dlq.queue import DeadLetterQueue
+
+__all__ = ["DeadJob", "DeadLetterQueue", "Progress", "RedriveReport"]

@@ -1,0 +1,217 @@
+"""Redrive by receiving: DLQ → source queue, one message at a time in batches, never lost.
+
+Used whenever filters are given, for a dry run, and on backends without server-side move tasks
+(the memory backend, moto). Each matching message is received, sent to the source queue, and only
+then deleted from the DLQ: a crash in between leaves the job in both queues (a duplicate, with the
+same job id, so idempotent jobs still run once), never in neither. Messages that do not match are
+held until the end and released together, untouched.
+
+The copy sent back keeps the job id, the body's payload and every attribute (trace context,
+correlation id, the sender's own) except the dead-letter record; its envelope's ``redrive_count``
+grows by one and ``attempt_offset`` returns to 0, so attempts restart at 1 (the new message's
+receive count starts at 1). Foreign bodies go back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from cloudjobs.backends.base import (
+    MAX_BATCH_ENTRIES,
+    MAX_BATCH_REQUEST_SIZE,
+    Backend,
+    DeadLetterAdmin,
+    Delivery,
+    OutgoingMessage,
+    message_size,
+)
+from cloudjobs.dlq.browse import holding
+from cloudjobs.dlq.models import (
+    FIRST_FAILED_ATTRIBUTE,
+    DeadJob,
+    Progress,
+    RedriveReport,
+    decode_or_none,
+    read_dead_job,
+)
+from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, MAX_MESSAGE_ATTRIBUTES, encode
+from cloudjobs.errors import CloudjobsError
+
+
+class Pacer:
+    """Keeps a run at or below ``rate`` messages per second (None: no limit).
+
+    Args:
+        rate: messages per second.
+        sleep: waits the given seconds (injectable for tests).
+        monotonic: a monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self, rate: float | None, *, sleep: Callable[[float], None], monotonic: Callable[[], float]
+    ) -> None:
+        self._rate = rate
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._started: float | None = None
+        self._sent = 0
+
+    @property
+    def batch_size(self) -> int:
+        """How many messages to move per step: fewer than ten when the rate is below ten a second."""
+        if self._rate is None:
+            return MAX_BATCH_ENTRIES
+        return min(MAX_BATCH_ENTRIES, max(1, math.floor(self._rate)))
+
+    def wait_to_send(self, count: int) -> None:
+        """Wait until ``count`` more messages may go out."""
+        if self._rate is None:
+            return
+        now = self._monotonic()
+        if self._started is None:
+            self._started = now
+        due = self._started + self._sent / self._rate
+        if due > now:
+            self._sleep(due - now)
+        self._sent += count
+
+
+def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> OutgoingMessage:
+    """The copy of a DLQ message to send back to the source queue."""
+    attributes = {name: value for name, value in delivery.attributes.items() if name != DEAD_LETTER_ATTRIBUTE}
+    if job.first_failed_at is not None and (
+        FIRST_FAILED_ATTRIBUTE in attributes or len(attributes) < MAX_MESSAGE_ATTRIBUTES
+    ):
+        attributes[FIRST_FAILED_ATTRIBUTE] = job.first_failed_at.isoformat()
+    envelope = decode_or_none(delivery.body)
+    body = delivery.body
+    if envelope is not None:
+        body = encode(
+            dataclasses.replace(envelope, redrive_count=envelope.redrive_count + 1, attempt_offset=0)
+        )
+    return OutgoingMessage(
+        body=body,
+        attributes=attributes,
+        group_id=(delivery.group_id or job.job_id or delivery.message_id) if is_fifo else None,
+        # The DLQ message's id: re-running a redrive that crashed after the send is deduplicated.
+        deduplication_id=delivery.message_id if is_fifo else None,
+        system_attributes=delivery.system_attributes,
+    )
+
+
+def redrive_by_receiving(
+    backend: Backend,
+    admin: DeadLetterAdmin,
+    *,
+    matches: Callable[[DeadJob], bool],
+    dry_run: bool,
+    hold: timedelta,
+    pacer: Pacer,
+    on_progress: Callable[[Progress], None] | None,
+) -> RedriveReport:
+    """Move every DLQ message that ``matches`` back to ``backend``'s queue (see the module notes)."""
+    total = _depth(admin) if on_progress is not None else None
+    is_fifo = backend.info().is_fifo
+    moved: list[DeadJob] = []
+    skipped = 0
+    errors: list[str] = []
+    with holding(admin, hold=hold) as held:
+        while deliveries := held.receive(pacer.batch_size):
+            matching: list[tuple[Delivery, DeadJob]] = []
+            for delivery in deliveries:
+                job = read_dead_job(delivery)
+                if matches(job):
+                    matching.append((delivery, job))
+                else:
+                    skipped += 1
+            if dry_run:
+                moved.extend(job for _, job in matching)
+            elif matching:
+                pacer.wait_to_send(len(matching))
+                for chunk in _by_request_size(matching, is_fifo=is_fifo):
+                    moved_now, chunk_errors = _move(backend, admin, chunk, is_fifo=is_fifo)
+                    for delivery, job in moved_now:
+                        held.forget(delivery.message_id)
+                        moved.append(job)
+                    errors.extend(chunk_errors)
+            if on_progress is not None:
+                on_progress(Progress(done=len(moved) + skipped + len(errors), total=total))
+    return RedriveReport(
+        moved=len(moved),
+        skipped=skipped,
+        failed=len(errors),
+        dry_run=dry_run,
+        jobs=tuple(moved),
+        errors=tuple(errors),
+    )
+
+
+def _move(
+    backend: Backend,
+    admin: DeadLetterAdmin,
+    chunk: Sequence[tuple[Delivery, DeadJob]],
+    *,
+    is_fifo: bool,
+) -> tuple[list[tuple[Delivery, DeadJob]], list[str]]:
+    """Send a chunk to the source queue, then delete what was sent from the DLQ."""
+    errors: list[str] = []
+    try:
+        results = backend.send([redriven_message(delivery, job, is_fifo=is_fifo) for delivery, job in chunk])
+    except CloudjobsError as exc:
+        return [], [f"{_name(job)}: not sent: {exc}" for _, job in chunk]
+    sent: list[tuple[Delivery, DeadJob]] = []
+    for (delivery, job), result in zip(chunk, results, strict=True):
+        if result.is_sent:
+            sent.append((delivery, job))
+        else:
+            errors.append(f"{_name(job)}: not sent: {result.error}")
+    if not sent:
+        return [], errors
+    # Delete only after the source queue has the copy: a crash in between duplicates, never loses.
+    try:
+        undeleted = set(admin.delete_dead_letters([delivery.receipt for delivery, _ in sent]))
+    except CloudjobsError as exc:
+        undeleted = {delivery.receipt for delivery, _ in sent}
+        problem = str(exc)
+    else:
+        problem = "the delete was refused"
+    moved = [(delivery, job) for delivery, job in sent if delivery.receipt not in undeleted]
+    errors.extend(
+        f"{_name(job)}: sent, but still in the dead-letter queue ({problem}): it is in both queues"
+        for delivery, job in sent
+        if delivery.receipt in undeleted
+    )
+    return moved, errors
+
+
+def _by_request_size(
+    matching: list[tuple[Delivery, DeadJob]], *, is_fifo: bool
+) -> list[list[tuple[Delivery, DeadJob]]]:
+    # SendMessageBatch takes ten entries and 1 MiB in all: large messages go in smaller batches.
+    chunks: list[list[tuple[Delivery, DeadJob]]] = []
+    size = 0
+    for item in matching:
+        message = redriven_message(*item, is_fifo=is_fifo)
+        item_size = message_size(message.body, message.attributes)
+        if not chunks or len(chunks[-1]) == MAX_BATCH_ENTRIES or size + item_size > MAX_BATCH_REQUEST_SIZE:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += item_size
+    return chunks
+
+
+def _depth(admin: DeadLetterAdmin) -> int | None:
+    # Only for a progress bar's total: a failure to read it must not stop the redrive.
+    try:
+        counts = admin.dead_letter_message_counts()
+    except CloudjobsError:
+        return None
+    return counts.total if counts is not None else None
+
+
+def _name(job: DeadJob) -> str:
+    return f"job {job.job_id}" if job.job_id else f"message {job.message_id}"

@@ -1,0 +1,98 @@
+"""Whether an SDK stands behind the global tracer and meter providers: the no-SDK fast path's switch.
+
+Without an SDK the API hands out no-op spans and instruments. Rather than build span names,
+attribute dicts and metric calls only for no-ops to drop them, cloudjobs asks :func:`is_tracing`
+and :func:`is_metering` once per enqueue and per delivery and skips that work. Trace context and
+baggage are still passed on through the configured propagators either way (see ``spans``).
+
+The two checks run per job, so they must cost next to nothing, and they must notice a provider
+installed at any time (an application may configure its SDK after its first job):
+
+- the API keeps the installed provider in a module global, None until one is set; reading it is a
+  dictionary lookup, where ``get_tracer_provider()`` also consults the environment on every call;
+- the answer is cached against the identity of that object and recomputed only when it changes.
+
+The first check also lets the API load a provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` or
+``OTEL_PYTHON_METER_PROVIDER``, as its own getters do. Should a later API release move those
+globals, both checks answer True: every job then takes the full path, slower but still correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from opentelemetry import metrics, trace
+
+_MISSING: Final = object()
+"""What reading a global the API no longer has gives."""
+_NEVER: Final = object()
+"""The provider seen before the first check."""
+
+
+class _ProviderWatch:
+    """Whether one global provider is an SDK's, cached by the identity of the provider object.
+
+    Args:
+        module: the API module holding the global (None when it is not where expected).
+        attribute: the global's name in ``module``.
+        load: the API's public getter, called once so that it can load a provider the environment
+            names.
+        inactive: the API's own provider classes, which record nothing.
+    """
+
+    __slots__ = ("_attribute", "_inactive", "_is_active", "_load", "_module", "_seen")
+
+    def __init__(
+        self,
+        module: object,
+        attribute: str,
+        load: Callable[[], object],
+        inactive: tuple[type, ...],
+    ) -> None:
+        self._module = module
+        self._attribute = attribute
+        self._load = load
+        self._inactive = inactive
+        self._seen: object = _NEVER
+        self._is_active = False
+
+    def is_active(self) -> bool:
+        """True when the global provider is neither unset nor one of the API's no-op providers."""
+        provider = getattr(self._module, self._attribute, _MISSING)
+        if provider is self._seen:
+            return self._is_active
+        return self._refresh(provider)
+
+    def _refresh(self, provider: object) -> bool:
+        if provider is _MISSING:
+            # The API moved its global: take the full path rather than miss an SDK.
+            return True
+        if provider is None and self._seen is _NEVER:
+            self._load()
+            provider = getattr(self._module, self._attribute, None)
+        # Races between threads only recompute the same answer.
+        self._is_active = provider is not None and not isinstance(provider, self._inactive)
+        self._seen = provider
+        return self._is_active
+
+
+_TRACING: Final = _ProviderWatch(
+    trace,
+    "_TRACER_PROVIDER",
+    trace.get_tracer_provider,
+    (trace.ProxyTracerProvider, trace.NoOpTracerProvider),
+)
+_METERING: Final = _ProviderWatch(
+    getattr(metrics, "_internal", None),
+    "_METER_PROVIDER",
+    metrics.get_meter_provider,
+    (metrics.NoOpMeterProvider,),
+)
+
+
+# Bound methods rather than wrapper functions: one call fewer on a path taken per job.
+is_tracing: Final[Callable[[], bool]] = _TRACING.is_active
+"""True when a recording tracer provider (an SDK's) is installed as the global one."""
+is_metering: Final[Callable[[], bool]] = _METERING.is_active
+"""True when a recording meter provider (an SDK's) is installed as the global one."""

@@ -1,0 +1,45 @@
+"""A CloudJobs app on the memory backend for the command-line tests (``--app tests.unit.cli_app:jobs``).
+
+Tests replace ``jobs`` and ``backend`` with a fresh pair from :func:`build` (``monkeypatch.setattr``),
+so no state is shared between them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from cloudjobs import CloudJobs, MemoryBackend, PermanentError, Settings
+from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+
+
+class Greeting(BaseModel):
+    """The payload of ``greet``."""
+
+    name: str
+
+
+def build() -> tuple[CloudJobs, MemoryBackend]:
+    """A fresh app on a fresh memory queue (with a DLQ) and status store.
+
+    Jobs: ``greet`` (a validated payload, keeps a status record) and ``explode`` (always fails
+    permanently, so it lands in the DLQ).
+    """
+    backend = MemoryBackend("cli-tests")
+    app = CloudJobs(
+        settings=Settings(_env_file=None, status_tracking=True),
+        backend=backend,
+        idempotency_store=MemoryIdempotencyStore(),
+    )
+
+    @app.job("greet", track_status=True)
+    def greet(payload: Greeting) -> str:
+        return f"hello {payload.name}"
+
+    @app.job("explode")
+    def explode(payload: dict[str, object]) -> None:
+        raise PermanentError("boom")
+
+    return app, backend
+
+
+jobs, backend = build()

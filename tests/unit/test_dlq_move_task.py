@@ -1,0 +1,202 @@
+"""The move-task redrive on SQS (which moto lacks): the exact requests, and the polling, with a Stubber."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from cloudjobs import BackendError
+from cloudjobs.backends.sqs import SqsBackend
+from cloudjobs.dlq import DeadLetterQueue, Progress
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
+DLQ_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq"
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:orders"
+DLQ_ARN = "arn:aws:sqs:eu-west-1:123456789012:orders-dlq"
+
+
+@pytest.fixture
+def client() -> Iterator[SQSClient]:
+    sqs: SQSClient = boto3.session.Session().client(
+        "sqs", region_name="eu-west-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
+    yield sqs
+    sqs.close()
+
+
+@pytest.fixture
+def stubber(client: SQSClient) -> Iterator[Stubber]:
+    with Stubber(client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def _dlq(client: SQSClient, sleeps: list[float]) -> DeadLetterQueue:
+    backend = SqsBackend(queue_url=QUEUE_URL, dlq_url=DLQ_URL, client=client)
+    return DeadLetterQueue(backend, poll_interval=5, sleep=sleeps.append)
+
+
+def _expect_arns(stubber: Stubber) -> None:
+    for url, arn in ((DLQ_URL, DLQ_ARN), (QUEUE_URL, QUEUE_ARN)):
+        stubber.add_response(
+            "get_queue_attributes",
+            {"Attributes": {"QueueArn": arn}},
+            {"QueueUrl": url, "AttributeNames": ["QueueArn"]},
+        )
+
+
+def _expect_listing(stubber: Stubber, result: dict[str, Any]) -> None:
+    stubber.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"QueueArn": DLQ_ARN}},
+        {"QueueUrl": DLQ_URL, "AttributeNames": ["QueueArn"]},
+    )
+    stubber.add_response(
+        "list_message_move_tasks",
+        {"Results": [{"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN, **result}]},
+        {"SourceArn": DLQ_ARN, "MaxResults": 10},
+    )
+
+
+def test_an_unfiltered_redrive_starts_a_move_task_to_the_source_queue_and_polls_until_completed(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_arns(stubber)
+    stubber.add_response(
+        "start_message_move_task",
+        {"TaskHandle": "task-1"},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN},
+    )
+    _expect_listing(
+        stubber,
+        {
+            "TaskHandle": "task-1",
+            "Status": "RUNNING",
+            "ApproximateNumberOfMessagesMoved": 40,
+            "ApproximateNumberOfMessagesToMove": 100,
+        },
+    )
+    _expect_listing(
+        stubber,
+        {
+            "Status": "COMPLETED",
+            "ApproximateNumberOfMessagesMoved": 100,
+            "ApproximateNumberOfMessagesToMove": 100,
+        },
+    )
+    sleeps: list[float] = []
+    progress: list[Progress] = []
+
+    report = _dlq(client, sleeps).redrive(on_progress=progress.append)
+
+    assert (report.moved, report.skipped, report.failed, report.is_complete) == (100, 0, 0, True)
+    assert sleeps == [5.0]
+    assert progress == [Progress(done=40, total=100), Progress(done=100, total=100)]
+
+
+def test_a_rate_is_passed_to_the_move_task_capped_at_five_hundred(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_arns(stubber)
+    stubber.add_response(
+        "start_message_move_task",
+        {"TaskHandle": "task-2"},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN, "MaxNumberOfMessagesPerSecond": 500},
+    )
+    _expect_listing(stubber, {"Status": "COMPLETED", "ApproximateNumberOfMessagesMoved": 3})
+
+    report = _dlq(client, []).redrive(rate=2000)
+
+    assert report.moved == 3
+
+
+def test_a_failed_move_task_is_reported_as_failed_with_its_reason(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_arns(stubber)
+    stubber.add_response(
+        "start_message_move_task",
+        {"TaskHandle": "task-3"},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN},
+    )
+    _expect_listing(
+        stubber,
+        {
+            "Status": "FAILED",
+            "ApproximateNumberOfMessagesMoved": 7,
+            "ApproximateNumberOfMessagesToMove": 10,
+            "FailureReason": "AWS.SimpleQueueService.NonExistentQueue",
+        },
+    )
+
+    report = _dlq(client, []).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (7, 3, False)
+    assert report.errors == ("move task task-3 failed: AWS.SimpleQueueService.NonExistentQueue",)
+
+
+def test_a_move_task_that_cannot_start_raises_a_backend_error(client: SQSClient, stubber: Stubber) -> None:
+    _expect_arns(stubber)
+    stubber.add_client_error(
+        "start_message_move_task",
+        service_error_code="AccessDenied",
+        service_message="not authorized to perform sqs:StartMessageMoveTask",
+        http_status_code=400,
+    )
+
+    with pytest.raises(BackendError) as raised:
+        _dlq(client, []).redrive()
+
+    assert raised.value.code == "AccessDenied"
+
+
+def test_a_server_without_move_tasks_makes_start_return_none(client: SQSClient, stubber: Stubber) -> None:
+    _expect_arns(stubber)
+    stubber.add_client_error("start_message_move_task", service_error_code="500", http_status_code=500)
+    backend = SqsBackend(queue_url=QUEUE_URL, dlq_url=DLQ_URL, client=client)
+
+    assert backend.start_dead_letter_move() is None
+
+
+def _expect_empty_receive(stubber: Stubber) -> None:
+    stubber.add_response(
+        "receive_message",
+        {"Messages": []},
+        {
+            "QueueUrl": DLQ_URL,
+            "MaxNumberOfMessages": 10,
+            "WaitTimeSeconds": 1,
+            "MessageAttributeNames": ["All"],
+            "MessageSystemAttributeNames": [
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+                "AWSTraceHeader",
+            ],
+            "VisibilityTimeout": 300,
+        },
+    )
+
+
+def test_a_filtered_or_dry_run_redrive_never_starts_a_move_task(client: SQSClient, stubber: Stubber) -> None:
+    # The queue's configuration once, then for each redrive one receive on the (empty) DLQ.
+    stubber.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"MaximumMessageSize": "262144", "VisibilityTimeout": "30"}},
+        {"QueueUrl": QUEUE_URL, "AttributeNames": ["All"]},
+    )
+    _expect_empty_receive(stubber)
+    _expect_empty_receive(stubber)
+    dlq = _dlq(client, [])
+
+    filtered = dlq.redrive(job_type="charge")
+    dry = dlq.redrive(dry_run=True)
+
+    assert (filtered.moved, filtered.skipped, dry.moved, dry.dry_run) == (0, 0, 0, True)
