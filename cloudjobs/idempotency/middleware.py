@@ -50,6 +50,7 @@ from cloudjobs.idempotency.base import (
 )
 from cloudjobs.job import Job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
+from cloudjobs.run_lease import lease_bound
 
 logger = logging.getLogger("cloudjobs.idempotency")
 
@@ -126,7 +127,7 @@ class IdempotencyMiddleware:
             payload_hash=payload_hash(job.type, prepared.envelope.payload),
         )
         try:
-            answer = self.store.acquire(claim, lease=self.lease, retention=self.retention)
+            answer = self.store.acquire(claim, lease=lease_bound() or self.lease, retention=self.retention)
         except IdempotencyError as exc:
             if not definition.idempotent:
                 logger.warning("status record of job %s not written: %s", job.id, exc)
@@ -212,7 +213,7 @@ class IdempotencyMiddleware:
         if run is None:
             return
         try:
-            renewal = self.store.renew(run.key, run.token, lease=self.lease, progress=percent)
+            renewal = self.store.renew(run.key, run.token, lease=lease_bound() or self.lease, progress=percent)
         except IdempotencyError as exc:
             logger.warning("recording progress of job %s failed: %s", job.id, exc)
             return

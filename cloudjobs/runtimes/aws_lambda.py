@@ -46,6 +46,7 @@ from cloudjobs.outcomes import (
     Retry,
     dead_letter_attributes,
 )
+from cloudjobs.run_lease import runs_end_within
 from cloudjobs.runtimes.lambda_events import (
     BatchItemFailure,
     LambdaContext,
@@ -272,6 +273,11 @@ class _Batch:
     def _process(self, delivery: Delivery) -> Outcome | None:
         """The consumer's outcome, or None when something outside the handler failed unexpectedly."""
         consumer = self._consumer
+        # An idempotency lease taken for this record lasts as long as the invocation can still run.
+        with runs_end_within(self._remaining()):
+            return self._run_record(consumer, delivery)
+
+    def _run_record(self, consumer: Consumer, delivery: Delivery) -> Outcome | None:
         try:
             prepared = consumer.prepare(delivery)
             if not isinstance(prepared, Prepared):

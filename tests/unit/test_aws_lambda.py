@@ -29,6 +29,7 @@ from cloudjobs import (
     Settings,
 )
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES, OutgoingMessage
+from cloudjobs.run_lease import LEASE_MARGIN
 from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
 from cloudjobs.runtimes.lambda_events import (
     LambdaContext,
@@ -45,6 +46,10 @@ REGION = "eu-west-1"
 
 class Item(BaseModel):
     number: int
+
+
+class Order(BaseModel):
+    order: str
 
 
 # -- events as the event source mapping builds them ---------------------------------------------------
@@ -479,6 +484,60 @@ def test_a_duplicate_of_a_completed_idempotent_job_is_acknowledged_without_runni
 
     assert (reported(first), reported(second)) == ([], [])
     assert runs == [1]
+
+
+def test_an_idempotent_record_leases_for_the_invocations_remaining_time_not_the_visibility(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock, visibility_timeout=timedelta(minutes=30))
+    store = MemoryIdempotencyStore(clock=clock)
+    jobs = app_on(backend, clock, idempotency_store=store)
+    leases: list[timedelta] = []
+
+    @jobs.job("charge", idempotent=True)
+    def charge(payload: Item, job: Job) -> None:
+        record = store.find(job.id)
+        assert record is not None
+        assert record.lease_expires_at is not None
+        leases.append(record.lease_expires_at - clock.now())
+
+    charge.enqueue(Item(number=1))
+    build_and_call(handlers(jobs), receive_all(backend), FakeContext(remaining_ms=40_000))
+
+    assert leases == [timedelta(seconds=40) + LEASE_MARGIN]
+
+
+def test_after_a_crashed_invocation_a_duplicate_runs_once_its_time_is_up_not_after_the_visibility(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = MemoryBackend("jobs", clock=clock, visibility_timeout=timedelta(minutes=30))
+    store = MemoryIdempotencyStore(clock=clock, clock_skew=timedelta(seconds=1))
+    jobs = app_on(backend, clock, idempotency_store=store)
+    runs: list[str] = []
+    crash = True
+
+    class InvocationTimedOut(BaseException):
+        """Stands for the runtime being torn down mid-record (nothing after it runs)."""
+
+    @jobs.job("charge", idempotency_key="order")
+    def charge(payload: Order) -> None:
+        runs.append(payload.order)
+        if crash:
+            raise InvocationTimedOut
+
+    handler = handlers(jobs)
+    charge.enqueue(Order(order="o-1"))
+    with pytest.raises(InvocationTimedOut):
+        build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+    crash = False
+    charge.enqueue(Order(order="o-1"))  # a duplicate send, delivered at once
+    early = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+    clock.advance(timedelta(seconds=20) + LEASE_MARGIN + timedelta(seconds=2))
+    late = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+
+    assert len(reported(early)) == 1  # deferred: the crashed invocation's lease still stands
+    assert reported(late) == []
+    assert runs == ["o-1", "o-1"]
 
 
 # -- FIFO queues ----------------------------------------------------------------------------------------
