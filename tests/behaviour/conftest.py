@@ -29,6 +29,7 @@ from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.provisioning import ProvisionedQueue, TableSpec, delete_table, provision_table
 from cloudjobs.runtimes.worker import Worker
+from tests.dynamodb_local import DynamoDbLocal
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -157,6 +158,12 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         )
         return make_backend(queue_url=queue.queue_url), make_backend(queue_url=queue.dlq_url)
 
+    # DynamoDB Local, not moto: moto does not serialise concurrent conditional writes to one item (two
+    # workers taking one lease at the same moment can both succeed there), and these tests run
+    # concurrent workers. Every DynamoDB client of the test, the app's own included, goes there.
+    dynamodb_local: DynamoDbLocal = request.getfixturevalue("dynamodb_local")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local.endpoint_url)
     client: DynamoDBClient = boto3.session.Session().client("dynamodb")
     tables: list[TableSpec] = []
 

@@ -1,10 +1,11 @@
 """Chaos: 1,000 idempotent jobs through 3 ``cloudjobs worker`` processes killed at random, with duplicates.
 
-The workers run ``tests.integration.idempotent_worker_app:jobs`` against the moto server (SQS and
-DynamoDB). The test feeds the jobs in waves (moto's cost per SQS request grows with the queue's
-depth), sends some jobs twice, and every few seconds SIGKILLs a random worker and starts a new one,
-recording the kill times. Handlers append ``start``/``end`` events to the ledger, and a middleware
-appends ``completed`` once a run's idempotency record is completed.
+The workers run ``tests.integration.idempotent_worker_app:jobs`` against the moto server (SQS) and
+DynamoDB Local (the idempotency table). The test feeds the jobs in waves (moto's cost per SQS
+request grows with the queue's depth), sends some jobs twice, and every few seconds SIGKILLs a
+random worker and starts a new one, recording the kill times. Handlers append ``start``/``end``
+events to the ledger, and a middleware appends ``completed`` once a run's idempotency record is
+completed.
 
 At the end every job is completed, the queue and the DLQ are empty, and every extra run of a job is
 explained: the earlier run's worker was killed after the run started and before it completed, and
@@ -44,6 +45,7 @@ from cloudjobs.provisioning import (
     provision_table,
 )
 from cloudjobs.settings import ENV_PREFIX, Settings
+from tests.dynamodb_local import DynamoDbLocal
 from tests.integration.idempotent_worker_app import CHAOS_JOB, GATED_ONCE_JOB
 from tests.integration.worker_app import LEDGER_VARIABLE
 
@@ -98,7 +100,12 @@ class Resources:
 
 
 @pytest.fixture
-def resources(aws_environment: dict[str, str]) -> Iterator[Resources]:
+def resources(
+    aws_environment: dict[str, str], dynamodb_local: DynamoDbLocal, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Resources]:
+    # The table lives in DynamoDB Local: moto does not serialise concurrent conditional writes to one
+    # item, so two workers could both take one lease there. The workers inherit the variable.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local.endpoint_url)
     sqs: SQSClient = boto3.session.Session().client("sqs")
     dynamodb: DynamoDBClient = boto3.session.Session().client("dynamodb")
     queue_spec = QueueSpec(
@@ -193,7 +200,7 @@ def _counts(client: SQSClient, queue_url: str) -> tuple[int, int, int]:
 def _environment(
     resources: Resources, aws_environment: dict[str, str], ledger: Path, **settings: str
 ) -> dict[str, str]:
-    """A worker's environment: ours without CLOUDJOBS_*, the moto server, the ledger, the resources."""
+    """A worker's environment: ours without CLOUDJOBS_*, the local servers, the ledger, the resources."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
     environment.update(aws_environment)
     environment.update(
