@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-
+from cloudjobs.aws_defaults import build_idempotency_store, build_sqs_backend
 from cloudjobs.backends.base import Backend
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer, ConsumerMiddleware
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
-from cloudjobs.errors import ConfigurationError, PayloadValidationError
-from cloudjobs.idempotency.base import (
-    Cancellation,
-    Claim,
-    IdempotencyStore,
-    JobControlStore,
-    payload_hash,
-    store_key,
-)
+from cloudjobs.errors import ConfigurationError
+from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.idempotency.pending import write_pending
+from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
-from cloudjobs.producer import EnqueueRequest, Producer
+from cloudjobs.producer import Producer
+from cloudjobs.producer_requests import build_request
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
@@ -45,10 +39,6 @@ if TYPE_CHECKING:
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-_json_adapter: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
-
-logger = logging.getLogger("cloudjobs.producer")
 
 
 class Register(Protocol):
@@ -118,7 +108,7 @@ class CloudJobs:
         """The queue backend (an SqsBackend from the settings unless one was given)."""
         with self._lock:
             if self._backend is None:
-                self._backend = self._build_sqs_backend()
+                self._backend = build_sqs_backend(self.settings)
             return self._backend
 
     @property
@@ -130,20 +120,7 @@ class CloudJobs:
         """
         with self._lock:
             if self._idempotency_store is None:
-                table = self.settings.idempotency_table
-                if not table:
-                    raise ConfigurationError(
-                        "idempotent and status-tracked jobs need a store: set CLOUDJOBS_IDEMPOTENCY_TABLE "
-                        "or pass CloudJobs(idempotency_store=...)",
-                        setting="CLOUDJOBS_IDEMPOTENCY_TABLE",
-                    )
-                from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
-
-                self._idempotency_store = DynamoDbIdempotencyStore(
-                    table,
-                    region=self.settings.region,
-                    max_pool_connections=max(16, self.settings.concurrency + 4),
-                )
+                self._idempotency_store = build_idempotency_store(self.settings)
             return self._idempotency_store
 
     @property
@@ -164,24 +141,6 @@ class CloudJobs:
     def add_middleware(self, middleware: ConsumerMiddleware) -> None:
         """Add a hook around every handler call (runs in the order added)."""
         self._middleware.append(middleware)
-
-    def _build_sqs_backend(self) -> Backend:
-        settings = self.settings
-        if not settings.queue_url and not settings.queue_name:
-            raise ConfigurationError(
-                "no queue configured: set CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME",
-                setting="CLOUDJOBS_QUEUE_URL",
-            )
-        from cloudjobs.backends.sqs import SqsBackend
-
-        return SqsBackend(
-            queue_url=settings.queue_url,
-            queue_name=settings.queue_name,
-            dlq_url=settings.dlq_url,
-            region=settings.region,
-            max_pool_connections=max(10, settings.concurrency + 4),
-            wait_time_seconds=settings.wait_time_seconds,
-        )
 
     # -- registry ---------------------------------------------------------------------------------
 
@@ -267,7 +226,8 @@ class CloudJobs:
             InvalidDelayError: the delay is out of range, or given on a FIFO queue.
             BackendError: the queue refused the message.
         """
-        request = self._request(
+        request = build_request(
+            self._registry,
             job_type,
             payload,
             delay=delay,
@@ -293,7 +253,9 @@ class CloudJobs:
             PayloadValidationError, PayloadTooLargeError, InvalidDelayError: as for :meth:`enqueue`,
                 before anything is sent.
         """
-        requests = [self._request(job_type, payload, delay=delay) for job_type, payload in jobs]
+        requests = [
+            build_request(self._registry, job_type, payload, delay=delay) for job_type, payload in jobs
+        ]
         if not requests:
             return []
         return self._producer().enqueue(requests)
@@ -314,7 +276,8 @@ class CloudJobs:
         Raises:
             Everything :meth:`enqueue` raises.
         """
-        request = self._request(
+        request = build_request(
+            self._registry,
             job_type,
             payload,
             delay=delay,
@@ -337,7 +300,9 @@ class CloudJobs:
         Raises:
             Everything :meth:`enqueue_many` raises.
         """
-        requests = [self._request(job_type, payload, delay=delay) for job_type, payload in jobs]
+        requests = [
+            build_request(self._registry, job_type, payload, delay=delay) for job_type, payload in jobs
+        ]
         if not requests:
             return []
         producer = self._producer()
@@ -354,72 +319,17 @@ class CloudJobs:
         )
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
-        """Write a ``pending`` record for each job that keeps one, before anything is sent.
-
-        The order matters: record first, then send. A failed write fails the enqueue before the
-        message exists (the caller sees the error, nothing is lost); a send that fails after the
-        write leaves the record pending, forgotten after its retention. A live record under the key
-        (a duplicate enqueue) is left alone: the write is conditional.
-        """
-        store: IdempotencyStore | None = None
-        for envelope in envelopes:
-            definition = self._registry.get(envelope.type)
-            if definition is None or not definition.has_record:
-                continue
-            key = definition.idempotency_key_of(
-                job_id=envelope.id,
-                producer_key=envelope.idempotency_key,
-                payload=definition.validate(envelope.payload),
-            )
-            assert key is not None  # jobs with a record always have a key
-            store = store or self.idempotency_store
-            if not isinstance(store, JobControlStore):
-                return
-            claim = Claim(
-                key=store_key(envelope.type, key),
-                job_id=envelope.id,
-                job_type=envelope.type,
-                payload_hash=payload_hash(envelope.type, envelope.payload),
-            )
-            if not store.put_pending(claim, retention=self._retention):
-                logger.info("job %s: a record under its key exists; no pending record written", envelope.id)
+        """Write a ``pending`` record for each job that keeps one (see :func:`write_pending`)."""
+        write_pending(
+            envelopes,
+            registry=self._registry,
+            store=lambda: self.idempotency_store,
+            retention=self._retention,
+        )
 
     @property
     def _retention(self) -> timedelta:
         return timedelta(seconds=self.settings.idempotency_retention_seconds)
-
-    def _request(
-        self,
-        job_type: str | JobHandle[Any, Any],
-        payload: Any,
-        *,
-        delay: timedelta | float | None = None,
-        idempotency_key: str | None = None,
-        group_id: str | None = None,
-        deduplication_id: str | None = None,
-    ) -> EnqueueRequest:
-        name = job_type.name if isinstance(job_type, JobHandle) else job_type
-        definition = self._registry.get(name)
-        if definition is not None:
-            serialised = definition.serialise(payload)
-        elif isinstance(payload, BaseModel):
-            serialised = payload.model_dump(mode="json")
-        else:
-            try:
-                serialised = _json_adapter.validate_python(payload)
-            except ValidationError as exc:
-                raise PayloadValidationError(
-                    f"payload of job {name!r} is not JSON-serialisable: {exc.errors()[0]['msg']}",
-                    job_name=name,
-                ) from None
-        return EnqueueRequest(
-            job_type=name,
-            payload=serialised,
-            delay=as_timedelta(delay, name="delay") or timedelta(0),
-            idempotency_key=idempotency_key,
-            group_id=group_id,
-            deduplication_id=deduplication_id,
-        )
 
     def status(self, job_id: str) -> JobStatus | None:
         """The status (and result) of a job that keeps a record, or None if there is none (yet).
@@ -494,17 +404,14 @@ class CloudJobs:
     def consumer(self) -> Consumer:
         """The consumer core for this registry and queue (used by every runtime)."""
         queue = self.backend.info()
-        middleware = list(self._middleware)
-        if any(definition.has_record for definition in self._registry.values()):
-            middleware.append(self._idempotency_middleware(queue.visibility_timeout))
-        store = self._idempotency_store
-        if store is None and self.settings.idempotency_table:
-            store = self.idempotency_store
-        has_unrecorded = any(not definition.has_record for definition in self._registry.values())
-        if has_unrecorded and isinstance(store, JobControlStore):
-            from cloudjobs.idempotency.cancellation import CancellationMiddleware
-
-            middleware.append(CancellationMiddleware(store))
+        middleware = list(self._middleware) + record_middleware(
+            self._registry,
+            self.settings,
+            queue_visibility=queue.visibility_timeout,
+            clock=self._clock,
+            store=lambda: self.idempotency_store,
+            has_store=self._idempotency_store is not None or bool(self.settings.idempotency_table),
+        )
         return Consumer(
             registry=self._registry,
             settings=self.settings,
@@ -512,23 +419,6 @@ class CloudJobs:
             random=self._random,
             middleware=middleware,
             telemetry=self._telemetry,
-        )
-
-    def _idempotency_middleware(self, queue_visibility: timedelta) -> ConsumerMiddleware:
-        from cloudjobs.idempotency.middleware import IdempotencyMiddleware, lease_for
-
-        settings = self.settings
-        # The worker's visibility and heartbeat, by the same rule: the lease cannot contradict them.
-        visibility = (
-            timedelta(seconds=settings.visibility_timeout_seconds)
-            if settings.visibility_timeout_seconds
-            else queue_visibility
-        )
-        return IdempotencyMiddleware(
-            self.idempotency_store,
-            lease=lease_for(visibility, settings.heartbeat_interval(visibility)),
-            retention=timedelta(seconds=settings.idempotency_retention_seconds),
-            clock=self._clock,
         )
 
     def worker(

@@ -2,33 +2,28 @@
 
 boto3 resolves credentials, region, endpoint (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SQS``) and retry
 mode as it always does; this module only sizes the connection pool and the read timeout for long polls.
-Every botocore exception is translated here into the :mod:`cloudjobs.errors` tree, so callers never
-import botocore.
+Every botocore exception is translated into the :mod:`cloudjobs.errors` tree (by
+:func:`wrap_aws_errors`, from :mod:`cloudjobs.backends.sqs_errors`), so callers never import botocore.
+Messages and attributes are converted to and from boto3's shapes in :mod:`cloudjobs.backends.sqs_messages`.
 
 Limits referred to below: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import boto3
-import botocore.exceptions
 from botocore.config import Config
 
 from cloudjobs.aws_clients import create_client
-from cloudjobs.aws_errors import setup_error, setup_errors
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
-    MAX_VISIBILITY,
     Delivery,
     OutgoingMessage,
     QueueCounts,
@@ -36,67 +31,35 @@ from cloudjobs.backends.base import (
     SendResult,
 )
 from cloudjobs.backends.sqs_dlq import SqsDeadLetterAdmin
-from cloudjobs.errors import (
-    BackendError,
-    BackendUnavailableError,
-    ConfigurationError,
-    QueueNotFoundError,
+
+# Re-exported (the "as" form): provisioning, the CLI and the DLQ administration import it from here.
+from cloudjobs.backends.sqs_errors import wrap_aws_errors as wrap_aws_errors
+from cloudjobs.backends.sqs_messages import (
+    batch_entry,
+    delivery_of,
+    queue_info_of,
+    send_request,
+    whole_seconds,
 )
+from cloudjobs.errors import BackendError, ConfigurationError
 from cloudjobs.telemetry.propagation import merge_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import (
-        MessageAttributeValueTypeDef,
-        MessageSystemAttributeValueTypeDef,
-        MessageTypeDef,
         ReceiveMessageRequestTypeDef,
         SendMessageBatchRequestEntryTypeDef,
-        SendMessageRequestTypeDef,
     )
 
 MAX_WAIT_TIME_SECONDS: Final = 20
 """SQS's longest long poll (ReceiveMessage ``WaitTimeSeconds``)."""
 
 _READ_TIMEOUT_MARGIN_SECONDS: Final = 10
-_QUEUE_NOT_FOUND_CODES: Final = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 # Codes meaning "this receipt no longer names an in-flight message": deleted, expired, or released.
 # AWS answers an expired handle with InvalidParameterValue.
 _GONE_CODES: Final = frozenset(
     {"ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight"}
 )
-_SYSTEM_ATTRIBUTE_NAMES: Final = ("AWSTraceHeader",)
-
-
-@contextmanager
-def wrap_aws_errors(queue: str | None) -> Iterator[None]:
-    """Translate botocore exceptions raised inside the block into :mod:`cloudjobs.errors`.
-
-    Args:
-        queue: the queue name (or URL) to record on the error.
-
-    Raises:
-        CredentialsError: no credentials were found (or only part of them).
-        ConfigurationError: no region is configured, or the named profile does not exist.
-        BackendUnavailableError: the endpoint could not be reached or did not answer in time.
-        QueueNotFoundError: the queue does not exist.
-        BackendError: any other error of the service or of botocore, with the service's ``code``.
-    """
-    try:
-        yield
-    except setup_errors() as exc:
-        raise setup_error(exc) from exc
-    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
-        # ConnectionError covers EndpointConnectionError and ConnectTimeoutError; HTTPClientError covers
-        # read timeouts and connections closed mid-response.
-        raise BackendUnavailableError(f"SQS endpoint unreachable: {exc}", queue=queue) from exc
-    except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _QUEUE_NOT_FOUND_CODES:
-            raise QueueNotFoundError(queue=queue or "") from exc
-        raise BackendError(str(exc), queue=queue, code=code or None) from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise BackendError(str(exc), queue=queue) from exc
 
 
 class SqsBackend(SqsDeadLetterAdmin):
@@ -223,22 +186,7 @@ class SqsBackend(SqsDeadLetterAdmin):
             attributes = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"]).get(
                 "Attributes", {}
             )
-        max_receive_count: int | None = None
-        dead_letter_queue: str | None = None
-        if redrive_policy := attributes.get("RedrivePolicy"):
-            policy = json.loads(redrive_policy)
-            # Servers differ: maxReceiveCount comes as a number or as a string.
-            max_receive_count = int(policy["maxReceiveCount"])
-            dead_letter_queue = str(policy["deadLetterTargetArn"]).rsplit(":", 1)[-1]
-        self._info = QueueInfo(
-            name=self._name,
-            url=queue_url,
-            is_fifo=attributes.get("FifoQueue", "false").lower() == "true",
-            max_message_size=int(attributes["MaximumMessageSize"]),
-            visibility_timeout=timedelta(seconds=int(attributes["VisibilityTimeout"])),
-            max_receive_count=max_receive_count,
-            dead_letter_queue=dead_letter_queue,
-        )
+        self._info = queue_info_of(self._name, queue_url, attributes)
         return self._info
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
@@ -262,7 +210,7 @@ class SqsBackend(SqsDeadLetterAdmin):
                     error="InvalidParameterValue: FIFO queues take no per-message delay"
                 )
                 continue
-            entries.append(_batch_entry(str(index), message))
+            entries.append(batch_entry(str(index), message))
         if entries:
             with wrap_aws_errors(self._name):
                 response = self.client.send_message_batch(QueueUrl=self.queue_url(), Entries=entries)
@@ -307,10 +255,10 @@ class SqsBackend(SqsDeadLetterAdmin):
             ],
         }
         if visibility is not None:
-            request["VisibilityTimeout"] = _whole_seconds(visibility)
+            request["VisibilityTimeout"] = whole_seconds(visibility)
         with wrap_aws_errors(self._name):
             response = self.client.receive_message(**request)
-        return [self._delivery(message) for message in response.get("Messages", [])]
+        return [delivery_of(message, self._name) for message in response.get("Messages", [])]
 
     def delete(self, receipts: Sequence[str]) -> list[str]:
         """Delete up to ten messages with one DeleteMessageBatch.
@@ -360,7 +308,7 @@ class SqsBackend(SqsDeadLetterAdmin):
             response = self.client.change_message_visibility_batch(
                 QueueUrl=self.queue_url(),
                 Entries=[
-                    {"Id": str(index), "ReceiptHandle": receipt, "VisibilityTimeout": _whole_seconds(timeout)}
+                    {"Id": str(index), "ReceiptHandle": receipt, "VisibilityTimeout": whole_seconds(timeout)}
                     for index, (receipt, timeout) in enumerate(changes)
                 ],
             )
@@ -399,17 +347,8 @@ class SqsBackend(SqsDeadLetterAdmin):
             deduplication_id=delivery.message_id if is_fifo else None,
             system_attributes=delivery.system_attributes,
         )
-        request: SendMessageRequestTypeDef = {"QueueUrl": dlq_url, "MessageBody": outgoing.body}
-        if outgoing.attributes:
-            request["MessageAttributes"] = _message_attributes(outgoing.attributes)
-        if system_attributes := _system_attributes(outgoing.system_attributes):
-            request["MessageSystemAttributes"] = system_attributes
-        if outgoing.group_id is not None:
-            request["MessageGroupId"] = outgoing.group_id
-        if outgoing.deduplication_id is not None:
-            request["MessageDeduplicationId"] = outgoing.deduplication_id
         with wrap_aws_errors(_name_from_url(dlq_url)):
-            self.client.send_message(**request)
+            self.client.send_message(**send_request(dlq_url, outgoing))
 
     # -- QueueStatistics protocol ------------------------------------------------------------------
 
@@ -489,24 +428,6 @@ class SqsBackend(SqsDeadLetterAdmin):
         )
         return client
 
-    def _delivery(self, message: MessageTypeDef) -> Delivery:
-        system = message.get("Attributes", {})
-        return Delivery(
-            message_id=message["MessageId"],
-            receipt=message["ReceiptHandle"],
-            body=message.get("Body", ""),
-            attributes={
-                name: value["StringValue"]
-                for name, value in message.get("MessageAttributes", {}).items()
-                if value["DataType"].split(".", 1)[0] == "String" and "StringValue" in value
-            },
-            receive_count=int(system.get("ApproximateReceiveCount", "1")),
-            sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
-            queue=self._name,
-            group_id=system.get("MessageGroupId"),
-            system_attributes={name: system[name] for name in _SYSTEM_ATTRIBUTE_NAMES if name in system},
-        )
-
 
 def _name_from_url(queue_url: str) -> str:
     # Only the last path component is trusted: local servers return hosts that may not resolve.
@@ -514,38 +435,3 @@ def _name_from_url(queue_url: str) -> str:
     if not name:
         raise ConfigurationError(f"no queue name in URL {queue_url!r}", setting="queue_url")
     return name
-
-
-def _whole_seconds(duration: timedelta) -> int:
-    # Round up so a message is never visible earlier than asked; SQS takes 0–43,200 s.
-    seconds = math.ceil(duration.total_seconds())
-    return min(max(seconds, 0), int(MAX_VISIBILITY.total_seconds()))
-
-
-def _message_attributes(attributes: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
-    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
-
-
-def _system_attributes(
-    attributes: Mapping[str, str],
-) -> dict[Literal["AWSTraceHeader"], MessageSystemAttributeValueTypeDef]:
-    # AWSTraceHeader is the only message system attribute SQS takes.
-    trace_header = attributes.get("AWSTraceHeader")
-    if trace_header is None:
-        return {}
-    return {"AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}}
-
-
-def _batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchRequestEntryTypeDef:
-    entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": message.body}
-    if message.attributes:
-        entry["MessageAttributes"] = _message_attributes(message.attributes)
-    if system_attributes := _system_attributes(message.system_attributes):
-        entry["MessageSystemAttributes"] = system_attributes
-    if message.delay:
-        entry["DelaySeconds"] = math.ceil(message.delay.total_seconds())
-    if message.group_id is not None:
-        entry["MessageGroupId"] = message.group_id
-    if message.deduplication_id is not None:
-        entry["MessageDeduplicationId"] = message.deduplication_id
-    return entry

@@ -213,7 +213,9 @@ class IdempotencyMiddleware:
         if run is None:
             return
         try:
-            renewal = self.store.renew(run.key, run.token, lease=lease_bound() or self.lease, progress=percent)
+            renewal = self.store.renew(
+                run.key, run.token, lease=lease_bound() or self.lease, progress=percent
+            )
         except IdempotencyError as exc:
             logger.warning("recording progress of job %s failed: %s", job.id, exc)
             return

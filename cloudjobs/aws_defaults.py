@@ -1,0 +1,57 @@
+"""The queue backend and the idempotency store CloudJobs builds from Settings when none is given.
+
+The AWS modules are imported inside the functions, so importing this one loads no boto3.
+"""
+
+from __future__ import annotations
+
+from cloudjobs.backends.base import Backend
+from cloudjobs.errors import ConfigurationError
+from cloudjobs.idempotency.base import IdempotencyStore
+from cloudjobs.settings import Settings
+
+
+def build_sqs_backend(settings: Settings) -> Backend:
+    """An :class:`~cloudjobs.backends.sqs.SqsBackend` on the settings' queue (no I/O).
+
+    Raises:
+        ConfigurationError: neither ``CLOUDJOBS_QUEUE_URL`` nor ``CLOUDJOBS_QUEUE_NAME`` is set.
+    """
+    if not settings.queue_url and not settings.queue_name:
+        raise ConfigurationError(
+            "no queue configured: set CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME",
+            setting="CLOUDJOBS_QUEUE_URL",
+        )
+    from cloudjobs.backends.sqs import SqsBackend
+
+    return SqsBackend(
+        queue_url=settings.queue_url,
+        queue_name=settings.queue_name,
+        dlq_url=settings.dlq_url,
+        region=settings.region,
+        max_pool_connections=max(10, settings.concurrency + 4),
+        wait_time_seconds=settings.wait_time_seconds,
+    )
+
+
+def build_idempotency_store(settings: Settings) -> IdempotencyStore:
+    """A :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` on the settings' table
+    (no I/O).
+
+    Raises:
+        ConfigurationError: ``CLOUDJOBS_IDEMPOTENCY_TABLE`` is not set.
+    """
+    table = settings.idempotency_table
+    if not table:
+        raise ConfigurationError(
+            "idempotent and status-tracked jobs need a store: set CLOUDJOBS_IDEMPOTENCY_TABLE "
+            "or pass CloudJobs(idempotency_store=...)",
+            setting="CLOUDJOBS_IDEMPOTENCY_TABLE",
+        )
+    from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
+
+    return DynamoDbIdempotencyStore(
+        table,
+        region=settings.region,
+        max_pool_connections=max(16, settings.concurrency + 4),
+    )

@@ -1,0 +1,117 @@
+"""Conversion between this package's values and boto3's SQS shapes: messages, attributes, durations.
+
+Limits referred to below: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, Literal
+
+from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueTypeDef,
+        MessageSystemAttributeValueTypeDef,
+        MessageTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+        SendMessageRequestTypeDef,
+    )
+
+_SYSTEM_ATTRIBUTE_NAMES: Final = ("AWSTraceHeader",)
+
+
+def queue_info_of(name: str, queue_url: str, attributes: Mapping[QueueAttributeNameType, str]) -> QueueInfo:
+    """The :class:`QueueInfo` in a queue's attributes (GetQueueAttributes with ``All``)."""
+    max_receive_count: int | None = None
+    dead_letter_queue: str | None = None
+    if redrive_policy := attributes.get("RedrivePolicy"):
+        policy = json.loads(redrive_policy)
+        # Servers differ: maxReceiveCount comes as a number or as a string.
+        max_receive_count = int(policy["maxReceiveCount"])
+        dead_letter_queue = str(policy["deadLetterTargetArn"]).rsplit(":", 1)[-1]
+    return QueueInfo(
+        name=name,
+        url=queue_url,
+        is_fifo=attributes.get("FifoQueue", "false").lower() == "true",
+        max_message_size=int(attributes["MaximumMessageSize"]),
+        visibility_timeout=timedelta(seconds=int(attributes["VisibilityTimeout"])),
+        max_receive_count=max_receive_count,
+        dead_letter_queue=dead_letter_queue,
+    )
+
+
+def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
+    """The :class:`Delivery` of a received message; attributes that are not strings are dropped."""
+    system = message.get("Attributes", {})
+    return Delivery(
+        message_id=message["MessageId"],
+        receipt=message["ReceiptHandle"],
+        body=message.get("Body", ""),
+        attributes={
+            name: value["StringValue"]
+            for name, value in message.get("MessageAttributes", {}).items()
+            if value["DataType"].split(".", 1)[0] == "String" and "StringValue" in value
+        },
+        receive_count=int(system.get("ApproximateReceiveCount", "1")),
+        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
+        queue=queue,
+        group_id=system.get("MessageGroupId"),
+        system_attributes={name: system[name] for name in _SYSTEM_ATTRIBUTE_NAMES if name in system},
+    )
+
+
+def batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchRequestEntryTypeDef:
+    """One SendMessageBatch entry; a delay is rounded up to whole seconds."""
+    entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": message.body}
+    if message.attributes:
+        entry["MessageAttributes"] = _message_attributes(message.attributes)
+    if system_attributes := _system_attributes(message.system_attributes):
+        entry["MessageSystemAttributes"] = system_attributes
+    if message.delay:
+        entry["DelaySeconds"] = math.ceil(message.delay.total_seconds())
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
+    if message.deduplication_id is not None:
+        entry["MessageDeduplicationId"] = message.deduplication_id
+    return entry
+
+
+def send_request(queue_url: str, message: OutgoingMessage) -> SendMessageRequestTypeDef:
+    """One SendMessage request (its delay is not sent: only dead-letter copies go this way)."""
+    request: SendMessageRequestTypeDef = {"QueueUrl": queue_url, "MessageBody": message.body}
+    if message.attributes:
+        request["MessageAttributes"] = _message_attributes(message.attributes)
+    if system_attributes := _system_attributes(message.system_attributes):
+        request["MessageSystemAttributes"] = system_attributes
+    if message.group_id is not None:
+        request["MessageGroupId"] = message.group_id
+    if message.deduplication_id is not None:
+        request["MessageDeduplicationId"] = message.deduplication_id
+    return request
+
+
+def whole_seconds(duration: timedelta) -> int:
+    """A visibility timeout in whole seconds, clamped to 0–43,200 s."""
+    # Round up so a message is never visible earlier than asked.
+    seconds = math.ceil(duration.total_seconds())
+    return min(max(seconds, 0), int(MAX_VISIBILITY.total_seconds()))
+
+
+def _message_attributes(attributes: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
+
+
+def _system_attributes(
+    attributes: Mapping[str, str],
+) -> dict[Literal["AWSTraceHeader"], MessageSystemAttributeValueTypeDef]:
+    # AWSTraceHeader is the only message system attribute SQS takes.
+    trace_header = attributes.get("AWSTraceHeader")
+    if trace_header is None:
+        return {}
+    return {"AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}}

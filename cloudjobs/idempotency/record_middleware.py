@@ -1,0 +1,67 @@
+"""The middleware a consumer gets for records: idempotency for jobs that keep one, cancellation
+markers for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from cloudjobs.clock import Clock
+from cloudjobs.consumer import ConsumerMiddleware
+from cloudjobs.definition import JobDefinition
+from cloudjobs.idempotency.base import IdempotencyStore, JobControlStore
+from cloudjobs.settings import Settings
+
+
+def record_middleware(
+    registry: Mapping[str, JobDefinition],
+    settings: Settings,
+    *,
+    queue_visibility: timedelta,
+    clock: Clock,
+    store: Callable[[], IdempotencyStore],
+    has_store: bool,
+) -> list[ConsumerMiddleware]:
+    """The idempotency middleware when a job keeps a record, then the cancellation middleware when
+    a job keeps none and the store supports cancellation.
+
+    Args:
+        registry: job type → definition.
+        settings: the settings in force.
+        queue_visibility: the queue's own visibility timeout.
+        clock: the time source of the idempotency middleware.
+        store: the app's store, built on first call.
+        has_store: a store was given or a table is configured (so ``store()`` does not raise).
+
+    Raises:
+        ConfigurationError: a job keeps a record and no store is configured.
+    """
+    middleware: list[ConsumerMiddleware] = []
+    if any(definition.has_record for definition in registry.values()):
+        middleware.append(_idempotency_middleware(store(), settings, queue_visibility, clock))
+    control = store() if has_store else None
+    has_unrecorded = any(not definition.has_record for definition in registry.values())
+    if has_unrecorded and isinstance(control, JobControlStore):
+        from cloudjobs.idempotency.cancellation import CancellationMiddleware
+
+        middleware.append(CancellationMiddleware(control))
+    return middleware
+
+
+def _idempotency_middleware(
+    store: IdempotencyStore, settings: Settings, queue_visibility: timedelta, clock: Clock
+) -> ConsumerMiddleware:
+    from cloudjobs.idempotency.middleware import IdempotencyMiddleware, lease_for
+
+    # The worker's visibility and heartbeat, by the same rule: the lease cannot contradict them.
+    visibility = (
+        timedelta(seconds=settings.visibility_timeout_seconds)
+        if settings.visibility_timeout_seconds
+        else queue_visibility
+    )
+    return IdempotencyMiddleware(
+        store,
+        lease=lease_for(visibility, settings.heartbeat_interval(visibility)),
+        retention=timedelta(seconds=settings.idempotency_retention_seconds),
+        clock=clock,
+    )
