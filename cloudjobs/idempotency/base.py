@@ -139,6 +139,22 @@ AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch | Alr
 """Everything :meth:`IdempotencyStore.acquire` can answer."""
 
 
+def standing_refusal(
+    record: Record, claim: Claim
+) -> PayloadMismatch | AlreadyCancelled | AlreadyCompleted | None:
+    """What a live record answers ``claim`` whatever the state of its lease, or None when the lease
+    alone decides. One order for every store: a reused key first, then cancellation, then completion."""
+    if record.payload_hash != claim.payload_hash:
+        return PayloadMismatch(job_id=record.job_id)
+    if record.status is Status.CANCELLED or record.cancel_requested_at is not None:
+        return AlreadyCancelled(job_id=record.job_id)
+    if record.status is Status.COMPLETED:
+        return AlreadyCompleted(
+            job_id=record.job_id, result=record.result, result_omitted=record.result_omitted
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What a consumer asks of :meth:`IdempotencyStore.acquire`.

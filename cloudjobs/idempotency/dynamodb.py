@@ -36,15 +36,13 @@ from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
     AcquireResult,
-    AlreadyCancelled,
-    AlreadyCompleted,
     Claim,
     InProgress,
-    PayloadMismatch,
     Record,
     Renewal,
     Status,
     lapse_after,
+    standing_refusal,
 )
 from cloudjobs.idempotency.dynamodb_control import DynamoDbJobControl
 from cloudjobs.idempotency.dynamodb_items import (
@@ -290,14 +288,10 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
                 "conditional write refused without the record in the answer; try again", key=claim.key
             )
         record = record_of(item)
-        if record.payload_hash != claim.payload_hash:
-            return PayloadMismatch(job_id=record.job_id)
-        if record.status is Status.CANCELLED or record.cancel_requested_at is not None:
-            return AlreadyCancelled(job_id=record.job_id)
-        if record.status is Status.COMPLETED:
-            return AlreadyCompleted(
-                job_id=record.job_id, result=record.result, result_omitted=record.result_omitted
-            )
+        refusal = standing_refusal(record, claim)
+        if refusal is not None:
+            return refusal
+        # The write was refused, so a live lease stands in the way.
         lease_expires_at = record.lease_expires_at or record.updated_at
         return InProgress(
             job_id=record.job_id, available_at=lapse_after(lease_expires_at, clock_skew=self._clock_skew)

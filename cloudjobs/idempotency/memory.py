@@ -18,18 +18,16 @@ from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
     AcquireResult,
-    AlreadyCancelled,
-    AlreadyCompleted,
     Cancellation,
     CancelOutcome,
     Claim,
     InProgress,
-    PayloadMismatch,
     Record,
     Renewal,
     Status,
     cancel_marker_key,
     lapse_after,
+    standing_refusal,
 )
 
 _RELEASED = frozenset({Status.PENDING, Status.FAILED, Status.DEAD_LETTERED})
@@ -60,14 +58,9 @@ class MemoryIdempotencyStore:
             now = self._clock.now()
             old = self._records.get(claim.key)
             if old is not None and old.expires_at >= now - self._clock_skew:
-                if old.payload_hash != claim.payload_hash:
-                    return PayloadMismatch(job_id=old.job_id)
-                if old.status is Status.CANCELLED or old.cancel_requested_at is not None:
-                    return AlreadyCancelled(job_id=old.job_id)
-                if old.status is Status.COMPLETED:
-                    return AlreadyCompleted(
-                        job_id=old.job_id, result=old.result, result_omitted=old.result_omitted
-                    )
+                refusal = standing_refusal(old, claim)
+                if refusal is not None:
+                    return refusal
                 if old.status is Status.IN_PROGRESS:
                     assert old.lease_expires_at is not None
                     available_at = lapse_after(old.lease_expires_at, clock_skew=self._clock_skew)
