@@ -109,12 +109,7 @@ class LocalAwsServer:
         """Stop the server: terminate it, and kill it if it is still running after the stop timeout."""
         process, self._process = self._process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=self._stop_timeout_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_seconds=self._stop_timeout_seconds)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -169,6 +164,16 @@ class LocalAwsServer:
 
 class _ExitedEarlyError(RuntimeError):
     """The server process exited before answering (most often: the port was taken)."""
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout_seconds: float) -> None:
+    """Terminate a server process and wait for it; kill it if it is still running after the timeout."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _require_moto_server() -> None:

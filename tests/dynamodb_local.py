@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
 
+from cloudjobs.local import stop_process
+
 REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[1]
 INSTALL_COMMAND: Final = "scripts/install-dynamodb-local"
 _LAUNCHER: Final = Path(__file__).with_name("DynamoDbLocalLauncher.java")
@@ -110,12 +112,7 @@ class DynamoDbLocal:
         """Stop the server (terminate, then kill after five seconds)."""
         process, self._process = self._process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_seconds=5)
             if process.stdout is not None:
                 process.stdout.close()
         if self._log is not None:
