@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
@@ -13,7 +14,7 @@ from cloudjobs.aws_defaults import build_idempotency_store, build_sqs_backend
 from cloudjobs.backends.base import Backend
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
-from cloudjobs.consumer import Consumer, ConsumerMiddleware
+from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError
@@ -23,6 +24,7 @@ from cloudjobs.idempotency.pending import write_pending
 from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
+from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
 from cloudjobs.producer import Producer
 from cloudjobs.producer_requests import build_request
 from cloudjobs.retry import RetryPolicy
@@ -91,7 +93,7 @@ class CloudJobs:
         self._clock: Clock = clock or SystemClock()
         self._random = random
         self._registry: dict[str, JobDefinition] = {}
-        self._middleware: list[ConsumerMiddleware] = []
+        self._middleware: list[Middleware] = []
         self._lock = threading.Lock()
 
     # -- configuration ----------------------------------------------------------------------------
@@ -138,9 +140,21 @@ class CloudJobs:
         """Job type → definition (a copy)."""
         return dict(self._registry)
 
-    def add_middleware(self, middleware: ConsumerMiddleware) -> None:
-        """Add a hook around every handler call (runs in the order added)."""
-        self._middleware.append(middleware)
+    def add_middleware(self, middleware: Middleware | ConsumerMiddleware) -> None:
+        """Add hooks around every run (called in the order added, settled in reverse).
+
+        Takes a :class:`~cloudjobs.middleware.Middleware`. A
+        :class:`~cloudjobs.middleware.ConsumerMiddleware` (``before_run`` / ``after_run``) still
+        works, adapted with its old semantics, but is deprecated (a ``DeprecationWarning`` says so).
+        """
+        if not isinstance(middleware, Middleware):
+            warnings.warn(
+                f"{type(middleware).__name__} implements ConsumerMiddleware (before_run/after_run), "
+                "which is deprecated: implement cloudjobs.middleware.Middleware (start → RunHandle)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self._middleware.append(as_middleware(middleware))
 
     # -- registry ---------------------------------------------------------------------------------
 

@@ -1,40 +1,37 @@
-"""The consumer core: one delivery in, one Outcome out; shared by every runtime.
+"""The consumer core: the one pipeline every delivery takes, whatever runtime received it.
 
-The pipeline, stage by stage::
+:meth:`Consumer.run` is the lifecycle, stage by stage::
 
-    decode → look up the job → validate the payload → middleware.before_run (cancellation,
-    idempotency lease) → run the handler with its timeout → middleware.after_run → Outcome
+    middleware.start → decode → look up the job → validate the payload → handle.before_run
+      (cancellation, idempotency lease) → invoke the handler (as the runtime's Invocation says,
+      with its timeout) → Outcome → handle.settle (reverse order) → apply(delivery, outcome)
+
+Every exception raised anywhere in it ends as an outcome (the handler's is that attempt's failure;
+anything raised around it is retried with backoff and dead-lettered at the end), never as an
+exception out of the pipeline. A ``BaseException`` that is not an ``Exception`` (``SystemExit``,
+``KeyboardInterrupt``) still passes through, as a teardown of the runtime would.
 
 A deferral (``Deferred``: not run now, not an attempt) still spends one of the queue's receives; near
 the redrive threshold the consumer asks for the message to be re-sent instead (same job id and
 attempt offset), so a job that keeps being deferred never reaches the dead-letter queue that way.
 
-Runtimes only translate: they turn what they received into :class:`Delivery` values and apply the
-outcome (delete, change visibility, dead-letter). Retry and dead-letter policy live here and in
-:mod:`cloudjobs.retry`, so the ECS worker and the Lambda adapter behave alike.
+Runtimes only translate: they turn what they received into :class:`Delivery` values, choose an
+:class:`~cloudjobs.invocation.Invocation`, and pass an ``apply`` that carries the outcome out
+(:class:`~cloudjobs.applier.OutcomeApplier`). Retry and dead-letter policy live here and in
+:mod:`cloudjobs.retry`, so the ECS worker, the Lambda adapter and ``drain`` behave alike.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
 
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import (
-    CORRELATION_ATTRIBUTE,
-    TYPE_ATTRIBUTE,
-    Envelope,
-    ForeignMessageError,
-    decode,
-    encode,
-)
+from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope, encode
 from cloudjobs.errors import (
     DecodeError,
     JobTimeoutError,
@@ -43,85 +40,36 @@ from cloudjobs.errors import (
     RetryableError,
     UnknownJobError,
 )
-from cloudjobs.job import Job, reset_current_job, set_current_job
-from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Retry
+from cloudjobs.invocation import INLINE, Invocation, call_handler, call_handler_async
+from cloudjobs.job import Job
+from cloudjobs.middleware import ConsumerMiddleware, Middleware, RunHandle, as_middleware
+from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Retry
 from cloudjobs.retry import RetryPolicy
+from cloudjobs.routing import attribute_of, decode_delivery
+from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import Settings
-from cloudjobs.telemetry.spans import RunTrace, Telemetry, default_telemetry
+from cloudjobs.telemetry.spans import Telemetry, default_telemetry
+
+__all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
 
 logger = logging.getLogger("cloudjobs.consumer")
 
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A delivery that decoded and validated: ready to run.
-
-    Attributes:
-        delivery: the message as received.
-        envelope: its decoded envelope.
-        definition: the job's registration.
-        payload: the validated payload, of the handler's payload type.
-        job: what the handler is told about its job.
-        policy: the retry policy in force for this job.
-        trace: the job's CONSUMER span and metrics (current while the handler runs; ended by settle).
-    """
-
-    delivery: Delivery
-    envelope: Envelope
-    definition: JobDefinition
-    payload: Any
-    job: Job
-    policy: RetryPolicy
-    trace: RunTrace | None = field(default=None, compare=False, repr=False)
-
-
-class ConsumerMiddleware(Protocol):
-    """A hook around the handler call (idempotency, cancellation, telemetry plug in here)."""
-
-    def before_run(self, prepared: Prepared) -> Outcome | None:
-        """Return an outcome to skip the handler (e.g. a stored result), or None to run it."""
-        ...
-
-    def after_run(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """See, and possibly replace, the outcome of a handler run."""
-        ...
-
-
-@runtime_checkable
-class LeaseMiddleware(ConsumerMiddleware, Protocol):
-    """A middleware that holds something for the length of a run (the idempotency lease).
-
-    Optional on top of :class:`ConsumerMiddleware`: the consumer calls these methods on the
-    middleware that have them.
-    """
-
-    def renew(self, prepared: Prepared) -> None:
-        """Extend what the run holds (called on the visibility heartbeat while the handler runs)."""
-        ...
-
-    def record_progress(self, job: Job, percent: int) -> None:
-        """Record a running job's progress (``job.progress(n)``)."""
-        ...
-
-    def after_timeout(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """Like ``after_run``, for a sync handler past its timeout whose thread still runs."""
-        ...
-
-    def after_late_return(self, prepared: Prepared, *, result: object, error: BaseException | None) -> None:
-        """The thread of a timed-out sync handler ended, returning ``result`` or raising ``error``."""
-        ...
+Apply = Callable[[Delivery, Outcome], object]
+"""Carries an outcome out (delete, change visibility, dead-letter, report to Lambda)."""
 
 
 class Consumer:
-    """Decides one outcome per delivery.
+    """Runs deliveries through the pipeline and decides one outcome for each.
 
     Args:
         registry: job type → definition.
         settings: defaults for attempts, timeouts, backoff and foreign-message routing.
         queue: the queue's configuration (its maxReceiveCount bounds the attempts).
         random: source of jitter in ``[0, 1)`` (injectable for tests).
-        middleware: hooks around the handler, in order.
-        telemetry: spans and metrics of each run (default: on, through the global providers).
+        middleware: hooks around every run, in order (:class:`Middleware`, or the deprecated
+            :class:`ConsumerMiddleware`).
+        telemetry: spans and metrics of each run (default: on, through the global providers); the
+            outermost middleware.
     """
 
     def __init__(
@@ -131,15 +79,16 @@ class Consumer:
         settings: Settings,
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
-        middleware: Sequence[ConsumerMiddleware] = (),
+        middleware: Sequence[Middleware | ConsumerMiddleware] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
-        self._telemetry = telemetry or default_telemetry()
         self._registry = registry
         self._settings = settings
         self._queue = queue
-        self._middleware = tuple(middleware)
-        self._lease_middleware = tuple(m for m in self._middleware if isinstance(m, LeaseMiddleware))
+        self._middleware: tuple[Middleware, ...] = (
+            telemetry or default_telemetry(),
+            *(as_middleware(m) for m in middleware),
+        )
         self._policies: dict[str, RetryPolicy] = {}
         extra = {} if random is None else {"random": random}
         self._default_policy = RetryPolicy(
@@ -176,28 +125,91 @@ class Consumer:
         """The time limit of a job's handler."""
         return definition.timeout or self._settings.job_timeout
 
-    def prepare(self, delivery: Delivery) -> Prepared | Outcome:
-        """Decode, look up and validate a delivery, then run the middleware's ``before_run``.
+    # -- the lifecycle ----------------------------------------------------------------------------
 
-        Returns the prepared job, or the outcome when it must not run (undecodable, unknown
-        type, invalid payload, or a middleware's decision). The delivery's CONSUMER span starts
-        here: it ends here with such an outcome, else in :meth:`settle`.
+    def run(self, delivery: Delivery, invocation: Invocation = INLINE, apply: Apply | None = None) -> Outcome:
+        """Run one delivery to its outcome; ``apply`` carries the outcome out, exactly once.
+
+        A sync handler on a worker slot that passes its deadline is settled then (a retryable
+        :class:`~cloudjobs.errors.JobTimeoutError`) and its outcome applied at once; this call still
+        returns only when the handler does, after releasing what the run held.
+
+        Never raises an ``Exception``: every failure ends as an outcome.
         """
-        trace = self._telemetry.start_run(delivery, self._queue)
-        prepared = self._prepare(delivery, trace)
-        if not isinstance(prepared, Prepared):
-            trace.finish(prepared)
-        return prepared
-
-    def _prepare(self, delivery: Delivery, trace: RunTrace) -> Prepared | Outcome:
+        run = Run(delivery, self._queue, invocation.lease_limit)
         try:
-            envelope = self._decode(delivery)
+            decided = self._begin(run)
+        except Exception as exc:  # Nothing raised before the handler may escape the pipeline.
+            decided = self._unexpected(run, exc)
+        if decided is not None:
+            return self._end(run, decided, apply)
+        assert run.prepared is not None  # _begin prepares the delivery or decides its outcome
+        monitor = invocation.monitor
+        # The heartbeat renews what the run holds (leases) while the handler runs.
+        renews = monitor is not None and any(type(h).renew is not RunHandle.renew for h in run.handles)
+        if renews and monitor is not None:
+            monitor.keep_lease(delivery.receipt, run.renew)
+        try:
+            if run.prepared.definition.is_async:
+                return self._end(run, self._outcome_of(run, *_await(run, invocation)), apply)
+            if monitor is None:
+                return self._end(run, self._outcome_of(run, *call_handler(run)), apply)
+            return self._run_with_deadline(run, invocation, apply)
+        finally:
+            if renews and monitor is not None:
+                monitor.drop_lease(delivery.receipt)
+
+    def process(self, delivery: Delivery) -> Outcome:
+        """Run a delivery to its outcome in this thread, applying nothing (for tests and tools).
+
+        Sync handlers run inline with no timeout enforcement; async ones on a private event loop.
+        """
+        return self.run(delivery)
+
+    def prepare(self, delivery: Delivery) -> Prepared | Outcome:
+        """Run the pipeline up to the handler call and stop there (for tests).
+
+        Returns the prepared job, with what ``before_run`` took (its idempotency lease) still held,
+        or the outcome when it must not run.
+        """
+        run = Run(delivery, self._queue)
+        try:
+            decided = self._begin(run)
+        except Exception as exc:
+            decided = self._unexpected(run, exc)
+        if decided is not None:
+            return self._settle(run, decided)
+        assert run.prepared is not None
+        return run.prepared
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def _begin(self, run: Run) -> Outcome | None:
+        """Start the middleware, prepare the delivery, ask ``before_run``; None: run the handler."""
+        for middleware in self._middleware:
+            handle = middleware.start(run)
+            if handle is not None:
+                run.handles.append(handle)
+        prepared = self._prepare(run)
+        if not isinstance(prepared, Prepared):
+            return prepared
+        run.prepared = prepared
+        for handle in run.handles:
+            decided = handle.before_run(run)
+            if decided is not None:
+                return self._requeue_if_near_redrive(run.delivery, prepared.envelope, decided)
+        return None
+
+    def _prepare(self, run: Run) -> Prepared | Outcome:
+        delivery = run.delivery
+        try:
+            envelope = decode_delivery(delivery, self._settings)
         except DecodeError as exc:
             return DeadLetter(
                 reason=exc.reason,
                 error=str(exc),
                 attempt=delivery.receive_count,
-                job_type=_attribute(delivery, TYPE_ATTRIBUTE),
+                job_type=attribute_of(delivery, TYPE_ATTRIBUTE),
             )
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)
         definition = self._registry.get(envelope.type)
@@ -226,146 +238,114 @@ class Consumer:
             ),
             message=delivery,
             envelope=envelope,
-            progress_reporter=self._record_progress if definition.has_record else None,
+            progress_reporter=run.record_progress if definition.has_record else None,
         )
-        trace.identify(job)
-        prepared = Prepared(delivery, envelope, definition, payload, job, policy, trace)
-        for middleware in self._middleware:
-            decided = middleware.before_run(prepared)
-            if decided is not None:
-                return self._requeue_if_near_redrive(delivery, envelope, decided)
-        return prepared
+        return Prepared(delivery, envelope, definition, payload, job, policy)
 
-    def call(self, prepared: Prepared) -> object:
-        """Run a sync handler in this thread, with its Job as the current one (no timeout here)."""
-        token = set_current_job(prepared.job)
-        try:
-            with prepared.trace or _UNTRACED:
-                return prepared.definition.function(*self._arguments(prepared))
-        finally:
-            reset_current_job(token)
-
-    async def call_async(self, prepared: Prepared) -> object:
-        """Run an async handler, cancelling it at its timeout (raises JobTimeoutError then)."""
-        token = set_current_job(prepared.job)
-        try:
-            # Entered before wait_for: the handler's task copies this context, span included.
-            with prepared.trace or _UNTRACED:
-                return await asyncio.wait_for(
-                    prepared.definition.function(*self._arguments(prepared)),
-                    prepared.job.timeout.total_seconds(),
-                )
-        except TimeoutError:
-            raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
-        finally:
-            reset_current_job(token)
-
-    def settle(
-        self,
-        prepared: Prepared,
-        *,
-        result: object = None,
-        error: BaseException | None = None,
-        is_still_running: bool = False,
-    ) -> Outcome:
-        """The outcome of a handler run that returned ``result`` or raised ``error``.
-
-        ``is_still_running``: a sync handler passed its timeout and its thread runs on; what the run
-        holds (its idempotency lease) is kept until :meth:`finish_late` is called.
-        """
-        outcome: Outcome
+    def _run_with_deadline(self, run: Run, invocation: Invocation, apply: Apply | None) -> Outcome:
+        """A sync handler on a worker slot: settled by its return or its deadline, whichever is first."""
+        prepared = run.prepared
+        assert prepared is not None
+        assert invocation.monitor is not None
         job = prepared.job
+        lock = threading.Lock()
+        settled: list[Outcome] = []
+
+        def on_deadline() -> None:
+            with lock:
+                if settled:
+                    return
+                run.is_still_running = True
+                error = JobTimeoutError(job_name=job.type, timeout=job.timeout)
+                settled.append(self._settle(run, self._outcome_of(run, None, error)))
+            logger.warning(
+                "job %s (%s) passed its timeout of %ss; its thread keeps its slot until it returns",
+                job.id,
+                job.type,
+                job.timeout.total_seconds(),
+                extra={"job_id": job.id, "job_type": job.type},
+            )
+            _apply(apply, run.delivery, settled[0])
+
+        cancel = invocation.monitor.call_at(job.timeout, on_deadline)
+        result, error = call_handler(run)
+        cancel()
+        with lock:
+            is_late = bool(settled)
+            if not is_late:
+                settled.append(self._settle(run, self._outcome_of(run, result, error)))
+        if not is_late:
+            _apply(apply, run.delivery, settled[0])
+            return settled[0]
+        # Settled by its deadline: what the run held (its lease) was kept until now.
+        for handle in reversed(run.handles):
+            try:
+                handle.settle_late(run, result=result, error=error)
+            except Exception:
+                logger.exception("settling the late return of job %s failed", job.id)
+        return settled[0]
+
+    def _outcome_of(self, run: Run, result: object, error: BaseException | None) -> Outcome:
+        """The outcome of a handler call that returned ``result`` or raised ``error``."""
+        prepared = run.prepared
+        assert prepared is not None
+        job = prepared.job
+        run.error = error
+        outcome: Outcome
         if error is None:
             outcome = Completed(result=result)
         elif isinstance(error, PermanentError | MessageError):
-            reason = "permanent_error" if isinstance(error, PermanentError) else error.reason
+            reason = Reason.PERMANENT_ERROR if isinstance(error, PermanentError) else error.reason
             outcome = DeadLetter(
                 reason=reason, error=_describe(error), attempt=job.attempt, job_type=job.type
             )
         else:
+            logger.info("job %s (%s) failed: %s", job.id, job.type, _describe(error))
             outcome = self._failure(prepared.delivery, job.type, job.attempt, prepared.policy, error)
         if job.cancelled:
             # A cancellation the run learnt of wins: no retry, no DLQ, whatever the handler did.
             outcome = Cancelled()
-        for middleware in reversed(self._middleware):
-            if is_still_running and isinstance(middleware, LeaseMiddleware):
-                outcome = middleware.after_timeout(prepared, outcome)
-            else:
-                outcome = middleware.after_run(prepared, outcome)
-        if prepared.trace is not None:
-            prepared.trace.finish(outcome, error)
         return outcome
 
-    def finish_late(
-        self, prepared: Prepared, *, result: object = None, error: BaseException | None = None
-    ) -> None:
-        """The thread of a handler settled by its timeout ended: release what the run still holds."""
-        for middleware in reversed(self._lease_middleware):
-            middleware.after_late_return(prepared, result=result, error=error)
+    def _unexpected(self, run: Run, error: BaseException) -> Outcome:
+        """Something other than the handler raised: retried with backoff, dead-lettered at the end."""
+        logger.error(
+            "message %s: the pipeline failed outside the handler",
+            run.delivery.message_id,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        delivery, prepared = run.delivery, run.prepared
+        if prepared is not None:
+            job = prepared.job
+            return self._failure(delivery, job.type, job.attempt, prepared.policy, error)
+        job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
+        return self._failure(delivery, job_type, delivery.receive_count, self._default_policy, error)
 
-    def renew(self, prepared: Prepared) -> None:
-        """Extend what a running job holds (its idempotency lease); runtimes call it on their heartbeat."""
-        for middleware in self._lease_middleware:
-            middleware.renew(prepared)
+    def _settle(self, run: Run, outcome: Outcome) -> Outcome:
+        """Every started handle sees the outcome, innermost first; a failing hook's error is retried."""
+        for handle in reversed(run.handles):
+            try:
+                outcome = handle.settle(run, outcome)
+            except Exception as exc:
+                outcome = self._unexpected(run, exc)
+        return outcome
 
-    @property
-    def holds_leases(self) -> bool:
-        """True when some middleware holds something per run that :meth:`renew` must extend."""
-        return bool(self._lease_middleware)
+    def _end(self, run: Run, outcome: Outcome, apply: Apply | None) -> Outcome:
+        outcome = self._settle(run, outcome)
+        _apply(apply, run.delivery, outcome)
+        return outcome
 
-    def process(self, delivery: Delivery) -> Outcome:
-        """Run a delivery to its outcome in this thread (async handlers on a private event loop).
-
-        Sync handlers run inline with no timeout enforcement; the worker enforces it.
-        """
-        prepared = self.prepare(delivery)
-        if not isinstance(prepared, Prepared):
-            return prepared
-        try:
-            if prepared.definition.is_async:
-                result = asyncio.run(self.call_async(prepared))
-            else:
-                result = self.call(prepared)
-        except Exception as exc:
-            logger.info("job %s (%s) failed: %s", prepared.job.id, prepared.job.type, _describe(exc))
-            return self.settle(prepared, error=exc)
-        return self.settle(prepared, result=result)
-
-    def _decode(self, delivery: Delivery) -> Envelope:
-        try:
-            return decode(delivery.body)
-        except ForeignMessageError as foreign:
-            job_type = self._route(delivery)
-            if job_type is None:
-                raise DecodeError(
-                    f"{foreign}; no routing rule applies (set CLOUDJOBS_DEFAULT_JOB_TYPE or "
-                    "CLOUDJOBS_JOB_TYPE_ATTRIBUTE)",
-                    reason="unroutable",
-                ) from None
-            return Envelope(
-                id=delivery.message_id,
-                type=job_type,
-                payload=foreign.content,
-                correlation_id=_attribute(delivery, CORRELATION_ATTRIBUTE) or uuid.uuid4().hex,
-                enqueued_at=delivery.sent_at,
-            )
-
-    def _route(self, delivery: Delivery) -> str | None:
-        if self._settings.job_type_attribute:
-            routed = _attribute(delivery, self._settings.job_type_attribute)
-            if routed:
-                return routed
-        return self._settings.default_job_type
+    # -- decisions --------------------------------------------------------------------------------
 
     def _failure(
         self,
         delivery: Delivery,
-        job_type: str,
+        job_type: str | None,
         attempt: int,
         policy: RetryPolicy,
         error: BaseException,
         *,
-        exhausted: str = "max_attempts",
+        exhausted: str = Reason.MAX_ATTEMPTS,
     ) -> Outcome:
         description = _describe(error)
         if policy.is_exhausted(attempt):
@@ -373,17 +353,13 @@ class Consumer:
         limit = self._queue.max_receive_count
         if limit is not None and delivery.receive_count >= limit:
             # The queue would redrive it on the next receive without saying why: send it ourselves.
-            reason = exhausted if exhausted != "max_attempts" else "max_receives"
+            reason = exhausted if exhausted != Reason.MAX_ATTEMPTS else Reason.MAX_RECEIVES
             return DeadLetter(reason=reason, error=description, attempt=attempt, job_type=job_type)
         if isinstance(error, RetryableError) and error.delay is not None:
             delay = min(max(error.delay, timedelta(0)), MAX_VISIBILITY)
         else:
             delay = policy.backoff(attempt)
         return Retry(delay=delay, error=description, attempt=attempt)
-
-    def _record_progress(self, job: Job, percent: int) -> None:
-        for middleware in self._lease_middleware:
-            middleware.record_progress(job, percent)
 
     def _requeue_if_near_redrive(self, delivery: Delivery, envelope: Envelope, outcome: Outcome) -> Outcome:
         """A deferral must not spend the queue's receives: near the redrive threshold, send a copy."""
@@ -401,23 +377,22 @@ class Consumer:
         )
         return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
 
-    @staticmethod
-    def _arguments(prepared: Prepared) -> tuple[Any, ...]:
-        if prepared.definition.takes_job:
-            return (prepared.payload, prepared.job)
-        return (prepared.payload,)
+
+def _await(run: Run, invocation: Invocation) -> tuple[object, Exception | None]:
+    try:
+        return invocation.run_coroutine(call_handler_async(run)), None
+    except Exception as exc:  # The attempt's failure.
+        return None, exc
 
 
-_UNTRACED = contextlib.nullcontext()
-
-
-def _attribute(delivery: Delivery, name: str) -> str | None:
-    # Senders spell attribute names differently; match them case-insensitively.
-    wanted = name.lower()
-    for key, value in delivery.attributes.items():
-        if key.lower() == wanted:
-            return value
-    return None
+def _apply(apply: Apply | None, delivery: Delivery, outcome: Outcome) -> None:
+    if apply is None:
+        return
+    try:
+        apply(delivery, outcome)
+    except Exception:
+        # Not applied means back after the visibility timeout: duplicated, never lost.
+        logger.exception("applying the outcome of message %s failed", delivery.message_id)
 
 
 def _describe(error: BaseException) -> str:

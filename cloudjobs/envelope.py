@@ -42,6 +42,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from cloudjobs.errors import DecodeError
+from cloudjobs.reasons import Reason
 
 ENVELOPE_VERSION: Final = 1
 """The newest envelope version this release writes and reads."""
@@ -103,7 +104,7 @@ class ForeignMessageError(DecodeError):
         content: the body parsed as JSON when it is JSON, else the raw text.
     """
 
-    reason = "unroutable"
+    reason = Reason.UNROUTABLE
 
     def __init__(self, message: str, *, content: JsonValue) -> None:
         super().__init__(message)
@@ -175,13 +176,13 @@ def _classify(body: str, error: ValidationError) -> DecodeError:
     problems = "; ".join(
         f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()[:5]
     )
-    return DecodeError(f"malformed envelope: {problems}", reason="malformed_envelope")
+    return DecodeError(f"malformed envelope: {problems}", reason=Reason.MALFORMED_ENVELOPE)
 
 
 def _unsupported(version: int) -> DecodeError:
     return DecodeError(
         f"envelope version {version} is newer than this release reads ({ENVELOPE_VERSION})",
-        reason="unsupported_version",
+        reason=Reason.UNSUPPORTED_VERSION,
     )
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
+from cloudjobs.reasons import Reason
+
 
 class CloudjobsError(Exception):
     """Root of every error cloudjobs raises."""
@@ -94,7 +96,7 @@ class MessageError(CloudjobsError):
         reason: a short machine-readable reason, recorded on the dead-lettered message.
     """
 
-    reason = "message_error"
+    reason: str = Reason.MESSAGE_ERROR
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -105,13 +107,13 @@ class MessageError(CloudjobsError):
 class DecodeError(MessageError):
     """The message body is not a valid cloudjobs envelope and no routing rule applies."""
 
-    reason = "undecodable"
+    reason = Reason.UNDECODABLE
 
 
 class UnknownJobError(MessageError):
     """No handler is registered under the message's job type."""
 
-    reason = "unknown_job"
+    reason = Reason.UNKNOWN_JOB
 
     def __init__(self, *, job_name: str) -> None:
         super().__init__(f"no handler registered for job type {job_name!r}")
@@ -121,7 +123,7 @@ class UnknownJobError(MessageError):
 class PayloadValidationError(MessageError):
     """The payload does not match the job's payload model."""
 
-    reason = "invalid_payload"
+    reason = Reason.INVALID_PAYLOAD
 
     def __init__(self, message: str, *, job_name: str) -> None:
         super().__init__(message)
@@ -131,7 +133,7 @@ class PayloadValidationError(MessageError):
 class PayloadTooLargeError(MessageError):
     """The encoded message (UTF-8 body plus attributes) is larger than the queue accepts."""
 
-    reason = "payload_too_large"
+    reason = Reason.PAYLOAD_TOO_LARGE
 
     def __init__(self, *, job_name: str, size: int, limit: int) -> None:
         super().__init__(
@@ -237,7 +239,7 @@ class IdempotencyKeyReusedError(IdempotencyError):
         job_id: the job id of the record that holds the key.
     """
 
-    reason = "idempotency_key_reused"
+    reason = Reason.IDEMPOTENCY_KEY_REUSED
 
     def __init__(self, *, key: str, job_name: str, job_id: str | None) -> None:
         super().__init__(

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
+from cloudjobs.reasons import Reason as Reason
 
 
 @dataclass(frozen=True, slots=True)

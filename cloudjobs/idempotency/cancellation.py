@@ -14,52 +14,52 @@ from __future__ import annotations
 
 import logging
 
-from cloudjobs.consumer import Prepared
 from cloudjobs.errors import IdempotencyError
 from cloudjobs.idempotency.base import JobControlStore
 from cloudjobs.job import Job
+from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Cancelled, Outcome
+from cloudjobs.run import Run
 
 logger = logging.getLogger("cloudjobs.cancellation")
 
 
-class CancellationMiddleware:
+class CancellationMiddleware(RunHandle):
     """Skips (before the start) or flags (while running) jobs without a record that were cancelled.
+
+    Keeps no per-run state: the middleware is its own handle, shared by every run.
 
     Args:
         store: where ``jobs.cancel`` wrote its markers.
     """
 
+    __slots__ = ("store",)
+
     def __init__(self, store: JobControlStore) -> None:
         self.store = store
 
-    def before_run(self, prepared: Prepared) -> Outcome | None:
+    def start(self, run: Run) -> RunHandle:
+        """This middleware itself: it keeps nothing per run."""
+        return self
+
+    def before_run(self, run: Run) -> Outcome | None:
         """Acknowledge a marked job without running it."""
+        prepared = run.prepared
+        assert prepared is not None
         if prepared.definition.has_record or not self._is_marked(prepared.job):
             return None
         logger.info("job %s was cancelled: acknowledged without running", prepared.job.id)
         return Cancelled()
 
-    def after_run(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """Nothing to settle: a marker is never changed by a run."""
-        return outcome
-
-    def renew(self, prepared: Prepared) -> None:
+    def renew(self, run: Run) -> None:
         """On the heartbeat: set ``job.cancelled`` when a marker appeared since the start."""
+        prepared = run.prepared
+        if prepared is None or prepared.definition.has_record:
+            return
         job = prepared.job
-        if not prepared.definition.has_record and not job.cancelled and self._is_marked(job):
+        if not job.cancelled and self._is_marked(job):
             logger.info("job %s: cancellation requested", job.id)
             job.cancel_signal.set()
-
-    def record_progress(self, job: Job, percent: int) -> None:
-        """Jobs without a record keep no progress."""
-
-    def after_timeout(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """Nothing is held past a timeout."""
-        return outcome
-
-    def after_late_return(self, prepared: Prepared, *, result: object, error: BaseException | None) -> None:
-        """Nothing is held past a timeout."""
 
     def _is_marked(self, job: Job) -> bool:
         try:

@@ -10,7 +10,7 @@ Around each run of a job that keeps a record (``idempotent=True``, ``idempotency
                          ├─ AlreadyCancelled  → Cancelled (acknowledged, never run)
                          └─ store unreachable → Deferred (fail closed: not run, not deleted)
     renew (heartbeat):   extends the lease; its answer sets ``job.cancelled`` on a cancellation request
-    after_run:  Completed → complete(result) · Cancelled → finish_cancelled · other → release(error)
+    settle:     Completed → complete(result) · Cancelled → finish_cancelled · other → release(error)
 
 The consumer acknowledges a completed message only after ``complete`` returned: a crash in between
 redelivers the message, and the next delivery re-runs the handler once the lease lapses (that is the
@@ -22,14 +22,11 @@ failure does not stop them.
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from cloudjobs.backends.base import MAX_VISIBILITY
 from cloudjobs.clock import Clock, SystemClock
-from cloudjobs.consumer import Prepared
 from cloudjobs.errors import IdempotencyError, IdempotencyKeyReusedError
 from cloudjobs.idempotency.base import (
     DEFAULT_RETENTION,
@@ -49,8 +46,9 @@ from cloudjobs.idempotency.base import (
     store_key,
 )
 from cloudjobs.job import Job
-from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
-from cloudjobs.run_lease import lease_bound
+from cloudjobs.middleware import RunHandle
+from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Released, Retry
+from cloudjobs.run import Run
 
 logger = logging.getLogger("cloudjobs.idempotency")
 
@@ -66,15 +64,6 @@ def lease_for(visibility: timedelta, heartbeat_interval: timedelta) -> timedelta
     than three heartbeat intervals: a heartbeat that runs one interval late still renews in time.
     """
     return max(visibility, 3 * heartbeat_interval)
-
-
-@dataclass(slots=True)
-class _Run:
-    """A lease held for one delivery's run."""
-
-    key: str
-    token: str
-    timed_out_outcome: Outcome | None = None
 
 
 class IdempotencyMiddleware:
@@ -110,16 +99,85 @@ class IdempotencyMiddleware:
         self.max_result_bytes = max_result_bytes
         self._clock: Clock = clock or SystemClock()
         self._store_down_deferral = store_down_deferral
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
 
-    # -- ConsumerMiddleware -----------------------------------------------------------------------
+    def start(self, run: Run) -> RunHandle:
+        """A handle that holds this run's lease, once it took one."""
+        return _LeaseRun(self)
 
-    def before_run(self, prepared: Prepared) -> Outcome | None:
+    @property
+    def store_down_deferral(self) -> timedelta:
+        """How long a message waits when the store cannot be reached."""
+        return self._store_down_deferral
+
+    def now(self) -> datetime:
+        """The current time of the clock deferrals are computed with."""
+        return self._clock.now()
+
+    def settle(self, job: Job, key: str, token: str, outcome: Outcome) -> None:
+        """Write what ``outcome`` means for the record under ``key``, held with ``token``."""
+        match outcome:
+            case Completed(result=result):
+                encoded = encode_result(result, max_bytes=self.max_result_bytes)
+                if encoded.omitted:
+                    logger.warning("result of job %s not stored: %s", job.id, encoded.omitted)
+                try:
+                    self.store.complete(
+                        key,
+                        token,
+                        result=encoded.json,
+                        result_omitted=encoded.omitted,
+                        retention=self.retention,
+                    )
+                except IdempotencyError as exc:
+                    # The side effect happened: acknowledge anyway. Only a duplicate delivered after
+                    # the lease lapses can run it again (the crash window, documented).
+                    logger.error("completing the record of job %s failed: %s", job.id, exc)
+            case DeadLetter(error=error):
+                self.release(key, token, error, is_final=True)
+            case Retry(error=error):
+                self.release(key, token, error, is_final=False)
+            case Deferred(reason=reason) | Released(reason=reason):
+                self.release(key, token, f"not run: {reason}", is_final=False)
+            case Cancelled():
+                self._finish_cancelled(key, token)
+
+    def release(self, key: str, token: str, error: str, *, is_final: bool) -> None:
+        """Give the lease up after a run that did not complete (``is_final``: no retry follows)."""
+        try:
+            self.store.release(key, token, error=error, is_final=is_final)
+        except IdempotencyError as exc:
+            # The lease lapses by itself; the outcome (and the handler's own error) stands.
+            logger.warning("releasing the lease on %r failed: %s", key, exc)
+
+    def _finish_cancelled(self, key: str, token: str) -> None:
+        if not isinstance(self.store, JobControlStore):
+            self.release(key, token, "cancelled", is_final=True)
+            return
+        try:
+            self.store.finish_cancelled(key, token)
+        except IdempotencyError as exc:
+            logger.warning("recording the cancellation on %r failed: %s", key, exc)
+
+
+class _LeaseRun(RunHandle):
+    """One run's lease: taken before the handler, renewed on the heartbeat, settled after."""
+
+    __slots__ = ("_key", "_middleware", "_timed_out_outcome", "_token")
+
+    def __init__(self, middleware: IdempotencyMiddleware) -> None:
+        self._middleware = middleware
+        self._key: str | None = None
+        self._token = ""
+        self._timed_out_outcome: Outcome | None = None
+
+    def before_run(self, run: Run) -> Outcome | None:
         """Take the lease, or decide the outcome without running the handler."""
+        assert run.prepared is not None
+        prepared = run.prepared
         definition, job = prepared.definition, prepared.job
         if not definition.has_record or job.idempotency_key is None:
             return None
+        middleware = self._middleware
         claim = Claim(
             key=store_key(job.type, job.idempotency_key),
             job_id=job.id,
@@ -127,18 +185,19 @@ class IdempotencyMiddleware:
             payload_hash=payload_hash(job.type, prepared.envelope.payload),
         )
         try:
-            answer = self.store.acquire(claim, lease=lease_bound() or self.lease, retention=self.retention)
+            answer = middleware.store.acquire(
+                claim, lease=run.lease_limit or middleware.lease, retention=middleware.retention
+            )
         except IdempotencyError as exc:
             if not definition.idempotent:
                 logger.warning("status record of job %s not written: %s", job.id, exc)
                 return None
             # Fail closed: without the record there is no telling whether the job ran already.
             logger.warning("job %s deferred: idempotency store unavailable: %s", job.id, exc)
-            return Deferred(delay=self._store_down_deferral, reason="idempotency_store_unavailable")
+            return Deferred(delay=middleware.store_down_deferral, reason=Reason.IDEMPOTENCY_STORE_UNAVAILABLE)
         match answer:
             case Acquired(token=token):
-                with self._lock:
-                    self._runs[prepared.delivery.receipt] = _Run(claim.key, token)
+                self._key, self._token = claim.key, token
                 return None
             case AlreadyCancelled():
                 logger.info("job %s was cancelled: acknowledged without running", job.id)
@@ -151,8 +210,8 @@ class IdempotencyMiddleware:
                 )
                 return Completed(result=decode_result(result))
             case InProgress(available_at=available_at):
-                delay = min(max(available_at - self._clock.now(), _MIN_DEFERRAL), MAX_VISIBILITY)
-                return Deferred(delay=delay, reason="lease_held")
+                delay = min(max(available_at - middleware.now(), _MIN_DEFERRAL), MAX_VISIBILITY)
+                return Deferred(delay=delay, reason=Reason.LEASE_HELD)
             case PayloadMismatch(job_id=holder):
                 error = IdempotencyKeyReusedError(key=job.idempotency_key, job_name=job.type, job_id=holder)
                 return DeadLetter(
@@ -160,61 +219,29 @@ class IdempotencyMiddleware:
                 )
         raise AssertionError(f"unexpected answer {answer!r}")  # pragma: no cover
 
-    def after_run(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """Complete the record with the result, or release the lease after a failure."""
-        run = self._pop(prepared)
-        if run is None:
-            return outcome
-        self._settle(prepared.job, run, outcome)
-        return outcome
-
-    # -- LeaseMiddleware --------------------------------------------------------------------------
-
-    def after_timeout(self, prepared: Prepared, outcome: Outcome) -> Outcome:
-        """A sync handler passed its timeout but its thread still runs: keep the lease until it ends."""
-        with self._lock:
-            run = self._runs.get(prepared.delivery.receipt)
-            if run is not None:
-                run.timed_out_outcome = outcome
-        return outcome
-
-    def after_late_return(self, prepared: Prepared, *, result: object, error: BaseException | None) -> None:
-        """The thread of a timed-out handler ended: complete the record if it succeeded, else release."""
-        run = self._pop(prepared)
-        if run is None:
-            return
-        if prepared.job.cancelled:
-            self._settle(prepared.job, run, Cancelled())
-        elif error is None:
-            self._settle(prepared.job, run, Completed(result=result))
-        else:
-            final = isinstance(run.timed_out_outcome, DeadLetter)
-            self._release(run, f"{type(error).__name__}: {error}", is_final=final)
-
-    def renew(self, prepared: Prepared) -> None:
+    def renew(self, run: Run) -> None:
         """Extend the lease of a running job (called on the visibility heartbeat)."""
-        with self._lock:
-            run = self._runs.get(prepared.delivery.receipt)
-        if run is None:
+        if self._key is None or run.prepared is None:
             return
+        job = run.prepared.job
         try:
-            renewal = self.store.renew(run.key, run.token, lease=self.lease)
+            renewal = self._middleware.store.renew(self._key, self._token, lease=self._middleware.lease)
         except IdempotencyError as exc:
-            logger.warning("renewing the lease of job %s failed: %s", prepared.job.id, exc)
+            logger.warning("renewing the lease of job %s failed: %s", job.id, exc)
             return
-        if renewal.is_cancel_requested and not prepared.job.cancelled:
-            logger.info("job %s: cancellation requested", prepared.job.id)
-            prepared.job.cancel_signal.set()
+        if renewal.is_cancel_requested and not job.cancelled:
+            logger.info("job %s: cancellation requested", job.id)
+            job.cancel_signal.set()
 
-    def record_progress(self, job: Job, percent: int) -> None:
+    def record_progress(self, run: Run, percent: int) -> None:
         """Write a running job's progress (renewing its lease on the way)."""
-        with self._lock:
-            run = self._runs.get(job.message.receipt)
-        if run is None:
+        if self._key is None or run.prepared is None:
             return
+        job = run.prepared.job
+        middleware = self._middleware
         try:
-            renewal = self.store.renew(
-                run.key, run.token, lease=lease_bound() or self.lease, progress=percent
+            renewal = middleware.store.renew(
+                self._key, self._token, lease=run.lease_limit or middleware.lease, progress=percent
             )
         except IdempotencyError as exc:
             logger.warning("recording progress of job %s failed: %s", job.id, exc)
@@ -222,51 +249,28 @@ class IdempotencyMiddleware:
         if renewal.is_cancel_requested:
             job.cancel_signal.set()
 
-    # -- internals --------------------------------------------------------------------------------
+    def settle(self, run: Run, outcome: Outcome) -> Outcome:
+        """Complete the record with the result, or release the lease after a failure; a sync
+        handler past its timeout keeps its lease until its thread ends (:meth:`settle_late`)."""
+        if self._key is None or run.prepared is None:
+            return outcome
+        if run.is_still_running:
+            self._timed_out_outcome = outcome
+            return outcome
+        key, self._key = self._key, None
+        self._middleware.settle(run.prepared.job, key, self._token, outcome)
+        return outcome
 
-    def _pop(self, prepared: Prepared) -> _Run | None:
-        with self._lock:
-            return self._runs.pop(prepared.delivery.receipt, None)
-
-    def _settle(self, job: Job, run: _Run, outcome: Outcome) -> None:
-        match outcome:
-            case Completed(result=result):
-                encoded = encode_result(result, max_bytes=self.max_result_bytes)
-                if encoded.omitted:
-                    logger.warning("result of job %s not stored: %s", job.id, encoded.omitted)
-                try:
-                    self.store.complete(
-                        run.key,
-                        run.token,
-                        result=encoded.json,
-                        result_omitted=encoded.omitted,
-                        retention=self.retention,
-                    )
-                except IdempotencyError as exc:
-                    # The side effect happened: acknowledge anyway. Only a duplicate delivered after
-                    # the lease lapses can run it again (the crash window, documented).
-                    logger.error("completing the record of job %s failed: %s", job.id, exc)
-            case DeadLetter(error=error):
-                self._release(run, error, is_final=True)
-            case Retry(error=error):
-                self._release(run, error, is_final=False)
-            case Deferred(reason=reason) | Released(reason=reason):
-                self._release(run, f"not run: {reason}", is_final=False)
-            case Cancelled():
-                self._finish_cancelled(run)
-
-    def _finish_cancelled(self, run: _Run) -> None:
-        if not isinstance(self.store, JobControlStore):
-            self._release(run, "cancelled", is_final=True)
+    def settle_late(self, run: Run, *, result: object, error: BaseException | None) -> None:
+        """The thread of a timed-out handler ended: complete the record if it succeeded, else release."""
+        if self._key is None or run.prepared is None:
             return
-        try:
-            self.store.finish_cancelled(run.key, run.token)
-        except IdempotencyError as exc:
-            logger.warning("recording the cancellation on %r failed: %s", run.key, exc)
-
-    def _release(self, run: _Run, error: str, *, is_final: bool) -> None:
-        try:
-            self.store.release(run.key, run.token, error=error, is_final=is_final)
-        except IdempotencyError as exc:
-            # The lease lapses by itself; the outcome (and the handler's own error) stands.
-            logger.warning("releasing the lease on %r failed: %s", run.key, exc)
+        key, self._key = self._key, None
+        job, middleware = run.prepared.job, self._middleware
+        if job.cancelled:
+            middleware.settle(job, key, self._token, Cancelled())
+        elif error is None:
+            middleware.settle(job, key, self._token, Completed(result=result))
+        else:
+            final = isinstance(self._timed_out_outcome, DeadLetter)
+            middleware.release(key, self._token, f"{type(error).__name__}: {error}", is_final=final)

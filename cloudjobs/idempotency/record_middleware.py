@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from cloudjobs.clock import Clock
-from cloudjobs.consumer import ConsumerMiddleware
 from cloudjobs.definition import JobDefinition
 from cloudjobs.idempotency.base import IdempotencyStore, JobControlStore
+from cloudjobs.middleware import Middleware
 from cloudjobs.settings import Settings
 
 
@@ -21,7 +21,7 @@ def record_middleware(
     clock: Clock,
     store: Callable[[], IdempotencyStore],
     has_store: bool,
-) -> list[ConsumerMiddleware]:
+) -> list[Middleware]:
     """The idempotency middleware when a job keeps a record, then the cancellation middleware when
     a job keeps none and the store supports cancellation.
 
@@ -36,7 +36,7 @@ def record_middleware(
     Raises:
         ConfigurationError: a job keeps a record and no store is configured.
     """
-    middleware: list[ConsumerMiddleware] = []
+    middleware: list[Middleware] = []
     if any(definition.has_record for definition in registry.values()):
         middleware.append(_idempotency_middleware(store(), settings, queue_visibility, clock))
     control = store() if has_store else None
@@ -50,7 +50,7 @@ def record_middleware(
 
 def _idempotency_middleware(
     store: IdempotencyStore, settings: Settings, queue_visibility: timedelta, clock: Clock
-) -> ConsumerMiddleware:
+) -> Middleware:
     from cloudjobs.idempotency.middleware import IdempotencyMiddleware, lease_for
 
     # The worker's visibility and heartbeat, by the same rule: the lease cannot contradict them.

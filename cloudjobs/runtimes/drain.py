@@ -6,12 +6,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from cloudjobs.applier import OutcomeApplier
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.consumer import Consumer
+from cloudjobs.invocation import INLINE
 from cloudjobs.outcomes import Outcome
-from cloudjobs.runtimes.applier import OutcomeApplier
-from cloudjobs.runtimes.ordering import run_in_order
+from cloudjobs.runtimes.ordering import applying, chains, run_chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ def drain(
     of waiting for it.
     """
     applier = OutcomeApplier(backend, backend)
+    process = applying(consumer, INLINE, applier.apply)
     report = DrainReport()
     handled = 0
     while handled < max_jobs:
@@ -63,9 +65,9 @@ def drain(
                 break
             backend.advance(min(waiting) - backend.now())
             continue
-        for delivery, outcome in run_in_order(consumer, deliveries):
-            applier.apply(delivery, outcome)
-            report.outcomes.append((delivery.message_id, outcome))
+        for chain in chains(deliveries):
+            for delivery, outcome in run_chain(chain, process, applier.apply):
+                report.outcomes.append((delivery.message_id, outcome))
         applier.flush()
         handled += len(deliveries)
     report.counts.update(applier.counts)

@@ -23,7 +23,6 @@ deadline, releases messages that never started (visibility 0) and returns.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import signal
@@ -31,18 +30,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from cloudjobs.applier import BatchedDeletes, OutcomeApplier
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES, MAX_VISIBILITY, Backend, Delivery, QueueStatistics
-from cloudjobs.consumer import Consumer, Prepared
-from cloudjobs.errors import CloudjobsError, ConfigurationError, JobTimeoutError
-from cloudjobs.outcomes import Outcome, Released
-from cloudjobs.runtimes.applier import OutcomeApplier
+from cloudjobs.consumer import Consumer
+from cloudjobs.errors import CloudjobsError, ConfigurationError
+from cloudjobs.invocation import EventLoopThread, Invocation
+from cloudjobs.outcomes import Outcome, Reason, Released
 from cloudjobs.runtimes.heartbeat import Heartbeat
-from cloudjobs.runtimes.ordering import chains, lets_group_continue
+from cloudjobs.runtimes.ordering import applying, chains, run_chain
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL, QueueMetricsReader
 
 if TYPE_CHECKING:
@@ -53,16 +52,6 @@ logger = logging.getLogger("cloudjobs.worker")
 _FLUSH_AFTER = 0.25
 """Seconds a partial batch of deletes may wait for more before it is sent."""
 _RECEIVE_ERROR_PAUSE = 1.0
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """A sync handler run, settled by whichever comes first: its return or its deadline."""
-
-    delivery: Delivery
-    prepared: Prepared
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    outcome: Outcome | None = None
 
 
 class Worker:
@@ -110,7 +99,7 @@ class Worker:
         self._capacity = threading.Condition()
         self._outstanding = 0
         self._work: queue.SimpleQueue[list[Delivery] | None] = queue.SimpleQueue()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = EventLoopThread("cloudjobs-event-loop")
         self.started = threading.Event()
         self._applier: OutcomeApplier | None = None
         self.receives = 0
@@ -142,23 +131,28 @@ class Worker:
         )
         interval = settings.heartbeat_interval(visibility)
         self._check_timeouts(consumer)
-        applier = self._applier = OutcomeApplier(backend, self._app.clock)
+        deletes = BatchedDeletes(backend)
+        applier = self._applier = OutcomeApplier(backend, self._app.clock, acknowledging=deletes)
         heartbeat = Heartbeat(
-            backend, visibility=visibility, interval=interval, on_tick=lambda: self._flush_if_due(applier)
+            backend,
+            visibility=visibility,
+            interval=interval,
+            on_tick=lambda: self._flush_if_due(deletes, applier),
         )
         self._visibility = visibility
         restore = self._install_signal_handlers()
+        # Async handlers run on one shared loop (started on first use); sync ones on the handler
+        # threads, their deadlines fired and their leases renewed by the heartbeat.
+        invocation = Invocation(loop=self._loop, monitor=heartbeat)
         threads = [
             threading.Thread(
                 target=self._handle_loop,
-                args=(consumer, applier, heartbeat),
+                args=(consumer, applier, heartbeat, invocation),
                 name=f"cloudjobs-handler-{index}",
                 daemon=True,
             )
             for index in range(self.concurrency)
         ]
-        if any(definition.is_async for definition in self._app.registry.values()):
-            self._start_event_loop()
         receiver = threading.Thread(
             target=self._receive_loop, args=(backend, heartbeat), name="cloudjobs-receiver", daemon=True
         )
@@ -224,106 +218,42 @@ class Worker:
 
     # -- handling ---------------------------------------------------------------------------------
 
-    def _handle_loop(self, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat) -> None:
+    def _handle_loop(
+        self, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat, invocation: Invocation
+    ) -> None:
+        def apply(delivery: Delivery, outcome: Outcome) -> bool:
+            heartbeat.release(delivery.receipt)
+            return applier.apply(delivery, outcome)
+
+        run = applying(consumer, invocation, apply)
+
+        def process(delivery: Delivery) -> tuple[Outcome, bool]:
+            if self._stopping.is_set():
+                released = Released(reason=Reason.SHUTDOWN)
+                return released, apply(delivery, released)
+            return run(delivery)
+
         while True:
             chain = self._work.get()
             if chain is None:
                 return
-            blocked = False
-            for delivery in chain:
-                try:
-                    if blocked or self._stopping.is_set():
-                        outcome: Outcome = Released(
-                            reason="shutdown" if not blocked else "fifo_group_blocked"
-                        )
-                        applier.apply(delivery, outcome)
-                    else:
-                        outcome = self._run(delivery, consumer, applier, heartbeat)
-                    blocked = not lets_group_continue(outcome)
-                except Exception:
-                    # Never let one message take a handler thread down: it is redelivered later.
-                    logger.exception("handling message %s failed", delivery.message_id)
-                    blocked = True
-                finally:
+            done = 0
+            try:
+                for delivery, _ in run_chain(chain, process, apply):
                     heartbeat.release(delivery.receipt)
-                    with self._capacity:
-                        self._outstanding -= 1
-                        self._capacity.notify_all()
+                    done += 1
+                    self._finished(1)
+            except Exception:
+                # Never let one message take a handler thread down: the rest are redelivered later.
+                logger.exception("handling message %s failed", chain[done].message_id)
+                for delivery in chain[done:]:
+                    heartbeat.release(delivery.receipt)
+                self._finished(len(chain) - done)
 
-    def _run(
-        self, delivery: Delivery, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat
-    ) -> Outcome:
-        prepared = consumer.prepare(delivery)
-        if not isinstance(prepared, Prepared):
-            applier.apply(delivery, prepared)
-            return prepared
-        extra = {"job_id": prepared.job.id, "job_type": prepared.job.type, "attempt": prepared.job.attempt}
-        logger.debug("job started", extra=extra)
-        if consumer.holds_leases:
-            heartbeat.keep_lease(delivery.receipt, lambda: consumer.renew(prepared))
-        try:
-            if prepared.definition.is_async:
-                outcome = self._run_async(prepared, consumer)
-            else:
-                outcome, is_applied = self._run_sync(prepared, consumer, applier, heartbeat)
-                if is_applied:  # settled by its deadline while the handler still ran
-                    return outcome
-        finally:
-            heartbeat.drop_lease(delivery.receipt)
-        applier.apply(delivery, outcome)
-        logger.debug("job settled: %s", type(outcome).__name__, extra=extra)
-        return outcome
-
-    def _run_sync(
-        self, prepared: Prepared, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat
-    ) -> tuple[Outcome, bool]:
-        """Run a sync handler; returns its outcome and whether the deadline already applied it."""
-        attempt = _Attempt(prepared.delivery, prepared)
-
-        def on_deadline() -> None:
-            with attempt.lock:
-                if attempt.outcome is not None:
-                    return
-                error = JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout)
-                attempt.outcome = consumer.settle(prepared, error=error, is_still_running=True)
-            heartbeat.release(prepared.delivery.receipt)
-            logger.warning(
-                "job %s (%s) passed its timeout of %ss; its thread keeps its slot until it returns",
-                prepared.job.id,
-                prepared.job.type,
-                prepared.job.timeout.total_seconds(),
-                extra={"job_id": prepared.job.id, "job_type": prepared.job.type},
-            )
-            applier.apply(prepared.delivery, attempt.outcome)
-
-        cancel = heartbeat.call_at(prepared.job.timeout, on_deadline)
-        try:
-            result = consumer.call(prepared)
-            error: Exception | None = None
-        except Exception as exc:
-            result, error = None, exc
-        finally:
-            cancel()
-        with attempt.lock:
-            if attempt.outcome is None:
-                attempt.outcome = consumer.settle(prepared, result=result, error=error)
-                return attempt.outcome, False
-        # Settled by its deadline: what the run held (its lease) was kept until now.
-        consumer.finish_late(prepared, result=result, error=error)
-        return attempt.outcome, True
-
-    def _run_async(self, prepared: Prepared, consumer: Consumer) -> Outcome:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(consumer.call_async(prepared), self._loop)
-        try:
-            result = future.result()
-        except Exception as exc:
-            return consumer.settle(prepared, error=exc)
-        return consumer.settle(prepared, result=result)
-
-    def _start_event_loop(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="cloudjobs-event-loop", daemon=True).start()
+    def _finished(self, count: int) -> None:
+        with self._capacity:
+            self._outstanding -= count
+            self._capacity.notify_all()
 
     # -- shutting down ----------------------------------------------------------------------------
 
@@ -348,8 +278,8 @@ class Worker:
             self._work.put(None)
         applier.flush()
         heartbeat.stop()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        # Waited for briefly: an async handler that blocks the loop must not hold the exit up.
+        self._loop.close(timeout=max(1.0, deadline - time.monotonic()))
         if unfinished:
             logger.warning(
                 "%d jobs did not finish within the shutdown deadline; their messages reappear "
@@ -367,8 +297,8 @@ class Worker:
             return None
         return QueueMetricsReader(backend, queue=queue, interval=self.queue_metrics_interval)
 
-    def _flush_if_due(self, applier: OutcomeApplier) -> None:
-        age = applier.oldest_pending_age()
+    def _flush_if_due(self, deletes: BatchedDeletes, applier: OutcomeApplier) -> None:
+        age = deletes.oldest_pending_age()
         if age is not None and age >= _FLUSH_AFTER:
             applier.flush()
 

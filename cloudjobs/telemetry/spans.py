@@ -34,6 +34,7 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from cloudjobs.backends.base import Delivery, QueueInfo, SendResult
+from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.telemetry import propagation, providers
 from cloudjobs.telemetry.metrics import (
@@ -48,6 +49,7 @@ from cloudjobs.telemetry.metrics import (
 if TYPE_CHECKING:
     from cloudjobs.envelope import Envelope
     from cloudjobs.job import Job
+    from cloudjobs.run import Run
 
 SEMCONV_VERSION: Final = "1.44.0"
 """The version of the OpenTelemetry semantic conventions the spans follow."""
@@ -138,9 +140,9 @@ class Telemetry:
         """Begin tracing one producer call of ``count`` messages to ``info``'s queue."""
         return EnqueueTrace(info, count, is_enabled=self.is_enabled)
 
-    def start_run(self, delivery: Delivery, info: QueueInfo) -> RunTrace:
-        """Begin tracing one delivery: extract its context and start its CONSUMER span."""
-        return RunTrace(delivery, info, is_enabled=self.is_enabled)
+    def start(self, run: Run) -> RunTrace:
+        """The run's CONSUMER span and metrics, as a middleware handle (the pipeline's outermost)."""
+        return RunTrace(run.delivery, run.queue, is_enabled=self.is_enabled)
 
 
 @functools.cache
@@ -265,8 +267,11 @@ class EnqueueTrace:
             span.end()
 
 
-class RunTrace:
-    """The CONSUMER span of one delivery, and the metrics of its run."""
+class RunTrace(RunHandle):
+    """The CONSUMER span of one delivery, and the metrics of its run: the telemetry middleware's
+    handle, started as the delivery arrives and settled after every other middleware."""
+
+    wraps_call = True
 
     __slots__ = (
         "_attributes",
@@ -369,6 +374,24 @@ class RunTrace:
         if self._token is not None:
             context.detach(self._token)
             self._token = None
+
+    def before_run(self, run: Run) -> None:
+        """Name the job once the delivery is prepared."""
+        if run.prepared is not None:
+            self.identify(run.prepared.job)
+
+    def enter(self, run: Run) -> None:
+        """Make the span current around the handler call."""
+        self.__enter__()
+
+    def exit(self, run: Run) -> None:
+        """The handler call ended: record its duration, detach the span."""
+        self.__exit__()
+
+    def settle(self, run: Run, outcome: Outcome) -> Outcome:
+        """Record the outcome (and the handler's exception) and end the span."""
+        self.finish(outcome, run.error)
+        return outcome
 
     def finish(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record the outcome (events, status, counters) and end the span; later calls do nothing."""

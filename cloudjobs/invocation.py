@@ -1,0 +1,174 @@
+"""How a runtime has the pipeline invoke handlers: inline, on a worker slot with its deadline, on a
+shared event loop.
+
+The pipeline (:meth:`cloudjobs.consumer.Consumer.run`) is the same for every runtime; an
+:class:`Invocation` is what differs:
+
+================ ==================================== ======================================
+runtime          sync handlers                        async handlers
+================ ==================================== ======================================
+``drain``        inline, no timeout enforced          ``asyncio.run`` per job, with timeout
+Lambda           inline (the invocation's timeout)    the shared :class:`EventLoopThread`
+ECS worker       inline on a slot, deadline fired by  the shared :class:`EventLoopThread`
+                 the heartbeat; leases renewed there
+================ ==================================== ======================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol, TypeVar
+
+from cloudjobs.errors import JobTimeoutError
+from cloudjobs.job import reset_current_job, set_current_job
+from cloudjobs.run import Prepared, Run
+
+T = TypeVar("T")
+
+
+class RunMonitor(Protocol):
+    """What keeps a worker's runs alive: fires deadlines and renews leases (the worker's heartbeat)."""
+
+    def call_at(self, delay: timedelta, action: Callable[[], None]) -> Callable[[], None]:
+        """Run ``action`` after ``delay`` (on the monitor's thread); returns a function that cancels it."""
+        ...
+
+    def keep_lease(self, receipt: str, renew: Callable[[], None]) -> None:
+        """Call ``renew`` on every beat until :meth:`drop_lease`."""
+        ...
+
+    def drop_lease(self, receipt: str) -> None:
+        """Stop renewing what was kept for ``receipt``."""
+        ...
+
+
+class EventLoopThread:
+    """One asyncio event loop on a daemon thread, started on first use, shared by every async run.
+
+    Async clients a handler keeps between jobs stay bound to the loop they were created on, so the
+    worker and the Lambda runtime keep one loop for their whole life rather than one per job.
+
+    Args:
+        name: the thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, coroutine: Coroutine[object, object, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for its result (or exception) in this thread."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name=self._name, daemon=True)
+                self._thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Stop the loop and close it once its thread ended (a later :meth:`run` starts a new one).
+
+        Args:
+            timeout: the longest to wait for the thread, in seconds (None: as long as it takes); a
+                coroutine that blocks the loop past it leaves the loop to end by itself.
+        """
+        with self._lock:
+            loop, self._loop = self._loop, None
+            thread, self._thread = self._thread, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """How handlers are invoked.
+
+    Attributes:
+        loop: where async handlers run; None runs each on its own loop (``asyncio.run``).
+        monitor: fires sync handlers' deadlines and renews what runs hold; None enforces no sync
+            timeout (the caller's own limit applies, as a Lambda function's timeout does).
+        lease_limit: the longest a run may last from its start, when the runtime knows it (None: the
+            monitor renews leases instead).
+    """
+
+    loop: EventLoopThread | None = None
+    monitor: RunMonitor | None = None
+    lease_limit: timedelta | None = None
+
+    def run_coroutine(self, coroutine: Coroutine[object, object, T]) -> T:
+        """Run an async handler's coroutine to its end."""
+        if self.loop is None:
+            return asyncio.run(coroutine)
+        return self.loop.run(coroutine)
+
+
+INLINE = Invocation()
+"""Sync handlers in the calling thread with no timeout enforced, async ones on a loop of their own."""
+
+
+def call_handler(run: Run) -> tuple[object, Exception | None]:
+    """Call a sync handler in this thread (see :func:`running`); returns its result, or the
+    exception it raised."""
+    prepared = run.prepared
+    assert prepared is not None
+    try:
+        with running(run):
+            return prepared.definition.function(*_arguments(prepared)), None
+    except Exception as exc:  # The attempt's failure.
+        return None, exc
+
+
+async def call_handler_async(run: Run) -> object:
+    """Await an async handler as :func:`call_handler` calls a sync one, cancelling it at its timeout.
+
+    Raises:
+        JobTimeoutError: the handler ran past its timeout.
+    """
+    prepared = run.prepared
+    assert prepared is not None
+    try:
+        # Entered before wait_for: the handler's task copies this context, span included.
+        with running(run):
+            return await asyncio.wait_for(
+                prepared.definition.function(*_arguments(prepared)), prepared.job.timeout.total_seconds()
+            )
+    except TimeoutError:
+        raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
+
+
+@contextlib.contextmanager
+def running(run: Run) -> Iterator[None]:
+    """Around a handler call: its job is current, and the middleware's ``enter``/``exit`` hooks
+    (the telemetry span) run around it in the calling thread or task."""
+    assert run.prepared is not None
+    wrapping = [handle for handle in run.handles if handle.wraps_call]
+    token = set_current_job(run.prepared.job)
+    run.has_started = True
+    try:
+        for handle in wrapping:
+            handle.enter(run)
+        try:
+            yield
+        finally:
+            for handle in reversed(wrapping):
+                handle.exit(run)
+    finally:
+        reset_current_job(token)
+
+
+def _arguments(prepared: Prepared) -> tuple[object, ...]:
+    if prepared.definition.takes_job:
+        return (prepared.payload, prepared.job)
+    return (prepared.payload,)
