@@ -90,6 +90,7 @@ class Consumer:
             *(as_middleware(m) for m in middleware),
         )
         self._policies: dict[str, RetryPolicy] = {}
+        self._default_timeout = settings.job_timeout
         extra = {} if random is None else {"random": random}
         self._default_policy = RetryPolicy(
             max_attempts=settings.max_attempts,
@@ -123,7 +124,7 @@ class Consumer:
 
     def timeout_of(self, definition: JobDefinition) -> timedelta:
         """The time limit of a job's handler."""
-        return definition.timeout or self._settings.job_timeout
+        return definition.timeout or self._default_timeout
 
     # -- the lifecycle ----------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Consumer:
 
         Never raises an ``Exception``: every failure ends as an outcome.
         """
-        run = Run(delivery, self._queue, invocation.lease_limit)
+        run = Run(delivery, self._queue, invocation.time_left)
         try:
             decided = self._begin(run)
         except Exception as exc:  # Nothing raised before the handler may escape the pipeline.

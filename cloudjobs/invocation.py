@@ -17,16 +17,18 @@ ECS worker       inline on a slot, deadline fired by  the shared :class:`EventLo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cloudjobs.errors import JobTimeoutError
 from cloudjobs.job import reset_current_job, set_current_job
 from cloudjobs.run import Prepared, Run
+
+if TYPE_CHECKING:
+    from cloudjobs.middleware import RunHandle
 
 T = TypeVar("T")
 
@@ -99,13 +101,13 @@ class Invocation:
         loop: where async handlers run; None runs each on its own loop (``asyncio.run``).
         monitor: fires sync handlers' deadlines and renews what runs hold; None enforces no sync
             timeout (the caller's own limit applies, as a Lambda function's timeout does).
-        lease_limit: the longest a run may last from its start, when the runtime knows it (None: the
-            monitor renews leases instead).
+        time_left: how long runs may still last, when the runtime knows it (a Lambda invocation's
+            remaining time); None: the monitor renews what they hold instead.
     """
 
     loop: EventLoopThread | None = None
     monitor: RunMonitor | None = None
-    lease_limit: timedelta | None = None
+    time_left: Callable[[], timedelta] | None = None
 
     def run_coroutine(self, coroutine: Coroutine[object, object, T]) -> T:
         """Run an async handler's coroutine to its end."""
@@ -148,24 +150,41 @@ async def call_handler_async(run: Run) -> object:
         raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
 
 
-@contextlib.contextmanager
-def running(run: Run) -> Iterator[None]:
+class running:  # noqa: N801 - used as a ``with`` statement's function, like contextlib's
     """Around a handler call: its job is current, and the middleware's ``enter``/``exit`` hooks
-    (the telemetry span) run around it in the calling thread or task."""
-    assert run.prepared is not None
-    wrapping = [handle for handle in run.handles if handle.wraps_call]
-    token = set_current_job(run.prepared.job)
-    run.has_started = True
-    try:
-        for handle in wrapping:
-            handle.enter(run)
+    (the telemetry span) run around it in the calling thread or task.
+
+    A class rather than a generator-based context manager: it runs once per message.
+    """
+
+    __slots__ = ("_run", "_token", "_wrapping")
+
+    def __init__(self, run: Run) -> None:
+        assert run.prepared is not None
+        self._run = run
+        self._wrapping = [handle for handle in run.handles if handle.wraps_call]
+        self._token = set_current_job(run.prepared.job)
+        run.has_started = True
+
+    def __enter__(self) -> None:
+        entered: list[RunHandle] = []
         try:
-            yield
+            for handle in self._wrapping:
+                handle.enter(self._run)
+                entered.append(handle)
+        except BaseException:
+            self._leave(entered)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._leave(self._wrapping)
+
+    def _leave(self, entered: list[RunHandle]) -> None:
+        try:
+            for handle in reversed(entered):
+                handle.exit(self._run)
         finally:
-            for handle in reversed(wrapping):
-                handle.exit(run)
-    finally:
-        reset_current_job(token)
+            reset_current_job(self._token)
 
 
 def _arguments(prepared: Prepared) -> tuple[object, ...]:

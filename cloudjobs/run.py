@@ -10,6 +10,7 @@ for it, never in tables keyed by receipt handle; runtimes reach that state throu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import Envelope
 from cloudjobs.job import Job
 from cloudjobs.retry import RetryPolicy
+from cloudjobs.run_lease import lease_limit
 
 if TYPE_CHECKING:
     from cloudjobs.middleware import RunHandle
@@ -54,9 +56,8 @@ class Run:
     Attributes:
         delivery: the message as received.
         queue: the configuration of the queue it came from.
-        lease_limit: the longest a run may still last, when the runtime knows it (a Lambda
-            invocation's remaining time): leases taken for the run need last no longer. None: the
-            runtime keeps the run alive on its heartbeat instead.
+        time_left: how long the run may still last, when the runtime knows it (a Lambda
+            invocation's remaining time); None: the runtime keeps the run alive on its heartbeat.
         prepared: the decoded and validated job (None until then, and for a delivery that failed to).
         has_started: the handler was called.
         is_still_running: a sync handler passed its timeout and was settled while its thread runs on.
@@ -66,12 +67,19 @@ class Run:
 
     delivery: Delivery
     queue: QueueInfo
-    lease_limit: timedelta | None = None
+    time_left: Callable[[], timedelta] | None = None
     prepared: Prepared | None = None
     has_started: bool = False
     is_still_running: bool = False
     error: BaseException | None = None
     handles: list[RunHandle] = field(default_factory=list)
+
+    @property
+    def lease_limit(self) -> timedelta | None:
+        """How long a lease taken now for this run need last (None: renewed on the heartbeat)."""
+        if self.time_left is None:
+            return None
+        return lease_limit(self.time_left())
 
     @property
     def job(self) -> Job | None:

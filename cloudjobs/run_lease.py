@@ -3,8 +3,8 @@
 On Lambda no run outlives its invocation, so an idempotency lease taken there lasts the invocation's
 remaining time plus a margin, not the queue's visibility timeout (which is at least six function
 timeouts): a duplicate delivered after a crashed invocation waits only as long as that invocation
-could have run. The Lambda runtime puts :func:`lease_limit` on each record's
-:class:`~cloudjobs.invocation.Invocation`; the idempotency middleware reads it from the run.
+could have run. The Lambda runtime tells each run its time left (``Invocation.time_left``); the
+idempotency middleware reads :func:`lease_limit` of it from the run (``Run.lease_limit``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ from cloudjobs.consumer import Consumer
 from cloudjobs.errors import ConfigurationError
 from cloudjobs.invocation import EventLoopThread, Invocation
 from cloudjobs.outcomes import Outcome, Reason, Released
-from cloudjobs.run_lease import lease_limit
 from cloudjobs.runtimes.lambda_events import (
     BatchItemFailure,
     LambdaContext,
@@ -186,6 +185,9 @@ class _Batch:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self._not_started = 0
+        # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
+        invocation = Invocation(loop=handler._loop, time_left=self._remaining)
+        self._run = applying(consumer, invocation, self._apply)
 
     def run(self, deliveries: list[Delivery]) -> list[BatchItemFailure]:
         """Run the records; returns those to report (left on the queue), in the batch's order."""
@@ -222,15 +224,12 @@ class _Batch:
             pass
 
     def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:
-        remaining = self._remaining()
-        if remaining < self._handler.safety_margin:
+        if self._remaining() < self._handler.safety_margin:
             with self._lock:
                 self._not_started += 1
             released = Released(reason=Reason.TIME_BUDGET)
             return released, self._apply(delivery, released)
-        # No run outlives the invocation: a lease taken for this record lasts as long as it can run.
-        invocation = Invocation(loop=self._handler._loop, lease_limit=lease_limit(remaining))
-        return applying(self._consumer, invocation, self._apply)(delivery)
+        return self._run(delivery)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> bool:
         stays = self._applier.apply(delivery, outcome)
