@@ -296,11 +296,13 @@ class OutcomeApplier:
         self._acknowledging.acknowledge(delivery)
         self._count("dead_lettered")
         logger.warning(
-            "message %s dead-lettered: %s (%s)",
-            delivery.message_id,
+            "job %s (%s) dead-lettered: %s (%s); message %s",
+            outcome.job_id or "?",
+            outcome.job_type or "unknown type",
             outcome.reason,
             outcome.error,
-            extra={"job_type": outcome.job_type, "reason": outcome.reason},
+            delivery.message_id,
+            extra={"job_id": outcome.job_id, "job_type": outcome.job_type, "reason": outcome.reason},
         )
         return True
 

@@ -6,10 +6,11 @@
       (cancellation, idempotency lease) → invoke the handler (as the runtime's Invocation says,
       with its timeout) → Outcome → handle.settle (reverse order) → apply(delivery, outcome)
 
-Every exception raised anywhere in it ends as an outcome (the handler's is that attempt's failure;
-anything raised around it is retried with backoff and dead-lettered at the end), never as an
-exception out of the pipeline. A ``BaseException`` that is not an ``Exception`` (``SystemExit``,
-``KeyboardInterrupt``) still passes through, as a teardown of the runtime would.
+Whatever raises anywhere in it ends as an outcome, never as an exception out of the pipeline: what
+the handler raises (any ``BaseException``: ``SystemExit`` and ``KeyboardInterrupt`` too) is that
+attempt's failure; what decoding, validation or key derivation raise dead-letters the message with
+the stage's reason; anything else raised around the handler (a middleware, a ``MemoryError``) is
+retried with backoff and dead-lettered when the attempts run out.
 
 A deferral (``Deferred``: not run now, not an attempt) still spends one of the queue's receives; near
 the redrive threshold the consumer asks for the message to be re-sent instead (same job id and
@@ -25,13 +26,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope, encode
+from cloudjobs.envelope import MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE, Envelope, encode
 from cloudjobs.errors import (
     DecodeError,
     JobTimeoutError,
@@ -40,7 +43,7 @@ from cloudjobs.errors import (
     RetryableError,
     UnknownJobError,
 )
-from cloudjobs.invocation import INLINE, Invocation, call_handler, call_handler_async
+from cloudjobs.invocation import INLINE, HandlerExit, Invocation, call_handler, call_handler_async
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, RunHandle, as_middleware
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Retry
@@ -53,6 +56,8 @@ from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
 
 logger = logging.getLogger("cloudjobs.consumer")
+job_logger = logging.getLogger("cloudjobs.jobs")
+"""One line per attempt: completed (INFO, with its duration) or failed (WARNING, with its traceback)."""
 
 Apply = Callable[[Delivery, Outcome], object]
 """Carries an outcome out (delete, change visibility, dead-letter, report to Lambda)."""
@@ -135,7 +140,7 @@ class Consumer:
         :class:`~cloudjobs.errors.JobTimeoutError`) and its outcome applied at once; this call still
         returns only when the handler does, after releasing what the run held.
 
-        Never raises an ``Exception``: every failure ends as an outcome.
+        Never raises for a message or a handler: every failure ends as an outcome.
         """
         run = Run(delivery, self._queue, invocation.time_left)
         try:
@@ -202,29 +207,61 @@ class Consumer:
         return None
 
     def _prepare(self, run: Run) -> Prepared | Outcome:
+        """Decode, look up and validate: a message that cannot run as it is gets its dead letter.
+
+        Whatever decoding, validation or key derivation raises is the message's fault (a typed
+        :class:`MessageError`, or anything else a hostile body provokes: ``RecursionError``,
+        ``KeyError``...) and dead-letters it with the stage's reason; only a ``MemoryError`` is not,
+        and is retried.
+        """
         delivery = run.delivery
         try:
             envelope = decode_delivery(delivery, self._settings)
-        except DecodeError as exc:
-            return DeadLetter(
-                reason=exc.reason,
-                error=str(exc),
-                attempt=delivery.receive_count,
-                job_type=attribute_of(delivery, TYPE_ATTRIBUTE),
-            )
+        except MemoryError:
+            raise
+        except Exception as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else Reason.MALFORMED_ENVELOPE
+            job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
+            return _dead_letter(exc, reason, delivery.receive_count, job_type)
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)
         definition = self._registry.get(envelope.type)
         if definition is None:
             # A rolling deploy may bring the handler: retry with backoff, dead-letter at the end.
             error = UnknownJobError(job_name=envelope.type)
             return self._failure(
-                delivery, envelope.type, attempt, self._default_policy, error, exhausted=error.reason
+                delivery,
+                envelope.type,
+                attempt,
+                self._default_policy,
+                error,
+                exhausted=error.reason,
+                job_id=envelope.id,
             )
         policy = self._policies[definition.name]
         try:
             payload = definition.validate(envelope.payload)
-        except MessageError as exc:
-            return DeadLetter(reason=exc.reason, error=str(exc), attempt=attempt, job_type=envelope.type)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            invalid = exc.reason if isinstance(exc, MessageError) else Reason.INVALID_PAYLOAD
+            return _dead_letter(exc, invalid, attempt, envelope.type, job_id=envelope.id)
+        try:
+            key = definition.idempotency_key_of(
+                job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
+            )
+        except MemoryError:
+            raise
+        except Exception as exc:
+            return _dead_letter(
+                exc, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
+            )
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            too_long = ValueError(
+                f"the idempotency key is {len(key)} characters, at most {MAX_IDEMPOTENCY_KEY_LENGTH}"
+            )
+            return _dead_letter(
+                too_long, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
+            )
         job = Job(
             id=envelope.id,
             type=envelope.type,
@@ -234,9 +271,7 @@ class Consumer:
             correlation_id=envelope.correlation_id,
             queue=delivery.queue,
             timeout=self.timeout_of(definition),
-            idempotency_key=definition.idempotency_key_of(
-                job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
-            ),
+            idempotency_key=key,
             message=delivery,
             envelope=envelope,
             progress_reporter=run.record_progress if definition.has_record else None,
@@ -244,7 +279,13 @@ class Consumer:
         return Prepared(delivery, envelope, definition, payload, job, policy)
 
     def _run_with_deadline(self, run: Run, invocation: Invocation, apply: Apply | None) -> Outcome:
-        """A sync handler on a worker slot: settled by its return or its deadline, whichever is first."""
+        """A sync handler on a worker slot, whose deadline the monitor fires.
+
+        Past its deadline the attempt is settled as a retryable :class:`JobTimeoutError` (its span
+        ends, what it holds is kept), but its outcome is applied only when the thread returns: until
+        then the heartbeat keeps the message invisible, so attempts of one job never overlap (up to
+        SQS's 12-hour visibility cap), and the retry's backoff starts after the thread ended.
+        """
         prepared = run.prepared
         assert prepared is not None
         assert invocation.monitor is not None
@@ -260,13 +301,13 @@ class Consumer:
                 error = JobTimeoutError(job_name=job.type, timeout=job.timeout)
                 settled.append(self._settle(run, self._outcome_of(run, None, error)))
             logger.warning(
-                "job %s (%s) passed its timeout of %ss; its thread keeps its slot until it returns",
+                "job %s (%s) passed its timeout of %ss; its message stays hidden and its thread keeps "
+                "its slot until it returns",
                 job.id,
                 job.type,
                 job.timeout.total_seconds(),
                 extra={"job_id": job.id, "job_type": job.type},
             )
-            _apply(apply, run.delivery, settled[0])
 
         cancel = invocation.monitor.call_at(job.timeout, on_deadline)
         result, error = call_handler(run)
@@ -275,15 +316,14 @@ class Consumer:
             is_late = bool(settled)
             if not is_late:
                 settled.append(self._settle(run, self._outcome_of(run, result, error)))
-        if not is_late:
-            _apply(apply, run.delivery, settled[0])
-            return settled[0]
-        # Settled by its deadline: what the run held (its lease) was kept until now.
-        for handle in reversed(run.handles):
-            try:
-                handle.settle_late(run, result=result, error=error)
-            except Exception:
-                logger.exception("settling the late return of job %s failed", job.id)
+        if is_late:
+            # Settled by its deadline: what the run held (its lease) was kept until now.
+            for handle in reversed(run.handles):
+                try:
+                    handle.settle_late(run, result=result, error=error)
+                except Exception:
+                    logger.exception("settling the late return of job %s failed", job.id)
+        _apply(apply, run.delivery, settled[0])
         return settled[0]
 
     def _outcome_of(self, run: Run, result: object, error: BaseException | None) -> Outcome:
@@ -295,14 +335,33 @@ class Consumer:
         outcome: Outcome
         if error is None:
             outcome = Completed(result=result)
-        elif isinstance(error, PermanentError | MessageError):
-            reason = Reason.PERMANENT_ERROR if isinstance(error, PermanentError) else error.reason
-            outcome = DeadLetter(
-                reason=reason, error=_describe(error), attempt=job.attempt, job_type=job.type
-            )
+            if job_logger.isEnabledFor(logging.INFO):
+                job_logger.info(
+                    "job %s (%s) completed in %.3fs",
+                    job.id,
+                    job.type,
+                    time.perf_counter() - run.started,
+                    extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
+                )
         else:
-            logger.info("job %s (%s) failed: %s", job.id, job.type, _describe(error))
-            outcome = self._failure(prepared.delivery, job.type, job.attempt, prepared.policy, error)
+            if isinstance(error, PermanentError | MessageError):
+                reason = Reason.PERMANENT_ERROR if isinstance(error, PermanentError) else error.reason
+                outcome = _dead_letter(error, reason, job.attempt, job.type, job_id=job.id)
+            else:
+                outcome = self._failure(
+                    prepared.delivery, job.type, job.attempt, prepared.policy, error, job_id=job.id
+                )
+            job_logger.warning(
+                "job %s (%s) attempt %d/%d failed: %s; %s",
+                job.id,
+                job.type,
+                job.attempt,
+                job.max_attempts,
+                _describe(error),
+                _next_step(outcome),
+                exc_info=(type(error), error, error.__traceback__),
+                extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
+            )
         if job.cancelled:
             # A cancellation the run learnt of wins: no retry, no DLQ, whatever the handler did.
             outcome = Cancelled()
@@ -318,7 +377,7 @@ class Consumer:
         delivery, prepared = run.delivery, run.prepared
         if prepared is not None:
             job = prepared.job
-            return self._failure(delivery, job.type, job.attempt, prepared.policy, error)
+            return self._failure(delivery, job.type, job.attempt, prepared.policy, error, job_id=job.id)
         job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
         return self._failure(delivery, job_type, delivery.receive_count, self._default_policy, error)
 
@@ -347,15 +406,16 @@ class Consumer:
         error: BaseException,
         *,
         exhausted: str = Reason.MAX_ATTEMPTS,
+        job_id: str | None = None,
     ) -> Outcome:
         description = _describe(error)
         if policy.is_exhausted(attempt):
-            return DeadLetter(reason=exhausted, error=description, attempt=attempt, job_type=job_type)
+            return _dead_letter(error, exhausted, attempt, job_type, job_id=job_id)
         limit = self._queue.max_receive_count
         if limit is not None and delivery.receive_count >= limit:
             # The queue would redrive it on the next receive without saying why: send it ourselves.
             reason = exhausted if exhausted != Reason.MAX_ATTEMPTS else Reason.MAX_RECEIVES
-            return DeadLetter(reason=reason, error=description, attempt=attempt, job_type=job_type)
+            return _dead_letter(error, reason, attempt, job_type, job_id=job_id)
         if isinstance(error, RetryableError) and error.delay is not None:
             delay = min(max(error.delay, timedelta(0)), MAX_VISIBILITY)
         else:
@@ -379,10 +439,33 @@ class Consumer:
         return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
 
 
-def _await(run: Run, invocation: Invocation) -> tuple[object, Exception | None]:
+def _dead_letter(
+    error: BaseException, reason: str, attempt: int, job_type: str | None, *, job_id: str | None = None
+) -> DeadLetter:
+    """The dead letter of ``error``, with its traceback when it has one."""
+    text = str(error) if isinstance(error, DecodeError) else _describe(error)
+    trace = error.__traceback__
+    formatted = "".join(traceback.format_exception(error)) if trace is not None else None
+    return DeadLetter(
+        reason=reason, error=text, attempt=attempt, job_type=job_type, job_id=job_id, traceback=formatted
+    )
+
+
+def _next_step(outcome: Outcome) -> str:
+    match outcome:
+        case Retry(delay=delay):
+            return f"retrying in {delay.total_seconds():g}s"
+        case DeadLetter(reason=reason):
+            return f"dead-lettering it ({reason})"
+    return "settled"
+
+
+def _await(run: Run, invocation: Invocation) -> tuple[object, BaseException | None]:
     try:
         return invocation.run_coroutine(call_handler_async(run)), None
-    except Exception as exc:  # The attempt's failure.
+    except HandlerExit as exit_:
+        return None, exit_.error
+    except BaseException as exc:  # The attempt's failure, whatever the handler raised.
         return None, exc
 
 

@@ -53,6 +53,8 @@ CORRELATION_ATTRIBUTE: Final = "cloudjobs.correlation_id"
 DEAD_LETTER_ATTRIBUTE: Final = "cloudjobs.dead_letter"
 TRACE_ATTRIBUTES: Final = ("traceparent", "tracestate", "baggage")
 MAX_MESSAGE_ATTRIBUTES: Final = 10
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 1024
+"""The longest idempotency key, producer-chosen or derived (a DynamoDB key holds at most 2,048 bytes)."""
 """SQS's limit of message attributes per message."""
 
 
@@ -92,7 +94,7 @@ class EnvelopeModel(BaseModel):
     payload: JsonValue = Field(description="The job's JSON payload.")
     correlation_id: str = Field(min_length=1, max_length=256)
     enqueued_at: datetime = Field(description="RFC 3339 time of the first enqueue, UTC.")
-    idempotency_key: str | None = Field(default=None, max_length=1024)
+    idempotency_key: str | None = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
     attempt_offset: int = Field(default=0, ge=0, description="Receive count minus this is the attempt.")
     redrive_count: int = Field(default=0, ge=0, description="Moves back from the dead-letter queue.")
 

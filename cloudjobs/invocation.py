@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,15 +121,18 @@ INLINE = Invocation()
 """Sync handlers in the calling thread with no timeout enforced, async ones on a loop of their own."""
 
 
-def call_handler(run: Run) -> tuple[object, Exception | None]:
-    """Call a sync handler in this thread (see :func:`running`); returns its result, or the
-    exception it raised."""
+def call_handler(run: Run) -> tuple[object, BaseException | None]:
+    r"""Call a sync handler in this thread (see :func:`running`); returns its result, or what it raised.
+
+    Anything it raises is the attempt's failure, ``SystemExit``, ``KeyboardInterrupt`` and the other
+    ``BaseException``\ s included: a handler cannot end the thread that runs it.
+    """
     prepared = run.prepared
     assert prepared is not None
     try:
         with running(run):
             return prepared.definition.function(*_arguments(prepared)), None
-    except Exception as exc:  # The attempt's failure.
+    except BaseException as exc:  # The attempt's failure, whatever the handler raised.
         return None, exc
 
 
@@ -137,6 +141,8 @@ async def call_handler_async(run: Run) -> object:
 
     Raises:
         JobTimeoutError: the handler ran past its timeout.
+        HandlerExit: the handler raised a ``BaseException`` that is not an ``Exception`` (carried as
+            its ``error``); raised on the loop as such, it would stop the loop every job shares.
     """
     prepared = run.prepared
     assert prepared is not None
@@ -144,10 +150,34 @@ async def call_handler_async(run: Run) -> object:
         # Entered before wait_for: the handler's task copies this context, span included.
         with running(run):
             return await asyncio.wait_for(
-                prepared.definition.function(*_arguments(prepared)), prepared.job.timeout.total_seconds()
+                _guarded(prepared.definition.function(*_arguments(prepared))),
+                prepared.job.timeout.total_seconds(),
             )
     except TimeoutError:
         raise JobTimeoutError(job_name=prepared.definition.name, timeout=prepared.job.timeout) from None
+
+
+class HandlerExit(Exception):  # noqa: N818 - it carries an exit, it is not one of our errors
+    """An async handler raised a ``BaseException`` that is not an ``Exception`` (``error``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+async def _guarded(handler: Coroutine[object, object, T]) -> T:
+    """Await the handler in its own task, turning ``SystemExit``, ``KeyboardInterrupt`` and a
+    ``CancelledError`` of its own into :class:`HandlerExit` (asyncio re-raises the first two out of
+    the event loop, which would stop it for every job)."""
+    try:
+        return await handler
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # cancelled from outside: its timeout, or the loop's shutdown
+        raise HandlerExit(exc) from exc
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise HandlerExit(exc) from exc
 
 
 class running:  # noqa: N801 - used as a ``with`` statement's function, like contextlib's
@@ -165,6 +195,7 @@ class running:  # noqa: N801 - used as a ``with`` statement's function, like con
         self._wrapping = [handle for handle in run.handles if handle.wraps_call]
         self._token = set_current_job(run.prepared.job)
         run.has_started = True
+        run.started = time.perf_counter()
 
     def __enter__(self) -> None:
         entered: list[RunHandle] = []

@@ -15,12 +15,16 @@ outcome         meaning                                              worker appl
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final
 
 from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
 from cloudjobs.reasons import Reason as Reason
+
+MAX_TRACEBACK_CHARS: Final = 4000
+"""The longest traceback a dead letter records (its last characters)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +45,18 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Send to the dead-letter queue with ``reason`` (machine-readable) and ``error`` (human)."""
+    """Send to the dead-letter queue with ``reason`` (machine-readable) and ``error`` (human).
+
+    ``job_id`` and ``traceback`` (the failing attempt's, its last lines) are recorded when known;
+    they do not take part in comparisons.
+    """
 
     reason: str
     error: str
     attempt: int
     job_type: str | None = None
+    job_id: str | None = field(default=None, compare=False)
+    traceback: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +91,14 @@ Outcome = Completed | Retry | DeadLetter | Deferred | Released | Cancelled
 
 def dead_letter_attributes(outcome: DeadLetter, *, failed_at: datetime) -> dict[str, str]:
     """The message attribute recording why a message was dead-lettered (one JSON attribute)."""
-    details = {
+    details: dict[str, object] = {
         "reason": outcome.reason,
         "error": outcome.error[:2000],
         "attempts": outcome.attempt,
         "job_type": outcome.job_type,
         "failed_at": failed_at.isoformat(),
     }
+    if outcome.traceback:
+        # The last lines say where it failed; the first ones only how the worker called it.
+        details["traceback"] = outcome.traceback[-MAX_TRACEBACK_CHARS:]
     return {DEAD_LETTER_ATTRIBUTE: json.dumps(details, separators=(",", ":"), ensure_ascii=False)}

@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     """A :class:`~cloudjobs.errors.MessageError` raised without a more specific reason."""
     INVALID_PAYLOAD = "invalid_payload"
     """The payload fails the handler's schema."""
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    """The job's idempotency key cannot be derived from its payload, or is too long."""
     PAYLOAD_TOO_LARGE = "payload_too_large"
     """The payload is larger than the queue accepts."""
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"

@@ -62,6 +62,7 @@ class Run:
         has_started: the handler was called.
         is_still_running: a sync handler passed its timeout and was settled while its thread runs on.
         error: what the handler (or the pipeline around it) raised, when it raised.
+        started: when the handler was called (``time.perf_counter()``).
         handles: each middleware's hooks for this run, in middleware order.
     """
 
@@ -72,6 +73,7 @@ class Run:
     has_started: bool = False
     is_still_running: bool = False
     error: BaseException | None = None
+    started: float = 0.0
     handles: list[RunHandle] = field(default_factory=list)
 
     @property

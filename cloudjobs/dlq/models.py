@@ -47,6 +47,7 @@ class DeadJob:
         message_id: the DLQ message's id.
         body: the message body, as it is.
         redrive_count: how many times the job was redriven before (from the envelope).
+        traceback: the failing attempt's traceback (its last lines), when one was recorded.
     """
 
     job_id: str | None
@@ -59,6 +60,7 @@ class DeadJob:
     message_id: str
     body: str
     redrive_count: int = 0
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ def read_dead_job(delivery: Delivery) -> DeadJob:
         message_id=delivery.message_id,
         body=delivery.body,
         redrive_count=envelope.redrive_count if envelope else 0,
+        traceback=_text(record.get("traceback")),
     )
 
 

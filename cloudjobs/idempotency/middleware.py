@@ -178,11 +178,22 @@ class _LeaseRun(RunHandle):
         if not definition.has_record or job.idempotency_key is None:
             return None
         middleware = self._middleware
+        try:
+            fingerprint = payload_hash(job.type, prepared.envelope.payload)
+        except ValueError as exc:
+            # NaN, infinities or lone surrogates: valid to the schema, but no record can hold them.
+            return DeadLetter(
+                reason=Reason.INVALID_PAYLOAD,
+                error=f"the payload cannot be recorded: {type(exc).__name__}: {exc}",
+                attempt=job.attempt,
+                job_type=job.type,
+                job_id=job.id,
+            )
         claim = Claim(
             key=store_key(job.type, job.idempotency_key),
             job_id=job.id,
             job_type=job.type,
-            payload_hash=payload_hash(job.type, prepared.envelope.payload),
+            payload_hash=fingerprint,
         )
         try:
             answer = middleware.store.acquire(
@@ -215,7 +226,11 @@ class _LeaseRun(RunHandle):
             case PayloadMismatch(job_id=holder):
                 error = IdempotencyKeyReusedError(key=job.idempotency_key, job_name=job.type, job_id=holder)
                 return DeadLetter(
-                    reason=error.reason, error=str(error), attempt=job.attempt, job_type=job.type
+                    reason=error.reason,
+                    error=str(error),
+                    attempt=job.attempt,
+                    job_type=job.type,
+                    job_id=job.id,
                 )
         raise AssertionError(f"unexpected answer {answer!r}")  # pragma: no cover
 

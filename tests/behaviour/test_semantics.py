@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 
 import pytest
@@ -266,13 +268,41 @@ def test_a_sync_handler_past_its_timeout_is_retried_and_concurrency_is_never_exc
 
     stuck.enqueue({})
     quick.enqueue_many([{"n": n} for n in range(8)])
-    with running(jobs, concurrency=2) as worker:
-        wait_for(lambda: worker.counts["retried"] == 1, message="the timed-out attempt to be retried")
-        wait_for(lambda: worker.counts["completed"] >= 8, message="the quick jobs")
+    with _deadline_watch() as deadline_passed, running(jobs, concurrency=2) as worker:
+        wait_for(lambda: worker.counts["completed"] >= 8, message="the quick jobs, on the other slot")
+        wait_for(deadline_passed.is_set, message="the stuck attempt's deadline")
+        # Past its timeout, the stuck attempt is not retried while its thread runs: attempts of one
+        # job never overlap.
+        assert worker.counts["retried"] == 0
+        assert attempts == [1]
         release.set()
         wait_for(lambda: worker.counts["completed"] == 9, message="the retry to succeed")
+    assert worker.counts["retried"] == 1
     assert attempts == [1, 2]
     assert peak <= 2
+
+
+class _DeadlineHandler(logging.Handler):
+    def __init__(self, passed: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.passed = passed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "passed its timeout" in record.getMessage():
+            self.passed.set()
+
+
+@contextlib.contextmanager
+def _deadline_watch() -> Iterator[threading.Event]:
+    """An event set when the consumer logs that a job passed its timeout."""
+    passed = threading.Event()
+    handler = _DeadlineHandler(passed)
+    consumer_logger = logging.getLogger("cloudjobs.consumer")
+    consumer_logger.addHandler(handler)
+    try:
+        yield passed
+    finally:
+        consumer_logger.removeHandler(handler)
 
 
 class _FailingEntry:

@@ -514,26 +514,31 @@ def test_after_a_crashed_invocation_a_duplicate_runs_once_its_time_is_up_not_aft
     store = MemoryIdempotencyStore(clock=clock, clock_skew=timedelta(seconds=1))
     jobs = app_on(backend, clock, idempotency_store=store)
     runs: list[str] = []
-    crash = True
-
-    class InvocationTimedOut(BaseException):
-        """Stands for the runtime being torn down mid-record (nothing after it runs)."""
+    frozen = threading.Event()  # the first invocation stops mid-record, as a timed-out one does
+    thaw = threading.Event()
 
     @jobs.job("charge", idempotency_key="order")
     def charge(payload: Order) -> None:
         runs.append(payload.order)
-        if crash:
-            raise InvocationTimedOut
+        if not frozen.is_set():
+            frozen.set()
+            thaw.wait(30)
 
     handler = handlers(jobs)
     charge.enqueue(Order(order="o-1"))
-    with pytest.raises(InvocationTimedOut):
-        build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
-    crash = False
-    charge.enqueue(Order(order="o-1"))  # a duplicate send, delivered at once
-    early = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
-    clock.advance(timedelta(seconds=20) + LEASE_MARGIN + timedelta(seconds=2))
-    late = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+    crashed = threading.Thread(
+        target=build_and_call, args=(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+    )
+    crashed.start()
+    try:
+        assert frozen.wait(10)
+        charge.enqueue(Order(order="o-1"))  # a duplicate send, delivered at once
+        early = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+        clock.advance(timedelta(seconds=20) + LEASE_MARGIN + timedelta(seconds=2))
+        late = build_and_call(handler, receive_all(backend), FakeContext(remaining_ms=20_000))
+    finally:
+        thaw.set()
+        crashed.join(10)
 
     assert len(reported(early)) == 1  # deferred: the crashed invocation's lease still stands
     assert reported(late) == []

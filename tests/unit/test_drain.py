@@ -143,7 +143,12 @@ def test_a_permanent_error_moves_the_message_to_the_dlq_with_why(clock: ManualCl
         report = jobs.drain()
 
         assert len(backend) == 0
-        assert _dead_letters(backend) == [
+        [record] = _dead_letters(backend)
+        traceback = record.pop("traceback")
+        assert isinstance(traceback, str)
+        assert traceback.endswith("cloudjobs.errors.PermanentError: card declined\n")
+        assert 'raise PermanentError("card declined")' in traceback
+        assert [record] == [
             {
                 "reason": "permanent_error",
                 "error": "PermanentError: card declined",
