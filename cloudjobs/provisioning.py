@@ -18,6 +18,14 @@ from typing import TYPE_CHECKING, Final
 
 from cloudjobs.errors import ConfigurationError
 
+# The table's schema is the store's (cloudjobs.idempotency.dynamodb_schema); re-exported (the "as"
+# form) for the CLI, the tests and users who import it from here.
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_ATTRIBUTE as TABLE_JOB_ID_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX as TABLE_JOB_ID_INDEX
+from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
+from cloudjobs.idempotency.dynamodb_schema import TABLE_TTL_ATTRIBUTE as TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import create_table_request
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
@@ -39,14 +47,6 @@ DLQ_SUFFIX: Final = "-dlq"
 """Appended to a queue's name (before ``.fifo``) to name its dead-letter queue."""
 FIFO_SUFFIX: Final = ".fifo"
 """SQS requires FIFO queue names to end with this."""
-TABLE_PARTITION_KEY: Final = "pk"
-"""The idempotency/status table's partition key (a string: the idempotency key)."""
-TABLE_JOB_ID_INDEX: Final = "job_id-index"
-"""The global secondary index that finds a status record by job id."""
-TABLE_JOB_ID_ATTRIBUTE: Final = "job_id"
-"""The attribute the job-id index is keyed on."""
-TABLE_TTL_ATTRIBUTE: Final = "expires_at"
-"""The attribute DynamoDB's TTL reads (epoch seconds); expiry is also checked on read."""
 
 MIN_RETENTION_SECONDS: Final = 60
 """SQS's shortest MessageRetentionPeriod."""
@@ -293,7 +293,8 @@ class TableSpec:
 
     On-demand capacity; partition key :data:`TABLE_PARTITION_KEY` (S); a global secondary index
     :data:`TABLE_JOB_ID_INDEX` on :data:`TABLE_JOB_ID_ATTRIBUTE` (S) projecting every attribute;
-    TTL on :data:`TABLE_TTL_ATTRIBUTE`.
+    TTL on :data:`TABLE_TTL_ATTRIBUTE`. The schema is the store's, in
+    :mod:`cloudjobs.idempotency.dynamodb_schema`.
 
     Attributes:
         name: the table's name (``CLOUDJOBS_IDEMPOTENCY_TABLE``), 3–255 of ``A-Z a-z 0-9 _ - .``.
@@ -328,22 +329,7 @@ def provision_table(spec: TableSpec, *, client: DynamoDBClient) -> str:
 
     try:
         try:
-            client.create_table(
-                TableName=spec.name,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[
-                    {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-                    {"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "AttributeType": "S"},
-                ],
-                KeySchema=[{"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"}],
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": TABLE_JOB_ID_INDEX,
-                        "KeySchema": [{"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "KeyType": "HASH"}],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                ],
-            )
+            client.create_table(**create_table_request(spec.name))
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
                 raise

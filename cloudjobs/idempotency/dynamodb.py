@@ -60,7 +60,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     utc_now,
     wrap_dynamodb_errors,
 )
-from cloudjobs.provisioning import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -29,7 +29,11 @@ from cloudjobs.idempotency.dynamodb_items import (
     utc_now,
     wrap_dynamodb_errors,
 )
-from cloudjobs.provisioning import TABLE_JOB_ID_ATTRIBUTE, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import (
+    TABLE_JOB_ID_ATTRIBUTE,
+    TABLE_PARTITION_KEY,
+    TABLE_TTL_ATTRIBUTE,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

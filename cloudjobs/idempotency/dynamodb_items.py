@@ -20,7 +20,11 @@ import botocore.exceptions
 from cloudjobs.aws_errors import setup_error, setup_errors
 from cloudjobs.errors import IdempotencyStoreError, LeaseLostError
 from cloudjobs.idempotency.base import Record, Status
-from cloudjobs.provisioning import TABLE_JOB_ID_ATTRIBUTE, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import (
+    TABLE_JOB_ID_ATTRIBUTE,
+    TABLE_PARTITION_KEY,
+    TABLE_TTL_ATTRIBUTE,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
