@@ -41,6 +41,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+# Re-exported (the "as" form): it was first defined here; SQS's limits live beside the Backend protocol.
+from cloudjobs.backends.base import MAX_MESSAGE_ATTRIBUTES as MAX_MESSAGE_ATTRIBUTES
 from cloudjobs.errors import DecodeError
 
 ENVELOPE_VERSION: Final = 1
@@ -51,8 +53,6 @@ ID_ATTRIBUTE: Final = "cloudjobs.id"
 CORRELATION_ATTRIBUTE: Final = "cloudjobs.correlation_id"
 DEAD_LETTER_ATTRIBUTE: Final = "cloudjobs.dead_letter"
 TRACE_ATTRIBUTES: Final = ("traceparent", "tracestate", "baggage")
-MAX_MESSAGE_ATTRIBUTES: Final = 10
-"""SQS's limit of message attributes per message."""
 
 
 @dataclass(frozen=True, slots=True)

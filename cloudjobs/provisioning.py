@@ -16,6 +16,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+# SQS's limits are defined beside the Backend protocol; re-exported (the "as" form) for the tests, the
+# Terraform parity checks and users who import them from here.
+from cloudjobs.backends.base import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
+from cloudjobs.backends.base import MAX_DELAY_SECONDS as MAX_DELAY_SECONDS
+from cloudjobs.backends.base import MAX_MAX_RECEIVE_COUNT as MAX_MAX_RECEIVE_COUNT
+from cloudjobs.backends.base import MAX_QUEUE_NAME_LENGTH as MAX_QUEUE_NAME_LENGTH
+from cloudjobs.backends.base import MAX_RETENTION_SECONDS as MAX_RETENTION_SECONDS
+from cloudjobs.backends.base import MAX_VISIBILITY_TIMEOUT_SECONDS as MAX_VISIBILITY_TIMEOUT_SECONDS
+from cloudjobs.backends.base import MIN_MAX_MESSAGE_SIZE as MIN_MAX_MESSAGE_SIZE
+from cloudjobs.backends.base import MIN_RETENTION_SECONDS as MIN_RETENTION_SECONDS
 from cloudjobs.errors import ConfigurationError
 
 # The table's schema is the store's (cloudjobs.idempotency.dynamodb_schema); re-exported (the "as"
@@ -37,31 +47,14 @@ DEFAULT_MAX_RECEIVE_COUNT: Final = 5
 """Receives after which SQS moves a message to the dead-letter queue."""
 DEFAULT_MESSAGE_RETENTION_SECONDS: Final = 345_600
 """SQS's default retention: 4 days."""
-DEFAULT_DLQ_RETENTION_SECONDS: Final = 1_209_600
+DEFAULT_DLQ_RETENTION_SECONDS: Final = MAX_RETENTION_SECONDS
 """The dead-letter queue keeps messages for the longest SQS allows: 14 days."""
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
-"""SQS's default (and largest) MaximumMessageSize: 1 MiB."""
 DEFAULT_DELAY_SECONDS: Final = 0
 """No queue-level delay."""
 DLQ_SUFFIX: Final = "-dlq"
 """Appended to a queue's name (before ``.fifo``) to name its dead-letter queue."""
 FIFO_SUFFIX: Final = ".fifo"
 """SQS requires FIFO queue names to end with this."""
-
-MIN_RETENTION_SECONDS: Final = 60
-"""SQS's shortest MessageRetentionPeriod."""
-MAX_RETENTION_SECONDS: Final = 1_209_600
-"""SQS's longest MessageRetentionPeriod: 14 days."""
-MAX_VISIBILITY_TIMEOUT_SECONDS: Final = 43_200
-"""SQS's longest VisibilityTimeout: 12 hours."""
-MAX_DELAY_SECONDS: Final = 900
-"""SQS's longest DelaySeconds: 15 minutes."""
-MIN_MAX_MESSAGE_SIZE: Final = 1_024
-"""SQS's smallest MaximumMessageSize."""
-MAX_MAX_RECEIVE_COUNT: Final = 1_000
-"""The largest maxReceiveCount SQS accepts in a redrive policy."""
-MAX_QUEUE_NAME_LENGTH: Final = 80
-"""SQS's longest queue name, ``.fifo`` included."""
 
 _NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TABLE_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")

@@ -31,6 +31,9 @@ from cloudjobs.backends.base import (
     QueueInfo,
     SendResult,
 )
+
+# Re-exported (the "as" form): it was first defined here.
+from cloudjobs.backends.base import MAX_WAIT_TIME_SECONDS as MAX_WAIT_TIME_SECONDS
 from cloudjobs.backends.sqs_dlq import SqsDeadLetterAdmin
 
 # Re-exported (the "as" form): provisioning and the CLI import it from here.
@@ -51,9 +54,6 @@ if TYPE_CHECKING:
         ReceiveMessageRequestTypeDef,
         SendMessageBatchRequestEntryTypeDef,
     )
-
-MAX_WAIT_TIME_SECONDS: Final = 20
-"""SQS's longest long poll (ReceiveMessage ``WaitTimeSeconds``)."""
 
 _READ_TIMEOUT_MARGIN_SECONDS: Final = 10
 # Codes meaning "this receipt no longer names an in-flight message": deleted, expired, or released.
