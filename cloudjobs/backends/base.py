@@ -270,7 +270,11 @@ class DeadLetterAdmin(Protocol):
 
 
 class MoveTaskStatus(Enum):
-    """The states of an SQS message move task (``ListMessageMoveTasks`` ``Status``)."""
+    """The states of an SQS message move task (``ListMessageMoveTasks`` ``Status``).
+
+    SQS's words for a task, not a job's: a ``FAILED`` or ``CANCELLED`` task leaves its messages in the
+    dead-letter queue.
+    """
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 # The acquire condition, one named part per way a lease may be taken (the shared parts, with why a
 # lease lapses only clock_skew late, are in dynamodb_items).
 _IS_SAME_PAYLOAD: Final = "#payload_hash = :payload_hash"
-_IS_RELEASED: Final = "#status IN (:pending, :failed, :dead_lettered)"
+_IS_RELEASED: Final = "#status IN (:pending, :retrying, :dead_lettered)"
 # A cancelled record is never released; a running one asked to stop is not taken over if its worker dies.
 _IS_NOT_CANCEL_REQUESTED: Final = "attribute_not_exists(#cancel_requested_at)"
 _ACQUIRE_CONDITION: Final = (
@@ -178,7 +178,7 @@ class DynamoDbIdempotencyStore:
             "ExpressionAttributeValues": {
                 ":in_progress": {"S": Status.IN_PROGRESS.value},
                 ":pending": {"S": Status.PENDING.value},
-                ":failed": {"S": Status.FAILED.value},
+                ":retrying": {"S": Status.RETRYING.value},
                 ":dead_lettered": {"S": Status.DEAD_LETTERED.value},
                 ":lapsed_before": time_value(now - self._clock_skew),
                 ":payload_hash": {"S": claim.payload_hash},
@@ -251,7 +251,7 @@ class DynamoDbIdempotencyStore:
 
     def release(self, key: str, token: str, *, error: str, is_final: bool) -> None:
         """Give the lease up with one conditional UpdateItem; see :meth:`IdempotencyStore.release`."""
-        status = Status.DEAD_LETTERED if is_final else Status.FAILED
+        status = Status.DEAD_LETTERED if is_final else Status.RETRYING
         update = (
             "SET #status = :released, #error = :error, #updated_at = :now REMOVE #token, #lease_expires_at"
         )

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 # Cancellation: a job not running (pending, failed, or its worker gone) is cancelled outright.
-_IS_NOT_RUNNING: Final = f"#status IN (:pending, :failed) OR {IS_LEASE_LAPSED}"
+_IS_NOT_RUNNING: Final = f"#status IN (:pending, :retrying) OR {IS_LEASE_LAPSED}"
 _IS_RUNNING: Final = "#status = :in_progress"
 
 
@@ -171,7 +171,7 @@ class DynamoDbJobControl:
             values = {
                 ":cancelled": {"S": Status.CANCELLED.value},
                 ":pending": {"S": Status.PENDING.value},
-                ":failed": {"S": Status.FAILED.value},
+                ":retrying": {"S": Status.RETRYING.value},
                 ":in_progress": {"S": Status.IN_PROGRESS.value},
                 ":lapsed_before": time_value(now - self._clock_skew),
             }
