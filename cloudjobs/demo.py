@@ -19,7 +19,7 @@ from typing import TextIO
 from pydantic import BaseModel
 
 from cloudjobs.app import CloudJobs
-from cloudjobs.backends.base import Backend, OutgoingMessage
+from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, OutgoingMessage
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
 from cloudjobs.errors import PermanentError, RetryableError
 from cloudjobs.job import Job
@@ -172,7 +172,7 @@ def _enqueue_samples(jobs: CloudJobs) -> int:
 def _read_dead_letters(dlq: Backend) -> list[dict[str, object]]:
     seen: dict[str, dict[str, object]] = {}
     for _ in range(5):
-        deliveries = dlq.receive(max_messages=10, wait=timedelta(seconds=1))
+        deliveries = dlq.receive(max_messages=MAX_BATCH_ENTRIES, wait=timedelta(seconds=1))
         for delivery in deliveries:
             details = json.loads(delivery.attributes.get(DEAD_LETTER_ATTRIBUTE, "{}"))
             seen[delivery.message_id] = {"body": delivery.body[:60], **details}

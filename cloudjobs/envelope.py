@@ -41,6 +41,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+# Re-exported (the "as" form): it was first defined here; SQS's limits live beside the Backend protocol.
+from cloudjobs.backends.base import MAX_MESSAGE_ATTRIBUTES as MAX_MESSAGE_ATTRIBUTES
 from cloudjobs.errors import DecodeError
 from cloudjobs.reasons import Reason
 
@@ -52,10 +54,8 @@ ID_ATTRIBUTE: Final = "cloudjobs.id"
 CORRELATION_ATTRIBUTE: Final = "cloudjobs.correlation_id"
 DEAD_LETTER_ATTRIBUTE: Final = "cloudjobs.dead_letter"
 TRACE_ATTRIBUTES: Final = ("traceparent", "tracestate", "baggage")
-MAX_MESSAGE_ATTRIBUTES: Final = 10
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 1024
 """The longest idempotency key, producer-chosen or derived (a DynamoDB key holds at most 2,048 bytes)."""
-"""SQS's limit of message attributes per message."""
 
 
 @dataclass(frozen=True, slots=True)

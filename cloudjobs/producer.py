@@ -15,6 +15,7 @@ from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
+    MAX_DELAY_SECONDS,
     Backend,
     OutgoingMessage,
     QueueInfo,
@@ -111,7 +112,7 @@ class Producer:
     ) -> _Prepared:
         if not timedelta(0) <= request.delay <= MAX_DELAY:
             raise InvalidDelayError(
-                f"delay of {request.delay.total_seconds():g}s is outside SQS's 0–900 s",
+                f"delay of {request.delay.total_seconds():g}s is outside SQS's 0–{MAX_DELAY_SECONDS} s",
                 delay=request.delay,
                 queue=info.name,
             )

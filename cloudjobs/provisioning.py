@@ -16,7 +16,25 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+# SQS's limits are defined beside the Backend protocol; re-exported (the "as" form) for the tests, the
+# Terraform parity checks and users who import them from here.
+from cloudjobs.backends.base import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
+from cloudjobs.backends.base import MAX_DELAY_SECONDS as MAX_DELAY_SECONDS
+from cloudjobs.backends.base import MAX_MAX_RECEIVE_COUNT as MAX_MAX_RECEIVE_COUNT
+from cloudjobs.backends.base import MAX_QUEUE_NAME_LENGTH as MAX_QUEUE_NAME_LENGTH
+from cloudjobs.backends.base import MAX_RETENTION_SECONDS as MAX_RETENTION_SECONDS
+from cloudjobs.backends.base import MAX_VISIBILITY_TIMEOUT_SECONDS as MAX_VISIBILITY_TIMEOUT_SECONDS
+from cloudjobs.backends.base import MIN_MAX_MESSAGE_SIZE as MIN_MAX_MESSAGE_SIZE
+from cloudjobs.backends.base import MIN_RETENTION_SECONDS as MIN_RETENTION_SECONDS
 from cloudjobs.errors import ConfigurationError
+
+# The table's schema is the store's (cloudjobs.idempotency.dynamodb_schema); re-exported (the "as"
+# form) for the CLI, the tests and users who import it from here.
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_ATTRIBUTE as TABLE_JOB_ID_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX as TABLE_JOB_ID_INDEX
+from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
+from cloudjobs.idempotency.dynamodb_schema import TABLE_TTL_ATTRIBUTE as TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import create_table_request
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -29,39 +47,14 @@ DEFAULT_MAX_RECEIVE_COUNT: Final = 5
 """Receives after which SQS moves a message to the dead-letter queue."""
 DEFAULT_MESSAGE_RETENTION_SECONDS: Final = 345_600
 """SQS's default retention: 4 days."""
-DEFAULT_DLQ_RETENTION_SECONDS: Final = 1_209_600
+DEFAULT_DLQ_RETENTION_SECONDS: Final = MAX_RETENTION_SECONDS
 """The dead-letter queue keeps messages for the longest SQS allows: 14 days."""
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
-"""SQS's default (and largest) MaximumMessageSize: 1 MiB."""
 DEFAULT_DELAY_SECONDS: Final = 0
 """No queue-level delay."""
 DLQ_SUFFIX: Final = "-dlq"
 """Appended to a queue's name (before ``.fifo``) to name its dead-letter queue."""
 FIFO_SUFFIX: Final = ".fifo"
 """SQS requires FIFO queue names to end with this."""
-TABLE_PARTITION_KEY: Final = "pk"
-"""The idempotency/status table's partition key (a string: the idempotency key)."""
-TABLE_JOB_ID_INDEX: Final = "job_id-index"
-"""The global secondary index that finds a status record by job id."""
-TABLE_JOB_ID_ATTRIBUTE: Final = "job_id"
-"""The attribute the job-id index is keyed on."""
-TABLE_TTL_ATTRIBUTE: Final = "expires_at"
-"""The attribute DynamoDB's TTL reads (epoch seconds); expiry is also checked on read."""
-
-MIN_RETENTION_SECONDS: Final = 60
-"""SQS's shortest MessageRetentionPeriod."""
-MAX_RETENTION_SECONDS: Final = 1_209_600
-"""SQS's longest MessageRetentionPeriod: 14 days."""
-MAX_VISIBILITY_TIMEOUT_SECONDS: Final = 43_200
-"""SQS's longest VisibilityTimeout: 12 hours."""
-MAX_DELAY_SECONDS: Final = 900
-"""SQS's longest DelaySeconds: 15 minutes."""
-MIN_MAX_MESSAGE_SIZE: Final = 1_024
-"""SQS's smallest MaximumMessageSize."""
-MAX_MAX_RECEIVE_COUNT: Final = 1_000
-"""The largest maxReceiveCount SQS accepts in a redrive policy."""
-MAX_QUEUE_NAME_LENGTH: Final = 80
-"""SQS's longest queue name, ``.fifo`` included."""
 
 _NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TABLE_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")
@@ -293,7 +286,8 @@ class TableSpec:
 
     On-demand capacity; partition key :data:`TABLE_PARTITION_KEY` (S); a global secondary index
     :data:`TABLE_JOB_ID_INDEX` on :data:`TABLE_JOB_ID_ATTRIBUTE` (S) projecting every attribute;
-    TTL on :data:`TABLE_TTL_ATTRIBUTE`.
+    TTL on :data:`TABLE_TTL_ATTRIBUTE`. The schema is the store's, in
+    :mod:`cloudjobs.idempotency.dynamodb_schema`.
 
     Attributes:
         name: the table's name (``CLOUDJOBS_IDEMPOTENCY_TABLE``), 3–255 of ``A-Z a-z 0-9 _ - .``.
@@ -328,22 +322,7 @@ def provision_table(spec: TableSpec, *, client: DynamoDBClient) -> str:
 
     try:
         try:
-            client.create_table(
-                TableName=spec.name,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[
-                    {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-                    {"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "AttributeType": "S"},
-                ],
-                KeySchema=[{"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"}],
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": TABLE_JOB_ID_INDEX,
-                        "KeySchema": [{"AttributeName": TABLE_JOB_ID_ATTRIBUTE, "KeyType": "HASH"}],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                ],
-            )
+            client.create_table(**create_table_request(spec.name))
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
                 raise

@@ -12,6 +12,11 @@ from datetime import timedelta
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloudjobs.backends.base import (
+    MAX_MAX_RECEIVE_COUNT,
+    MAX_VISIBILITY_TIMEOUT_SECONDS,
+    MAX_WAIT_TIME_SECONDS,
+)
 from cloudjobs.errors import ConfigurationError
 
 ENV_PREFIX = "CLOUDJOBS_"
@@ -52,18 +57,33 @@ class Settings(BaseSettings):
     )
     region: str | None = Field(default=None, description="AWS region override; boto3's own otherwise.")
     visibility_timeout_seconds: int | None = Field(
-        default=None, ge=1, le=43_200, description="Visibility on receive; the queue's own if unset."
+        default=None,
+        ge=1,
+        le=MAX_VISIBILITY_TIMEOUT_SECONDS,
+        description="Visibility on receive; the queue's own if unset.",
     )
-    wait_time_seconds: int = Field(default=20, ge=0, le=20, description="Long-poll wait per receive.")
+    wait_time_seconds: int = Field(
+        default=MAX_WAIT_TIME_SECONDS,
+        ge=0,
+        le=MAX_WAIT_TIME_SECONDS,
+        description="Long-poll wait per receive.",
+    )
     concurrency: int = Field(default=8, ge=1, le=1024, description="Handlers run at once by a worker.")
     prefetch: int = Field(
         default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
     )
-    max_attempts: int = Field(default=5, ge=1, le=1000, description="Attempts before the DLQ.")
+    # Every attempt is a receive, and SQS's redrive takes at most this many receives.
+    max_attempts: int = Field(
+        default=5, ge=1, le=MAX_MAX_RECEIVE_COUNT, description="Attempts before the DLQ."
+    )
     job_timeout_seconds: float = Field(default=300, gt=0, description="Default handler timeout.")
     backoff_base_seconds: float = Field(default=1.0, gt=0, description="First retry's backoff ceiling.")
     backoff_cap_seconds: float = Field(
-        default=900.0, gt=0, le=43_200, description="Largest backoff between attempts."
+        # A backoff is a visibility timeout, so SQS's longest one bounds it.
+        default=900.0,
+        gt=0,
+        le=MAX_VISIBILITY_TIMEOUT_SECONDS,
+        description="Largest backoff between attempts.",
     )
     heartbeat_interval_seconds: float | None = Field(
         default=None,

@@ -13,16 +13,39 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Final, Protocol, runtime_checkable
 
+# SQS's limits, defined here once and imported by the backends, settings, provisioning and the CLI.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html
 MAX_BATCH_ENTRIES: Final = 10
 """SQS batch calls take at most ten entries (SendMessageBatch, DeleteMessageBatch, ...)."""
-MAX_DELAY: Final = timedelta(seconds=900)
+MAX_DELAY_SECONDS: Final = 900
+"""SQS's longest DelaySeconds, per queue or per message: 15 minutes."""
+MAX_DELAY: Final = timedelta(seconds=MAX_DELAY_SECONDS)
 """SQS's longest per-message delay."""
-MAX_VISIBILITY: Final = timedelta(hours=12)
+MAX_VISIBILITY_TIMEOUT_SECONDS: Final = 43_200
+"""SQS's longest VisibilityTimeout: 12 hours."""
+MAX_VISIBILITY: Final = timedelta(seconds=MAX_VISIBILITY_TIMEOUT_SECONDS)
 """SQS's longest visibility timeout, and the cap on a received message's total visibility."""
-DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
+MAX_WAIT_TIME_SECONDS: Final = 20
+"""SQS's longest long poll (ReceiveMessage ``WaitTimeSeconds``)."""
+MIN_MAX_MESSAGE_SIZE: Final = 1_024
+"""SQS's smallest MaximumMessageSize."""
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
 """SQS's default (and largest) MaximumMessageSize for new queues: 1 MiB."""
-MAX_BATCH_REQUEST_SIZE: Final = 1024 * 1024
+MAX_BATCH_REQUEST_SIZE: Final = 1_048_576
 """SendMessageBatch's limit on all entries together, whatever the queue's message size: 1 MiB."""
+MAX_MESSAGE_ATTRIBUTES: Final = 10
+"""SQS's limit of message attributes per message."""
+MIN_RETENTION_SECONDS: Final = 60
+"""SQS's shortest MessageRetentionPeriod."""
+MAX_RETENTION_SECONDS: Final = 1_209_600
+"""SQS's longest MessageRetentionPeriod: 14 days."""
+MAX_MAX_RECEIVE_COUNT: Final = 1_000
+"""The largest maxReceiveCount SQS accepts in a redrive policy."""
+MAX_QUEUE_NAME_LENGTH: Final = 80
+"""SQS's longest queue name, ``.fifo`` included."""
+MAX_MOVE_TASK_RATE: Final = 500
+"""StartMessageMoveTask's fastest rate, in messages per second."""
 
 
 def message_size(body: str, attributes: Mapping[str, str]) -> int:
@@ -247,7 +270,11 @@ class DeadLetterAdmin(Protocol):
 
 
 class MoveTaskStatus(Enum):
-    """The states of an SQS message move task (``ListMessageMoveTasks`` ``Status``)."""
+    """The states of an SQS message move task (``ListMessageMoveTasks`` ``Status``).
+
+    SQS's words for a task, not a job's: a ``FAILED`` or ``CANCELLED`` task leaves its messages in the
+    dead-letter queue.
+    """
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"

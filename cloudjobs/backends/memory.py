@@ -22,7 +22,10 @@ from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
+    MAX_DELAY_SECONDS,
+    MAX_MESSAGE_ATTRIBUTES,
     MAX_VISIBILITY,
+    MAX_WAIT_TIME_SECONDS,
     Delivery,
     OutgoingMessage,
     QueueCounts,
@@ -31,12 +34,11 @@ from cloudjobs.backends.base import (
     message_size,
 )
 from cloudjobs.clock import Clock, SystemClock
-from cloudjobs.envelope import MAX_MESSAGE_ATTRIBUTES
 from cloudjobs.errors import BackendError, ConfigurationError
 from cloudjobs.telemetry.propagation import merge_attributes
 
 _DEDUPLICATION_INTERVAL: Final = timedelta(minutes=5)
-_MAX_WAIT: Final = timedelta(seconds=20)
+_MAX_WAIT: Final = timedelta(seconds=MAX_WAIT_TIME_SECONDS)
 
 
 @dataclass(slots=True)
@@ -288,7 +290,7 @@ class MemoryBackend:
         if size > self.max_message_size:
             return f"InvalidParameterValue: message of {size} bytes exceeds {self.max_message_size}"
         if not timedelta(0) <= message.delay <= MAX_DELAY:
-            return "InvalidParameterValue: DelaySeconds must be 0 to 900"
+            return f"InvalidParameterValue: DelaySeconds must be 0 to {MAX_DELAY_SECONDS}"
         if self.is_fifo:
             if message.delay:
                 return "InvalidParameterValue: FIFO queues take no per-message delay"

@@ -25,14 +25,18 @@ from cloudjobs.aws_clients import create_client
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     Delivery,
+    MoveTask,
     OutgoingMessage,
     QueueCounts,
     QueueInfo,
     SendResult,
 )
+
+# Re-exported (the "as" form): it was first defined here.
+from cloudjobs.backends.base import MAX_WAIT_TIME_SECONDS as MAX_WAIT_TIME_SECONDS
 from cloudjobs.backends.sqs_dlq import SqsDeadLetterAdmin
 
-# Re-exported (the "as" form): provisioning, the CLI and the DLQ administration import it from here.
+# Re-exported (the "as" form): provisioning and the CLI import it from here.
 from cloudjobs.backends.sqs_errors import wrap_aws_errors as wrap_aws_errors
 from cloudjobs.backends.sqs_messages import (
     batch_entry,
@@ -51,9 +55,6 @@ if TYPE_CHECKING:
         SendMessageBatchRequestEntryTypeDef,
     )
 
-MAX_WAIT_TIME_SECONDS: Final = 20
-"""SQS's longest long poll (ReceiveMessage ``WaitTimeSeconds``)."""
-
 _READ_TIMEOUT_MARGIN_SECONDS: Final = 10
 # Codes meaning "this receipt no longer names an in-flight message": deleted, expired, or released.
 # AWS answers an expired handle with InvalidParameterValue.
@@ -62,11 +63,11 @@ _GONE_CODES: Final = frozenset(
 )
 
 
-class SqsBackend(SqsDeadLetterAdmin):
+class SqsBackend:
     """A queue on Amazon SQS (or any server speaking its API), implementing the Backend protocol.
 
-    It also implements DeadLetterAdmin and DeadLetterMover (inherited from
-    :class:`~cloudjobs.backends.sqs_dlq.SqsDeadLetterAdmin`) for ``jobs.dlq``.
+    It also implements DeadLetterAdmin and DeadLetterMover for ``jobs.dlq``, by delegating to a
+    :class:`~cloudjobs.backends.sqs_dlq.SqsDeadLetterAdmin` over a backend on its DLQ.
 
     The client is created on first use and again after a fork (a child process must not share the
     parent's connections). Give ``queue_url``, or ``queue_name`` to look the URL up with GetQueueUrl.
@@ -389,6 +390,34 @@ class SqsBackend(SqsDeadLetterAdmin):
             delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
         )
 
+    # -- DeadLetterAdmin and DeadLetterMover protocols --------------------------------------------
+    # Each may also raise ConfigurationError (the queue has no dead-letter queue) and
+    # QueueNotFoundError (it does not exist), as dead_letter_queue_url does.
+
+    def receive_dead_letters(self, *, max_messages: int, visibility: timedelta) -> list[Delivery]:
+        """See :meth:`SqsDeadLetterAdmin.receive_dead_letters`."""
+        return self._dead_letters().receive_dead_letters(max_messages=max_messages, visibility=visibility)
+
+    def change_dead_letter_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        """See :meth:`SqsDeadLetterAdmin.change_dead_letter_visibility`."""
+        return self._dead_letters().change_dead_letter_visibility(changes)
+
+    def delete_dead_letters(self, receipts: Sequence[str]) -> list[str]:
+        """See :meth:`SqsDeadLetterAdmin.delete_dead_letters`."""
+        return self._dead_letters().delete_dead_letters(receipts)
+
+    def purge_dead_letters(self) -> None:
+        """See :meth:`SqsDeadLetterAdmin.purge_dead_letters`."""
+        self._dead_letters().purge_dead_letters()
+
+    def start_dead_letter_move(self, *, max_messages_per_second: int | None = None) -> str | None:
+        """See :meth:`SqsDeadLetterAdmin.start_dead_letter_move`."""
+        return self._dead_letters().start_dead_letter_move(max_messages_per_second=max_messages_per_second)
+
+    def dead_letter_moves(self) -> list[MoveTask]:
+        """See :meth:`SqsDeadLetterAdmin.dead_letter_moves`."""
+        return self._dead_letters().dead_letter_moves()
+
     # -- URLs -------------------------------------------------------------------------------------
 
     def queue_url(self) -> str:
@@ -421,6 +450,11 @@ class SqsBackend(SqsDeadLetterAdmin):
         return self._dlq_url
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _dead_letters(self) -> SqsDeadLetterAdmin:
+        # Built per call: the client is per process and the DLQ's URL is looked up on first use.
+        dead_letter_queue = SqsBackend(queue_url=self.dead_letter_queue_url(), client=self.client)
+        return SqsDeadLetterAdmin(dead_letter_queue, source_queue_url=self.queue_url, source_name=self._name)
 
     def _create_client(self) -> SQSClient:
         client: SQSClient = create_client(

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from cloudjobs.backends.base import MAX_DELAY_SECONDS
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_OK
 from cloudjobs.cli.options import app_option, json_option
@@ -25,9 +26,9 @@ def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any
 @click.argument("payload", metavar="PAYLOAD", callback=_json_payload)
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0, max=900),
+    type=click.FloatRange(min=0, max=MAX_DELAY_SECONDS),
     default=0,
-    help="Seconds before the job becomes visible, 0–900 (standard queues only).",
+    help=f"Seconds before the job becomes visible, 0–{MAX_DELAY_SECONDS} (standard queues only).",
 )
 @app_option
 @json_option

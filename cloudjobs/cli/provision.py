@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cloudjobs.backends.base import MAX_VISIBILITY_TIMEOUT_SECONDS
 from cloudjobs.cli.exit_codes import EXIT_OK
 from cloudjobs.provisioning import DEFAULT_MAX_RECEIVE_COUNT, DEFAULT_VISIBILITY_TIMEOUT_SECONDS
 
@@ -12,7 +13,7 @@ from cloudjobs.provisioning import DEFAULT_MAX_RECEIVE_COUNT, DEFAULT_VISIBILITY
 @click.argument("name")
 @click.option(
     "--visibility-timeout",
-    type=click.IntRange(min=0, max=43_200),
+    type=click.IntRange(min=0, max=MAX_VISIBILITY_TIMEOUT_SECONDS),
     default=DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     show_default=True,
     help="Seconds.",

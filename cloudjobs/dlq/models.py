@@ -13,6 +13,9 @@ Failure times, from what is recorded:
   time along in the ``cloudjobs.first_failed_at`` attribute, so it survives later dead-letterings;
   for a job never redriven it equals ``last_failed_at``. Earlier failed *attempts* (retries before
   the last one) are not recorded anywhere.
+
+"Failed" in a job's times means dead-lettered, as in a job's state (``JobState.FAILED``);
+:attr:`RedriveReport.failed` counts something else: messages a redrive could not move.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Final
 
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
+    MAX_MOVE_TASK_RATE,
     MAX_VISIBILITY,
     Backend,
     DeadLetterAdmin,
@@ -32,8 +33,6 @@ from cloudjobs.errors import ConfigurationError
 DEFAULT_HOLD: Final = timedelta(minutes=5)
 """How long an operation keeps the DLQ messages it read invisible, at most (all are released at
 its end); the time they stay hidden if the process dies mid-way."""
-MAX_MOVE_TASK_RATE: Final = 500
-"""StartMessageMoveTask's fastest rate, in messages per second."""
 
 
 class DeadLetterQueue:

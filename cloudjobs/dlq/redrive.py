@@ -22,6 +22,7 @@ from datetime import timedelta
 from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
+    MAX_MESSAGE_ATTRIBUTES,
     Backend,
     DeadLetterAdmin,
     Delivery,
@@ -37,7 +38,7 @@ from cloudjobs.dlq.models import (
     decode_or_none,
     read_dead_job,
 )
-from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, MAX_MESSAGE_ATTRIBUTES, encode
+from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, encode
 from cloudjobs.errors import CloudjobsError
 
 

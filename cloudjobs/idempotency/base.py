@@ -7,16 +7,33 @@ A store holds one record per idempotency key. Its lifecycle::
                                                    │   ▲  │
                                            release │   │  └─ lease lapses (worker killed): taken over
                                                    ▼   │
-                         failed / dead_lettered ──acquire (a retry, or a redrive from the DLQ)──┘
+                      retrying / dead_lettered ──acquire (a retry, or a redrive from the DLQ)──┘
 
-    pending / failed / lapsed in_progress ──cancel──▶ cancelled (acquire refuses it: never runs)
+    pending / retrying / lapsed in_progress ──cancel──▶ cancelled (acquire refuses it: never runs)
     live in_progress ──cancel──▶ in_progress + cancel_requested_at ──finish_cancelled──▶ cancelled
 
 ``acquire`` is the only call on a duplicate's path, and it decides everything from the one
 conditional write: a new lease (:class:`Acquired`), a lease held elsewhere (:class:`InProgress`), a
 stored result (:class:`AlreadyCompleted`), a key reused with another payload
-(:class:`PayloadMismatch`), or a cancelled job (:class:`AlreadyCancelled`). Times are timezone-aware
-UTC; durations are timedeltas.
+(:class:`PayloadMismatch`), or a job someone asked to cancel (:class:`CancelRequested`). Times are
+timezone-aware UTC; durations are timedeltas.
+
+One word per meaning, in this package and in what it reports:
+
+- *cancel* (a request): ``jobs.cancel(job_id)``. On a running job it is recorded as
+  ``cancel_requested_at`` (:attr:`CancelOutcome.REQUESTED`; the handler sees ``job.cancelled``);
+  on a job without a record it is a marker (:attr:`CancelOutcome.MARKED`). ``acquire`` refuses any
+  job with a request against it: :class:`CancelRequested`.
+- *cancelled* (a state): the job will not run (again): :attr:`Status.CANCELLED`,
+  :attr:`JobState.CANCELLED <cloudjobs.idempotency.status.JobState.CANCELLED>`, and
+  :attr:`CancelOutcome.CANCELLED` when the request put it there at once. The consumer's
+  ``Cancelled`` outcome is how a delivery of such a job is settled.
+- *retrying*: an attempt failed and released its lease; the job waits for its next attempt
+  (:attr:`Status.RETRYING`, stored as ``"failed"``, the value it was first written with).
+- *dead-lettered*: the job went to the dead-letter queue (:attr:`Status.DEAD_LETTERED`); a job's
+  public state calls it *failed* (:attr:`JobState.FAILED <cloudjobs.idempotency.status.JobState.FAILED>`),
+  and that is the only meaning of "failed" in a job's state.
+- *finished*: the job will not run again by itself: completed, dead-lettered or cancelled.
 """
 
 from __future__ import annotations
@@ -47,8 +64,11 @@ class Status(enum.Enum):
 
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
+    RETRYING = "failed"
+    """The last attempt failed and will be retried; the lease is released. Stored as ``"failed"``,
+    the value existing tables hold."""
     FAILED = "failed"
-    """The last attempt failed and will be retried; the lease is released."""
+    """The old name of :attr:`RETRYING` (an alias: the same member)."""
     DEAD_LETTERED = "dead_lettered"
     """The job went to the dead-letter queue; a redrive may still run it again."""
     PENDING = "pending"
@@ -129,25 +149,29 @@ class PayloadMismatch:
 
 
 @dataclass(frozen=True, slots=True)
-class AlreadyCancelled:
-    """The key's job was cancelled (``jobs.cancel``): it must not run."""
+class CancelRequested:
+    """Someone asked to cancel the key's job (``jobs.cancel``): its record is cancelled, or a request
+    to stop stands against it. It must not run."""
 
     job_id: str
 
 
-AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch | AlreadyCancelled
+AlreadyCancelled = CancelRequested
+"""The old name of :class:`CancelRequested` (the same class)."""
+
+AcquireResult = Acquired | InProgress | AlreadyCompleted | PayloadMismatch | CancelRequested
 """Everything :meth:`IdempotencyStore.acquire` can answer."""
 
 
 def standing_refusal(
     record: Record, claim: Claim
-) -> PayloadMismatch | AlreadyCancelled | AlreadyCompleted | None:
+) -> PayloadMismatch | CancelRequested | AlreadyCompleted | None:
     """What a live record answers ``claim`` whatever the state of its lease, or None when the lease
     alone decides. One order for every store: a reused key first, then cancellation, then completion."""
     if record.payload_hash != claim.payload_hash:
         return PayloadMismatch(job_id=record.job_id)
     if record.status is Status.CANCELLED or record.cancel_requested_at is not None:
-        return AlreadyCancelled(job_id=record.job_id)
+        return CancelRequested(job_id=record.job_id)
     if record.status is Status.COMPLETED:
         return AlreadyCompleted(
             job_id=record.job_id, result=record.result, result_omitted=record.result_omitted
@@ -184,7 +208,7 @@ class Renewal:
 
 
 class CancelOutcome(enum.Enum):
-    """What :meth:`JobControlStore.cancel` did."""
+    """What :meth:`JobControlStore.cancel` did (the values are what ``cloudjobs cancel`` prints)."""
 
     CANCELLED = "cancelled"
     """The job's record now says cancelled: a job that has not started never runs."""
@@ -210,7 +234,7 @@ class IdempotencyStore(Protocol):
 
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
         """Take the lease on ``claim.key``: succeeds when the record is absent, expired, released
-        (failed, dead-lettered) or its lease lapsed; otherwise says why not. One write, no read."""
+        (retrying, dead-lettered) or its lease lapsed; otherwise says why not. One write, no read."""
         ...
 
     def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:

@@ -31,11 +31,12 @@ import boto3
 from botocore.config import Config
 
 from cloudjobs.aws_clients import create_client
-from cloudjobs.errors import IdempotencyStoreError, LeaseLostError
+from cloudjobs.errors import IdempotencyStoreError
 from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
     AcquireResult,
+    Cancellation,
     Claim,
     InProgress,
     Record,
@@ -55,10 +56,11 @@ from cloudjobs.idempotency.dynamodb_items import (
     record_of,
     time_value,
     ttl_value,
+    update_held,
     utc_now,
     wrap_dynamodb_errors,
 )
-from cloudjobs.provisioning import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
+from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
 # The acquire condition, one named part per way a lease may be taken (the shared parts, with why a
 # lease lapses only clock_skew late, are in dynamodb_items).
 _IS_SAME_PAYLOAD: Final = "#payload_hash = :payload_hash"
-_IS_RELEASED: Final = "#status IN (:pending, :failed, :dead_lettered)"
+_IS_RELEASED: Final = "#status IN (:pending, :retrying, :dead_lettered)"
 # A cancelled record is never released; a running one asked to stop is not taken over if its worker dies.
 _IS_NOT_CANCEL_REQUESTED: Final = "attribute_not_exists(#cancel_requested_at)"
 _ACQUIRE_CONDITION: Final = (
@@ -80,15 +82,13 @@ _ACQUIRE_UPDATE: Final = (
     "#created_at = if_not_exists(#created_at, :now), #updated_at = :now, #expires_at = :expires_at "
     "ADD #attempts :one REMOVE #result, #result_omitted"
 )
-_IS_HELD: Final = "#token = :token AND #status = :in_progress"
 
 
-class DynamoDbIdempotencyStore(DynamoDbJobControl):
+class DynamoDbIdempotencyStore:
     """The idempotency store on a DynamoDB table (see the module docstring for its shape).
 
-    It also implements JobControlStore (inherited from
-    :class:`~cloudjobs.idempotency.dynamodb_control.DynamoDbJobControl`) for pending records and
-    cancellation.
+    It also implements JobControlStore for pending records and cancellation, by delegating to a
+    :class:`~cloudjobs.idempotency.dynamodb_control.DynamoDbJobControl` on the same table and client.
 
     The client is created on first use with boto3's configuration (``AWS_ENDPOINT_URL_DYNAMODB``,
     credentials, ``AWS_REGION``), with short timeouts and few retries: the consumer fails closed
@@ -128,6 +128,9 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
         self._config = config.merge(own) if config is not None else own
         self._clock_skew = clock_skew
         self._lock = threading.Lock()
+        self._control = DynamoDbJobControl(
+            table, client=lambda: self.client, clock_skew=clock_skew, find=self.find
+        )
 
     @property
     def client(self) -> DynamoDBClient:
@@ -175,7 +178,7 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
             "ExpressionAttributeValues": {
                 ":in_progress": {"S": Status.IN_PROGRESS.value},
                 ":pending": {"S": Status.PENDING.value},
-                ":failed": {"S": Status.FAILED.value},
+                ":retrying": {"S": Status.RETRYING.value},
                 ":dead_lettered": {"S": Status.DEAD_LETTERED.value},
                 ":lapsed_before": time_value(now - self._clock_skew),
                 ":payload_hash": {"S": claim.payload_hash},
@@ -214,7 +217,7 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
             update += ", #progress = :progress"
             names.append("progress")
             values[":progress"] = {"N": str(progress)}
-        updated = self._update_held(key, update, names, values, return_new=True)
+        updated = update_held(self.client, self.table, key, update, names, values, return_new=True)
         return Renewal(is_cancel_requested=ATTRIBUTE_NAMES["cancel_requested_at"] in updated)
 
     def complete(
@@ -244,11 +247,11 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
                 names.append(name)
                 values[f":{name}"] = {"S": text}
         update = "SET " + ", ".join(sets) + " REMOVE #token, #lease_expires_at"
-        self._update_held(key, update, names, values)
+        update_held(self.client, self.table, key, update, names, values)
 
     def release(self, key: str, token: str, *, error: str, is_final: bool) -> None:
         """Give the lease up with one conditional UpdateItem; see :meth:`IdempotencyStore.release`."""
-        status = Status.DEAD_LETTERED if is_final else Status.FAILED
+        status = Status.DEAD_LETTERED if is_final else Status.RETRYING
         update = (
             "SET #status = :released, #error = :error, #updated_at = :now REMOVE #token, #lease_expires_at"
         )
@@ -259,7 +262,14 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
             ":token": {"S": token},
             ":in_progress": {"S": Status.IN_PROGRESS.value},
         }
-        self._update_held(key, update, ["status", "error", "updated_at", "token", "lease_expires_at"], values)
+        update_held(
+            self.client,
+            self.table,
+            key,
+            update,
+            ["status", "error", "updated_at", "token", "lease_expires_at"],
+            values,
+        )
 
     def find(self, job_id: str) -> Record | None:
         """The live record of a job, by one Query on the job-id index.
@@ -279,6 +289,24 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
         live = [record for record in records if record.expires_at >= now]
         return max(live, key=lambda record: record.updated_at) if live else None
 
+    # -- JobControlStore protocol -----------------------------------------------------------------
+
+    def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
+        """See :meth:`DynamoDbJobControl.put_pending`."""
+        return self._control.put_pending(claim, retention=retention)
+
+    def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
+        """See :meth:`DynamoDbJobControl.cancel`."""
+        return self._control.cancel(job_id, retention=retention)
+
+    def is_marked_cancelled(self, job_id: str) -> bool:
+        """See :meth:`DynamoDbJobControl.is_marked_cancelled`."""
+        return self._control.is_marked_cancelled(job_id)
+
+    def finish_cancelled(self, key: str, token: str) -> None:
+        """See :meth:`DynamoDbJobControl.finish_cancelled`."""
+        self._control.finish_cancelled(key, token)
+
     # -- internals --------------------------------------------------------------------------------
 
     def _refusal(self, claim: Claim, item: Mapping[str, AttributeValueTypeDef] | None) -> AcquireResult:
@@ -296,27 +324,3 @@ class DynamoDbIdempotencyStore(DynamoDbJobControl):
         return InProgress(
             job_id=record.job_id, available_at=lapse_after(lease_expires_at, clock_skew=self._clock_skew)
         )
-
-    def _update_held(
-        self,
-        key: str,
-        update: str,
-        names: list[str],
-        values: dict[str, AttributeValueTypeDef],
-        *,
-        return_new: bool = False,
-    ) -> Mapping[str, AttributeValueTypeDef]:
-        try:
-            with wrap_dynamodb_errors(self.table, key):
-                response = self.client.update_item(
-                    TableName=self.table,
-                    Key={TABLE_PARTITION_KEY: {"S": key}},
-                    UpdateExpression=update,
-                    ConditionExpression=_IS_HELD,
-                    ExpressionAttributeNames=expression_names(*names),
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW" if return_new else "NONE",
-                )
-        except ConditionFailedError:
-            raise LeaseLostError(f"the lease on {key!r} is no longer held by this token", key=key) from None
-        return response.get("Attributes", {})

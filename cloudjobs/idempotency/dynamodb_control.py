@@ -1,17 +1,17 @@
 """Job control on DynamoDB: pending records at enqueue, cancellation and cancellation markers.
 
-:class:`DynamoDbJobControl` is a base class of
-:class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` implementing the
-:class:`~cloudjobs.idempotency.base.JobControlStore` protocol, kept in its own module because it
-serves producers and operators, not the lease a consumer takes. It writes the same items as the
-store (see :mod:`cloudjobs.idempotency.dynamodb_items`), by conditional writes.
+:class:`DynamoDbJobControl` implements the :class:`~cloudjobs.idempotency.base.JobControlStore`
+protocol for :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore`, which holds one; it
+is kept in its own module because it serves producers and operators, not the lease a consumer takes.
+It writes the same items as the store (see :mod:`cloudjobs.idempotency.dynamodb_items`), by
+conditional writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from cloudjobs.errors import IdempotencyStoreError
 from cloudjobs.idempotency.base import Cancellation, CancelOutcome, Claim, Record, Status, cancel_marker_key
@@ -25,57 +25,59 @@ from cloudjobs.idempotency.dynamodb_items import (
     time_of,
     time_value,
     ttl_value,
+    update_held,
     utc_now,
     wrap_dynamodb_errors,
 )
-from cloudjobs.provisioning import TABLE_JOB_ID_ATTRIBUTE, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import (
+    TABLE_JOB_ID_ATTRIBUTE,
+    TABLE_PARTITION_KEY,
+    TABLE_TTL_ATTRIBUTE,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 # Cancellation: a job not running (pending, failed, or its worker gone) is cancelled outright.
-_IS_NOT_RUNNING: Final = f"#status IN (:pending, :failed) OR {IS_LEASE_LAPSED}"
+_IS_NOT_RUNNING: Final = f"#status IN (:pending, :retrying) OR {IS_LEASE_LAPSED}"
 _IS_RUNNING: Final = "#status = :in_progress"
 
 
-class _DynamoDbTable(Protocol):
-    """What the base class needs from DynamoDbIdempotencyStore."""
-
-    @property
-    def table(self) -> str: ...
-
-    @property
-    def client(self) -> DynamoDBClient: ...
-
-    @property
-    def _clock_skew(self) -> timedelta: ...
-
-    def find(self, job_id: str) -> Record | None: ...
-
-    def _update_held(
-        self,
-        key: str,
-        update: str,
-        names: list[str],
-        values: dict[str, AttributeValueTypeDef],
-        *,
-        return_new: bool = False,
-    ) -> Mapping[str, AttributeValueTypeDef]: ...
-
-
 class DynamoDbJobControl:
-    """Pending records, cancellation and markers for
-    :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore`."""
+    """Pending records, cancellation and markers on the idempotency table.
 
-    def put_pending(self: _DynamoDbTable, claim: Claim, *, retention: timedelta) -> bool:
+    :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` holds one and delegates its
+    JobControlStore methods to it.
+
+    Args:
+        table: the table's name.
+        client: gives the DynamoDB client (the store creates it on first use).
+        clock_skew: how long after its expiry a lease (or a record) counts as lapsed.
+        find: the live record of a job by its id (the store's Query on the job-id index).
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Callable[[], DynamoDBClient],
+        clock_skew: timedelta,
+        find: Callable[[str], Record | None],
+    ) -> None:
+        self._table = table
+        self._client = client
+        self._clock_skew = clock_skew
+        self._find = find
+
+    def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
         """Write a pending record with one conditional PutItem (never over a live record); True if
         written. See :meth:`~cloudjobs.idempotency.base.JobControlStore.put_pending`."""
         now = utc_now()
         try:
-            with wrap_dynamodb_errors(self.table, claim.key):
-                self.client.put_item(
-                    TableName=self.table,
+            with wrap_dynamodb_errors(self._table, claim.key):
+                self._client().put_item(
+                    TableName=self._table,
                     Item={
                         TABLE_PARTITION_KEY: {"S": claim.key},
                         TABLE_JOB_ID_ATTRIBUTE: {"S": claim.job_id},
@@ -95,12 +97,12 @@ class DynamoDbJobControl:
             return False
         return True
 
-    def cancel(self: _DynamoDbTable, job_id: str, *, retention: timedelta) -> Cancellation:
+    def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
         """Cancel a job: find its record (one Query), then one or two conditional UpdateItems; without
         a record, one PutItem of a marker. See :class:`~cloudjobs.idempotency.base.CancelOutcome`."""
-        record = self.find(job_id)
+        record = self._find(job_id)
         if record is None:
-            _put_marker(self, job_id, retention)
+            self._put_marker(job_id, retention)
             return Cancellation(CancelOutcome.MARKED)
         # The index may lag: each write's condition decides on the record as it is, and a refused
         # write returns it, so the loop ends within a few turns whatever happens in between.
@@ -109,14 +111,14 @@ class DynamoDbJobControl:
                 return Cancellation(CancelOutcome.ALREADY_FINISHED, record)
             now = utc_now()
             try:
-                cancelled = _cancel_write(self, record.key, now, is_running=False)
+                cancelled = self._cancel_write(record.key, now, is_running=False)
                 return Cancellation(CancelOutcome.CANCELLED, cancelled)
             except ConditionFailedError as failed:
                 record = record_of(failed.item) if failed.item else record
             if record.status is not Status.IN_PROGRESS:
                 continue
             try:
-                requested = _cancel_write(self, record.key, now, is_running=True)
+                requested = self._cancel_write(record.key, now, is_running=True)
                 return Cancellation(CancelOutcome.REQUESTED, requested)
             except ConditionFailedError as failed:
                 record = record_of(failed.item) if failed.item else record
@@ -124,12 +126,12 @@ class DynamoDbJobControl:
             "the record kept changing while it was cancelled; try again", key=record.key
         )
 
-    def is_marked_cancelled(self: _DynamoDbTable, job_id: str) -> bool:
+    def is_marked_cancelled(self, job_id: str) -> bool:
         """True when a live cancellation marker exists: one strongly consistent GetItem."""
         key = cancel_marker_key(job_id)
-        with wrap_dynamodb_errors(self.table, key):
-            response = self.client.get_item(
-                TableName=self.table,
+        with wrap_dynamodb_errors(self._table, key):
+            response = self._client().get_item(
+                TableName=self._table,
                 Key={TABLE_PARTITION_KEY: {"S": key}},
                 ConsistentRead=True,
                 ProjectionExpression="#expires_at",
@@ -138,7 +140,7 @@ class DynamoDbJobControl:
         expires_at = time_of(response.get("Item", {}).get(TABLE_TTL_ATTRIBUTE))
         return expires_at is not None and expires_at >= utc_now()
 
-    def finish_cancelled(self: _DynamoDbTable, key: str, token: str) -> None:
+    def finish_cancelled(self, key: str, token: str) -> None:
         """Settle a held lease as cancelled with one conditional UpdateItem."""
         update = (
             "SET #status = :cancelled, #cancel_requested_at = if_not_exists(#cancel_requested_at, :now), "
@@ -151,51 +153,54 @@ class DynamoDbJobControl:
             ":in_progress": {"S": Status.IN_PROGRESS.value},
         }
         names = ["status", "cancel_requested_at", "updated_at", "token", "lease_expires_at"]
-        self._update_held(key, update, names, values)
+        update_held(self._client(), self._table, key, update, names, values)
 
-
-def _cancel_write(store: _DynamoDbTable, key: str, now: datetime, *, is_running: bool) -> Record:
-    """Cancel a record not running (status cancelled), or ask a running one to stop."""
-    if is_running:
-        update = "SET #cancel_requested_at = if_not_exists(#cancel_requested_at, :now), #updated_at = :now"
-        names = ["cancel_requested_at", "updated_at", "status"]
-        condition = _IS_RUNNING
-        values: dict[str, AttributeValueTypeDef] = {":in_progress": {"S": Status.IN_PROGRESS.value}}
-    else:
-        update = "SET #status = :cancelled, #updated_at = :now REMOVE #token, #lease_expires_at"
-        names = ["status", "updated_at", "token", "lease_expires_at"]
-        condition = _IS_NOT_RUNNING
-        values = {
-            ":cancelled": {"S": Status.CANCELLED.value},
-            ":pending": {"S": Status.PENDING.value},
-            ":failed": {"S": Status.FAILED.value},
-            ":in_progress": {"S": Status.IN_PROGRESS.value},
-            ":lapsed_before": time_value(now - store._clock_skew),
-        }
-    values[":now"] = time_value(now)
-    with wrap_dynamodb_errors(store.table, key):
-        response = store.client.update_item(
-            TableName=store.table,
-            Key={TABLE_PARTITION_KEY: {"S": key}},
-            UpdateExpression=update,
-            ConditionExpression=f"attribute_exists(#pk) AND ({condition})",
-            ExpressionAttributeNames=expression_names("pk", *names),
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    return record_of(response["Attributes"])
-
-
-def _put_marker(store: _DynamoDbTable, job_id: str, retention: timedelta) -> None:
-    key = cancel_marker_key(job_id)
-    try:
-        with wrap_dynamodb_errors(store.table, key):
-            store.client.put_item(
-                TableName=store.table,
-                Item={TABLE_PARTITION_KEY: {"S": key}, TABLE_TTL_ATTRIBUTE: ttl_value(utc_now() + retention)},
-                ConditionExpression=IS_ABSENT,
-                ExpressionAttributeNames=expression_names("pk"),
+    def _cancel_write(self, key: str, now: datetime, *, is_running: bool) -> Record:
+        """Cancel a record not running (status cancelled), or ask a running one to stop."""
+        if is_running:
+            update = (
+                "SET #cancel_requested_at = if_not_exists(#cancel_requested_at, :now), #updated_at = :now"
             )
-    except ConditionFailedError:
-        pass  # marked already: cancelling twice changes nothing
+            names = ["cancel_requested_at", "updated_at", "status"]
+            condition = _IS_RUNNING
+            values: dict[str, AttributeValueTypeDef] = {":in_progress": {"S": Status.IN_PROGRESS.value}}
+        else:
+            update = "SET #status = :cancelled, #updated_at = :now REMOVE #token, #lease_expires_at"
+            names = ["status", "updated_at", "token", "lease_expires_at"]
+            condition = _IS_NOT_RUNNING
+            values = {
+                ":cancelled": {"S": Status.CANCELLED.value},
+                ":pending": {"S": Status.PENDING.value},
+                ":retrying": {"S": Status.RETRYING.value},
+                ":in_progress": {"S": Status.IN_PROGRESS.value},
+                ":lapsed_before": time_value(now - self._clock_skew),
+            }
+        values[":now"] = time_value(now)
+        with wrap_dynamodb_errors(self._table, key):
+            response = self._client().update_item(
+                TableName=self._table,
+                Key={TABLE_PARTITION_KEY: {"S": key}},
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(#pk) AND ({condition})",
+                ExpressionAttributeNames=expression_names("pk", *names),
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        return record_of(response["Attributes"])
+
+    def _put_marker(self, job_id: str, retention: timedelta) -> None:
+        key = cancel_marker_key(job_id)
+        try:
+            with wrap_dynamodb_errors(self._table, key):
+                self._client().put_item(
+                    TableName=self._table,
+                    Item={
+                        TABLE_PARTITION_KEY: {"S": key},
+                        TABLE_TTL_ATTRIBUTE: ttl_value(utc_now() + retention),
+                    },
+                    ConditionExpression=IS_ABSENT,
+                    ExpressionAttributeNames=expression_names("pk"),
+                )
+        except ConditionFailedError:
+            pass  # marked already: cancelling twice changes nothing

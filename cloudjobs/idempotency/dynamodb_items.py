@@ -1,4 +1,5 @@
-"""The DynamoDB idempotency table's item shape: attribute names, values, shared conditions, errors.
+"""The DynamoDB idempotency table's item shape: attribute names, values, shared conditions and writes,
+errors.
 
 Shared by :mod:`cloudjobs.idempotency.dynamodb` (the lease) and
 :mod:`cloudjobs.idempotency.dynamodb_control` (pending records and cancellation), so both read and
@@ -17,11 +18,16 @@ from typing import TYPE_CHECKING, Final
 import botocore.exceptions
 
 from cloudjobs.aws_errors import setup_error, setup_errors
-from cloudjobs.errors import IdempotencyStoreError
+from cloudjobs.errors import IdempotencyStoreError, LeaseLostError
 from cloudjobs.idempotency.base import Record, Status
-from cloudjobs.provisioning import TABLE_JOB_ID_ATTRIBUTE, TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.idempotency.dynamodb_schema import (
+    TABLE_JOB_ID_ATTRIBUTE,
+    TABLE_PARTITION_KEY,
+    TABLE_TTL_ATTRIBUTE,
+)
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 _CONDITION_FAILED: Final = "ConditionalCheckFailedException"
@@ -53,6 +59,7 @@ ATTRIBUTE_NAMES: Final = {
 IS_ABSENT: Final = "attribute_not_exists(#pk)"
 IS_EXPIRED: Final = "#expires_at < :lapsed_before"
 IS_LEASE_LAPSED: Final = "(#status = :in_progress AND #lease_expires_at < :lapsed_before)"
+IS_HELD: Final = "#token = :token AND #status = :in_progress"
 
 
 class ConditionFailedError(Exception):
@@ -88,6 +95,42 @@ def wrap_dynamodb_errors(table: str, key: str | None) -> Iterator[None]:
         raise IdempotencyStoreError(message, key=key, table=table, code=code or None) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise IdempotencyStoreError(str(exc), key=key, table=table) from exc
+
+
+def update_held(
+    client: DynamoDBClient,
+    table: str,
+    key: str,
+    update: str,
+    names: list[str],
+    values: dict[str, AttributeValueTypeDef],
+    *,
+    return_new: bool = False,
+) -> Mapping[str, AttributeValueTypeDef]:
+    """One UpdateItem on a record whose lease ``values[":token"]`` holds; the record as updated when
+    ``return_new`` (else empty).
+
+    ``names`` and ``values`` are exactly those ``update`` uses, plus ``token`` and ``status`` and
+    ``:token`` and ``:in_progress`` for the held condition.
+
+    Raises:
+        LeaseLostError: the token no longer holds the record.
+        IdempotencyStoreError: the table refused the write.
+    """
+    try:
+        with wrap_dynamodb_errors(table, key):
+            response = client.update_item(
+                TableName=table,
+                Key={TABLE_PARTITION_KEY: {"S": key}},
+                UpdateExpression=update,
+                ConditionExpression=IS_HELD,
+                ExpressionAttributeNames=expression_names(*names),
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW" if return_new else "NONE",
+            )
+    except ConditionFailedError:
+        raise LeaseLostError(f"the lease on {key!r} is no longer held by this token", key=key) from None
+    return response.get("Attributes", {})
 
 
 def expression_names(*names: str) -> dict[str, str]:

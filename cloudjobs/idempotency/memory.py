@@ -30,7 +30,7 @@ from cloudjobs.idempotency.base import (
     standing_refusal,
 )
 
-_RELEASED = frozenset({Status.PENDING, Status.FAILED, Status.DEAD_LETTERED})
+_RELEASED = frozenset({Status.PENDING, Status.RETRYING, Status.DEAD_LETTERED})
 _FINISHED = frozenset({Status.COMPLETED, Status.DEAD_LETTERED, Status.CANCELLED})
 
 
@@ -126,7 +126,7 @@ class MemoryIdempotencyStore:
             record = self._held(key, token)
             self._records[key] = dataclasses.replace(
                 record,
-                status=Status.DEAD_LETTERED if is_final else Status.FAILED,
+                status=Status.DEAD_LETTERED if is_final else Status.RETRYING,
                 error=error,
                 lease_expires_at=None,
                 updated_at=self._clock.now(),

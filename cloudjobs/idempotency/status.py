@@ -21,6 +21,8 @@ class JobState(enum.Enum):
         pending / retrying ──────▶ cancelled (``jobs.cancel``: never runs again)
 
     ``COMPLETED`` and ``DEAD_LETTERED`` are aliases of ``SUCCEEDED`` and ``FAILED`` (their old names).
+    Here *failed* means in the dead-letter queue (a record's ``Status.DEAD_LETTERED``); a record's
+    ``Status.RETRYING`` (stored as ``"failed"``) reads as ``RETRYING``.
     """
 
     PENDING = "pending"
@@ -88,7 +90,7 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
             state = JobState.SUCCEEDED
         case Status.DEAD_LETTERED:
             state = JobState.FAILED
-        case Status.FAILED:
+        case Status.RETRYING:
             state = JobState.RETRYING
         case Status.IN_PROGRESS:
             lease_end = record.lease_expires_at or record.updated_at

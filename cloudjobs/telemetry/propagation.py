@@ -51,12 +51,11 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.textmap import Getter
 
-from cloudjobs.backends.base import message_size
+from cloudjobs.backends.base import MAX_MESSAGE_ATTRIBUTES, message_size
 from cloudjobs.envelope import (
     CORRELATION_ATTRIBUTE,
     DEAD_LETTER_ATTRIBUTE,
     ID_ATTRIBUTE,
-    MAX_MESSAGE_ATTRIBUTES,
     TYPE_ATTRIBUTE,
 )
 from cloudjobs.job import current_job
