@@ -7,7 +7,7 @@ Around each run of a job that keeps a record (``idempotent=True``, ``idempotency
                          ├─ AlreadyCompleted  → Completed(stored result), handler not run
                          ├─ InProgress        → Deferred until the lease may lapse (not an attempt)
                          ├─ PayloadMismatch   → DeadLetter("idempotency_key_reused")
-                         ├─ AlreadyCancelled  → Cancelled (acknowledged, never run)
+                         ├─ CancelRequested   → Cancelled (acknowledged, never run)
                          └─ store unreachable → Deferred (fail closed: not run, not deleted)
     renew (heartbeat):   extends the lease; its answer sets ``job.cancelled`` on a cancellation request
     settle:     Completed → complete(result) · Cancelled → finish_cancelled · other → release(error)
@@ -33,8 +33,8 @@ from cloudjobs.idempotency.base import (
     MAX_RESULT_BYTES,
     RESULT_BYTES_CEILING,
     Acquired,
-    AlreadyCancelled,
     AlreadyCompleted,
+    CancelRequested,
     Claim,
     IdempotencyStore,
     InProgress,
@@ -210,7 +210,7 @@ class _LeaseRun(RunHandle):
             case Acquired(token=token):
                 self._key, self._token = claim.key, token
                 return None
-            case AlreadyCancelled():
+            case CancelRequested():
                 logger.info("job %s was cancelled: acknowledged without running", job.id)
                 return Cancelled()
             case _ if not definition.idempotent:
