@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from cloudjobs.backends.base import MAX_VISIBILITY
 class RetryPolicy:
     """Exponential backoff with full jitter, capped.
 
-    The wait before attempt ``n + 1`` is drawn uniformly from ``[0, min(cap, base * 2 ** (n - 1))]``
-    ("full jitter"), which spreads retries of many failing jobs instead of bunching them.
+    The wait before attempt ``n + 1`` is drawn uniformly from the whole seconds 1 to
+    ``min(cap, base * 2 ** (n - 1))`` ("full jitter", at least a second), which spreads retries of
+    many failing jobs instead of bunching them.
 
     Attributes:
         max_attempts: attempts in all, the first included; the last failure goes to the DLQ.
@@ -44,12 +46,14 @@ class RetryPolicy:
         return timedelta(seconds=seconds)
 
     def backoff(self, attempt: int) -> timedelta:
-        """The wait after failed attempt ``attempt``, drawn with full jitter, whole seconds.
+        """The wait after failed attempt ``attempt``: whole seconds, uniform from 1 to the ceiling.
 
-        SQS visibility takes whole seconds, so the draw is rounded down (never past the ceiling).
+        SQS visibility takes whole seconds. The draw is ``1 + floor(r * c)`` for ``r`` in ``[0, 1)``
+        and ``c`` the ceiling rounded up to whole seconds: each of ``1 .. c`` equally likely, never 0
+        (a retry that waits nothing hammers whatever just failed) and never past the ceiling.
         """
-        seconds = self.ceiling(attempt).total_seconds() * self.random()
-        return timedelta(seconds=int(seconds))
+        ceiling = math.ceil(self.ceiling(attempt).total_seconds())
+        return timedelta(seconds=min(ceiling, 1 + int(ceiling * self.random())))
 
     def is_exhausted(self, attempt: int) -> bool:
         """True when attempt ``attempt`` was the last one allowed."""

@@ -329,7 +329,7 @@ def test_an_unknown_job_type_is_retried_with_backoff(backend: MemoryBackend, clo
     outcome = _process(jobs, backend)
 
     assert isinstance(outcome, Retry)
-    assert outcome.delay == timedelta(seconds=5)  # half of the first ceiling, 10 s
+    assert outcome.delay == timedelta(seconds=6)  # 1 + half of the first ceiling, 10 s
     assert "deployed-later" in outcome.error
 
 
@@ -374,9 +374,9 @@ def test_any_other_exception_retries_after_the_jittered_backoff(
 
     jobs.enqueue("flaky", {})
 
-    # Third attempt: ceiling 4 s * 2**2 = 16 s, drawn at one half.
+    # Third attempt: ceiling 4 s * 2**2 = 16 s, drawn at one half: 1 + 8 s.
     assert _process(jobs, backend, receive_count=3) == Retry(
-        delay=timedelta(seconds=8), error="ConnectionError: reset by peer", attempt=3
+        delay=timedelta(seconds=9), error="ConnectionError: reset by peer", attempt=3
     )
 
 
@@ -410,7 +410,7 @@ def test_a_jobs_own_retry_policy_replaces_the_settings(jobs: CloudJobs, backend:
     jobs.enqueue("custom", {})
     outcome = _process(jobs, backend)
 
-    assert outcome == Retry(delay=timedelta(seconds=25), error="ValueError: nope", attempt=1)
+    assert outcome == Retry(delay=timedelta(seconds=26), error="ValueError: nope", attempt=1)
 
 
 def test_a_queue_redriving_before_the_last_attempt_is_warned_about_when_the_consumer_is_made(

@@ -269,8 +269,8 @@ def test_an_unknown_job_type_is_retried_with_backoff_then_dead_lettered_as_unkno
 
         [details] = _dead_letters(backend)
     retries = [outcome for _, outcome in report.outcomes if isinstance(outcome, Retry)]
-    # Ceilings 2, 4, 8, 16 s, each drawn at one half.
-    assert [retry.delay for retry in retries] == [timedelta(seconds=s) for s in (1, 2, 4, 8)]
+    # Ceilings 2, 4, 8, 16 s, each drawn at one half: 1 + half the ceiling.
+    assert [retry.delay for retry in retries] == [timedelta(seconds=s) for s in (2, 3, 5, 9)]
     assert [retry.attempt for retry in retries] == [1, 2, 3, 4]
     assert details["reason"] == "unknown_job"
     assert details["attempts"] == 5
@@ -320,7 +320,7 @@ def test_drain_skips_over_retry_delays_by_moving_the_queue_time(clock: ManualClo
     assert attempts == [1, 2, 3]
     assert report.retried == 2
     assert report.completed == 1
-    assert waited == timedelta(seconds=30 + 60)
+    assert waited == timedelta(seconds=31 + 61)
 
 
 def test_exhausted_attempts_dead_letter_as_max_attempts(clock: ManualClock) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -23,26 +25,51 @@ def test_the_backoff_ceiling_doubles_with_each_attempt(attempt: int, ceiling: in
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8])
-def test_the_largest_draw_gives_a_backoff_just_under_the_ceiling(attempt: int) -> None:
+def test_the_largest_draw_waits_the_whole_ceiling(attempt: int) -> None:
     policy = _policy(JUST_UNDER_ONE, base=timedelta(seconds=10), cap=timedelta(seconds=900))
-    ceiling = policy.ceiling(attempt)
 
-    backoff = policy.backoff(attempt)
-
-    assert ceiling - timedelta(seconds=1) <= backoff < ceiling
+    assert policy.backoff(attempt) == policy.ceiling(attempt)
 
 
 @pytest.mark.parametrize("attempt", [1, 4, 20])
-def test_a_zero_draw_gives_no_backoff(attempt: int) -> None:
+def test_a_zero_draw_still_waits_a_second(attempt: int) -> None:
     policy = _policy(0.0, base=timedelta(seconds=10))
 
-    assert policy.backoff(attempt) == timedelta(0)
+    assert policy.backoff(attempt) == timedelta(seconds=1)
 
 
-def test_the_backoff_is_the_draw_times_the_ceiling_rounded_down_to_whole_seconds() -> None:
+def test_the_first_retry_with_a_one_second_base_never_waits_zero() -> None:
+    # int(draw * 1 s) was always 0: every first retry ran at once.
+    policy = RetryPolicy(base=timedelta(seconds=1), random=random.Random(3).random)
+
+    assert {policy.backoff(1) for _ in range(1000)} == {timedelta(seconds=1)}
+
+
+def test_the_backoff_is_one_plus_the_draw_times_the_ceiling_in_whole_seconds() -> None:
     policy = _policy(0.37, base=timedelta(seconds=10))
 
-    assert policy.backoff(3) == timedelta(seconds=14)  # 0.37 * 40 s = 14.8 s
+    assert policy.backoff(3) == timedelta(seconds=15)  # 1 + floor(0.37 * 40 s)
+
+
+def test_the_backoff_is_uniform_over_the_whole_seconds_up_to_the_ceiling() -> None:
+    policy = RetryPolicy(
+        base=timedelta(seconds=1), cap=timedelta(seconds=900), random=random.Random(7).random
+    )
+    draws = 40_000
+
+    counts = Counter(int(policy.backoff(4).total_seconds()) for _ in range(draws))  # ceiling 8 s
+
+    assert sorted(counts) == list(range(1, 9))
+    # Chi-squared with 7 degrees of freedom: 24.3 is its 0.1 % critical value.
+    expected = draws / 8
+    chi_squared = sum((count - expected) ** 2 / expected for count in counts.values())
+    assert chi_squared < 24.3
+
+
+def test_a_fractional_ceiling_rounds_up_to_whole_seconds() -> None:
+    policy = _policy(JUST_UNDER_ONE, base=timedelta(seconds=1.5))
+
+    assert policy.backoff(1) == timedelta(seconds=2)
 
 
 def test_the_ceiling_stops_growing_at_the_cap() -> None:
@@ -50,7 +77,7 @@ def test_the_ceiling_stops_growing_at_the_cap() -> None:
 
     assert policy.ceiling(4) == timedelta(seconds=60)
     assert policy.ceiling(40) == timedelta(seconds=60)
-    assert policy.backoff(40) == timedelta(seconds=59)
+    assert policy.backoff(40) == timedelta(seconds=60)
 
 
 def test_a_huge_attempt_number_does_not_overflow() -> None:
