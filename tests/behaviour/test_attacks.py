@@ -1,0 +1,149 @@
+"""Attacks on the consumer's promises, on both backends: hostile bodies sent as another sender would,
+handlers that raise what ``except Exception`` misses. Every message ends with a typed outcome, the
+worker stays alive, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel
+
+from cloudjobs import Job
+from cloudjobs.backends.base import OutgoingMessage
+from cloudjobs.envelope import Envelope, encode
+from tests.behaviour.conftest import Harness, running, wait_for
+
+
+class Charge(BaseModel):
+    order: str
+    amount: float
+
+
+def _envelope(job_type: str, payload: str) -> str:
+    """An envelope whose payload is the given raw JSON text (which pydantic's encoder cannot write)."""
+    envelope = Envelope(
+        id=uuid.uuid4().hex,
+        type=job_type,
+        payload={},
+        correlation_id=uuid.uuid4().hex,
+        enqueued_at=datetime.now(UTC),
+    )
+    body = json.loads(encode(envelope))
+    text = json.dumps(body)
+    return text.replace('"payload": {}', f'"payload": {payload}')
+
+
+def _send_raw(jobs: object, bodies: list[str]) -> None:
+    from cloudjobs import CloudJobs
+
+    assert isinstance(jobs, CloudJobs)
+    for start in range(0, len(bodies), 10):
+        results = jobs.backend.send([OutgoingMessage(body=body) for body in bodies[start : start + 10]])
+        assert all(result.is_sent for result in results), results
+
+
+def test_bodies_that_break_decoding_or_key_derivation_are_dead_lettered_with_their_reason(
+    harness: Harness,
+) -> None:
+    jobs = harness.app(with_store=True)
+    ran: list[str] = []
+
+    @jobs.job("charge", idempotency_key="order")
+    def charge(payload: Charge) -> None:
+        ran.append(payload.order)
+
+    @jobs.job("keyed", idempotency_key=lambda payload: payload["account"])
+    def keyed(payload: dict[str, str]) -> None:
+        ran.append("keyed")
+
+    nested = "[" * 5000 + "]" * 5000  # json.loads raises RecursionError
+    bodies = {
+        "malformed_envelope": '{"cloudjobs": 1, "payload": ' + nested + "}",
+        "invalid_idempotency_key": _envelope("keyed", '{"not_account": "x"}'),  # KeyError
+        "invalid_payload": _envelope("charge", '{"order": "o-1", "amount": NaN}'),  # no record holds NaN
+    }
+    _send_raw(jobs, list(bodies.values()))
+    charge.enqueue(Charge(order="o-2", amount=1.0))  # a good job among them still runs
+
+    with running(jobs, concurrency=2):
+        dead = harness.dead_letters(jobs, expected=3)
+        wait_for(lambda: ran == ["o-2"], message="the good job")
+
+    assert sorted(record["reason"] for record in dead) == sorted(bodies)
+    for record in dead:
+        assert record["attempts"] == 1  # dead-lettered at once, not after looping to the redrive
+        assert record["error"]
+
+
+_EXITS: list[Callable[[], BaseException]] = [
+    lambda: SystemExit(3),
+    lambda: KeyboardInterrupt(),
+    lambda: GeneratorExit(),
+    lambda: asyncio.CancelledError(),
+]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_handler_raising_any_base_exception_fails_its_attempt_and_the_worker_goes_on(
+    harness: Harness, is_async: bool
+) -> None:
+    jobs = harness.app(max_attempts=1, random=lambda: 0.0)
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def misbehave(payload: dict[str, int]) -> None:
+        raise _EXITS[payload["kind"]]()
+
+    def good(payload: dict[str, int]) -> None:
+        with lock:
+            done.append(payload["n"])
+
+    if is_async:
+
+        @jobs.job("exit")
+        async def exit_async(payload: dict[str, int]) -> None:
+            misbehave(payload)
+
+        @jobs.job("good")
+        async def good_async(payload: dict[str, int]) -> None:
+            good(payload)
+
+    else:
+        jobs.job("exit")(misbehave)
+        jobs.job("good")(good)
+
+    jobs.enqueue_many([("exit", {"kind": kind}) for kind in range(len(_EXITS))])
+    with running(jobs, concurrency=2) as worker:
+        dead = harness.dead_letters(jobs, expected=len(_EXITS))
+        jobs.enqueue_many([("good", {"n": n}) for n in range(6)])
+        wait_for(lambda: worker.counts["completed"] == 6, message="six good jobs after the exits")
+    assert sorted(done) == list(range(6))
+
+    errors = sorted(record["error"].split(":")[0] for record in dead)
+    assert errors == sorted(["SystemExit", "KeyboardInterrupt", "GeneratorExit", "CancelledError"])
+    assert {record["reason"] for record in dead} == {"max_attempts"}
+
+
+def test_the_worker_survives_a_handler_that_calls_sys_exit(harness: Harness) -> None:
+    jobs = harness.app(max_attempts=2, random=lambda: 0.0)
+    ran: list[int] = []
+
+    @jobs.job("quit")
+    def quit_(payload: dict[str, int], job: Job) -> None:
+        ran.append(job.attempt)
+        sys.exit(1)
+
+    jobs.enqueue("quit", {})
+    with running(jobs, concurrency=1):
+        [dead] = harness.dead_letters(jobs, expected=1)
+    assert ran == [1, 2]
+    assert dead["reason"] == "max_attempts"
+    assert dead["error"] == "SystemExit: 1"
+    assert "sys.exit(1)" in dead["traceback"]
