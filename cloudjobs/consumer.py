@@ -435,6 +435,7 @@ class Consumer:
             group_id=delivery.group_id,
             deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if self._queue.is_fifo else None,
             system_attributes=delivery.system_attributes,
+            typed_attributes=delivery.typed_attributes,
         )
         return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
 

@@ -101,4 +101,5 @@ def dead_letter_attributes(outcome: DeadLetter, *, failed_at: datetime) -> dict[
     if outcome.traceback:
         # The last lines say where it failed; the first ones only how the worker called it.
         details["traceback"] = outcome.traceback[-MAX_TRACEBACK_CHARS:]
-    return {DEAD_LETTER_ATTRIBUTE: json.dumps(details, separators=(",", ":"), ensure_ascii=False)}
+    # ASCII: escaped, so no character SQS refuses (U+FFFF...) can come in with a job type or an error.
+    return {DEAD_LETTER_ATTRIBUTE: json.dumps(details, separators=(",", ":"))}

@@ -7,6 +7,7 @@ this package, for tests) and ``SqsBackend`` (``cloudjobs.backends.sqs``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,12 +49,61 @@ MAX_MOVE_TASK_RATE: Final = 500
 """StartMessageMoveTask's fastest rate, in messages per second."""
 
 
-def message_size(body: str, attributes: Mapping[str, str]) -> int:
-    """SQS's size of a message: UTF-8 bytes of the body plus attribute names, types and values."""
+@dataclass(frozen=True, slots=True)
+class TypedAttribute:
+    """A message attribute whose data type is not plain ``String``, kept as it came.
+
+    ``Number`` (and ``Number.<label>``) and custom ``String.<label>`` values are text; ``Binary`` (and
+    ``Binary.<label>``) values are bytes. Copies of a received message (dead letters, re-sends,
+    redrives) carry these unchanged.
+    """
+
+    data_type: str
+    value: str | bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes SQS counts for the type and value (the name is counted by the caller)."""
+        value = self.value if isinstance(self.value, bytes) else self.value.encode("utf-8")
+        return len(self.data_type.encode("utf-8")) + len(value)
+
+
+def message_size(
+    body: str, attributes: Mapping[str, str], typed_attributes: Mapping[str, TypedAttribute] | None = None
+) -> int:
+    """SQS's size of a message: UTF-8 bytes of the body plus attribute names, types and values.
+
+    A name in ``typed_attributes`` is counted with its own type and value, once.
+    """
+    typed = typed_attributes or {}
     size = len(body.encode("utf-8"))
     for name, value in attributes.items():
-        size += len(name.encode("utf-8")) + len("String") + len(value.encode("utf-8"))
+        if name not in typed:
+            size += len(name.encode("utf-8")) + len("String") + len(value.encode("utf-8"))
+    for name, attribute in typed.items():
+        size += len(name.encode("utf-8")) + attribute.size
     return size
+
+
+_DISALLOWED: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def first_invalid_character(body: str, attributes: Mapping[str, str]) -> str | None:
+    """The first character SQS refuses in a body or string attribute value (``U+FFFF``...), or None.
+
+    SQS takes #x9, #xA, #xD, #x20–#xD7FF, #xE000–#xFFFD and #x10000–#x10FFFF only.
+    """
+    for text in (body, *attributes.values()):
+        if found := _DISALLOWED.search(text):
+            return f"U+{ord(found.group()):04X}"
+    return None
+
+
+def attribute_names(
+    attributes: Mapping[str, str], typed_attributes: Mapping[str, TypedAttribute]
+) -> set[str]:
+    """Every attribute name a message carries (what SQS's ten-attribute limit counts)."""
+    return set(attributes) | set(typed_attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +117,8 @@ class OutgoingMessage:
         group_id: FIFO message group id.
         deduplication_id: FIFO deduplication id.
         system_attributes: SQS message system attributes (``AWSTraceHeader``).
+        typed_attributes: attributes of other data types (Number, Binary, ``String.<label>``); a
+            name here is sent with this type, also when ``attributes`` has it too.
     """
 
     body: str
@@ -75,6 +127,7 @@ class OutgoingMessage:
     group_id: str | None = None
     deduplication_id: str | None = None
     system_attributes: Mapping[str, str] = field(default_factory=dict)
+    typed_attributes: Mapping[str, TypedAttribute] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +164,8 @@ class Delivery:
         queue: the name of the queue it came from.
         group_id: FIFO message group id.
         system_attributes: ``AWSTraceHeader`` and other system attributes, when present.
+        typed_attributes: attributes whose data type is not plain ``String`` (Number, Binary,
+            ``String.<label>``), as received; ``String.<label>`` values are in ``attributes`` too.
     """
 
     message_id: str
@@ -122,6 +177,7 @@ class Delivery:
     queue: str
     group_id: str | None = None
     system_attributes: Mapping[str, str] = field(default_factory=dict)
+    typed_attributes: Mapping[str, TypedAttribute] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

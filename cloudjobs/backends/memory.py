@@ -31,11 +31,14 @@ from cloudjobs.backends.base import (
     QueueCounts,
     QueueInfo,
     SendResult,
+    TypedAttribute,
+    attribute_names,
+    first_invalid_character,
     message_size,
 )
+from cloudjobs.backends.copies import dead_letter_attributes_within
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import BackendError, ConfigurationError
-from cloudjobs.telemetry.propagation import merge_attributes
 
 _DEDUPLICATION_INTERVAL: Final = timedelta(minutes=5)
 _MAX_WAIT: Final = timedelta(seconds=MAX_WAIT_TIME_SECONDS)
@@ -52,6 +55,7 @@ class StoredMessage:
     visible_at: datetime
     group_id: str | None = None
     system_attributes: dict[str, str] = field(default_factory=dict)
+    typed_attributes: dict[str, TypedAttribute] = field(default_factory=dict)
     receive_count: int = 0
     receipt: str | None = None
     received_at: datetime | None = None
@@ -173,12 +177,16 @@ class MemoryBackend:
         """Copy a delivery into the dead-letter queue with extra attributes (ranked as on SQS)."""
         if self.dead_letter_queue is None:
             raise ConfigurationError(f"queue {self.name!r} has no dead-letter queue")
+        strings, typed = dead_letter_attributes_within(
+            delivery, attributes, max_size=self.dead_letter_queue.max_message_size
+        )
         outgoing = OutgoingMessage(
             body=delivery.body,
-            attributes=merge_attributes(delivery.attributes, attributes),
+            attributes=strings,
             group_id=delivery.group_id,
             deduplication_id=delivery.message_id if self.is_fifo else None,
             system_attributes=delivery.system_attributes,
+            typed_attributes=typed,
         )
         result = self.dead_letter_queue.send([outgoing])[0]
         if not result.is_sent:
@@ -278,15 +286,19 @@ class MemoryBackend:
             visible_at=now + message.delay,
             group_id=message.group_id,
             system_attributes=dict(message.system_attributes),
+            typed_attributes=dict(message.typed_attributes),
         )
         return SendResult(message_id=message_id)
 
     def _check(self, message: OutgoingMessage) -> str | None:
-        if len(message.attributes) > MAX_MESSAGE_ATTRIBUTES:
+        if len(attribute_names(message.attributes, message.typed_attributes)) > MAX_MESSAGE_ATTRIBUTES:
             return f"InvalidParameterValue: more than {MAX_MESSAGE_ATTRIBUTES} message attributes"
-        if any(value == "" for value in message.attributes.values()):
+        values = [*message.attributes.values(), *(a.value for a in message.typed_attributes.values())]
+        if any(len(value) == 0 for value in values):
             return "InvalidParameterValue: a message attribute value is empty"
-        size = message_size(message.body, message.attributes)
+        if invalid := first_invalid_character(message.body, message.attributes):
+            return f"InvalidParameterValue: character {invalid} is not allowed in a message"
+        size = message_size(message.body, message.attributes, message.typed_attributes)
         if size > self.max_message_size:
             return f"InvalidParameterValue: message of {size} bytes exceeds {self.max_message_size}"
         if not timedelta(0) <= message.delay <= MAX_DELAY:
@@ -333,12 +345,13 @@ class MemoryBackend:
                     message_id=message.message_id,
                     receipt=message.receipt,
                     body=message.body,
-                    attributes=dict(message.attributes),
+                    attributes=_readable(message),
                     receive_count=message.receive_count,
                     sent_at=message.sent_at,
                     queue=self.name,
                     group_id=message.group_id,
                     system_attributes=dict(message.system_attributes),
+                    typed_attributes=dict(message.typed_attributes),
                 )
             )
         for message in redriven:
@@ -384,7 +397,19 @@ class _SharedTime:
         return self.clock.now() + self.offset
 
 
+def _readable(message: StoredMessage) -> dict[str, str]:
+    """String attributes as SQS hands them over: custom ``String.<label>`` types among them."""
+    strings = dict(message.attributes)
+    for name, attribute in message.typed_attributes.items():
+        if attribute.data_type.split(".", 1)[0] == "String" and isinstance(attribute.value, str):
+            strings[name] = attribute.value
+    return strings
+
+
 def _copy(message: StoredMessage) -> StoredMessage:
     return dataclasses.replace(
-        message, attributes=dict(message.attributes), system_attributes=dict(message.system_attributes)
+        message,
+        attributes=dict(message.attributes),
+        system_attributes=dict(message.system_attributes),
+        typed_attributes=dict(message.typed_attributes),
     )

@@ -23,6 +23,7 @@ from botocore.config import Config
 
 from cloudjobs.aws_clients import create_client
 from cloudjobs.backends.base import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     MAX_BATCH_ENTRIES,
     Delivery,
     MoveTask,
@@ -34,6 +35,7 @@ from cloudjobs.backends.base import (
 
 # Re-exported (the "as" form): it was first defined here.
 from cloudjobs.backends.base import MAX_WAIT_TIME_SECONDS as MAX_WAIT_TIME_SECONDS
+from cloudjobs.backends.copies import dead_letter_attributes_within
 from cloudjobs.backends.sqs_dlq import SqsDeadLetterAdmin
 
 # Re-exported (the "as" form): provisioning and the CLI import it from here.
@@ -46,7 +48,6 @@ from cloudjobs.backends.sqs_messages import (
     whole_seconds,
 )
 from cloudjobs.errors import BackendError, ConfigurationError
-from cloudjobs.telemetry.propagation import merge_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -113,6 +114,7 @@ class SqsBackend:
         self._queue_url = queue_url
         self._name = queue_name or _name_from_url(queue_url or "")
         self._dlq_url = dlq_url
+        self._dlq_max_size: int | None = None
         self._region = region
         self._session = session
         self._given_client = client
@@ -341,12 +343,16 @@ class SqsBackend:
         """
         dlq_url = self.dead_letter_queue_url()
         is_fifo = self.info().is_fifo
+        strings, typed = dead_letter_attributes_within(
+            delivery, attributes, max_size=self._dead_letter_max_size(dlq_url)
+        )
         outgoing = OutgoingMessage(
             body=delivery.body,
-            attributes=merge_attributes(delivery.attributes, attributes),
+            attributes=strings,
             group_id=(delivery.group_id or delivery.message_id) if is_fifo else None,
             deduplication_id=delivery.message_id if is_fifo else None,
             system_attributes=delivery.system_attributes,
+            typed_attributes=typed,
         )
         with wrap_aws_errors(_name_from_url(dlq_url)):
             self.client.send_message(**send_request(dlq_url, outgoing))
@@ -450,6 +456,16 @@ class SqsBackend:
         return self._dlq_url
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _dead_letter_max_size(self, dlq_url: str) -> int:
+        """The DLQ's MaximumMessageSize, read once (it may be smaller than the source queue's)."""
+        if self._dlq_max_size is None:
+            with wrap_aws_errors(_name_from_url(dlq_url)):
+                answer = self.client.get_queue_attributes(
+                    QueueUrl=dlq_url, AttributeNames=["MaximumMessageSize"]
+                ).get("Attributes", {})
+            self._dlq_max_size = int(answer.get("MaximumMessageSize", DEFAULT_MAX_MESSAGE_SIZE))
+        return self._dlq_max_size
 
     def _dead_letters(self) -> SqsDeadLetterAdmin:
         # Built per call: the client is per process and the DLQ's URL is looked up on first use.

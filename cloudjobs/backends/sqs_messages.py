@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
-from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
+from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo, TypedAttribute
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -47,17 +47,27 @@ def queue_info_of(name: str, queue_url: str, attributes: Mapping[QueueAttributeN
 
 
 def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
-    """The :class:`Delivery` of a received message; attributes that are not strings are dropped."""
+    """The :class:`Delivery` of a received message: ``String`` attributes as text, every other data
+    type (and custom ``String.<label>`` types) also as a :class:`TypedAttribute`, unchanged."""
     system = message.get("Attributes", {})
+    attributes: dict[str, str] = {}
+    typed: dict[str, TypedAttribute] = {}
+    for name, value in message.get("MessageAttributes", {}).items():
+        data_type = value["DataType"]
+        if data_type.split(".", 1)[0] == "String" and "StringValue" in value:
+            attributes[name] = value["StringValue"]
+        if data_type == "String":
+            continue
+        if "BinaryValue" in value:
+            typed[name] = TypedAttribute(data_type, bytes(value["BinaryValue"]))
+        elif "StringValue" in value:
+            typed[name] = TypedAttribute(data_type, value["StringValue"])
     return Delivery(
         message_id=message["MessageId"],
         receipt=message["ReceiptHandle"],
         body=message.get("Body", ""),
-        attributes={
-            name: value["StringValue"]
-            for name, value in message.get("MessageAttributes", {}).items()
-            if value["DataType"].split(".", 1)[0] == "String" and "StringValue" in value
-        },
+        attributes=attributes,
+        typed_attributes=typed,
         receive_count=int(system.get("ApproximateReceiveCount", "1")),
         sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
         queue=queue,
@@ -69,8 +79,8 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
 def batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchRequestEntryTypeDef:
     """One SendMessageBatch entry; a delay is rounded up to whole seconds."""
     entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": message.body}
-    if message.attributes:
-        entry["MessageAttributes"] = _message_attributes(message.attributes)
+    if message.attributes or message.typed_attributes:
+        entry["MessageAttributes"] = _message_attributes(message)
     if system_attributes := _system_attributes(message.system_attributes):
         entry["MessageSystemAttributes"] = system_attributes
     if message.delay:
@@ -85,8 +95,8 @@ def batch_entry(entry_id: str, message: OutgoingMessage) -> SendMessageBatchRequ
 def send_request(queue_url: str, message: OutgoingMessage) -> SendMessageRequestTypeDef:
     """One SendMessage request (its delay is not sent: only dead-letter copies go this way)."""
     request: SendMessageRequestTypeDef = {"QueueUrl": queue_url, "MessageBody": message.body}
-    if message.attributes:
-        request["MessageAttributes"] = _message_attributes(message.attributes)
+    if message.attributes or message.typed_attributes:
+        request["MessageAttributes"] = _message_attributes(message)
     if system_attributes := _system_attributes(message.system_attributes):
         request["MessageSystemAttributes"] = system_attributes
     if message.group_id is not None:
@@ -103,8 +113,16 @@ def whole_seconds(duration: timedelta) -> int:
     return min(max(seconds, 0), int(MAX_VISIBILITY.total_seconds()))
 
 
-def _message_attributes(attributes: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
-    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()}
+def _message_attributes(message: OutgoingMessage) -> dict[str, MessageAttributeValueTypeDef]:
+    shaped: dict[str, MessageAttributeValueTypeDef] = {
+        name: {"DataType": "String", "StringValue": value} for name, value in message.attributes.items()
+    }
+    for name, attribute in message.typed_attributes.items():
+        if isinstance(attribute.value, bytes):
+            shaped[name] = {"DataType": attribute.data_type, "BinaryValue": attribute.value}
+        else:
+            shaped[name] = {"DataType": attribute.data_type, "StringValue": attribute.value}
+    return shaped
 
 
 def _system_attributes(

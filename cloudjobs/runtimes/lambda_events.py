@@ -8,10 +8,11 @@ https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html (pa
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import NotRequired, Protocol, TypedDict
 
-from cloudjobs.backends.base import Delivery
+from cloudjobs.backends.base import Delivery, TypedAttribute
 
 
 class SqsMessageAttribute(TypedDict):
@@ -87,13 +88,21 @@ def queue_name_of(event_source_arn: str) -> str:
 
 
 def delivery_from_record(record: SqsRecord) -> Delivery:
-    """A record as the consumer core takes it (``String`` attributes only, as the SQS backend reads)."""
+    """A record as the consumer core takes it, attributes read as the SQS backend reads them."""
     system = record["attributes"]
-    attributes = {
-        name: value["stringValue"]
-        for name, value in (record.get("messageAttributes") or {}).items()
-        if value["dataType"].split(".", 1)[0] == "String" and "stringValue" in value
-    }
+    attributes: dict[str, str] = {}
+    typed: dict[str, TypedAttribute] = {}
+    for name, value in (record.get("messageAttributes") or {}).items():
+        data_type = value["dataType"]
+        if data_type.split(".", 1)[0] == "String" and "stringValue" in value:
+            attributes[name] = value["stringValue"]
+        if data_type == "String":
+            continue
+        if "binaryValue" in value:
+            # Lambda hands binary values over base64-encoded.
+            typed[name] = TypedAttribute(data_type, base64.b64decode(value["binaryValue"]))
+        elif "stringValue" in value:
+            typed[name] = TypedAttribute(data_type, value["stringValue"])
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
     return Delivery(
         message_id=record["messageId"],
@@ -105,4 +114,5 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
         queue=queue_name_of(record["eventSourceARN"]),
         group_id=system.get("MessageGroupId"),
         system_attributes=system_attributes,
+        typed_attributes=typed,
     )

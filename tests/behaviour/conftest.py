@@ -89,7 +89,7 @@ class Harness:
 
     def dead_letters(self, jobs: CloudJobs, *, expected: int) -> list[dict[str, Any]]:
         """Wait until the DLQ holds ``expected`` messages; return their dead-letter details (with the
-        body and, under ``attributes``, every message attribute of the copy)."""
+        body and, under ``attributes`` and ``typed_attributes``, every message attribute of the copy)."""
         dlq = self._dlqs[id(jobs)]
         seen: dict[str, Delivery] = {}
 
@@ -103,7 +103,8 @@ class Harness:
             {
                 "body": delivery.body,
                 "attributes": dict(delivery.attributes),
-                **json.loads(delivery.attributes[DEAD_LETTER_ATTRIBUTE]),
+                "typed_attributes": dict(delivery.typed_attributes),
+                **json.loads(delivery.attributes.get(DEAD_LETTER_ATTRIBUTE, "{}")),
             }
             for delivery in seen.values()
         ]

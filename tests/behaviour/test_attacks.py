@@ -5,6 +5,7 @@ worker stays alive, and nothing is lost."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import threading
@@ -15,8 +16,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel
 
-from cloudjobs import Job
-from cloudjobs.backends.base import OutgoingMessage
+from cloudjobs import Job, PermanentError
+from cloudjobs.backends.base import DEFAULT_MAX_MESSAGE_SIZE, OutgoingMessage, TypedAttribute, message_size
 from cloudjobs.envelope import Envelope, encode
 from tests.behaviour.conftest import Harness, running, wait_for
 
@@ -147,3 +148,82 @@ def test_the_worker_survives_a_handler_that_calls_sys_exit(harness: Harness) -> 
     assert dead["reason"] == "max_attempts"
     assert dead["error"] == "SystemExit: 1"
     assert "sys.exit(1)" in dead["traceback"]
+
+
+def test_typed_attributes_survive_dead_lettering_unchanged(harness: Harness) -> None:
+    jobs = harness.app()
+
+    @jobs.job("refuse")
+    def refuse(payload: dict[str, int]) -> None:
+        raise PermanentError("never")
+
+    body = encode(
+        Envelope(
+            id=uuid.uuid4().hex,
+            type="refuse",
+            payload={},
+            correlation_id="c",
+            enqueued_at=datetime.now(UTC),
+        )
+    )
+    typed = {
+        "amount": TypedAttribute("Number", "42.5"),
+        "count": TypedAttribute("Number.int", "7"),
+        "signature": TypedAttribute("Binary", b"\x00\x01\xfe"),
+        "region": TypedAttribute("String.region", "eu"),
+    }
+    [result] = jobs.backend.send([OutgoingMessage(body=body, typed_attributes=typed)])
+    assert result.is_sent
+    with running(jobs):
+        [dead] = harness.dead_letters(jobs, expected=1)
+
+    assert dead["reason"] == "permanent_error"
+    assert dead["typed_attributes"] == typed
+    assert dead["attributes"]["region"] == "eu"
+
+
+def test_a_message_at_the_size_limit_is_dead_lettered_once_with_its_reason(harness: Harness) -> None:
+    jobs = harness.app()
+    runs: list[int] = []
+
+    @jobs.job("big")
+    def big(payload: dict[str, str], job: Job) -> None:
+        runs.append(job.attempt)
+        raise PermanentError("too big to fix")
+
+    # 300 bytes short of 1 MiB with the job's own attributes: the record does not fit beside them.
+    envelope = Envelope(
+        id=uuid.uuid4().hex,
+        type="big",
+        payload={"blob": ""},
+        correlation_id="c",
+        enqueued_at=datetime.now(UTC),
+    )
+    mirrors = {"cloudjobs.type": "big", "cloudjobs.id": envelope.id, "cloudjobs.correlation_id": "c"}
+    room = DEFAULT_MAX_MESSAGE_SIZE - message_size(encode(envelope), mirrors) - 300
+    body = encode(dataclasses.replace(envelope, payload={"blob": "x" * room}))
+    [result] = jobs.backend.send([OutgoingMessage(body=body, attributes=mirrors)])
+    assert result.is_sent, result.error
+    with running(jobs):
+        [dead] = harness.dead_letters(jobs, expected=1)
+
+    assert runs == [1]  # dead-lettered at the first attempt, not run again on every receive
+    assert dead["reason"] == "permanent_error"
+    assert dead["body"] == body
+    assert "traceback" not in dead  # the record gave up its traceback to fit
+
+
+def test_the_dead_letter_record_holds_no_character_sqs_refuses(harness: Harness) -> None:
+    jobs = harness.app()
+
+    @jobs.job("refuse")
+    def refuse(payload: dict[str, int]) -> None:
+        raise PermanentError("bad \ufffe\U0001f600 input")
+
+    refuse.enqueue({})
+    with running(jobs):
+        [dead] = harness.dead_letters(jobs, expected=1)
+
+    record = dead["attributes"]["cloudjobs.dead_letter"]
+    assert record.isascii()
+    assert dead["error"] == "PermanentError: bad \ufffe\U0001f600 input"
