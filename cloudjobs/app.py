@@ -348,21 +348,29 @@ class CloudJobs:
     def status(self, job_id: str) -> JobStatus | None:
         """The status (and result) of a job that keeps a record, or None if there is none (yet).
 
-        On DynamoDB this is one Query on the job-id index, which is eventually consistent: a job
-        that started a moment ago may not be visible yet. Records are forgotten after
-        ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
+        A job cancelled with :meth:`cancel` reads ``cancelled`` whether or not it keeps a record (its
+        marker says so; ``job_type`` is then empty: the marker does not know it). On DynamoDB this
+        is one Query on the job-id index, which is eventually consistent (a job that started a moment
+        ago may not be visible yet), plus one GetItem for the marker when no record is found.
+        Records are forgotten after ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
 
         Raises:
             IdempotencyStoreError: the store could not be reached.
             ConfigurationError: no store is configured.
         """
         from cloudjobs.idempotency.base import DEFAULT_CLOCK_SKEW
-        from cloudjobs.idempotency.status import status_of
+        from cloudjobs.idempotency.status import cancelled_by_marker, status_of
 
-        record = self.idempotency_store.find(job_id)
-        if record is None:
-            return None
-        return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
+        store = self.idempotency_store
+        record = store.find(job_id)
+        if record is not None:
+            return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
+        if isinstance(store, JobControlStore):
+            # No record: a cancellation marker still tells that the job will not run.
+            expires_at = store.cancel_marker_expiry(job_id)
+            if expires_at is not None:
+                return cancelled_by_marker(job_id, expires_at=expires_at, retention=self._retention)
+        return None
 
     def cancel(self, job_id: str) -> Cancellation:
         """Cancel a job: a job that has not started never runs; a running one sees ``job.cancelled``.

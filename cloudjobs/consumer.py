@@ -45,7 +45,7 @@ from cloudjobs.errors import (
 )
 from cloudjobs.invocation import INLINE, HandlerExit, Invocation, call_handler, call_handler_async
 from cloudjobs.job import Job
-from cloudjobs.middleware import ConsumerMiddleware, Middleware, RunHandle, as_middleware
+from cloudjobs.middleware import BatchMiddleware, ConsumerMiddleware, Middleware, RunHandle, as_middleware
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Retry
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of, decode_delivery
@@ -94,6 +94,7 @@ class Consumer:
             telemetry or default_telemetry(),
             *(as_middleware(m) for m in middleware),
         )
+        self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
         self._policies: dict[str, RetryPolicy] = {}
         self._default_timeout = settings.job_timeout
         extra = {} if random is None else {"random": random}
@@ -164,6 +165,15 @@ class Consumer:
         finally:
             if renews and monitor is not None:
                 monitor.drop_lease(delivery.receipt)
+
+    def prefetch(self, deliveries: Sequence[Delivery]) -> None:
+        """Let the middleware read what a received batch's runs will need, in one request each
+        (cancellation markers); runtimes call it once per batch. Never raises."""
+        for middleware in self._batch_middleware:
+            try:
+                middleware.prefetch(deliveries)
+            except Exception:
+                logger.exception("prefetching for a batch of %d messages failed", len(deliveries))
 
     def process(self, delivery: Delivery) -> Outcome:
         """Run a delivery to its outcome in this thread, applying nothing (for tests and tools).

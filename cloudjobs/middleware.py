@@ -4,6 +4,7 @@ A :class:`Middleware` is asked once per delivery, as it arrives, for a :class:`R
 and state it keeps for that one run. The pipeline calls the handles in middleware order on the way
 in and in reverse order on the way out::
 
+    prefetch(deliveries)        once per received batch, before its runs (BatchMiddleware, optional)
     start(run)                  as the delivery arrives, before it is decoded (→ a handle or None)
     handle.before_run(run)      once prepared: return an outcome to skip the handler
     handle.enter / exit(run)    around the handler call, in its thread or task (``wraps_call``)
@@ -23,8 +24,10 @@ every run (not only those that decoded) and keeps per-run state on its handle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from cloudjobs.backends.base import Delivery
 from cloudjobs.outcomes import Outcome
 from cloudjobs.run import Prepared, Run
 
@@ -75,6 +78,18 @@ class Middleware(Protocol):
 
     def start(self, run: Run) -> RunHandle | None:
         """The delivery ``run.delivery`` arrived: return the hooks for its run, or None to stay out."""
+        ...
+
+
+@runtime_checkable
+class BatchMiddleware(Middleware, Protocol):
+    """A middleware that also looks at each received batch before its runs start (optional)."""
+
+    def prefetch(self, deliveries: Sequence[Delivery]) -> None:
+        """Read what the batch's runs will need, in one request rather than one per run.
+
+        An exception is logged and ignored: each run then reads for itself.
+        """
         ...
 
 

@@ -45,7 +45,11 @@ def _describe(job_id: str, outcome: CancelOutcome, status: Status | None) -> str
         case CancelOutcome.REQUESTED:
             return f"job {job_id} is running: asked it to stop (its handler sees job.cancelled)"
         case CancelOutcome.MARKED:
-            return f"job {job_id} has no status record: marked cancelled, it will be acknowledged unrun"
+            # No record says whether the id exists, ran already or has yet to arrive: say only that.
+            return (
+                f"no record of job {job_id} was found (unknown id, a job that keeps none, or one not "
+                "started yet): a cancellation marker was written, so it will not run if it has not yet"
+            )
         case CancelOutcome.ALREADY_FINISHED:
             state = status.value if status is not None else "finished"
             return f"job {job_id} is already {state}: nothing changed"

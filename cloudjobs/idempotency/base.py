@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol, runtime_checkable
@@ -287,6 +288,15 @@ class JobControlStore(Protocol):
 
     def is_marked_cancelled(self, job_id: str) -> bool:
         """True when a cancellation marker exists for ``job_id`` (one strongly consistent read)."""
+        ...
+
+    def cancel_marker_expiry(self, job_id: str) -> datetime | None:
+        """When ``job_id``'s live cancellation marker expires, or None without one (one read)."""
+        ...
+
+    def marked_cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """The ids among ``job_ids`` that carry a live cancellation marker (strongly consistent; on
+        DynamoDB one BatchGetItem per hundred ids)."""
         ...
 
     def finish_cancelled(self, key: str, token: str) -> None:

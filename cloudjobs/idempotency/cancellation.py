@@ -1,52 +1,89 @@
-"""CancellationMiddleware: cancellation markers for jobs that keep no record.
+"""CancellationMiddleware: cancellation markers, read once per received batch.
 
-A job with a record (``idempotent`` or ``track_status``) is cancelled through it: its lease write
-refuses a cancelled record, and its heartbeat renewal reports a cancellation request, at no extra
-request. A job without a record has only the marker ``jobs.cancel`` writes when it finds no record,
-so for those jobs this middleware reads it: one strongly consistent GetItem before the handler runs,
-and one per heartbeat interval while it runs (the worker's; Lambda checks only before the start).
+``jobs.cancel(job_id)`` cancels through the job's record when it finds one; otherwise it writes a
+marker under the job id: for jobs that keep no record, and for jobs whose record does not exist yet
+(a tracked job enqueued without ``CLOUDJOBS_STATUS_TRACKING`` gets its record at its first attempt).
+This middleware reads the markers of a whole received batch with one strongly consistent
+BatchGetItem (a tenth of a request per job at full batches) and acknowledges a marked job without
+running it; a tracked job's record then says cancelled. While a job without a record runs, the
+worker's heartbeat looks for a marker once per interval (Lambda checks only before the start).
 
-A marker that cannot be read does not stop the job: cancellation is best effort where there is no
-record, and a store outage must not halt every job.
+A job whose id the batch read did not cover (a foreign message without a ``cloudjobs.id``
+attribute) is checked with one GetItem if it keeps no record. A marker that cannot be read does not
+stop the job: cancellation without a record is best effort, and a store outage must not halt every
+job.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Final
 
+from cloudjobs.backends.base import Delivery
+from cloudjobs.envelope import ID_ATTRIBUTE
 from cloudjobs.errors import IdempotencyError
 from cloudjobs.idempotency.base import JobControlStore
 from cloudjobs.job import Job
 from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Cancelled, Outcome
+from cloudjobs.routing import attribute_of
 from cloudjobs.run import Run
 
 logger = logging.getLogger("cloudjobs.cancellation")
 
+_REMEMBERED: Final = 10_000
+"""Batch reads kept for runs not started yet (a worker holds at most concurrency + prefetch)."""
+
 
 class CancellationMiddleware(RunHandle):
-    """Skips (before the start) or flags (while running) jobs without a record that were cancelled.
+    """Skips (before the start) or flags (while running) jobs that a cancellation marker names.
 
-    Keeps no per-run state: the middleware is its own handle, shared by every run.
+    Keeps no per-run state: the middleware is its own handle, shared by every run. What a batch read
+    found waits in a bounded table by job id until the job's run starts.
 
     Args:
         store: where ``jobs.cancel`` wrote its markers.
     """
 
-    __slots__ = ("store",)
+    __slots__ = ("_lock", "_read", "store")
 
     def __init__(self, store: JobControlStore) -> None:
         self.store = store
+        self._lock = threading.Lock()
+        self._read: OrderedDict[str, bool] = OrderedDict()
 
     def start(self, run: Run) -> RunHandle:
         """This middleware itself: it keeps nothing per run."""
         return self
 
+    def prefetch(self, deliveries: Sequence[Delivery]) -> None:
+        """Read the markers of the batch's jobs with one request."""
+        job_ids = [attribute_of(delivery, ID_ATTRIBUTE) or delivery.message_id for delivery in deliveries]
+        try:
+            marked = self.store.marked_cancelled(job_ids)
+        except IdempotencyError as exc:
+            logger.warning("cancellation markers of %d jobs not read: %s", len(job_ids), exc)
+            return
+        with self._lock:
+            for job_id in job_ids:
+                self._read[job_id] = job_id in marked
+                self._read.move_to_end(job_id)
+            while len(self._read) > _REMEMBERED:
+                self._read.popitem(last=False)
+
     def before_run(self, run: Run) -> Outcome | None:
         """Acknowledge a marked job without running it."""
         prepared = run.prepared
         assert prepared is not None
-        if prepared.definition.has_record or not self._is_marked(prepared.job):
+        with self._lock:
+            read = self._read.pop(prepared.job.id, None)
+        if read is None:
+            # Not covered by a batch read: jobs with a record are cancelled through it.
+            read = not prepared.definition.has_record and self._is_marked(prepared.job)
+        if not read:
             return None
         logger.info("job %s was cancelled: acknowledged without running", prepared.job.id)
         return Cancelled()

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 import boto3
@@ -302,6 +302,14 @@ class DynamoDbIdempotencyStore:
     def is_marked_cancelled(self, job_id: str) -> bool:
         """See :meth:`DynamoDbJobControl.is_marked_cancelled`."""
         return self._control.is_marked_cancelled(job_id)
+
+    def cancel_marker_expiry(self, job_id: str) -> datetime | None:
+        """See :meth:`DynamoDbJobControl.cancel_marker_expiry`."""
+        return self._control.cancel_marker_expiry(job_id)
+
+    def marked_cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """See :meth:`DynamoDbJobControl.marked_cancelled`."""
+        return self._control.marked_cancelled(job_ids)
 
     def finish_cancelled(self, key: str, token: str) -> None:
         """See :meth:`DynamoDbJobControl.finish_cancelled`."""

@@ -9,7 +9,7 @@ conditional writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 # Cancellation: a job not running (pending, failed, or its worker gone) is cancelled outright.
 _IS_NOT_RUNNING: Final = f"#status IN (:pending, :retrying) OR {IS_LEASE_LAPSED}"
 _IS_RUNNING: Final = "#status = :in_progress"
+_BATCH_GET_KEYS: Final = 100
+"""BatchGetItem's limit of keys per request."""
 
 
 class DynamoDbJobControl:
@@ -128,6 +130,10 @@ class DynamoDbJobControl:
 
     def is_marked_cancelled(self, job_id: str) -> bool:
         """True when a live cancellation marker exists: one strongly consistent GetItem."""
+        return self.cancel_marker_expiry(job_id) is not None
+
+    def cancel_marker_expiry(self, job_id: str) -> datetime | None:
+        """When the live cancellation marker expires, or None: one strongly consistent GetItem."""
         key = cancel_marker_key(job_id)
         with wrap_dynamodb_errors(self._table, key):
             response = self._client().get_item(
@@ -138,7 +144,42 @@ class DynamoDbJobControl:
                 ExpressionAttributeNames=expression_names("expires_at"),
             )
         expires_at = time_of(response.get("Item", {}).get(TABLE_TTL_ATTRIBUTE))
-        return expires_at is not None and expires_at >= utc_now()
+        return expires_at if expires_at is not None and expires_at >= utc_now() else None
+
+    def marked_cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """The ids with a live marker: one strongly consistent BatchGetItem per hundred ids (keys
+        DynamoDB leaves unprocessed are asked again, twice at most, then counted as unmarked:
+        cancellation without a record is best effort)."""
+        marked: set[str] = set()
+        unique = list(dict.fromkeys(job_ids))
+        now = utc_now()
+        for start in range(0, len(unique), _BATCH_GET_KEYS):
+            by_key = {cancel_marker_key(job_id): job_id for job_id in unique[start : start + _BATCH_GET_KEYS]}
+            keys: list[Mapping[str, AttributeValueTypeDef]] = [
+                {TABLE_PARTITION_KEY: {"S": key}} for key in by_key
+            ]
+            for _ in range(3):
+                if not keys:
+                    break
+                with wrap_dynamodb_errors(self._table, "#cancelled#*"):
+                    response = self._client().batch_get_item(
+                        RequestItems={
+                            self._table: {
+                                "Keys": keys,
+                                "ConsistentRead": True,
+                                "ProjectionExpression": "#pk, #expires_at",
+                                "ExpressionAttributeNames": expression_names("pk", "expires_at"),
+                            }
+                        }
+                    )
+                for item in response.get("Responses", {}).get(self._table, []):
+                    expires_at = time_of(item.get(TABLE_TTL_ATTRIBUTE))
+                    key = item[TABLE_PARTITION_KEY].get("S", "")
+                    if expires_at is not None and expires_at >= now and key in by_key:
+                        marked.add(by_key[key])
+                unprocessed = response.get("UnprocessedKeys", {})
+                keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
+        return marked
 
     def finish_cancelled(self, key: str, token: str) -> None:
         """Settle a held lease as cancelled with one conditional UpdateItem."""

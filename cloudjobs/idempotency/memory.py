@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from cloudjobs.clock import Clock, SystemClock
@@ -185,10 +186,26 @@ class MemoryIdempotencyStore:
 
     def is_marked_cancelled(self, job_id: str) -> bool:
         """True when a live marker exists; see :meth:`JobControlStore.is_marked_cancelled`."""
+        return self.cancel_marker_expiry(job_id) is not None
+
+    def cancel_marker_expiry(self, job_id: str) -> datetime | None:
+        """The live marker's expiry; see :meth:`JobControlStore.cancel_marker_expiry`."""
         with self._lock:
             self.requests += 1
             expires_at = self._markers.get(cancel_marker_key(job_id))
-            return expires_at is not None and expires_at >= self._clock.now()
+            return expires_at if expires_at is not None and expires_at >= self._clock.now() else None
+
+    def marked_cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """The ids with a live marker; see :meth:`JobControlStore.marked_cancelled`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            return {
+                job_id
+                for job_id in job_ids
+                if (expires_at := self._markers.get(cancel_marker_key(job_id))) is not None
+                and expires_at >= now
+            }
 
     def finish_cancelled(self, key: str, token: str) -> None:
         """Settle a held lease as cancelled; see :meth:`JobControlStore.finish_cancelled`."""

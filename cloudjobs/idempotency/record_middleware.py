@@ -23,7 +23,7 @@ def record_middleware(
     has_store: bool,
 ) -> list[Middleware]:
     """The idempotency middleware when a job keeps a record, then the cancellation middleware when
-    a job keeps none and the store supports cancellation.
+    the store supports cancellation (markers name jobs with or without a record).
 
     Args:
         registry: job type → definition.
@@ -40,8 +40,7 @@ def record_middleware(
     if any(definition.has_record for definition in registry.values()):
         middleware.append(_idempotency_middleware(store(), settings, queue_visibility, clock))
     control = store() if has_store else None
-    has_unrecorded = any(not definition.has_record for definition in registry.values())
-    if has_unrecorded and isinstance(control, JobControlStore):
+    if isinstance(control, JobControlStore):
         from cloudjobs.idempotency.cancellation import CancellationMiddleware
 
         middleware.append(CancellationMiddleware(control))

@@ -47,7 +47,7 @@ class JobStatus:
 
     Attributes:
         job_id: the job (the first one that used its idempotency key).
-        job_type: its type.
+        job_type: its type (empty for a job known only by its cancellation marker).
         state: pending, running, retrying, succeeded, failed or cancelled.
         attempts: attempts started so far.
         progress: the last percentage the handler reported (100 once completed), or None.
@@ -111,4 +111,22 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
         updated_at=record.updated_at,
         expires_at=record.expires_at,
         is_cancel_requested=record.cancel_requested_at is not None,
+    )
+
+
+def cancelled_by_marker(job_id: str, *, expires_at: datetime, retention: timedelta) -> JobStatus:
+    """The status of a job known only by its cancellation marker: cancelled, type unknown (empty)."""
+    marked_at = expires_at - retention
+    return JobStatus(
+        job_id=job_id,
+        job_type="",
+        state=JobState.CANCELLED,
+        attempts=0,
+        progress=None,
+        result=None,
+        result_omitted=None,
+        error=None,
+        created_at=marked_at,
+        updated_at=marked_at,
+        expires_at=expires_at,
     )

@@ -204,6 +204,7 @@ class _Batch:
                 self._context.get_remaining_time_in_millis(),
                 self._handler.safety_margin // timedelta(milliseconds=1),
             )
+        self._consumer.prefetch(deliveries)
         self._handler._map(lambda chain: self._run_chain(chain, reason), work)
         self._visibility.flush()
         if self._not_started:

@@ -65,6 +65,7 @@ def drain(
                 break
             backend.advance(min(waiting) - backend.now())
             continue
+        consumer.prefetch(deliveries)
         for chain in chains(deliveries):
             for delivery, outcome in run_chain(chain, process, applier.apply):
                 report.outcomes.append((delivery.message_id, outcome))

@@ -154,7 +154,10 @@ class Worker:
             for index in range(self.concurrency)
         ]
         receiver = threading.Thread(
-            target=self._receive_loop, args=(backend, heartbeat), name="cloudjobs-receiver", daemon=True
+            target=self._receive_loop,
+            args=(backend, consumer, heartbeat),
+            name="cloudjobs-receiver",
+            daemon=True,
         )
         metrics_reader = self._queue_metrics_reader(backend, info.name)
         heartbeat.start()
@@ -182,7 +185,7 @@ class Worker:
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def _receive_loop(self, backend: Backend, heartbeat: Heartbeat) -> None:
+    def _receive_loop(self, backend: Backend, consumer: Consumer, heartbeat: Heartbeat) -> None:
         limit = self.concurrency + self.prefetch
         batch = min(MAX_BATCH_ENTRIES, limit)
         wait = timedelta(seconds=self._app.settings.wait_time_seconds)
@@ -205,6 +208,7 @@ class Worker:
                 self._release_now(backend, deliveries)
                 return
             heartbeat.hold(deliveries)
+            consumer.prefetch(deliveries)
             with self._capacity:
                 self._outstanding += len(deliveries)
             for chain in chains(deliveries):

@@ -168,3 +168,17 @@ def test_a_job_without_a_record_gets_a_marker(
     assert store.is_marked_cancelled("job-9") is True
     assert store.is_marked_cancelled("job-8") is False
     assert store.find("job-9") is None  # a marker is not a record
+
+
+def test_the_markers_of_a_batch_are_read_in_one_request(
+    store: MemoryIdempotencyStore | DynamoDbIdempotencyStore,
+) -> None:
+    job_ids = [f"job-{n}" for n in range(150)]  # past BatchGetItem's hundred keys
+    for job_id in ("job-3", "job-120"):
+        assert store.cancel(job_id, retention=RETENTION).outcome is CancelOutcome.MARKED
+
+    assert store.marked_cancelled(job_ids) == {"job-3", "job-120"}
+    assert store.marked_cancelled([]) == set()
+    expiry = store.cancel_marker_expiry("job-3")
+    assert expiry is not None
+    assert store.cancel_marker_expiry("job-4") is None

@@ -264,3 +264,63 @@ def test_a_retrying_job_cancelled_between_attempts_does_not_run_again(
 def test_cancel_needs_a_store(jobs: CloudJobs) -> None:
     with pytest.raises(ConfigurationError):
         jobs.cancel("job-1")
+
+
+def test_a_tracked_job_cancelled_before_its_record_exists_never_runs(
+    backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    app = _app(backend, clock, store, tracking=False)  # the record appears at the first attempt
+    ran: list[int] = []
+
+    @app.job("report", track_status=True)
+    def report(payload: dict[str, int]) -> None:
+        ran.append(payload["n"])
+
+    job_id = report.enqueue({"n": 1})
+    assert app.cancel(job_id).outcome is CancelOutcome.MARKED
+
+    app.drain()
+
+    assert ran == []
+    status = app.status(job_id)
+    assert status is not None
+    assert status.state is JobState.CANCELLED
+    assert status.job_type == "report"  # the record, written as the job was acknowledged unrun
+
+
+def test_a_job_without_a_record_reads_cancelled_once_cancelled(
+    backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    app = _app(backend, clock, store)
+
+    @app.job("plain")
+    def plain(payload: dict[str, int]) -> None: ...
+
+    job_id = plain.enqueue({"n": 1})
+    assert app.status(job_id) is None
+    app.cancel(job_id)
+
+    status = app.status(job_id)
+
+    assert status is not None
+    assert (status.job_id, status.state, status.job_type) == (job_id, JobState.CANCELLED, "")
+
+
+def test_markers_are_read_once_per_received_batch(
+    backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    app = _app(backend, clock, store)
+    ran: list[int] = []
+
+    @app.job("plain")
+    def plain(payload: dict[str, int]) -> None:
+        ran.append(payload["n"])
+
+    ids = [plain.enqueue({"n": n}) for n in range(10)]
+    app.cancel(ids[3])
+    before = store.requests
+
+    app.drain()
+
+    assert sorted(ran) == [n for n in range(10) if n != 3]
+    assert store.requests - before == 1  # one batch read for ten jobs, no read per job
