@@ -351,7 +351,11 @@ class CloudJobs:
         A job cancelled with :meth:`cancel` reads ``cancelled`` whether or not it keeps a record (its
         marker says so; ``job_type`` is then empty: the marker does not know it). On DynamoDB this
         is one Query on the job-id index, which is eventually consistent (a job that started a moment
-        ago may not be visible yet), plus one GetItem for the marker when no record is found.
+        ago may not be visible yet). When it finds no record: one GetItem for an alias (with
+        ``CLOUDJOBS_STATUS_TRACKING``, a duplicate enqueued under a live record's idempotency key is
+        pointed at that record, and reads its status: one more GetItem), and one for a cancellation
+        marker. Without status tracking a duplicate has no status of its own: ``None`` until its
+        delivery is acknowledged as a duplicate, and ``None`` after.
         Records are forgotten after ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
 
         Raises:
@@ -366,6 +370,10 @@ class CloudJobs:
         if record is not None:
             return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
         if isinstance(store, JobControlStore):
+            # A duplicate enqueued under a live record's key was pointed at it (status tracking).
+            record = store.find_through_alias(job_id)
+            if record is not None:
+                return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
             # No record: a cancellation marker still tells that the job will not run.
             expires_at = store.cancel_marker_expiry(job_id)
             if expires_at is not None:

@@ -279,7 +279,16 @@ class JobControlStore(Protocol):
     """
 
     def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
-        """Write a ``pending`` record unless a live one exists (never overwrites); True if written."""
+        """Write a ``pending`` record unless a live one exists (never overwrites); True if written.
+
+        When a live record of another job holds the key, the claim's job id is pointed at it (an
+        alias), so that :meth:`find_through_alias` answers for the duplicate.
+        """
+        ...
+
+    def find_through_alias(self, job_id: str) -> Record | None:
+        """The record a duplicate job was pointed at by :meth:`put_pending`, or None (two strongly
+        consistent reads on DynamoDB when there is one, one when there is not)."""
         ...
 
     def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
@@ -306,6 +315,12 @@ class JobControlStore(Protocol):
             LeaseLostError: the token no longer holds the record.
         """
         ...
+
+
+def alias_key(job_id: str) -> str:
+    """The key of the item that points a duplicate job (refused by a live record under its
+    idempotency key) at that record (never a :func:`store_key`: ``#`` starts no job type)."""
+    return f"#alias#{job_id}"
 
 
 def cancel_marker_key(job_id: str) -> str:

@@ -295,6 +295,10 @@ class DynamoDbIdempotencyStore:
         """See :meth:`DynamoDbJobControl.put_pending`."""
         return self._control.put_pending(claim, retention=retention)
 
+    def find_through_alias(self, job_id: str) -> Record | None:
+        """See :meth:`DynamoDbJobControl.find_through_alias`."""
+        return self._control.find_through_alias(job_id)
+
     def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
         """See :meth:`DynamoDbJobControl.cancel`."""
         return self._control.cancel(job_id, retention=retention)

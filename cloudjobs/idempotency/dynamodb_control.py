@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from cloudjobs.errors import IdempotencyStoreError
-from cloudjobs.idempotency.base import Cancellation, CancelOutcome, Claim, Record, Status, cancel_marker_key
+from cloudjobs.idempotency.base import (
+    Cancellation,
+    CancelOutcome,
+    Claim,
+    Record,
+    Status,
+    alias_key,
+    cancel_marker_key,
+)
 from cloudjobs.idempotency.dynamodb_items import (
     IS_ABSENT,
     IS_EXPIRED,
@@ -94,10 +102,50 @@ class DynamoDbJobControl:
                     ConditionExpression=f"{IS_ABSENT} OR {IS_EXPIRED}",
                     ExpressionAttributeNames=expression_names("pk", "expires_at"),
                     ExpressionAttributeValues={":lapsed_before": time_value(now - self._clock_skew)},
+                    # The refusal names the record's job at no extra cost: a duplicate gets an alias.
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-        except ConditionFailedError:
+        except ConditionFailedError as refused:
+            held_by = refused.item.get(TABLE_JOB_ID_ATTRIBUTE, {}).get("S") if refused.item else None
+            if held_by != claim.job_id:
+                self._put_alias(claim.job_id, claim.key, now + retention)
             return False
         return True
+
+    def find_through_alias(self, job_id: str) -> Record | None:
+        """The record a duplicate was pointed at: a strongly consistent GetItem of the alias, and
+        one of the record when there is an alias."""
+        alias = self._get(alias_key(job_id))
+        if alias is None or "target" not in alias:
+            return None
+        expires_at = time_of(alias.get(TABLE_TTL_ATTRIBUTE))
+        target = alias["target"].get("S")
+        if target is None or expires_at is None or expires_at < utc_now():
+            return None
+        item = self._get(target)
+        if item is None:
+            return None
+        record = record_of(item)
+        return record if record.expires_at >= utc_now() else None
+
+    def _put_alias(self, job_id: str, key: str, expires_at: datetime) -> None:
+        # No job-id attribute: the index (and so find) never sees an alias.
+        with wrap_dynamodb_errors(self._table, alias_key(job_id)):
+            self._client().put_item(
+                TableName=self._table,
+                Item={
+                    TABLE_PARTITION_KEY: {"S": alias_key(job_id)},
+                    "target": {"S": key},
+                    TABLE_TTL_ATTRIBUTE: ttl_value(expires_at),
+                },
+            )
+
+    def _get(self, key: str) -> Mapping[str, AttributeValueTypeDef] | None:
+        with wrap_dynamodb_errors(self._table, key):
+            response = self._client().get_item(
+                TableName=self._table, Key={TABLE_PARTITION_KEY: {"S": key}}, ConsistentRead=True
+            )
+        return response.get("Item")
 
     def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
         """Cancel a job: find its record (one Query), then one or two conditional UpdateItems; without

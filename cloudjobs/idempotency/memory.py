@@ -49,6 +49,7 @@ class MemoryIdempotencyStore:
         self._records: dict[str, Record] = {}
         self._tokens: dict[str, str] = {}
         self._markers: dict[str, datetime] = {}
+        self._aliases: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -143,6 +144,8 @@ class MemoryIdempotencyStore:
             now = self._clock.now()
             old = self._records.get(claim.key)
             if old is not None and old.expires_at >= now - self._clock_skew:
+                if old.job_id != claim.job_id:
+                    self._aliases[claim.job_id] = (claim.key, now + retention)
                 return False
             self._records[claim.key] = Record(
                 key=claim.key,
@@ -156,6 +159,17 @@ class MemoryIdempotencyStore:
                 expires_at=now + retention,
             )
             return True
+
+    def find_through_alias(self, job_id: str) -> Record | None:
+        """The record a duplicate was pointed at; see :meth:`JobControlStore.find_through_alias`."""
+        with self._lock:
+            self.requests += 1
+            now = self._clock.now()
+            alias = self._aliases.get(job_id)
+            if alias is None or alias[1] < now:
+                return None
+            record = self._records.get(alias[0])
+            return record if record is not None and record.expires_at >= now else None
 
     def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
         """Cancel a job by id; see :meth:`JobControlStore.cancel`."""

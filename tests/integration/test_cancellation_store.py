@@ -6,6 +6,7 @@ expressions), as the other store tests do.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -182,3 +183,18 @@ def test_the_markers_of_a_batch_are_read_in_one_request(
     expiry = store.cancel_marker_expiry("job-3")
     assert expiry is not None
     assert store.cancel_marker_expiry("job-4") is None
+
+
+def test_a_duplicate_pending_write_points_the_duplicate_at_the_live_record(
+    store: MemoryIdempotencyStore | DynamoDbIdempotencyStore,
+) -> None:
+    assert store.put_pending(_claim("job-1"), retention=RETENTION) is True
+    duplicate = dataclasses.replace(_claim("job-1"), job_id="job-2")  # same key, another job
+    assert store.put_pending(duplicate, retention=RETENTION) is False
+
+    record = store.find_through_alias("job-2")
+
+    assert record is not None
+    assert (record.job_id, record.status) == ("job-1", Status.PENDING)
+    assert store.find_through_alias("job-1") is None  # the first job is found directly
+    assert store.find_through_alias("job-3") is None

@@ -102,7 +102,10 @@ def test_an_idempotent_job_with_a_pending_record_runs_once_and_its_duplicate_is_
     assert _process_next(app, backend) == Completed(result="charged")
     assert _process_next(app, backend) == Completed(result="charged")
     assert runs == [first]
-    assert app.status(second) is None  # the key's record belongs to the first job
+    # The key's record belongs to the first job; the duplicate reads it (status tracking is on).
+    status = app.status(second)
+    assert status is not None
+    assert (status.job_id, status.state) == (first, JobState.SUCCEEDED)
 
 
 def test_without_status_tracking_no_record_exists_before_the_first_run(
@@ -324,3 +327,21 @@ def test_markers_are_read_once_per_received_batch(
 
     assert sorted(ran) == [n for n in range(10) if n != 3]
     assert store.requests - before == 1  # one batch read for ten jobs, no read per job
+
+
+def test_with_status_tracking_a_duplicate_reads_the_status_of_its_keys_record(
+    backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    app = _app(backend, clock, store, tracking=True)
+
+    @app.job("charge", idempotent=True)
+    def charge(payload: dict[str, int]) -> int:
+        return payload["n"] * 10
+
+    first = charge.enqueue({"n": 1}, idempotency_key="order-1")
+    duplicate = charge.enqueue({"n": 1}, idempotency_key="order-1")
+    app.drain()
+
+    status = app.status(duplicate)
+    assert status is not None
+    assert (status.job_id, status.state, status.result) == (first, JobState.SUCCEEDED, 10)
