@@ -49,6 +49,17 @@ def wait_for(condition: Callable[[], bool], *, timeout: float = DEADLINE, messag
         time.sleep(0.02)
 
 
+ATTACK_REPORTS = pytest.StashKey[dict[str, str]]()
+"""Backend kind → the attack report line (test_attack_report.py), printed after the session."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the attack reports, as the README's reliability section quotes them."""
+    reports = terminalreporter.config.stash.get(ATTACK_REPORTS, {})
+    for kind, report in sorted(reports.items()):
+        terminalreporter.write_line(f"attacks[{kind}]: {report}")
+
+
 @dataclass
 class Harness:
     """Builds apps on fresh queues of one backend kind and inspects them."""
