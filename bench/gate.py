@@ -13,16 +13,16 @@ Only ratios are compared: absolute times on a shared machine say more about its 
 about the code. The run's parameters come from the baseline file, so a gate run always measures
 what was recorded.
 
-The throughput ratio is not immune to other tenants, though: while another process keeps one of two
-cores busy, the worker's throughput falls about twice as far as the raw loop's (ratio ~0.5 instead
-of ~1.0), while the CPU ratio holds. So the gate also measures how much of the machine's CPU went to
-processes outside the bench during the run (``/proc/stat`` minus the bench's own process tree). A
-failure on a quiet machine is a regression. A failure on a busy one is measured again, up to
-``ATTEMPTS`` times; if the machine stays busy, only the CPU ratio is judged and the throughput
-ratio is reported as not judged.
+The ratios are not immune to other tenants, though: while other processes keep one of two cores
+busy, the worker's throughput falls about twice as far as the raw loop's (ratio 0.3-0.5 instead of
+~1.0), and its CPU per message can rise more than the loop's (ratio up to 1.3 instead of ~0.8). So
+the gate also measures how much of the machine's CPU went to processes outside the bench during the
+run (``/proc/stat`` minus the bench's own process tree). A failure on a quiet machine is a
+regression. A failure on a busy one is measured again, up to ``ATTEMPTS`` times; if the machine
+stays busy throughout, the run is reported as not judged rather than failed.
 
-Run: ``python bench/gate.py`` (exit 0: within the margin, or throughput not judged on a busy machine;
-1: a regression; 2: the bench did not run, or ``--record`` found the machine busy).
+Run: ``python bench/gate.py`` (exit 0: within the margin, or not judged on a busy machine; 1: a
+regression on a quiet machine; 2: the bench did not run, or ``--record`` found the machine busy).
 ``python bench/gate.py --record`` measures on a quiet machine and rewrites the baseline file.
 """
 
@@ -51,8 +51,8 @@ FAST = {"messages": 400, "rounds": 3, "concurrency": 8, "depth": 100}
 
 QUIET_SHARE = 0.35
 """The machine counts as busy when processes outside the bench used more than this share of all its
-CPUs during the run. Measured on 2 cores: at shares up to 0.26 the throughput ratio stayed at
-0.90-1.10, at 0.45-0.60 it fell to 0.52-0.70, while the CPU ratio held at 0.73-0.93 throughout."""
+CPUs during the run. Measured on 2 cores: at shares up to 0.31 the throughput ratio stayed at
+0.90-1.10 and the CPU ratio at 0.73-0.93; at 0.45-0.74 they ranged over 0.32-1.10 and 0.79-1.30."""
 
 ATTEMPTS = 3
 """Runs at most, when failures coincide with a busy machine (each fast run takes ~25-40 s)."""
@@ -72,18 +72,11 @@ class Gated:
     key: str
     label: str
     better: Better
-    is_contention_sensitive: bool
-    """Whether other tenants of the machine move this ratio (so a busy run cannot judge it)."""
 
 
 GATED = (
-    Gated("per_second", "throughput, cloudjobs / raw", Better.HIGHER, is_contention_sensitive=True),
-    Gated(
-        "cpu_per_thousand",
-        "consumer CPU per message, cloudjobs / raw",
-        Better.LOWER,
-        is_contention_sensitive=False,
-    ),
+    Gated("per_second", "throughput, cloudjobs / raw", Better.HIGHER),
+    Gated("cpu_per_thousand", "consumer CPU per message, cloudjobs / raw", Better.LOWER),
 )
 
 
@@ -139,7 +132,7 @@ class Decision(Enum):
     PASSED = "passed"
     REGRESSED = "regressed"
     RETRY = "measure again: failed on a busy machine"
-    NOT_JUDGED = "passed on the ratios a busy machine leaves intact; throughput not judged"
+    NOT_JUDGED = "not judged: the machine stayed busy"
 
 
 def decide(checks: list[Check], *, is_busy: bool, is_last_attempt: bool) -> Decision:
@@ -149,11 +142,7 @@ def decide(checks: list[Check], *, is_busy: bool, is_last_attempt: bool) -> Deci
         return Decision.PASSED
     if not is_busy:
         return Decision.REGRESSED
-    if not is_last_attempt:
-        return Decision.RETRY
-    if any(not check.gated.is_contention_sensitive for check in failed):
-        return Decision.REGRESSED
-    return Decision.NOT_JUDGED
+    return Decision.NOT_JUDGED if is_last_attempt else Decision.RETRY
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +277,8 @@ def gate(path: Path, margin: float) -> int:
         return 1
     if decision is Decision.NOT_JUDGED:
         print(
-            f"\nperformance gate: the machine stayed busy through {ATTEMPTS} runs, so the throughput "
-            "ratio was not judged; run it again on a quiet machine.",
+            f"\nperformance gate: NOT JUDGED, other processes kept the machine busy through {ATTEMPTS} "
+            "runs and the ratios move under contention; run it again on a quiet machine.",
             file=sys.stderr,
         )
     return 0
