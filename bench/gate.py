@@ -55,7 +55,8 @@ CPUs during the run. Measured on 2 cores: at shares up to 0.31 the throughput ra
 0.90-1.10 and the CPU ratio at 0.73-0.93; at 0.45-0.74 they ranged over 0.32-1.10 and 0.79-1.30."""
 
 ATTEMPTS = 3
-"""Runs at most, when failures coincide with a busy machine (each fast run takes ~25-40 s)."""
+"""Runs at most, when failures coincide with a busy machine (a fast run takes ~30 s on a quiet
+machine, up to ~55 s on a busy one)."""
 
 
 class Better(Enum):
