@@ -17,7 +17,9 @@ last) is the consumer's own. Requests are counted with botocore ``before-call`` 
 processes, start-up and empty polls included; the producer's depth probes use a separate client and
 are not counted. Medians of the rounds are reported, with the ratios to the baseline of the same run.
 
-Run: ``python bench/throughput.py`` (``--messages 2000 --rounds 3 --concurrency 8 --depth 100``).
+Run: ``python bench/throughput.py`` (``--messages 2000 --rounds 3 --concurrency 8 --depth 100``);
+``--json PATH`` also writes the parameters, every round and the medians and ratios, for
+``bench/gate.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
 
 CONTENDERS = ("raw boto3", "cloudjobs")
+METRICS = ("per_second", "requests_per_message", "cpu_per_thousand")
+"""The figures compared between contenders, as :class:`Measurement` properties."""
 
 
 @dataclass(slots=True)
@@ -227,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--depth", type=int, default=100, help="queue depth the producer keeps")
+    parser.add_argument("--json", metavar="PATH", help="also write parameters, rounds, medians and ratios")
     parser.add_argument("--consume", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--queue-url", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -251,16 +256,58 @@ def main(argv: list[str] | None = None) -> int:
                 )
         admin.close()
     report(results, arguments)
+    if arguments.json:
+        write_json(arguments.json, results, arguments)
     return 0
+
+
+def medians(results: dict[str, list[Measurement]]) -> dict[str, dict[str, float]]:
+    """Each contender's median of each metric over its rounds."""
+    return {
+        name: {key: float(statistics.median(float(getattr(m, key)) for m in rounds)) for key in METRICS}
+        for name, rounds in results.items()
+    }
+
+
+def ratios(results: dict[str, list[Measurement]]) -> dict[str, float]:
+    """cloudjobs' median over the raw loop's median, per metric: the figures the README quotes."""
+    middle = medians(results)
+    return {key: middle["cloudjobs"][key] / middle["raw boto3"][key] for key in METRICS}
+
+
+def write_json(path: str, results: dict[str, list[Measurement]], arguments: argparse.Namespace) -> None:
+    """Write the run as JSON: parameters, every round of each contender, medians and ratios."""
+    document = {
+        "parameters": {
+            "messages": arguments.messages,
+            "rounds": arguments.rounds,
+            "concurrency": arguments.concurrency,
+            "depth": arguments.depth,
+        },
+        "rounds": {
+            name: [
+                {
+                    "messages": m.messages,
+                    "seconds": m.seconds,
+                    "cpu_seconds": m.cpu_seconds,
+                    "requests": dict(m.requests),
+                }
+                for m in rounds
+            ]
+            for name, rounds in results.items()
+        },
+        "medians": medians(results),
+        "ratios": ratios(results),
+    }
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
 
 
 def report(results: dict[str, list[Measurement]], arguments: argparse.Namespace) -> None:
     """Print the medians and the ratios to the baseline as Markdown tables."""
     base, ours = results["raw boto3"], results["cloudjobs"]
-
-    def median(values: list[Measurement], key: str) -> float:
-        return float(statistics.median(float(getattr(m, key)) for m in values))
-
+    middle = medians(results)
     rows = [
         ("consume throughput, messages/s", "per_second", "{:.0f}"),
         ("SQS requests per message, end to end", "requests_per_message", "{:.3f}"),
@@ -273,7 +320,7 @@ def report(results: dict[str, list[Measurement]], arguments: argparse.Namespace)
     print("| metric | raw boto3 | cloudjobs | cloudjobs / raw |")
     print("|---|---|---|---|")
     for label, key, fmt in rows:
-        b, c = median(base, key), median(ours, key)
+        b, c = middle["raw boto3"][key], middle["cloudjobs"][key]
         print(f"| {label} | {fmt.format(b)} | {fmt.format(c)} | {c / b:.2f} |")
     operations = sorted({op for m in ours + base for op in m.requests})
     print("\n| requests per message, by operation | raw boto3 | cloudjobs |")
