@@ -27,8 +27,9 @@ def build_request(
 ) -> EnqueueRequest:
     """The request for one job, its payload serialised to JSON values.
 
-    A payload of a job type in ``registry`` is validated against its payload type; one of a type
-    registered elsewhere is serialised as it is (a pydantic model, or anything JSON-serialisable).
+    A payload of a job type in ``registry`` (or given by its handle, even one of another app) is
+    validated against its payload type; one of a type registered elsewhere is serialised as it is
+    (a pydantic model, or anything JSON-serialisable).
 
     Raises:
         PayloadValidationError: the payload does not fit its type, or is not JSON-serialisable.
@@ -36,6 +37,9 @@ def build_request(
     """
     name = job_type.name if isinstance(job_type, JobHandle) else job_type
     definition = registry.get(name)
+    if definition is None and isinstance(job_type, JobHandle):
+        # Another app's handle (a producer that registers nothing): it still knows the payload type.
+        definition = job_type.definition
     if definition is not None:
         serialised = definition.serialise(payload)
     elif isinstance(payload, BaseModel):

@@ -1,0 +1,54 @@
+"""What the producer refuses never reaches the queue; what it lets through runs, on both backends."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from cloudjobs import PayloadValidationError
+from tests.behaviour.conftest import Harness, running, wait_for
+
+
+class Email(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str
+
+
+class UrgentEmail(Email):
+    priority: int = 1
+
+
+class Charge(BaseModel):
+    to: str
+
+
+def test_a_model_of_another_class_is_refused_before_anything_is_sent(harness: Harness) -> None:
+    jobs = harness.app()
+
+    @jobs.job("send-email")
+    def send_email(payload: Email) -> None: ...
+
+    with pytest.raises(PayloadValidationError):
+        send_email.enqueue(Charge(to="a@example.com"))  # type: ignore[arg-type]
+    with pytest.raises(PayloadValidationError):
+        jobs.enqueue_many([("send-email", Email(to="a@example.com")), ("send-email", Charge(to="b"))])
+
+    assert harness.is_empty(jobs)
+
+
+def test_a_subclass_instance_is_sent_as_the_declared_model_and_handled(harness: Harness) -> None:
+    jobs = harness.app()
+    received: list[Email] = []
+
+    @jobs.job("send-email")
+    def send_email(payload: Email) -> None:
+        received.append(payload)
+
+    send_email.enqueue(UrgentEmail(to="a@example.com", priority=3))
+
+    with running(jobs) as worker:
+        settled = ("completed", "retried", "dead_lettered")
+        wait_for(lambda: sum(worker.counts[name] for name in settled) == 1, message="the job to settle")
+    assert worker.counts["completed"] == 1
+    assert received == [Email(to="a@example.com")]
