@@ -7,14 +7,21 @@ goes through one check; the tests run each refusal through all of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from cloudjobs import CloudJobs, ManualClock, MemoryBackend, PayloadValidationError
+from cloudjobs import (
+    CloudJobs,
+    ManualClock,
+    MemoryBackend,
+    PayloadValidationError,
+    Settings,
+    UnknownJobError,
+)
 from cloudjobs.definition import JobHandle
 from cloudjobs.envelope import decode
 
@@ -49,25 +56,44 @@ class Counted(BaseModel):
         return value
 
 
-Enqueue = Callable[[CloudJobs, JobHandle[Any, Any], Any], object]
-"""Enqueue one payload for the handle's job type through one entry point."""
-
-ENTRY_POINTS: dict[str, Enqueue] = {
-    "enqueue": lambda jobs, handle, payload: jobs.enqueue(handle.name, payload),
-    "enqueue_many": lambda jobs, handle, payload: jobs.enqueue_many([(handle.name, payload)]),
-    "enqueue_async": lambda jobs, handle, payload: asyncio.run(jobs.enqueue_async(handle.name, payload)),
-    "enqueue_many_async": lambda jobs, handle, payload: asyncio.run(
-        jobs.enqueue_many_async([(handle.name, payload)])
-    ),
-    "handle.enqueue": lambda jobs, handle, payload: handle.enqueue(payload),
-    "handle.enqueue_many": lambda jobs, handle, payload: handle.enqueue_many([payload]),
-}
+NAMED_ENTRY_POINTS = ("enqueue", "enqueue_async", "enqueue_many", "enqueue_many_async")
+"""The entry points that take a job type by name."""
+ENTRY_POINTS = (*NAMED_ENTRY_POINTS, "handle.enqueue", "handle.enqueue_many")
 
 
-@pytest.fixture(params=sorted(ENTRY_POINTS))
-def send(request: pytest.FixtureRequest) -> Enqueue:
+def enqueue_through(
+    entry_point: str, jobs: CloudJobs, job_type: str | JobHandle[Any, Any], payload: Any
+) -> None:
+    """Enqueue one payload through ``entry_point`` (``handle.*`` ones need a handle)."""
+    match entry_point:
+        case "enqueue":
+            jobs.enqueue(job_type, payload)
+        case "enqueue_async":
+            asyncio.run(jobs.enqueue_async(job_type, payload))
+        case "enqueue_many":
+            jobs.enqueue_many([(job_type, payload)])
+        case "enqueue_many_async":
+            asyncio.run(jobs.enqueue_many_async([(job_type, payload)]))
+        case "handle.enqueue":
+            assert isinstance(job_type, JobHandle)
+            job_type.enqueue(payload)
+        case "handle.enqueue_many":
+            assert isinstance(job_type, JobHandle)
+            job_type.enqueue_many([payload])
+        case _:
+            raise AssertionError(entry_point)
+
+
+@pytest.fixture(params=ENTRY_POINTS)
+def entry_point(request: pytest.FixtureRequest) -> str:
     """One of the producer's entry points."""
-    return ENTRY_POINTS[request.param]
+    return str(request.param)
+
+
+@pytest.fixture(params=NAMED_ENTRY_POINTS)
+def named_entry_point(request: pytest.FixtureRequest) -> str:
+    """One of the producer's entry points that take a job type by name."""
+    return str(request.param)
 
 
 @dataclass
@@ -78,9 +104,8 @@ class App:
     received: list[Email]
 
 
-@pytest.fixture
-def app(jobs: CloudJobs, backend: MemoryBackend) -> App:
-    """``send-email`` (an Email payload) on the memory queue; ``received`` holds what its handler got."""
+def _with_send_email(jobs: CloudJobs, backend: MemoryBackend) -> App:
+    """``jobs`` with ``send-email`` (an Email payload); ``received`` holds what its handler got."""
     received: list[Email] = []
 
     @jobs.job("send-email")
@@ -90,6 +115,12 @@ def app(jobs: CloudJobs, backend: MemoryBackend) -> App:
     return App(jobs, backend, send_email, received)
 
 
+@pytest.fixture
+def app(jobs: CloudJobs, backend: MemoryBackend) -> App:
+    """An app with ``send-email`` on the memory queue."""
+    return _with_send_email(jobs, backend)
+
+
 def _payloads(backend: MemoryBackend) -> list[object]:
     return [decode(message.body).payload for message in backend.messages()]
 
@@ -97,9 +128,9 @@ def _payloads(backend: MemoryBackend) -> list[object]:
 # -- payloads of the wrong class ---------------------------------------------------------------------
 
 
-def test_a_model_of_another_class_is_refused_and_nothing_is_sent(app: App, send: Enqueue) -> None:
+def test_a_model_of_another_class_is_refused_and_nothing_is_sent(app: App, entry_point: str) -> None:
     with pytest.raises(PayloadValidationError) as caught:
-        send(app.jobs, app.send_email, Charge(to="a@example.com"))
+        enqueue_through(entry_point, app.jobs, app.send_email, Charge(to="a@example.com"))
 
     assert caught.value.job_name == "send-email"
     assert str(caught.value) == "payload of job 'send-email' must be Email (or a subclass), not Charge"
@@ -140,11 +171,11 @@ def test_a_subclass_instance_is_sent_as_the_declared_model_and_runs(app: App) ->
     assert app.received == [Email(to="a@example.com")]
 
 
-def test_a_dict_for_a_model_typed_job_is_validated_against_the_model(app: App, send: Enqueue) -> None:
-    send(app.jobs, app.send_email, {"to": "a@example.com"})
+def test_a_dict_for_a_model_typed_job_is_validated_against_the_model(app: App, entry_point: str) -> None:
+    enqueue_through(entry_point, app.jobs, app.send_email, {"to": "a@example.com"})
 
     with pytest.raises(PayloadValidationError):
-        send(app.jobs, app.send_email, {"to": "a@example.com", "cents": 100})
+        enqueue_through(entry_point, app.jobs, app.send_email, {"to": "a@example.com", "cents": 100})
 
     assert _payloads(app.backend) == [{"to": "a@example.com"}]
 
@@ -182,3 +213,105 @@ def test_a_model_for_an_unregistered_job_type_is_sent_as_it_is(app: App) -> None
     app.jobs.enqueue("billing.charge", Charge(to="a@example.com"))
 
     assert _payloads(app.backend) == [{"to": "a@example.com", "cents": 100}]
+
+
+# -- job types this app does not register ------------------------------------------------------------
+
+
+@pytest.fixture
+def refusing(clock: ManualClock, backend: MemoryBackend) -> App:
+    """Like ``app``, on an app built with ``refuse_unregistered=True``."""
+    jobs = CloudJobs(
+        settings=Settings(_env_file=None), backend=backend, clock=clock, refuse_unregistered=True
+    )
+    return _with_send_email(jobs, backend)
+
+
+def test_a_refusing_app_raises_for_a_misspelt_type_and_sends_nothing(
+    refusing: App, named_entry_point: str
+) -> None:
+    with pytest.raises(UnknownJobError) as caught:
+        enqueue_through(named_entry_point, refusing.jobs, "send-emial", {"to": "a@example.com"})
+
+    assert caught.value.job_name == "send-emial"
+    assert caught.value.known == ("send-email",)
+    assert str(caught.value) == (
+        "no handler registered for job type 'send-emial' (did you mean 'send-email'? registered: send-email)"
+    )
+    assert len(refusing.backend) == 0
+
+
+def test_a_refusing_app_sends_nothing_of_a_batch_with_one_unregistered_type(refusing: App) -> None:
+    with pytest.raises(UnknownJobError):
+        refusing.jobs.enqueue_many([("send-email", {"to": "a@example.com"}), ("billing.charge", {})])
+
+    assert len(refusing.backend) == 0
+
+
+def test_a_refusing_app_sends_its_own_types_and_the_handles_of_other_apps(
+    refusing: App, clock: ManualClock
+) -> None:
+    elsewhere = CloudJobs(settings=Settings(_env_file=None), backend=MemoryBackend("elsewhere"), clock=clock)
+
+    @elsewhere.job("billing.charge")
+    def charge(payload: Charge) -> None: ...
+
+    refusing.send_email.enqueue(Email(to="a@example.com"))
+    refusing.jobs.enqueue("send-email", {"to": "b@example.com"})
+    refusing.jobs.enqueue(charge, Charge(to="c@example.com"))
+
+    assert [decode(message.body).type for message in refusing.backend.messages()] == [
+        "send-email",
+        "send-email",
+        "billing.charge",
+    ]
+
+
+def test_an_app_that_registers_nothing_and_refuses_refuses_every_type(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs = CloudJobs(
+        settings=Settings(_env_file=None), backend=backend, clock=clock, refuse_unregistered=True
+    )
+
+    with pytest.raises(UnknownJobError, match=r"^no handler registered for job type 'send-email'$"):
+        jobs.enqueue("send-email", {})
+
+    assert len(backend) == 0
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == "cloudjobs.producer" and record.levelno == logging.WARNING
+    ]
+
+
+def test_the_first_enqueue_of_each_unregistered_type_warns_and_sends(
+    app: App, named_entry_point: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cloudjobs.producer")
+
+    enqueue_through(named_entry_point, app.jobs, "send-emial", {"to": "a@example.com"})
+    enqueue_through(named_entry_point, app.jobs, "send-emial", {"to": "b@example.com"})
+    enqueue_through(named_entry_point, app.jobs, "billing.charge", {"cents": 5})
+    app.send_email.enqueue(Email(to="c@example.com"))
+
+    warnings = _warnings(caplog)
+    assert [getattr(record, "job_type", None) for record in warnings] == ["send-emial", "billing.charge"]
+    assert "registered: send-email" in warnings[0].getMessage()
+    assert "did you mean 'send-email'?" in warnings[0].getMessage()
+    assert "did you mean" not in warnings[1].getMessage()
+    assert len(app.backend) == 4
+
+
+def test_an_app_that_registers_nothing_sends_any_type_without_a_warning(
+    jobs: CloudJobs, backend: MemoryBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cloudjobs.producer")
+
+    jobs.enqueue("send-email", {"to": "a@example.com"})
+
+    assert _warnings(caplog) == []
+    assert len(backend) == 1
