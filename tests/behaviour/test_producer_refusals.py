@@ -6,24 +6,10 @@ Anything the harness's apps do not cover (``refuse_unregistered``) is built here
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
 from cloudjobs import CloudJobs, PayloadValidationError, Settings, UnknownJobError
 from tests.behaviour.conftest import Harness, running, wait_for
-
-
-class Email(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    to: str
-
-
-class UrgentEmail(Email):
-    priority: int = 1
-
-
-class Charge(BaseModel):
-    to: str
+from tests.payloads import Charge, Email, UrgentEmail
 
 
 def test_a_model_of_another_class_is_refused_before_anything_is_sent(harness: Harness) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, field_validator
 
 from cloudjobs import (
     CloudJobs,
@@ -24,22 +24,7 @@ from cloudjobs import (
 )
 from cloudjobs.definition import JobHandle
 from cloudjobs.envelope import decode
-
-
-class Email(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    to: str
-
-
-class UrgentEmail(Email):
-    priority: int = 1
-
-
-class Charge(BaseModel):
-    to: str
-    cents: int = 100
-
+from tests.payloads import Charge, Email, UrgentEmail
 
 _validated: list[str] = []
 
