@@ -26,7 +26,7 @@ from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
 from cloudjobs.producer import Producer
-from cloudjobs.producer_requests import build_request
+from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
@@ -71,6 +71,10 @@ class CloudJobs:
         telemetry: spans, metrics and trace propagation of the producer, the consumer and both
             runtimes (default: on, through the global OpenTelemetry providers);
             ``Telemetry(is_enabled=False)`` turns them off, the worker's queue gauges included.
+        refuse_unregistered: make enqueueing a job type this app does not register raise
+            :class:`~cloudjobs.errors.UnknownJobError` (a misspelt type fails at once). By default
+            such a type is sent, for a consumer elsewhere that registers it, and its first enqueue
+            logs a warning on ``cloudjobs.producer`` (unless the app registers no type at all).
 
     Construction does no I/O and reads no environment, so a module-level ``jobs = CloudJobs()``
     is safe to import anywhere, including before a web server forks.
@@ -85,6 +89,7 @@ class CloudJobs:
         random: Callable[[], float] | None = None,
         idempotency_store: IdempotencyStore | None = None,
         telemetry: Telemetry | None = None,
+        refuse_unregistered: bool = False,
     ) -> None:
         self._telemetry = telemetry or default_telemetry()
         self._idempotency_store = idempotency_store
@@ -93,6 +98,7 @@ class CloudJobs:
         self._clock: Clock = clock or SystemClock()
         self._random = random
         self._registry: dict[str, JobDefinition] = {}
+        self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
         self._middleware: list[Middleware] = []
         self._lock = threading.Lock()
 
@@ -226,7 +232,8 @@ class CloudJobs:
         """Enqueue one job; returns its job id.
 
         Args:
-            job_type: the registered name (or its handle). Types registered elsewhere are allowed.
+            job_type: the registered name (or its handle). A type registered only elsewhere is
+                sent (its first enqueue logs a warning), or refused with ``refuse_unregistered``.
             payload: a pydantic model, or anything JSON-serialisable (validated against the job's
                 payload type when it is registered here).
             delay: seconds or timedelta before the job is visible, 0–900 s (standard queues only).
@@ -235,13 +242,14 @@ class CloudJobs:
             deduplication_id: FIFO deduplication id (default: the job id).
 
         Raises:
-            PayloadValidationError: the payload does not fit the job's payload type.
+            UnknownJobError: the type is not registered here and the app refuses unregistered types.
+            PayloadValidationError: the payload does not fit the job's payload type (a model of
+                another class than the job's model included).
             PayloadTooLargeError: the message exceeds the queue's size limit.
             InvalidDelayError: the delay is out of range, or given on a FIFO queue.
             BackendError: the queue refused the message.
         """
-        request = build_request(
-            self._registry,
+        request = self._requests.build(
             job_type,
             payload,
             delay=delay,
@@ -264,12 +272,10 @@ class CloudJobs:
 
         Raises:
             BatchEnqueueError: some entries could not be sent (``.sent`` holds the ids of the rest).
-            PayloadValidationError, PayloadTooLargeError, InvalidDelayError: as for :meth:`enqueue`,
-                before anything is sent.
+            UnknownJobError, PayloadValidationError, PayloadTooLargeError, InvalidDelayError: as
+                for :meth:`enqueue`, before anything is sent.
         """
-        requests = [
-            build_request(self._registry, job_type, payload, delay=delay) for job_type, payload in jobs
-        ]
+        requests = [self._requests.build(job_type, payload, delay=delay) for job_type, payload in jobs]
         if not requests:
             return []
         return self._producer().enqueue(requests)
@@ -290,8 +296,7 @@ class CloudJobs:
         Raises:
             Everything :meth:`enqueue` raises.
         """
-        request = build_request(
-            self._registry,
+        request = self._requests.build(
             job_type,
             payload,
             delay=delay,
@@ -314,9 +319,7 @@ class CloudJobs:
         Raises:
             Everything :meth:`enqueue_many` raises.
         """
-        requests = [
-            build_request(self._registry, job_type, payload, delay=delay) for job_type, payload in jobs
-        ]
+        requests = [self._requests.build(job_type, payload, delay=delay) for job_type, payload in jobs]
         if not requests:
             return []
         producer = self._producer()

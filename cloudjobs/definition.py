@@ -146,17 +146,39 @@ class JobDefinition:
     def serialise(self, payload: Any) -> JsonValue:
         """Turn a payload object into JSON, through the handler's annotation when it has one.
 
+        What this returns is what the consumer will validate, so a payload the consumer would refuse
+        is refused here instead:
+
+        - for a job typed by a pydantic model, an instance of that model (or of a subclass) is
+          dumped as that model, without validating it again (a subclass's own fields stay home);
+          a model of any other class is refused, even one whose fields happen to fit;
+        - for any other payload type, a model is dumped to JSON and validated as the consumer will
+          validate it; anything else (a dict...) is validated against the type, as always.
+
         Raises:
             PayloadValidationError: the payload cannot be represented as the job's payload type.
         """
+        payload_type = self.payload_type
         try:
             if isinstance(payload, BaseModel):
-                dumped: JsonValue = payload.model_dump(mode="json")
-                return dumped
-            if self.payload_type is None or self.payload_type is Any:
+                if payload_type is None or payload_type is Any:
+                    dumped: JsonValue = payload.model_dump(mode="json")
+                    return dumped
+                if isinstance(payload_type, type) and issubclass(payload_type, BaseModel):
+                    if not isinstance(payload, payload_type):
+                        raise PayloadValidationError(
+                            f"payload of job {self.name!r} must be {payload_type.__qualname__} "
+                            f"(or a subclass), not {type(payload).__qualname__}",
+                            job_name=self.name,
+                        )
+                    # A constructed model was validated when it was built: dumping is enough.
+                    as_declared: JsonValue = _adapter(payload_type).dump_python(payload, mode="json")
+                    return as_declared
+                payload = payload.model_dump(mode="json")
+            if payload_type is None or payload_type is Any:
                 validated: JsonValue = _adapter(JsonValue).validate_python(payload)
                 return validated
-            adapter = _adapter(self.payload_type)
+            adapter = _adapter(payload_type)
             result: JsonValue = adapter.dump_python(adapter.validate_python(payload), mode="json")
             return result
         except ValidationError as exc:

@@ -32,6 +32,7 @@ user code never imports botocore to handle cloudjobs errors.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -111,13 +112,25 @@ class DecodeError(MessageError):
 
 
 class UnknownJobError(MessageError):
-    """No handler is registered under the message's job type."""
+    """No handler is registered under the message's job type.
+
+    Attributes:
+        job_name: the job type.
+        known: the job types that are registered (empty when not given); the message lists them
+            and suggests the closest, so a misspelt type reads as one.
+    """
 
     reason = Reason.UNKNOWN_JOB
 
-    def __init__(self, *, job_name: str) -> None:
-        super().__init__(f"no handler registered for job type {job_name!r}")
+    def __init__(self, *, job_name: str, known: Sequence[str] = ()) -> None:
+        message = f"no handler registered for job type {job_name!r}"
+        if known:
+            close = difflib.get_close_matches(job_name, known, n=1)
+            suggestion = f"did you mean {close[0]!r}? " if close else ""
+            message += f" ({suggestion}registered: {', '.join(known)})"
+        super().__init__(message)
         self.job_name = job_name
+        self.known = tuple(known)
 
 
 class PayloadValidationError(MessageError):

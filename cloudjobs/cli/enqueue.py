@@ -12,6 +12,7 @@ from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_OK
 from cloudjobs.cli.options import app_option, json_option
 from cloudjobs.cli.output import echo_json
+from cloudjobs.errors import UnknownJobError
 
 
 def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any:
@@ -30,12 +31,26 @@ def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any
     default=0,
     help=f"Seconds before the job becomes visible, 0–{MAX_DELAY_SECONDS} (standard queues only).",
 )
+@click.option(
+    "--allow-unregistered",
+    is_flag=True,
+    help="With --app, send a TYPE the app does not register (for a consumer elsewhere).",
+)
 @app_option
 @json_option
-def enqueue(job_type: str, payload: Any, delay: float, app_reference: str | None, as_json: bool) -> int:
+def enqueue(
+    job_type: str,
+    payload: Any,
+    delay: float,
+    allow_unregistered: bool,
+    app_reference: str | None,
+    as_json: bool,
+) -> int:
     """Enqueue one job of TYPE with PAYLOAD, a JSON document; print its job id.
 
-    TYPE need not be registered here; with --app, a registered TYPE's payload is validated first.
+    With --app, TYPE must be registered by the app (a misspelt type is refused, listing the
+    registered ones; --allow-unregistered sends it anyway, unless the app itself refuses
+    unregistered types) and its payload is validated first. Without --app, any TYPE is sent.
 
     \b
     Example:
@@ -44,6 +59,13 @@ def enqueue(job_type: str, payload: Any, delay: float, app_reference: str | None
     JSON output: {"job_id": "...", "type": "...", "delay_seconds": 30.0}
     """
     jobs = operator_app(app_reference)
+    registry = jobs.registry
+    # The app's own refuse_unregistered still applies below; this is the command's stricter default.
+    if app_reference is not None and not allow_unregistered and job_type not in registry:
+        refusal = UnknownJobError(job_name=job_type, known=sorted(registry))
+        raise click.BadParameter(
+            f"{refusal}. Pass --allow-unregistered to send it anyway.", param_hint="TYPE"
+        )
     job_id = jobs.enqueue(job_type, payload, delay=delay or None)
     if as_json:
         echo_json({"job_id": job_id, "type": job_type, "delay_seconds": delay})

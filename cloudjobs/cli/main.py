@@ -24,12 +24,13 @@ from cloudjobs.errors import (
     PayloadTooLargeError,
     PayloadValidationError,
     QueueNotFoundError,
+    UnknownJobError,
 )
 
 EXIT_INTERRUPTED: Final = 130
 """Stopped with Ctrl-C (128 + SIGINT), as shells report it."""
 
-_INPUT_ERRORS: Final = (PayloadValidationError, PayloadTooLargeError, InvalidDelayError)
+_INPUT_ERRORS: Final = (UnknownJobError, PayloadValidationError, PayloadTooLargeError, InvalidDelayError)
 # click ≥ 8.2 reports a group called without a command as this usage error, whose message is the help.
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

@@ -166,6 +166,43 @@ def test_enqueue_sends_the_payload_and_prints_the_job_id_as_json(
     [envelope] = [decode(body) for body in _bodies(sqs_client, queue.queue_url)]
     assert printed == {"job_id": envelope.id, "type": "send-email", "delay_seconds": 0}
     assert envelope.payload == {"to": "ada@example.com"}
+    assert completed.stderr == ""  # without --app there is no registry to doubt the type against
+
+
+_WORKER_APP: Final = "tests.integration.worker_app:jobs"
+"""An app that registers ``work`` and ``gated`` and builds its queue from ``CLOUDJOBS_*``."""
+
+
+def test_enqueue_with_an_app_refuses_a_type_it_does_not_register_and_sends_nothing(
+    queue_environment: dict[str, str], queue: ProvisionedQueue, sqs_client: SQSClient
+) -> None:
+    completed = run_cli("enqueue", "wrok", "{}", "--app", _WORKER_APP, environment=queue_environment)
+
+    line = assert_one_line_error(completed, 2)
+    assert "no handler registered for job type 'wrok' (did you mean 'work'? registered: gated, work)" in line
+    assert "--allow-unregistered" in line
+    assert _bodies(sqs_client, queue.queue_url) == []
+
+
+def test_enqueue_with_an_app_sends_an_unregistered_type_when_allowed_and_warns(
+    queue_environment: dict[str, str], queue: ProvisionedQueue, sqs_client: SQSClient
+) -> None:
+    completed = run_cli(
+        "enqueue",
+        "billing.charge",
+        '{"cents": 5}',
+        "--app",
+        _WORKER_APP,
+        "--allow-unregistered",
+        "--json",
+        environment=queue_environment,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    [envelope] = [decode(body) for body in _bodies(sqs_client, queue.queue_url)]
+    assert json.loads(completed.stdout)["job_id"] == envelope.id
+    assert (envelope.type, envelope.payload) == ("billing.charge", {"cents": 5})
+    assert "no handler registered for job type 'billing.charge'" in completed.stderr
 
 
 # -- dlq, stats, cancel ----------------------------------------------------------------------------

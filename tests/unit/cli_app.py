@@ -18,17 +18,18 @@ class Greeting(BaseModel):
     name: str
 
 
-def build() -> tuple[CloudJobs, MemoryBackend]:
+def build(*, refuse_unregistered: bool = False) -> tuple[CloudJobs, MemoryBackend]:
     """A fresh app on a fresh memory queue (with a DLQ) and status store.
 
     Jobs: ``greet`` (a validated payload, keeps a status record) and ``explode`` (always fails
-    permanently, so it lands in the DLQ).
+    permanently, so it lands in the DLQ). ``refuse_unregistered`` is passed to the app.
     """
     backend = MemoryBackend("cli-tests")
     app = CloudJobs(
         settings=Settings(_env_file=None, status_tracking=True),
         backend=backend,
         idempotency_store=MemoryIdempotencyStore(),
+        refuse_unregistered=refuse_unregistered,
     )
 
     @app.job("greet", track_status=True)

@@ -330,7 +330,9 @@ def test_enqueue_sends_the_job_and_prints_its_id(app: tuple[CloudJobs, MemoryBac
 
 
 def test_enqueue_json_output_carries_the_job_id_type_and_delay(app: tuple[CloudJobs, MemoryBackend]) -> None:
-    result = CliRunner().invoke(cli, ["enqueue", "unregistered", "[1, 2]", "--app", APP, "--json"])
+    result = CliRunner().invoke(
+        cli, ["enqueue", "unregistered", "[1, 2]", "--app", APP, "--json", "--allow-unregistered"]
+    )
 
     envelope = decode(_sent_bodies(app[1])[0])
     assert result.exit_code == EXIT_OK
@@ -347,6 +349,38 @@ def test_enqueue_validates_a_registered_payload_and_sends_nothing_when_it_fails(
     assert code == EXIT_USAGE
     assert line.startswith("cloudjobs: invalid input: ")
     assert _sent_bodies(app[1]) == []
+
+
+def test_enqueue_refuses_a_type_the_app_does_not_register_and_lists_the_registered_ones(
+    app: tuple[CloudJobs, MemoryBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["enqueue", "gret", '{"name": "Ada"}', "--app", APP])
+
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_USAGE
+    assert line.startswith(
+        "cloudjobs enqueue: Invalid value for TYPE: no handler registered for job type 'gret'"
+    )
+    assert "(did you mean 'greet'? registered: explode, greet)" in line
+    assert "--allow-unregistered" in line
+    assert _sent_bodies(app[1]) == []
+
+
+def test_enqueue_sends_an_unregistered_type_when_allowed_unless_the_app_refuses_them(
+    app: tuple[CloudJobs, MemoryBackend], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["enqueue", "billing.charge", "{}", "--app", APP, "--allow-unregistered"]) == EXIT_OK
+    assert [decode(body).type for body in _sent_bodies(app[1])] == ["billing.charge"]
+    capsys.readouterr()
+
+    refusing, backend = cli_app.build(refuse_unregistered=True)
+    monkeypatch.setattr(cli_app, "jobs", refusing)
+    code = main(["enqueue", "billing.charge", "{}", "--app", APP, "--allow-unregistered"])
+
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_USAGE
+    assert line.startswith("cloudjobs: invalid input: no handler registered for job type 'billing.charge'")
+    assert _sent_bodies(backend) == []
 
 
 def test_enqueue_refuses_a_delay_past_fifteen_minutes(
