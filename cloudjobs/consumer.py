@@ -27,28 +27,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
-from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
+from cloudjobs.backends.base import MAX_DELAY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE, Envelope, encode
+from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope, encode
 from cloudjobs.errors import (
-    DecodeError,
     JobTimeoutError,
     MessageError,
     PermanentError,
-    RetryableError,
-    UnknownJobError,
 )
+from cloudjobs.failures import dead_letter_of, describe, failure_outcome, next_step
 from cloudjobs.invocation import INLINE, HandlerExit, Invocation, call_handler, call_handler_async
-from cloudjobs.job import Job
 from cloudjobs.middleware import BatchMiddleware, ConsumerMiddleware, Middleware, RunHandle, as_middleware
-from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Retry
+from cloudjobs.outcomes import Cancelled, Completed, Deferred, Outcome, Reason
+from cloudjobs.preparation import Preparation
 from cloudjobs.retry import RetryPolicy
-from cloudjobs.routing import attribute_of, decode_delivery
+from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import Settings
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
@@ -87,41 +84,13 @@ class Consumer:
         middleware: Sequence[Middleware | ConsumerMiddleware] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
-        self._registry = registry
-        self._settings = settings
         self._queue = queue
         self._middleware: tuple[Middleware, ...] = (
             telemetry or default_telemetry(),
             *(as_middleware(m) for m in middleware),
         )
         self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
-        self._policies: dict[str, RetryPolicy] = {}
-        self._default_timeout = settings.job_timeout
-        extra = {} if random is None else {"random": random}
-        self._default_policy = RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base=timedelta(seconds=settings.backoff_base_seconds),
-            cap=timedelta(seconds=settings.backoff_cap_seconds),
-            **extra,
-        )
-        for definition in registry.values():
-            policy = definition.retry or RetryPolicy(
-                max_attempts=definition.max_attempts or settings.max_attempts,
-                base=self._default_policy.base,
-                cap=self._default_policy.cap,
-                random=self._default_policy.random,
-            )
-            self._policies[definition.name] = policy
-            if queue.max_receive_count is not None and policy.max_attempts > queue.max_receive_count:
-                logger.warning(
-                    "job %r allows %d attempts but queue %r redrives after %d receives: "
-                    "it will be dead-lettered (reason max_receives) after %d attempts",
-                    definition.name,
-                    policy.max_attempts,
-                    queue.name,
-                    queue.max_receive_count,
-                    queue.max_receive_count,
-                )
+        self._preparation = Preparation(registry=registry, settings=settings, queue=queue, random=random)
 
     @property
     def queue(self) -> QueueInfo:
@@ -130,7 +99,7 @@ class Consumer:
 
     def timeout_of(self, definition: JobDefinition) -> timedelta:
         """The time limit of a job's handler."""
-        return definition.timeout or self._default_timeout
+        return self._preparation.timeout_of(definition)
 
     # -- the lifecycle ----------------------------------------------------------------------------
 
@@ -206,7 +175,7 @@ class Consumer:
             handle = middleware.start(run)
             if handle is not None:
                 run.handles.append(handle)
-        prepared = self._prepare(run)
+        prepared = self._preparation.prepare(run)
         if not isinstance(prepared, Prepared):
             return prepared
         run.prepared = prepared
@@ -215,78 +184,6 @@ class Consumer:
             if decided is not None:
                 return self._requeue_if_near_redrive(run.delivery, prepared.envelope, decided)
         return None
-
-    def _prepare(self, run: Run) -> Prepared | Outcome:
-        """Decode, look up and validate: a message that cannot run as it is gets its dead letter.
-
-        Whatever decoding, validation or key derivation raises is the message's fault (a typed
-        :class:`MessageError`, or anything else a hostile body provokes: ``RecursionError``,
-        ``KeyError``...) and dead-letters it with the stage's reason; only a ``MemoryError`` is not,
-        and is retried.
-        """
-        delivery = run.delivery
-        try:
-            envelope = decode_delivery(delivery, self._settings)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            reason = exc.reason if isinstance(exc, DecodeError) else Reason.MALFORMED_ENVELOPE
-            job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
-            return _dead_letter(exc, reason, delivery.receive_count, job_type)
-        attempt = max(1, delivery.receive_count - envelope.attempt_offset)
-        definition = self._registry.get(envelope.type)
-        if definition is None:
-            # A rolling deploy may bring the handler: retry with backoff, dead-letter at the end.
-            error = UnknownJobError(job_name=envelope.type)
-            return self._failure(
-                delivery,
-                envelope.type,
-                attempt,
-                self._default_policy,
-                error,
-                exhausted=error.reason,
-                job_id=envelope.id,
-            )
-        policy = self._policies[definition.name]
-        try:
-            payload = definition.validate(envelope.payload)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            invalid = exc.reason if isinstance(exc, MessageError) else Reason.INVALID_PAYLOAD
-            return _dead_letter(exc, invalid, attempt, envelope.type, job_id=envelope.id)
-        try:
-            key = definition.idempotency_key_of(
-                job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
-            )
-        except MemoryError:
-            raise
-        except Exception as exc:
-            return _dead_letter(
-                exc, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
-            )
-        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            too_long = ValueError(
-                f"the idempotency key is {len(key)} characters, at most {MAX_IDEMPOTENCY_KEY_LENGTH}"
-            )
-            return _dead_letter(
-                too_long, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
-            )
-        job = Job(
-            id=envelope.id,
-            type=envelope.type,
-            attempt=attempt,
-            max_attempts=policy.max_attempts,
-            enqueued_at=envelope.enqueued_at,
-            correlation_id=envelope.correlation_id,
-            queue=delivery.queue,
-            timeout=self.timeout_of(definition),
-            idempotency_key=key,
-            message=delivery,
-            envelope=envelope,
-            progress_reporter=run.record_progress if definition.has_record else None,
-        )
-        return Prepared(delivery, envelope, definition, payload, job, policy)
 
     def _run_with_deadline(self, run: Run, invocation: Invocation, apply: Apply | None) -> Outcome:
         """A sync handler on a worker slot, whose deadline the monitor fires.
@@ -356,7 +253,7 @@ class Consumer:
         else:
             if isinstance(error, PermanentError | MessageError):
                 reason = Reason.PERMANENT_ERROR if isinstance(error, PermanentError) else error.reason
-                outcome = _dead_letter(error, reason, job.attempt, job.type, job_id=job.id)
+                outcome = dead_letter_of(error, reason, job.attempt, job.type, job_id=job.id)
             else:
                 outcome = self._failure(
                     prepared.delivery, job.type, job.attempt, prepared.policy, error, job_id=job.id
@@ -367,8 +264,8 @@ class Consumer:
                 job.type,
                 job.attempt,
                 job.max_attempts,
-                _describe(error),
-                _next_step(outcome),
+                describe(error),
+                next_step(outcome),
                 exc_info=(type(error), error, error.__traceback__),
                 extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
             )
@@ -389,7 +286,9 @@ class Consumer:
             job = prepared.job
             return self._failure(delivery, job.type, job.attempt, prepared.policy, error, job_id=job.id)
         job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
-        return self._failure(delivery, job_type, delivery.receive_count, self._default_policy, error)
+        return self._failure(
+            delivery, job_type, delivery.receive_count, self._preparation.default_policy, error
+        )
 
     def _settle(self, run: Run, outcome: Outcome) -> Outcome:
         """Every started handle sees the outcome, innermost first; a failing hook's error is retried."""
@@ -418,19 +317,16 @@ class Consumer:
         exhausted: str = Reason.MAX_ATTEMPTS,
         job_id: str | None = None,
     ) -> Outcome:
-        description = _describe(error)
-        if policy.is_exhausted(attempt):
-            return _dead_letter(error, exhausted, attempt, job_type, job_id=job_id)
-        limit = self._queue.max_receive_count
-        if limit is not None and delivery.receive_count >= limit:
-            # The queue would redrive it on the next receive without saying why: send it ourselves.
-            reason = exhausted if exhausted != Reason.MAX_ATTEMPTS else Reason.MAX_RECEIVES
-            return _dead_letter(error, reason, attempt, job_type, job_id=job_id)
-        if isinstance(error, RetryableError) and error.delay is not None:
-            delay = min(max(error.delay, timedelta(0)), MAX_VISIBILITY)
-        else:
-            delay = policy.backoff(attempt)
-        return Retry(delay=delay, error=description, attempt=attempt)
+        return failure_outcome(
+            delivery,
+            error,
+            job_type=job_type,
+            attempt=attempt,
+            policy=policy,
+            max_receive_count=self._queue.max_receive_count,
+            exhausted=exhausted,
+            job_id=job_id,
+        )
 
     def _requeue_if_near_redrive(self, delivery: Delivery, envelope: Envelope, outcome: Outcome) -> Outcome:
         """A deferral must not spend the queue's receives: near the redrive threshold, send a copy."""
@@ -450,27 +346,6 @@ class Consumer:
         return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
 
 
-def _dead_letter(
-    error: BaseException, reason: str, attempt: int, job_type: str | None, *, job_id: str | None = None
-) -> DeadLetter:
-    """The dead letter of ``error``, with its traceback when it has one."""
-    text = str(error) if isinstance(error, DecodeError) else _describe(error)
-    trace = error.__traceback__
-    formatted = "".join(traceback.format_exception(error)) if trace is not None else None
-    return DeadLetter(
-        reason=reason, error=text, attempt=attempt, job_type=job_type, job_id=job_id, traceback=formatted
-    )
-
-
-def _next_step(outcome: Outcome) -> str:
-    match outcome:
-        case Retry(delay=delay):
-            return f"retrying in {delay.total_seconds():g}s"
-        case DeadLetter(reason=reason):
-            return f"dead-lettering it ({reason})"
-    return "settled"
-
-
 def _await(run: Run, invocation: Invocation) -> tuple[object, BaseException | None]:
     try:
         return invocation.run_coroutine(call_handler_async(run)), None
@@ -488,8 +363,3 @@ def _apply(apply: Apply | None, delivery: Delivery, outcome: Outcome) -> None:
     except Exception:
         # Not applied means back after the visibility timeout: duplicated, never lost.
         logger.exception("applying the outcome of message %s failed", delivery.message_id)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

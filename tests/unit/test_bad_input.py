@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-import cloudjobs.consumer
+import cloudjobs.preparation
 from cloudjobs import (
     Cancelled,
     CloudJobs,
@@ -156,7 +156,7 @@ def test_a_memory_error_while_decoding_is_retried_not_dead_lettered(
     def exhausted(delivery: Delivery, settings: Settings) -> Envelope:
         raise MemoryError
 
-    monkeypatch.setattr(cloudjobs.consumer, "decode_delivery", exhausted)
+    monkeypatch.setattr(cloudjobs.preparation, "decode_delivery", exhausted)
     outcome = jobs.consumer().process(delivery)
 
     assert isinstance(outcome, Retry)

@@ -1,0 +1,154 @@
+"""Preparation: a delivery becomes a job ready to run, or the outcome of a message that cannot run.
+
+Decoding (with the routing rules for foreign messages), the job's look-up, payload validation and
+idempotency-key derivation; and, per job type, its retry policy and timeout. Whatever these raise is
+the message's fault and dead-letters it with the stage's reason (a ``MemoryError`` excepted: it is
+raised on, and retried); an unknown job type is retried, since a rolling deploy may bring its handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from cloudjobs.backends.base import QueueInfo
+from cloudjobs.definition import JobDefinition
+from cloudjobs.envelope import MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE
+from cloudjobs.errors import DecodeError, MessageError, UnknownJobError
+from cloudjobs.failures import dead_letter_of, failure_outcome
+from cloudjobs.job import Job
+from cloudjobs.outcomes import Outcome, Reason
+from cloudjobs.retry import RetryPolicy
+from cloudjobs.routing import attribute_of, decode_delivery
+from cloudjobs.run import Prepared, Run
+from cloudjobs.settings import Settings
+
+logger = logging.getLogger("cloudjobs.consumer")
+
+
+class Preparation:
+    """Prepares deliveries for one registry and queue.
+
+    Args:
+        registry: job type → definition.
+        settings: defaults for attempts, timeouts, backoff and foreign-message routing.
+        queue: the queue's configuration (its maxReceiveCount bounds the attempts).
+        random: source of jitter in ``[0, 1)`` (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Mapping[str, JobDefinition],
+        settings: Settings,
+        queue: QueueInfo,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._queue = queue
+        self._default_timeout = settings.job_timeout
+        extra = {} if random is None else {"random": random}
+        self.default_policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base=timedelta(seconds=settings.backoff_base_seconds),
+            cap=timedelta(seconds=settings.backoff_cap_seconds),
+            **extra,
+        )
+        self._policies: dict[str, RetryPolicy] = {}
+        for definition in registry.values():
+            policy = definition.retry or RetryPolicy(
+                max_attempts=definition.max_attempts or settings.max_attempts,
+                base=self.default_policy.base,
+                cap=self.default_policy.cap,
+                random=self.default_policy.random,
+            )
+            self._policies[definition.name] = policy
+            if queue.max_receive_count is not None and policy.max_attempts > queue.max_receive_count:
+                logger.warning(
+                    "job %r allows %d attempts but queue %r redrives after %d receives: "
+                    "it will be dead-lettered (reason max_receives) after %d attempts",
+                    definition.name,
+                    policy.max_attempts,
+                    queue.name,
+                    queue.max_receive_count,
+                    queue.max_receive_count,
+                )
+
+    def timeout_of(self, definition: JobDefinition) -> timedelta:
+        """The time limit of a job's handler."""
+        return definition.timeout or self._default_timeout
+
+    def prepare(self, run: Run) -> Prepared | Outcome:
+        """Decode, look up and validate: a message that cannot run as it is gets its dead letter.
+
+        Whatever decoding, validation or key derivation raises is the message's fault (a typed
+        :class:`MessageError`, or anything else a hostile body provokes: ``RecursionError``,
+        ``KeyError``...) and dead-letters it with the stage's reason; only a ``MemoryError`` is not,
+        and is retried.
+        """
+        delivery = run.delivery
+        try:
+            envelope = decode_delivery(delivery, self._settings)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else Reason.MALFORMED_ENVELOPE
+            job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
+            return dead_letter_of(exc, reason, delivery.receive_count, job_type)
+        attempt = max(1, delivery.receive_count - envelope.attempt_offset)
+        definition = self._registry.get(envelope.type)
+        if definition is None:
+            # A rolling deploy may bring the handler: retry with backoff, dead-letter at the end.
+            error = UnknownJobError(job_name=envelope.type)
+            return failure_outcome(
+                delivery,
+                error,
+                job_type=envelope.type,
+                attempt=attempt,
+                policy=self.default_policy,
+                max_receive_count=self._queue.max_receive_count,
+                exhausted=error.reason,
+                job_id=envelope.id,
+            )
+        policy = self._policies[definition.name]
+        try:
+            payload = definition.validate(envelope.payload)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            invalid = exc.reason if isinstance(exc, MessageError) else Reason.INVALID_PAYLOAD
+            return dead_letter_of(exc, invalid, attempt, envelope.type, job_id=envelope.id)
+        try:
+            key = definition.idempotency_key_of(
+                job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
+            )
+        except MemoryError:
+            raise
+        except Exception as exc:
+            return dead_letter_of(
+                exc, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
+            )
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            too_long = ValueError(
+                f"the idempotency key is {len(key)} characters, at most {MAX_IDEMPOTENCY_KEY_LENGTH}"
+            )
+            return dead_letter_of(
+                too_long, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
+            )
+        job = Job(
+            id=envelope.id,
+            type=envelope.type,
+            attempt=attempt,
+            max_attempts=policy.max_attempts,
+            enqueued_at=envelope.enqueued_at,
+            correlation_id=envelope.correlation_id,
+            queue=delivery.queue,
+            timeout=self.timeout_of(definition),
+            idempotency_key=key,
+            message=delivery,
+            envelope=envelope,
+            progress_reporter=run.record_progress if definition.has_record else None,
+        )
+        return Prepared(delivery, envelope, definition, payload, job, policy)
