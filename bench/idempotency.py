@@ -6,7 +6,8 @@ One run, against one moto server (its own process), on a fresh queue and table p
   ``before-call`` hook. The happy path of an idempotent job must cost at most two DynamoDB requests
   (UpdateItem to take the lease, UpdateItem to complete), a duplicate of a completed job one
   (the failed conditional UpdateItem answers with the stored record), no reads (GetItem, Query,
-  Scan) and no transactional writes (they cost twice the write units).
+  Scan) and no transactional writes (they cost twice the write units); besides, one BatchGetItem per
+  received batch reads its cancellation markers (at most a tenth of a request per job).
 - **throughput**: a ``before-send`` hook adds a simulated 10 ms round trip to every AWS call (SQS and
   DynamoDB alike, as in a region), and the worker runs ``--concurrency`` 16 no-op handlers. The same
   jobs are run with idempotency off (``@jobs.job("noop")``) and on (``idempotent=True``), in
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 MODES = ("off", "on")
 READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
+MARKER_READ = "BatchGetItem"
 TRANSACTIONS = frozenset({"TransactWriteItems", "TransactGetItems"})
 
 
@@ -239,10 +241,13 @@ def report(
     off = statistics.median(m.per_second for m in results["off"])
     on = statistics.median(m.per_second for m in results["on"])
     happy = [dynamodb_requests(m) for m in results["on"]]
-    per_job = max(sum(requests.values()) / arguments.messages for requests in happy)
     duplicate_requests = dynamodb_requests(duplicates)
-    per_duplicate = sum(duplicate_requests.values()) / duplicates.messages
-    reads = sum(requests[op] for requests in [*happy, duplicate_requests] for op in READS)
+    # The cancellation markers of each received batch are read with one BatchGetItem (a tenth of a
+    # request per job at full batches), whether the jobs keep a record or not: counted apart.
+    per_job = max(_record_requests(requests) / arguments.messages for requests in happy)
+    per_duplicate = _record_requests(duplicate_requests) / duplicates.messages
+    marker_reads = max(requests[MARKER_READ] / arguments.messages for requests in happy)
+    reads = sum(requests[op] for requests in [*happy, duplicate_requests] for op in READS - {MARKER_READ})
     transactions = sum(requests[op] for requests in [*happy, duplicate_requests] for op in TRANSACTIONS)
     print(
         f"\n{arguments.messages} no-op jobs per round, {arguments.concurrency} handlers, "
@@ -254,16 +259,28 @@ def report(
     print(f"| throughput, idempotency off (jobs/s) | {off:.0f} | |")
     print(f"| throughput, idempotency on (jobs/s) | {on:.0f} | |")
     print(f"| on / off | {on / off:.1%} | ≥ 60% |")
-    print(f"| DynamoDB requests per idempotent job (happy path) | {per_job:.3f} | ≤ 2 |")
-    print(f"| DynamoDB requests per duplicate of a completed job | {per_duplicate:.3f} | 1 |")
-    print(f"| DynamoDB reads | {reads} | 0 |")
+    print(f"| DynamoDB record requests per idempotent job (happy path) | {per_job:.3f} | ≤ 2 |")
+    print(f"| DynamoDB record requests per duplicate of a completed job | {per_duplicate:.3f} | 1 |")
+    print(f"| cancellation-marker reads per job (one BatchGetItem a batch) | {marker_reads:.3f} | ≤ 0.1 |")
+    print(f"| other DynamoDB reads (GetItem, Query, Scan) | {reads} | 0 |")
     print(f"| DynamoDB transactional requests | {transactions} | 0 |")
     worst: Counter[str] = max(happy, key=lambda requests: requests.total())
     print(f"\nhappy path, by operation (worst round): {dict(worst)}")
     print(f"duplicates, by operation: {dict(duplicate_requests)}")
-    is_met = on / off >= 0.6 and per_job <= 2 and per_duplicate <= 1 and reads == 0 and transactions == 0
+    is_met = (
+        on / off >= 0.6
+        and per_job <= 2
+        and per_duplicate <= 1
+        and marker_reads <= 0.1
+        and reads == 0
+        and transactions == 0
+    )
     print("\nall targets met" if is_met else "\nTARGET MISSED")
     return 0 if is_met else 1
+
+
+def _record_requests(requests: Counter[str]) -> int:
+    return sum(count for operation, count in requests.items() if operation != MARKER_READ)
 
 
 if __name__ == "__main__":
