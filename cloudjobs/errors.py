@@ -5,7 +5,8 @@ fields besides its message, so callers can handle it without parsing text::
 
     CloudjobsError
     ├─ ConfigurationError        a setting is missing or contradicts another (names the setting)
-    │  └─ CredentialsError       no AWS credentials could be found
+    │  ├─ CredentialsError       no AWS credentials could be found
+    │  └─ PortInUseError         the port asked for a local server is taken
     ├─ JobError                  raised by handlers to steer the outcome
     │  ├─ PermanentError         → dead-letter queue now, no retry
     │  └─ RetryableError         → retry, optionally after ``delay``
@@ -57,6 +58,22 @@ class ConfigurationError(CloudjobsError):
 
 class CredentialsError(ConfigurationError):
     """No AWS credentials were found through boto3's credential chain."""
+
+
+class PortInUseError(ConfigurationError):
+    """The port asked for a local server (``cloudjobs local --port``) is already taken.
+
+    Attributes:
+        host: the address the server was to bind.
+        port: the port that is taken.
+    """
+
+    def __init__(self, *, host: str, port: int) -> None:
+        super().__init__(
+            f"{host}:{port} is already in use: stop what listens there or choose another port", setting="port"
+        )
+        self.host = host
+        self.port = port
 
 
 class JobError(CloudjobsError):

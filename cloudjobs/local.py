@@ -16,6 +16,8 @@ import time
 from types import TracebackType
 from typing import IO, Final, Self
 
+from cloudjobs.errors import PortInUseError
+
 LOCAL_REGION: Final = "us-east-1"
 """The region local clients use (moto's default)."""
 _POLL_INTERVAL_SECONDS: Final = 0.05
@@ -89,21 +91,41 @@ class LocalAwsServer:
 
         Raises:
             ImportError: moto's server is not installed (install ``cloudjobs[local]``).
+            PortInUseError: the port asked for is taken.
             RuntimeError: the server exited or did not answer within ``start_timeout_seconds``.
         """
         if self._process is not None:
             return
         _require_moto_server()
-        # A picked port can be taken by someone else before the child binds it: try a few.
-        attempts = 1 if self._requested_port is not None else _START_ATTEMPTS
-        for attempt in range(attempts):
-            port = self._requested_port or _free_port(self.host)
+        if self._requested_port is not None:
+            # Refuse before starting a child that would only fail to bind, with an error that says so.
+            if not _is_free(self.host, self._requested_port):
+                raise PortInUseError(host=self.host, port=self._requested_port)
             try:
-                self._launch(port)
+                self._launch(self._requested_port)
+            except _ExitedEarlyError:
+                if not _is_free(self.host, self._requested_port):  # taken since the check
+                    raise PortInUseError(host=self.host, port=self._requested_port) from None
+                raise
+            return
+        # A picked port can be taken by someone else before the child binds it: try a few.
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                self._launch(_free_port(self.host))
                 return
             except _ExitedEarlyError:
-                if attempt == attempts - 1:
+                if attempt == _START_ATTEMPTS - 1:
                     raise
+
+    def wait(self) -> int:
+        """Block until the server exits (it runs until stopped); returns its exit code.
+
+        Raises:
+            RuntimeError: the server is not running.
+        """
+        if self._process is None:
+            raise RuntimeError("the local AWS server is not running")
+        return self._process.wait()
 
     def stop(self) -> None:
         """Stop the server: terminate it, and kill it if it is still running after the stop timeout."""
@@ -135,6 +157,9 @@ class LocalAwsServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches only the owner, which stops the server
+            # in order (stop()) instead of racing the server's own death.
+            start_new_session=True,
         )
         self._port = port
         deadline = time.monotonic() + self._start_timeout_seconds
@@ -191,6 +216,17 @@ def _free_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _is_free(host: str, port: int) -> bool:
+    # SO_REUSEADDR, as the server binds: a port left in TIME_WAIT by a previous run is free to it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers_http(host: str, port: int) -> bool:

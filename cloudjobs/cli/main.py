@@ -12,6 +12,7 @@ from cloudjobs.cli.demo import demo
 from cloudjobs.cli.dlq import dlq
 from cloudjobs.cli.enqueue import enqueue
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from cloudjobs.cli.local import local
 from cloudjobs.cli.provision import provision
 from cloudjobs.cli.stats import stats
 from cloudjobs.cli.worker import worker
@@ -40,7 +41,7 @@ _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 def cli() -> None:
     """Background jobs on managed cloud queues: run workers and operate the queues.
 
-    Commands other than worker, demo and provision work on the queue configured by the CLOUDJOBS_*
+    Commands other than worker, demo, local and provision work on the queue configured by the CLOUDJOBS_*
     environment (CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME, CLOUDJOBS_DLQ_URL,
     CLOUDJOBS_IDEMPOTENCY_TABLE), or on your app's with --app module:attribute. AWS itself is
     configured as for any boto3 program (AWS_REGION, AWS_ENDPOINT_URL, credentials).
@@ -58,6 +59,7 @@ def cli() -> None:
 
 cli.add_command(worker)
 cli.add_command(demo)
+cli.add_command(local)
 cli.add_command(provision)
 cli.add_command(enqueue)
 cli.add_command(dlq)

@@ -43,9 +43,10 @@ class Receipt(BaseModel):
 @cache
 def charges_client() -> DynamoDBClient:
     """The DynamoDB client for the charges table (created on first use)."""
-    import boto3
+    from cloudjobs.aws_clients import create_client
 
-    client: DynamoDBClient = boto3.client("dynamodb")
+    # create_client, not boto3.client: it also reads AWS_REGION, which botocore alone ignores.
+    client: DynamoDBClient = create_client("dynamodb")
     return client
 
 

@@ -5,9 +5,13 @@ python -m examples.payments.provision      # prints the variables the worker nee
 
 from __future__ import annotations
 
-import boto3
+from typing import TYPE_CHECKING
 
+from cloudjobs.aws_clients import create_client
 from cloudjobs.provisioning import TableSpec, provision_table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 JOBS_TABLE = "payments-jobs"
 CHARGES_TABLE = "payments-charges"
@@ -15,7 +19,8 @@ CHARGES_TABLE = "payments-charges"
 
 def provision() -> None:
     """Create both tables if missing (safe to run again)."""
-    client = boto3.client("dynamodb")
+    # create_client, not boto3.client: it also reads AWS_REGION, which botocore alone ignores.
+    client: DynamoDBClient = create_client("dynamodb")
     provision_table(TableSpec(JOBS_TABLE), client=client)
     existing = client.list_tables()["TableNames"]
     if CHARGES_TABLE not in existing:

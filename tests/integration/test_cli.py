@@ -30,6 +30,7 @@ from cloudjobs.backends.sqs import SqsBackend
 from cloudjobs.dlq.models import decode_or_none
 from cloudjobs.envelope import decode
 from cloudjobs.provisioning import (
+    TABLE_JOB_ID_INDEX,
     ProvisionedQueue,
     QueueSpec,
     TableSpec,
@@ -40,6 +41,7 @@ from cloudjobs.provisioning import (
 from cloudjobs.runtimes.applier import OutcomeApplier
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
 
 MakeQueue = Callable[..., ProvisionedQueue]
@@ -149,6 +151,27 @@ def test_provision_creates_the_queue_and_its_dlq_and_prints_their_urls(
         QueueUrl=printed["CLOUDJOBS_QUEUE_URL"], AttributeNames=["RedrivePolicy"]
     )["Attributes"]
     assert int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"]) == 3
+
+
+def test_provision_with_a_table_creates_the_idempotency_table_and_prints_its_name(
+    environment: dict[str, str], provisioned_name: str
+) -> None:
+    table = f"{provisioned_name}-idempotency"
+    client: DynamoDBClient = boto3.session.Session().client("dynamodb")
+    try:
+        completed = run_cli("provision", provisioned_name, "--table", table, environment=environment)
+
+        assert completed.returncode == 0, completed.stderr
+        printed = dict(line.split("=", 1) for line in completed.stdout.splitlines())
+        assert printed["CLOUDJOBS_IDEMPOTENCY_TABLE"] == table
+        assert set(printed) == {"CLOUDJOBS_QUEUE_URL", "CLOUDJOBS_DLQ_URL", "CLOUDJOBS_IDEMPOTENCY_TABLE"}
+        description = client.describe_table(TableName=table)["Table"]
+        assert [index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])] == [
+            TABLE_JOB_ID_INDEX
+        ]
+    finally:
+        delete_table(TableSpec(table), client=client)
+        client.close()
 
 
 # -- enqueue ----------------------------------------------------------------------------------------

@@ -199,12 +199,23 @@ data "aws_iam_policy_document" "producer" {
     resources = [aws_sqs_queue.this.arn]
   }
 
+  # With status tracking a job's record exists from its enqueue (one PutItem), and jobs.status reads
+  # it back by job id (a Query on the index), as a 202-Accepted service does.
   dynamic "statement" {
     for_each = var.status_tracking ? [true] : []
     content {
       sid       = "WriteJobStatus"
-      actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+      actions   = ["dynamodb:PutItem"]
       resources = [aws_dynamodb_table.idempotency.arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.status_tracking ? [true] : []
+    content {
+      sid       = "ReadJobStatus"
+      actions   = ["dynamodb:Query"]
+      resources = [local.table_index_arn]
     }
   }
 
@@ -248,14 +259,11 @@ data "aws_iam_policy_document" "consumer" {
     resources = [aws_sqs_queue.dlq.arn]
   }
 
+  # UpdateItem takes, renews and settles leases; GetItem reads cancellation markers; PutItem writes
+  # the pending record of a job a handler enqueues with status tracking on.
   statement {
-    sid = "TrackJobs"
-    actions = [
-      "dynamodb:DeleteItem",
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:UpdateItem",
-    ]
+    sid       = "TrackJobs"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.idempotency.arn]
   }
 
@@ -286,7 +294,6 @@ data "aws_iam_policy_document" "operator" {
   statement {
     sid = "ManageDeadLetters"
     actions = [
-      "sqs:CancelMessageMoveTask",
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
       "sqs:GetQueueAttributes",
@@ -306,10 +313,11 @@ data "aws_iam_policy_document" "operator" {
     resources = [aws_sqs_queue.this.arn]
   }
 
-  # UpdateItem is the cancellation of a job.
+  # Cancelling a job: an UpdateItem of its record, or a PutItem of a marker when it has none (the
+  # record is found by job id on the index, below).
   statement {
-    sid       = "ReadAndCancelJobs"
-    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    sid       = "CancelJobs"
+    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.idempotency.arn]
   }
 

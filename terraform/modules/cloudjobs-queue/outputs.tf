@@ -54,13 +54,22 @@ output "idempotency_table_arn" {
 # Settings
 ################################################################################
 
+output "status_tracking" {
+  description = "Whether producers write a pending status record for every job they enqueue (CLOUDJOBS_STATUS_TRACKING)."
+  value       = var.status_tracking
+}
+
 output "environment" {
-  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url)."
-  value = {
-    CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
-    CLOUDJOBS_DLQ_URL           = aws_sqs_queue.dlq.url
-    CLOUDJOBS_IDEMPOTENCY_TABLE = aws_dynamodb_table.idempotency.name
-  }
+  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on."
+  value = merge(
+    {
+      CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
+      CLOUDJOBS_DLQ_URL           = aws_sqs_queue.dlq.url
+      CLOUDJOBS_IDEMPOTENCY_TABLE = aws_dynamodb_table.idempotency.name
+    },
+    # The policies grant producers status access only with status_tracking: the setting must follow.
+    var.status_tracking ? { CLOUDJOBS_STATUS_TRACKING = "true" } : {},
+  )
 }
 
 ################################################################################
@@ -68,7 +77,7 @@ output "environment" {
 ################################################################################
 
 output "producer_policy_json" {
-  description = "IAM policy (JSON) for code that enqueues jobs: send to the queue, and write status records when status_tracking is on."
+  description = "IAM policy (JSON) for code that enqueues jobs: send to the queue and, when status_tracking is on, write status records and read them by job id."
   value       = data.aws_iam_policy_document.producer.json
 }
 
@@ -78,7 +87,7 @@ output "consumer_policy_json" {
 }
 
 output "operator_policy_json" {
-  description = "IAM policy (JSON) for operators: inspect, purge and move dead letters back, read and cancel jobs, read the queue's age metric."
+  description = "IAM policy (JSON) for operators: inspect, purge and move dead letters back, find and cancel jobs, read the queue's age metric."
   value       = data.aws_iam_policy_document.operator.json
 }
 

@@ -190,7 +190,7 @@ variable "deletion_protection" {
 ################################################################################
 
 variable "status_tracking" {
-  description = "The producer writes a status record for each job it enqueues, so producer_policy_json also allows PutItem and UpdateItem on the idempotency table."
+  description = "The producer writes a status record for each job it enqueues and reads it back by job id, so producer_policy_json also allows PutItem on the idempotency table and Query on its job_id index, and the environment output sets CLOUDJOBS_STATUS_TRACKING."
   type        = bool
   default     = false
 }
