@@ -259,11 +259,12 @@ data "aws_iam_policy_document" "consumer" {
     resources = [aws_sqs_queue.dlq.arn]
   }
 
-  # UpdateItem takes, renews and settles leases; GetItem reads cancellation markers; PutItem writes
-  # the pending record of a job a handler enqueues with status tracking on.
+  # UpdateItem takes, renews and settles leases; BatchGetItem reads a received batch's cancellation
+  # markers and GetItem a running job's; PutItem writes the pending record of a job a handler
+  # enqueues with status tracking on.
   statement {
     sid       = "TrackJobs"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.idempotency.arn]
   }
 
