@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=30.0, ge=0, description="How long a stopping worker waits for running jobs."
     )
+    stall_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a worker's receive loop may go without completing a poll before the "
+        "worker reports itself stalled (must exceed the long-poll wait).",
+    )
     default_job_type: str | None = Field(
         default=None, description="Job type for messages not sent by cloudjobs (plain JSON bodies)."
     )
@@ -118,6 +124,11 @@ class Settings(BaseSettings):
     def shutdown_timeout(self) -> timedelta:
         """How long a stopping worker waits for running jobs."""
         return timedelta(seconds=self.shutdown_timeout_seconds)
+
+    @property
+    def stall_timeout(self) -> timedelta:
+        """How long a worker's receive loop may go without completing a poll before it is stalled."""
+        return timedelta(seconds=self.stall_timeout_seconds)
 
     def heartbeat_interval(self, visibility: timedelta) -> timedelta:
         """The visibility heartbeat's period for a given visibility timeout.

@@ -8,6 +8,10 @@ received message's total visibility at 12 hours: past that the heartbeat stops e
 Leases (the idempotency store's) are kept from the same registry, on the same beat: each is renewed
 once an interval has passed since it was taken or last renewed. A lease outlives its message's
 visibility when a sync handler passes its timeout: its thread keeps the lease until it ends.
+
+The heartbeat also counts the deadlines that fired and were not yet cancelled (:attr:`overdue`: sync
+handlers still running past their timeout) and when its monitor last woke up (:attr:`last_tick`),
+for the worker's health check.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class _Deadline:
     sequence: int
     action: Callable[[], None] = field(compare=False)
     is_cancelled: bool = field(default=False, compare=False)
+    has_fired: bool = field(default=False, compare=False)
 
 
 class Heartbeat:
@@ -81,18 +86,24 @@ class Heartbeat:
         self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="cloudjobs-heartbeat", daemon=True)
+        self._overdue = 0
+        self._last_tick = time.monotonic()
         self.extensions = 0
 
     def start(self) -> None:
         """Start the monitor thread."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the monitor thread (held messages are no longer extended)."""
+    def stop(self, *, timeout: float | None = None) -> None:
+        """Stop the monitor thread (held messages are no longer extended).
+
+        Args:
+            timeout: the longest to wait for a beat under way, in seconds (None: as long as it takes).
+        """
         with self._wake:
             self._stopped = True
             self._wake.notify_all()
-        self._thread.join()
+        self._thread.join(timeout)
 
     def hold(self, deliveries: list[Delivery]) -> None:
         """Start extending these deliveries' visibility."""
@@ -122,6 +133,22 @@ class Heartbeat:
         with self._wake:
             return len(self._held)
 
+    @property
+    def overdue(self) -> int:
+        """Deadlines that fired and whose caller has not cancelled them yet.
+
+        A sync handler cancels its deadline when it returns: this is how many handler threads are
+        still running past their timeout, each holding a concurrency slot.
+        """
+        with self._wake:
+            return self._overdue
+
+    @property
+    def last_tick(self) -> float:
+        """When the monitor thread last woke up (``time.monotonic()``); it wakes at least every tick."""
+        with self._wake:
+            return self._last_tick
+
     def call_at(self, delay: timedelta, action: Callable[[], None]) -> Callable[[], None]:
         """Run ``action`` on the monitor thread after ``delay``; returns a function that cancels it."""
         deadline = _Deadline(time.monotonic() + delay.total_seconds(), next(self._sequence), action)
@@ -131,7 +158,10 @@ class Heartbeat:
                 self._wake.notify_all()
 
         def cancel() -> None:
-            deadline.is_cancelled = True
+            with self._wake:
+                if deadline.has_fired and not deadline.is_cancelled:
+                    self._overdue -= 1
+                deadline.is_cancelled = True
 
         return cancel
 
@@ -141,15 +171,19 @@ class Heartbeat:
             with self._wake:
                 if self._stopped:
                     return
-                now = time.monotonic()
+                now = self._last_tick = time.monotonic()
                 due = [heapq.heappop(self._deadlines) for _ in range(_count_due(self._deadlines, now))]
                 sleep = min(next_beat, self._deadlines[0].at if self._deadlines else next_beat) - now
                 if not due and sleep > 0:
                     self._wake.wait(min(sleep, self._tick))
-                    now = time.monotonic()
+                    now = self._last_tick = time.monotonic()
+                due = [deadline for deadline in due if not deadline.is_cancelled]
+                for deadline in due:
+                    # Counted before the action runs: its caller is past its deadline from now on.
+                    deadline.has_fired = True
+                    self._overdue += 1
             for deadline in due:
-                if not deadline.is_cancelled:
-                    _run_safely(deadline.action)
+                _run_safely(deadline.action)
             if now >= next_beat:
                 self._beat(now)
                 next_beat = now + self._interval

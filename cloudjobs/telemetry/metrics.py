@@ -18,10 +18,13 @@ instrument                              kind, unit     meaning (attributes)
 ``cloudjobs.queue.in_flight``           gauge          received, not yet deleted (…NotVisible)
 ``cloudjobs.queue.delayed``             gauge          delayed messages (…Delayed)
 ``cloudjobs.queue.dlq_depth``           gauge          messages in the dead-letter queue
+``cloudjobs.worker.stalled``            gauge          1 while a worker is stalled, else 0 (+ stall)
 ======================================= ============== ==============================================
 
 Job metrics carry ``cloudjobs.job.type`` and ``messaging.destination.name``; queue gauges carry
-``messaging.destination.name`` (the source queue's name, also for the DLQ depth).
+``messaging.destination.name`` (the source queue's name, also for the DLQ depth). The stall gauge
+carries ``messaging.destination.name`` and ``cloudjobs.worker.stall`` (``handlers_overdue``,
+``receiver_stalled``, ``heartbeat_stalled``; see :mod:`cloudjobs.runtimes.health`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ JOB_TYPE_KEY: Final = "cloudjobs.job.type"
 DESTINATION_KEY: Final = "messaging.destination.name"
 ERROR_TYPE_KEY: Final = "error.type"
 REASON_KEY: Final = "cloudjobs.dead_letter.reason"
+STALL_KEY: Final = "cloudjobs.worker.stall"
 
 DEFAULT_QUEUE_METRICS_INTERVAL: Final = timedelta(seconds=60)
 """How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
@@ -96,6 +100,15 @@ class QueueGauges:
         )
 
 
+class WorkerGauges:
+    """The worker's own gauges, set by :class:`~cloudjobs.runtimes.health.HealthWatch`."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.stalled = meter.create_gauge(
+            "cloudjobs.worker.stalled", "1", "1 while the worker cannot take work for this reason, else 0."
+        )
+
+
 @functools.cache
 def job_metrics() -> JobMetrics:
     """The process's job instruments (created on first use, on the global meter provider)."""
@@ -106,6 +119,12 @@ def job_metrics() -> JobMetrics:
 def queue_gauges() -> QueueGauges:
     """The process's queue gauges (created on first use, on the global meter provider)."""
     return QueueGauges(metrics.get_meter(METER_NAME))
+
+
+@functools.cache
+def worker_gauges() -> WorkerGauges:
+    """The process's worker gauges (created on first use, on the global meter provider)."""
+    return WorkerGauges(metrics.get_meter(METER_NAME))
 
 
 class QueueMetricsReader:

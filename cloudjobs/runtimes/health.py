@@ -1,0 +1,219 @@
+"""The worker's health: is it still able to take work? Said in a log, a metric and over HTTP.
+
+A worker stalls silently in two ways: every concurrency slot is held by a sync handler past its
+timeout (Python threads cannot be killed, so those slots stay taken until the functions return), or
+its receive loop stops completing polls (the queue is unreachable, credentials expired, a call
+hangs). :func:`assess` turns what the worker knows into a :class:`WorkerHealth`;
+:class:`HealthWatch` logs and meters each change; :class:`HealthServer` answers ``GET /healthz``
+with 200 or 503 for ECS container health checks and Kubernetes probes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+from cloudjobs.errors import ConfigurationError
+from cloudjobs.telemetry.metrics import DESTINATION_KEY, STALL_KEY, worker_gauges
+
+logger = logging.getLogger("cloudjobs.worker")
+
+DEFAULT_HEALTH_ADDRESS: Final = "127.0.0.1"
+"""Where the health endpoint listens by default: reachable by a container's own health command."""
+HEALTH_PATH: Final = "/healthz"
+
+
+class Stall(Enum):
+    """Why a worker cannot take work."""
+
+    HANDLERS_OVERDUE = "handlers_overdue"
+    """Every concurrency slot is held by a sync handler running past its timeout."""
+    RECEIVER_STALLED = "receiver_stalled"
+    """The receive loop has not completed a poll within the stall timeout (and was not waiting for
+    free slots)."""
+    HEARTBEAT_STALLED = "heartbeat_stalled"
+    """The heartbeat (visibility extensions, deadlines, deletes) has not run within the stall timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """A snapshot of a worker's health.
+
+    Attributes:
+        stalls: what keeps it from taking work (empty when healthy).
+        overdue_handlers: handler threads running past their timeout.
+        concurrency: the worker's slots.
+        seconds_since_poll: since the receive loop last completed a poll (or waited for free slots).
+    """
+
+    stalls: frozenset[Stall]
+    overdue_handlers: int
+    concurrency: int
+    seconds_since_poll: float
+
+    @property
+    def is_healthy(self) -> bool:
+        """True when nothing stalls the worker."""
+        return not self.stalls
+
+    def describe(self) -> str:
+        """One line for a log: what stalls the worker."""
+        parts = []
+        if Stall.HANDLERS_OVERDUE in self.stalls:
+            parts.append(
+                f"all {self.concurrency} slots are held by handlers past their timeout "
+                "(their threads cannot be stopped; they keep the slots until they return)"
+            )
+        if Stall.RECEIVER_STALLED in self.stalls:
+            parts.append(f"no poll of the queue completed for {self.seconds_since_poll:.0f}s")
+        if Stall.HEARTBEAT_STALLED in self.stalls:
+            parts.append("the heartbeat has stopped running")
+        return "; ".join(parts) or "healthy"
+
+    def as_json(self) -> dict[str, object]:
+        """The snapshot as the health endpoint's JSON body."""
+        return {
+            "status": "ok" if self.is_healthy else "stalled",
+            "stalls": sorted(stall.value for stall in self.stalls),
+            "overdue_handlers": self.overdue_handlers,
+            "concurrency": self.concurrency,
+            "seconds_since_poll": round(self.seconds_since_poll, 3),
+        }
+
+
+def assess(
+    *,
+    now: float,
+    concurrency: int,
+    overdue_handlers: int,
+    polled_at: float,
+    heartbeat_at: float,
+    stall_timeout: timedelta,
+    is_receiving: bool,
+) -> WorkerHealth:
+    """Judge a worker's health from what it knows (all times from ``time.monotonic()``).
+
+    Args:
+        now: the current time.
+        concurrency: the worker's slots.
+        overdue_handlers: handler threads running past their timeout.
+        polled_at: when the receive loop last completed a poll or found no room to poll.
+        heartbeat_at: when the heartbeat last woke up.
+        stall_timeout: how long either may go without progress.
+        is_receiving: False while the worker stops (no polls are expected then).
+    """
+    limit = stall_timeout.total_seconds()
+    stalls: set[Stall] = set()
+    if overdue_handlers >= concurrency:
+        stalls.add(Stall.HANDLERS_OVERDUE)
+    if is_receiving and now - polled_at > limit:
+        stalls.add(Stall.RECEIVER_STALLED)
+    if now - heartbeat_at > limit:
+        stalls.add(Stall.HEARTBEAT_STALLED)
+    return WorkerHealth(
+        stalls=frozenset(stalls),
+        overdue_handlers=overdue_handlers,
+        concurrency=concurrency,
+        seconds_since_poll=max(0.0, now - polled_at),
+    )
+
+
+class HealthWatch:
+    """Logs and meters each change of a worker's health (call :meth:`observe` often, cheaply).
+
+    A stall is logged once at ERROR when it begins, and the recovery at INFO; the gauge
+    ``cloudjobs.worker.stalled`` is 1 for each stall under way and 0 for the others.
+
+    Args:
+        queue: the queue's name (the gauge's ``messaging.destination.name``).
+    """
+
+    def __init__(self, queue: str) -> None:
+        self._queue = queue
+        self._stalls: frozenset[Stall] | None = None
+
+    def observe(self, health: WorkerHealth) -> None:
+        """Log and meter ``health`` if it differs from the last one observed."""
+        if health.stalls == self._stalls:
+            return
+        previous, self._stalls = self._stalls, health.stalls
+        gauge = worker_gauges().stalled
+        for stall in Stall:
+            gauge.set(int(stall in health.stalls), {DESTINATION_KEY: self._queue, STALL_KEY: stall.value})
+        if health.stalls:
+            logger.error("worker stalled: %s", health.describe())
+        elif previous:
+            logger.info("worker recovered: it can take work again")
+
+
+class HealthServer:
+    """``GET /healthz`` on a daemon thread: 200 with ``{"status": "ok", ...}``, 503 when stalled.
+
+    Args:
+        health: computes the current health on each request (not cached: a wedged thread that would
+            refresh a cache must not hide itself).
+        port: the TCP port (0 picks a free one, see :attr:`port`).
+        address: the address to listen on.
+
+    Raises:
+        ConfigurationError: the port cannot be bound.
+    """
+
+    def __init__(self, health: Callable[[], WorkerHealth], *, port: int, address: str) -> None:
+        handler = type("_BoundHealthHandler", (_HealthHandler,), {"health": staticmethod(health)})
+        try:
+            self._server = ThreadingHTTPServer((address, port), handler)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve health checks on {address}:{port}: {exc.strerror or exc}",
+                setting="--health-port",
+            ) from exc
+        self._server.daemon_threads = True
+        self.address = address
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cloudjobs-health", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start answering requests."""
+        self._thread.start()
+        logger.info("serving health checks on http://%s:%d%s", self.address, self.port, HEALTH_PATH)
+
+    def close(self) -> None:
+        """Stop answering and free the port."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    health: Callable[[], WorkerHealth]
+
+    def do_GET(self) -> None:
+        """Answer ``/healthz`` with the worker's health (200 or 503), anything else with 404."""
+        if self.path.split("?", 1)[0] != HEALTH_PATH:
+            self._answer(404, {"error": f"not found; health is at {HEALTH_PATH}"})
+            return
+        health = self.health()
+        self._answer(200 if health.is_healthy else 503, health.as_json())
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log each request at DEBUG rather than on stderr."""
+        # A probe every few seconds would flood the job logs: keep requests at DEBUG.
+        logger.debug("health check: " + format, *args)
