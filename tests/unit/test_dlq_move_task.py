@@ -186,7 +186,26 @@ def _expect_empty_receive(stubber: Stubber) -> None:
 
 
 def test_a_filtered_or_dry_run_redrive_never_starts_a_move_task(client: SQSClient, stubber: Stubber) -> None:
-    # The queue's configuration once, then for each redrive one receive on the (empty) DLQ.
+    # The filtered redrive reads the DLQ's depth first (where it stops depends on it), then the
+    # queue's configuration (once); a dry run reads neither again. Each then receives from the DLQ.
+    stubber.add_response(
+        "get_queue_attributes",
+        {
+            "Attributes": {
+                "ApproximateNumberOfMessages": "0",
+                "ApproximateNumberOfMessagesNotVisible": "0",
+                "ApproximateNumberOfMessagesDelayed": "0",
+            }
+        },
+        {
+            "QueueUrl": DLQ_URL,
+            "AttributeNames": [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        },
+    )
     stubber.add_response(
         "get_queue_attributes",
         {"Attributes": {"MaximumMessageSize": "262144", "VisibilityTimeout": "30"}},
