@@ -75,6 +75,10 @@ class RedriveStop(Enum):
     MET_OWN_MESSAGES = "met_own_messages"
     """It met copies it had sent back itself, after reading as many messages as the dead-letter
     queue held at the start: what is left came after the start (its own copies among them)."""
+    MOVED_START_COUNT = "moved_start_count"
+    """The move task was cancelled once it had moved the count SQS read when it started."""
+    MOVE_TASK_STOPPED = "move_task_stopped"
+    """The move task failed, or someone else cancelled it; ``errors`` says which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The move-task redrive on SQS (which moto lacks): the exact requests, and the polling, with a Stubber."""
+"""The move-task redrive on SQS (which moto lacks): requests, polling and cancel, with a Stubber."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 
 from cloudjobs import BackendError
 from cloudjobs.backends.sqs import SqsBackend
-from cloudjobs.dlq import DeadLetterQueue, Progress
+from cloudjobs.dlq import DeadLetterQueue, Progress, RedriveStop
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -140,6 +140,120 @@ def test_a_failed_move_task_is_reported_as_failed_with_its_reason(
 
     assert (report.moved, report.failed, report.is_complete) == (7, 3, False)
     assert report.errors == ("move task task-3 failed: AWS.SimpleQueueService.NonExistentQueue",)
+
+
+def _expect_start(stubber: Stubber, handle: str) -> None:
+    _expect_arns(stubber)
+    stubber.add_response(
+        "start_message_move_task",
+        {"TaskHandle": handle},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN},
+    )
+
+
+def _running(moved: int, handle: str) -> dict[str, Any]:
+    return {
+        "TaskHandle": handle,
+        "Status": "RUNNING",
+        "ApproximateNumberOfMessagesMoved": moved,
+        "ApproximateNumberOfMessagesToMove": 100,
+    }
+
+
+def test_a_move_task_is_cancelled_once_it_has_moved_the_count_read_at_its_start(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    # With a worker running and the handler still failing, moved jobs come back to the DLQ and a
+    # task left alone would move them again and again: it is cancelled at the start's count.
+    _expect_start(stubber, "task-4")
+    _expect_listing(stubber, _running(40, "task-4"))
+    _expect_listing(stubber, _running(100, "task-4"))
+    stubber.add_response(
+        "cancel_message_move_task", {"ApproximateNumberOfMessagesMoved": 100}, {"TaskHandle": "task-4"}
+    )
+    _expect_listing(stubber, {**_running(103, "task-4"), "Status": "CANCELLING"})
+    _expect_listing(
+        stubber,
+        {
+            "Status": "CANCELLED",
+            "ApproximateNumberOfMessagesMoved": 104,
+            "ApproximateNumberOfMessagesToMove": 100,
+        },
+    )
+    sleeps: list[float] = []
+
+    report = _dlq(client, sleeps).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (104, 0, True)
+    assert report.stop is RedriveStop.MOVED_START_COUNT
+    assert report.errors == ()
+    assert sleeps == [5.0, 5.0, 5.0]
+
+
+def test_a_task_that_completes_before_the_cancel_reaches_it_is_reported_as_completed(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_start(stubber, "task-5")
+    _expect_listing(stubber, _running(100, "task-5"))
+    stubber.add_client_error(
+        "cancel_message_move_task",
+        service_error_code="ResourceNotFoundException",
+        service_message="the task is not running",
+        http_status_code=400,
+        expected_params={"TaskHandle": "task-5"},
+    )
+    _expect_listing(
+        stubber,
+        {
+            "Status": "COMPLETED",
+            "ApproximateNumberOfMessagesMoved": 100,
+            "ApproximateNumberOfMessagesToMove": 100,
+        },
+    )
+
+    report = _dlq(client, []).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (100, 0, True)
+    assert report.stop is RedriveStop.DRAINED
+
+
+def test_a_cancel_refused_while_the_task_still_runs_raises_a_backend_error(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_start(stubber, "task-6")
+    _expect_listing(stubber, _running(100, "task-6"))
+    stubber.add_client_error(
+        "cancel_message_move_task",
+        service_error_code="AccessDenied",
+        service_message="not authorized to perform sqs:CancelMessageMoveTask",
+        http_status_code=400,
+    )
+    _expect_listing(stubber, _running(120, "task-6"))
+
+    with pytest.raises(BackendError) as raised:
+        _dlq(client, []).redrive()
+
+    assert raised.value.code == "AccessDenied"
+
+
+def test_a_task_cancelled_by_someone_else_is_reported_with_what_it_left(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_start(stubber, "task-7")
+    _expect_listing(
+        stubber,
+        {
+            "Status": "CANCELLED",
+            "ApproximateNumberOfMessagesMoved": 30,
+            "ApproximateNumberOfMessagesToMove": 100,
+        },
+    )
+
+    report = _dlq(client, []).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (30, 70, False)
+    assert report.stop is RedriveStop.MOVE_TASK_STOPPED
+    assert report.errors == ("move task task-7 cancelled: no reason given",)
 
 
 def test_a_move_task_that_cannot_start_raises_a_backend_error(client: SQSClient, stubber: Stubber) -> None:
