@@ -374,6 +374,17 @@ def test_progress_is_reported_against_the_depth_at_the_start(
 # (here ``on_progress`` lets the queue's consumer run between the redrive's steps).
 
 
+def _poison_dead_lettered(
+    backend: MemoryBackend, clock: ManualClock, count: int
+) -> tuple[CloudJobs, list[str]]:
+    """An app whose ``charge`` always fails, with ``count`` such jobs in the DLQ; and their ids."""
+    jobs = _app(backend, clock)
+    _poison(jobs, "charge")
+    ids = jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(count)])
+    jobs.drain()
+    return jobs, ids
+
+
 def _consumer_between_steps(jobs: CloudJobs) -> Callable[[Progress], None]:
     def run_the_consumer(progress: Progress) -> None:
         jobs.drain()
@@ -384,10 +395,7 @@ def _consumer_between_steps(jobs: CloudJobs) -> Callable[[Progress], None]:
 def test_copies_dead_lettered_again_during_a_redrive_are_not_moved_again(
     clock: ManualClock, backend: MemoryBackend
 ) -> None:
-    jobs = _app(backend, clock)
-    _poison(jobs, "charge")
-    ids = jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(12)])
-    jobs.drain()
+    jobs, ids = _poison_dead_lettered(backend, clock, 12)
     seen: list[Progress] = []
 
     def run_the_consumer(progress: Progress) -> None:
@@ -410,10 +418,7 @@ def test_a_copy_moved_back_by_the_queues_own_redrive_is_known_too(
     clock: ManualClock, backend: MemoryBackend
 ) -> None:
     # maxReceiveCount, not the consumer, brings the copy back: the message moves to the DLQ as it is.
-    jobs = _app(backend, clock)
-    _poison(jobs, "charge")
-    job_id = jobs.enqueue("charge", Order(order_id=1))
-    jobs.drain()
+    jobs, [job_id] = _poison_dead_lettered(backend, clock, 1)
 
     def receive_until_redriven(progress: Progress) -> None:
         for _ in range(backend.max_receive_count or 0):
@@ -431,10 +436,7 @@ def test_a_copy_moved_back_by_the_queues_own_redrive_is_known_too(
 def test_a_copy_met_before_every_message_of_the_start_was_read_is_set_aside_and_the_redrive_goes_on(
     clock: ManualClock, backend: MemoryBackend
 ) -> None:
-    jobs = _app(backend, clock)
-    _poison(jobs, "charge")
-    first, *rest = jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(3)])
-    jobs.drain()
+    jobs, (first, *rest) = _poison_dead_lettered(backend, clock, 3)
     # Another reader holds two of the three, so the redrive's first copy comes back before them.
     held = backend.receive_dead_letters(max_messages=10, visibility=timedelta(minutes=1))
     backend.change_dead_letter_visibility(
@@ -497,10 +499,7 @@ def test_a_foreign_body_that_comes_back_is_not_moved_again(
 def test_a_redrive_that_meets_none_of_its_copies_reads_the_dlq_to_the_end(
     clock: ManualClock, backend: MemoryBackend
 ) -> None:
-    jobs = _app(backend, clock)
-    _poison(jobs, "charge")
-    jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(3)])
-    jobs.drain()
+    jobs, _ = _poison_dead_lettered(backend, clock, 3)
 
     report = jobs.dlq.redrive()
 

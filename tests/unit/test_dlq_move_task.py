@@ -160,6 +160,29 @@ def _running(moved: int, handle: str) -> dict[str, Any]:
     }
 
 
+def _ended(status: str, moved: int) -> dict[str, Any]:
+    # SQS lists no TaskHandle once a task has ended.
+    return {
+        "Status": status,
+        "ApproximateNumberOfMessagesMoved": moved,
+        "ApproximateNumberOfMessagesToMove": 100,
+    }
+
+
+def _expect_cancel_refused(stubber: Stubber, handle: str, code: str, *, then: dict[str, Any]) -> None:
+    """A task that has moved the start's count, a refused cancel, and the task as listed after it."""
+    _expect_start(stubber, handle)
+    _expect_listing(stubber, _running(100, handle))
+    stubber.add_client_error(
+        "cancel_message_move_task",
+        service_error_code=code,
+        service_message="refused",
+        http_status_code=400,
+        expected_params={"TaskHandle": handle},
+    )
+    _expect_listing(stubber, then)
+
+
 def test_a_move_task_is_cancelled_once_it_has_moved_the_count_read_at_its_start(
     client: SQSClient, stubber: Stubber
 ) -> None:
@@ -172,14 +195,7 @@ def test_a_move_task_is_cancelled_once_it_has_moved_the_count_read_at_its_start(
         "cancel_message_move_task", {"ApproximateNumberOfMessagesMoved": 100}, {"TaskHandle": "task-4"}
     )
     _expect_listing(stubber, {**_running(103, "task-4"), "Status": "CANCELLING"})
-    _expect_listing(
-        stubber,
-        {
-            "Status": "CANCELLED",
-            "ApproximateNumberOfMessagesMoved": 104,
-            "ApproximateNumberOfMessagesToMove": 100,
-        },
-    )
+    _expect_listing(stubber, _ended("CANCELLED", 104))
     sleeps: list[float] = []
 
     report = _dlq(client, sleeps).redrive()
@@ -193,23 +209,8 @@ def test_a_move_task_is_cancelled_once_it_has_moved_the_count_read_at_its_start(
 def test_a_task_that_completes_before_the_cancel_reaches_it_is_reported_as_completed(
     client: SQSClient, stubber: Stubber
 ) -> None:
-    _expect_start(stubber, "task-5")
-    _expect_listing(stubber, _running(100, "task-5"))
-    stubber.add_client_error(
-        "cancel_message_move_task",
-        service_error_code="ResourceNotFoundException",
-        service_message="the task is not running",
-        http_status_code=400,
-        expected_params={"TaskHandle": "task-5"},
-    )
-    _expect_listing(
-        stubber,
-        {
-            "Status": "COMPLETED",
-            "ApproximateNumberOfMessagesMoved": 100,
-            "ApproximateNumberOfMessagesToMove": 100,
-        },
-    )
+    # SQS refuses to cancel a task that is no longer running.
+    _expect_cancel_refused(stubber, "task-5", "ResourceNotFoundException", then=_ended("COMPLETED", 100))
 
     report = _dlq(client, []).redrive()
 
@@ -220,15 +221,7 @@ def test_a_task_that_completes_before_the_cancel_reaches_it_is_reported_as_compl
 def test_a_cancel_refused_while_the_task_still_runs_raises_a_backend_error(
     client: SQSClient, stubber: Stubber
 ) -> None:
-    _expect_start(stubber, "task-6")
-    _expect_listing(stubber, _running(100, "task-6"))
-    stubber.add_client_error(
-        "cancel_message_move_task",
-        service_error_code="AccessDenied",
-        service_message="not authorized to perform sqs:CancelMessageMoveTask",
-        http_status_code=400,
-    )
-    _expect_listing(stubber, _running(120, "task-6"))
+    _expect_cancel_refused(stubber, "task-6", "AccessDenied", then=_running(120, "task-6"))
 
     with pytest.raises(BackendError) as raised:
         _dlq(client, []).redrive()
@@ -240,14 +233,7 @@ def test_a_task_cancelled_by_someone_else_is_reported_with_what_it_left(
     client: SQSClient, stubber: Stubber
 ) -> None:
     _expect_start(stubber, "task-7")
-    _expect_listing(
-        stubber,
-        {
-            "Status": "CANCELLED",
-            "ApproximateNumberOfMessagesMoved": 30,
-            "ApproximateNumberOfMessagesToMove": 100,
-        },
-    )
+    _expect_listing(stubber, _ended("CANCELLED", 30))
 
     report = _dlq(client, []).redrive()
 
