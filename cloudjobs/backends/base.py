@@ -381,3 +381,7 @@ class DeadLetterMover(Protocol):
     def dead_letter_moves(self) -> list[MoveTask]:
         """The DLQ's recent move tasks, newest first."""
         ...
+
+    def cancel_dead_letter_move(self, handle: str) -> None:
+        """Ask a running move task to stop; what it moved stays moved (SQS CancelMessageMoveTask)."""
+        ...

@@ -424,6 +424,10 @@ class SqsBackend:
         """See :meth:`SqsDeadLetterAdmin.dead_letter_moves`."""
         return self._dead_letters().dead_letter_moves()
 
+    def cancel_dead_letter_move(self, handle: str) -> None:
+        """See :meth:`SqsDeadLetterAdmin.cancel_dead_letter_move`."""
+        self._dead_letters().cancel_dead_letter_move(handle)
+
     # -- URLs -------------------------------------------------------------------------------------
 
     def queue_url(self) -> str:

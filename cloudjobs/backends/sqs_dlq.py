@@ -9,6 +9,7 @@ API references:
 https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_PurgeQueue.html
 https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_StartMessageMoveTask.html
 https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ListMessageMoveTasks.html
+https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CancelMessageMoveTask.html
 """
 
 from __future__ import annotations
@@ -147,6 +148,17 @@ class SqsDeadLetterAdmin:
             )
             for result in results
         ]
+
+    def cancel_dead_letter_move(self, handle: str) -> None:
+        """CancelMessageMoveTask: the task stops (CANCELLING, then CANCELLED); moved messages stay moved.
+
+        SQS cancels only a running task: one that has just ended is refused.
+
+        Raises:
+            BackendError: the cancel was refused (``code`` says why).
+        """
+        with wrap_aws_errors(self._source_name):
+            self._dead_letter_queue.client.cancel_message_move_task(TaskHandle=handle)
 
     def _queue_arn(self, queue_url: str) -> str:
         with wrap_aws_errors(queue_url):

@@ -14,6 +14,7 @@ from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cloudjobs.cli.options import app_option, json_option, read_duration
 from cloudjobs.cli.output import echo_json, render_table
+from cloudjobs.dlq.models import RedriveStop
 
 if TYPE_CHECKING:
     from cloudjobs.dlq import DeadJob, Progress, RedriveReport
@@ -94,12 +95,15 @@ def redrive(
 ) -> int:
     """Move dead-lettered messages back to the queue, with fresh attempt counters.
 
-    Without filters the whole DLQ moves; with them, only matching messages. A progress bar shows on
-    stderr (when it is a terminal); exits 1 when some messages could not be moved.
+    Without filters the whole DLQ moves; with them, only matching messages. Only what the DLQ held
+    at the start moves: a moved job that fails again and comes back while the redrive runs is left
+    in the DLQ ("returned"), and meeting those ends the redrive. A progress bar shows on stderr
+    (when it is a terminal); exits 1 when some messages could not be moved.
 
     \b
     JSON output: {"moved": n, "skipped": n, "failed": n, "dry_run": bool,
-      "job_ids": [...moved, or that would move], "errors": ["..."]}
+      "job_ids": [...moved, or that would move], "errors": ["..."], "returned": n,
+      "stop": "drained" | "met_own_messages" | "moved_start_count" | "move_task_stopped"}
     """
     jobs = operator_app(app_reference)
     with _progress_bar() as progress:
@@ -127,6 +131,8 @@ def redrive_document(report: RedriveReport) -> dict[str, Any]:
         "dry_run": report.dry_run,
         "job_ids": [job.job_id or job.message_id for job in report.jobs],
         "errors": list(report.errors),
+        "returned": report.returned,
+        "stop": report.stop.value,
     }
 
 
@@ -138,8 +144,24 @@ def render_redrive(report: RedriveReport) -> str:
         lines += [render_table(["JOB ID", "TYPE", "REASON"], rows), ""]
     verb = "would move" if report.dry_run else "moved"
     lines.append(f"{verb} {report.moved}, skipped {report.skipped}, failed {report.failed}")
+    if report.returned:
+        lines.append(
+            f"{report.returned} moved came back to the dead-letter queue while it ran (failed again):"
+            " left there, not moved twice"
+        )
+    if report.stop in _STOPS:
+        lines.append(_STOPS[report.stop])
     lines += [f"error: {error}" for error in report.errors]
     return "\n".join(lines)
+
+
+_STOPS: dict[RedriveStop, str] = {
+    RedriveStop.MET_OWN_MESSAGES: "stopped on meeting messages this redrive had moved itself",
+    RedriveStop.MOVED_START_COUNT: (
+        "stopped: the move task was cancelled once it had moved what the dead-letter queue held at its start"
+    ),
+}
+"""The stops worth a line of their own (a drained queue is the usual end; a stopped task has an error)."""
 
 
 class _ProgressBar:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudjobs.dlq.models import DeadJob, Progress, RedriveReport
+from cloudjobs.dlq.models import DeadJob, Progress, RedriveReport, RedriveStop
 from cloudjobs.dlq.queue import DeadLetterQueue
 
-__all__ = ["DeadJob", "DeadLetterQueue", "Progress", "RedriveReport"]
+__all__ = ["DeadJob", "DeadLetterQueue", "Progress", "RedriveReport", "RedriveStop"]

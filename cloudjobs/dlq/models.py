@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Final
 
 from cloudjobs.backends.base import Delivery
@@ -66,6 +67,20 @@ class DeadJob:
     traceback: str | None = None
 
 
+class RedriveStop(Enum):
+    """Why a redrive ended (:attr:`RedriveReport.stop`)."""
+
+    DRAINED = "drained"
+    """The dead-letter queue had nothing more to read, or the move task completed."""
+    MET_OWN_MESSAGES = "met_own_messages"
+    """It met copies it had sent back itself, after reading as many messages as the dead-letter
+    queue held at the start: what is left came after the start (its own copies among them)."""
+    MOVED_START_COUNT = "moved_start_count"
+    """The move task was cancelled once it had moved the count SQS read when it started."""
+    MOVE_TASK_STOPPED = "move_task_stopped"
+    """The move task failed, or someone else cancelled it; ``errors`` says which."""
+
+
 @dataclass(frozen=True, slots=True)
 class RedriveReport:
     """What a redrive did (or, on a dry run, would do).
@@ -80,6 +95,10 @@ class RedriveReport:
         jobs: the jobs moved (or that would move), in the order handled; empty after a move task,
             which reports only counts.
         errors: one line per failure.
+        returned: copies this redrive had sent back that reached the DLQ again while it ran (the job
+            failed again); left in the DLQ, never moved twice by one redrive. Always 0 after a move
+            task, which cannot tell them apart.
+        stop: why the redrive ended.
     """
 
     moved: int
@@ -88,6 +107,8 @@ class RedriveReport:
     dry_run: bool = False
     jobs: tuple[DeadJob, ...] = ()
     errors: tuple[str, ...] = field(default=())
+    returned: int = 0
+    stop: RedriveStop = RedriveStop.DRAINED
 
     @property
     def is_complete(self) -> bool:

@@ -123,6 +123,12 @@ class DeadLetterQueue:
         (same job id, ``redrive_count`` + 1, attempts restarting at 1, dead-letter record dropped)
         and then deleted from the DLQ; a crash in between leaves a duplicate, never a loss.
 
+        Either way a redrive stops at what the DLQ held when it started, even while jobs it moved
+        fail again and come back: by receiving, such a copy is never moved twice and is left in the
+        DLQ (``returned``); a move task is cancelled once it has moved the count SQS read at its
+        start. The report's ``stop`` says why the run ended (see :mod:`cloudjobs.dlq.redrive` and
+        :mod:`cloudjobs.dlq.move_task`).
+
         Args:
             job_ids: only these jobs (a message without a job id matches its DLQ message id).
             job_type: only jobs of this type.
@@ -134,7 +140,8 @@ class DeadLetterQueue:
         Raises:
             ConfigurationError: ``rate`` is not positive, ``job_ids`` is a single string, or the
                 queue has no dead-letter queue.
-            BackendError: the DLQ could not be read, or a move task could not start.
+            BackendError: the DLQ could not be read, or a move task could not start, or could
+                not be cancelled while it still ran.
         """
         if rate is not None and (isinstance(rate, bool) or not math.isfinite(rate) or rate <= 0):
             raise ConfigurationError("must be a positive number of messages per second", setting="rate")

@@ -10,11 +10,19 @@ The copy sent back keeps the job id, the body's payload and every attribute (tra
 correlation id, the sender's own) except the dead-letter record; its envelope's ``redrive_count``
 grows by one and ``attempt_offset`` returns to 0, so attempts restart at 1 (the new message's
 receive count starts at 1). Foreign bodies go back unchanged.
+
+A redrive moves what the DLQ held when it started, not what arrives while it runs. With a worker
+running and a handler that still fails, every copy sent back soon reaches the DLQ again as a new
+message (new id, and SQS's own redrive keeps its send time, so neither tells it apart); moving it
+again would never end. So a run remembers the copies it sent (:class:`OwnCopies`), never moves one
+of them a second time, and ends when it meets one after reading as many messages as the DLQ held
+at the start (see :func:`redrive_by_receiving`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -35,6 +43,7 @@ from cloudjobs.dlq.models import (
     DeadJob,
     Progress,
     RedriveReport,
+    RedriveStop,
     decode_or_none,
     read_dead_job,
 )
@@ -80,6 +89,37 @@ class Pacer:
         self._sent += count
 
 
+class OwnCopies:
+    """The copies one redrive run has sent back, so that it knows them when they reach the DLQ again.
+
+    The mark is the body itself, which every way back to the DLQ keeps unchanged (the consumer's
+    dead-lettering copies it; SQS's own redrive moves the message as it is): an envelope is known
+    by its job id and the ``redrive_count`` the run gave it, which no message in the DLQ at the
+    start carries unless the same job is there twice, and a foreign body by its digest (an identical
+    foreign body still in the DLQ is then taken for the copy and left there). Nothing is added to
+    the message, so no attribute slot is spent and none can be dropped on the way. The marks last
+    for one run: a later redrive moves the copies like any other message.
+    """
+
+    def __init__(self) -> None:
+        self._marks: set[tuple[str, int] | bytes] = set()
+
+    def add(self, body: str) -> None:
+        """Remember the body of a copy the run has sent back."""
+        self._marks.add(_mark(body))
+
+    def is_own(self, delivery: Delivery) -> bool:
+        """True when ``delivery`` is a copy this run sent back (or looks exactly like one)."""
+        return _mark(delivery.body) in self._marks
+
+
+def _mark(body: str) -> tuple[str, int] | bytes:
+    envelope = decode_or_none(body)
+    if envelope is not None:
+        return (envelope.id, envelope.redrive_count)
+    return hashlib.sha256(body.encode("utf-8")).digest()
+
+
 def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> OutgoingMessage:
     """The copy of a DLQ message to send back to the source queue."""
     attributes = {name: value for name, value in delivery.attributes.items() if name != DEAD_LETTER_ATTRIBUTE}
@@ -113,16 +153,37 @@ def redrive_by_receiving(
     pacer: Pacer,
     on_progress: Callable[[Progress], None] | None,
 ) -> RedriveReport:
-    """Move every DLQ message that ``matches`` back to ``backend``'s queue (see the module notes)."""
-    total = _depth(admin) if on_progress is not None else None
+    """Move every DLQ message that ``matches`` back to ``backend``'s queue (see the module notes).
+
+    A copy the run sent back that reaches the DLQ again is never moved again: it stays held
+    (invisible) until the run ends, and is counted as ``returned``. Meeting one does not end the run
+    at once, because SQS returns a standard queue's messages in no set order and some of those there
+    at the start may still be unread; the run ends when it meets one after it has read as many
+    messages as the DLQ held at the start (its approximate depth, read once; 0 when it cannot be
+    read), or when the DLQ has nothing more to read. Should the depth read low, a few messages of the
+    start may be left behind: the report says the run stopped on its own messages, and running it
+    again moves them.
+    """
+    # A dry run moves nothing, so it meets no copy of its own: the depth is only for the progress bar.
+    depth = _depth(admin) if on_progress is not None or not dry_run else None
     is_fifo = backend.info().is_fifo
+    own = OwnCopies()
     moved: list[DeadJob] = []
     skipped = 0
+    returned = 0
     errors: list[str] = []
+    stop = RedriveStop.DRAINED
     with holding(admin, hold=hold) as held:
         while deliveries := held.receive(pacer.batch_size):
+            handled = len(moved) + skipped + len(errors)
+            others = [delivery for delivery in deliveries if not own.is_own(delivery)]
+            returned += len(deliveries) - len(others)
+            if len(others) < len(deliveries) and handled >= (depth or 0):
+                # Past the start's depth, what is left arrived after the start: leave it all.
+                stop = RedriveStop.MET_OWN_MESSAGES
+                break
             matching: list[tuple[Delivery, DeadJob]] = []
-            for delivery in deliveries:
+            for delivery in others:
                 job = read_dead_job(delivery)
                 if matches(job):
                     matching.append((delivery, job))
@@ -133,13 +194,13 @@ def redrive_by_receiving(
             elif matching:
                 pacer.wait_to_send(len(matching))
                 for chunk in _by_request_size(matching, is_fifo=is_fifo):
-                    moved_now, chunk_errors = _move(backend, admin, chunk, is_fifo=is_fifo)
+                    moved_now, chunk_errors = _move(backend, admin, chunk, is_fifo=is_fifo, own=own)
                     for delivery, job in moved_now:
                         held.forget(delivery.message_id)
                         moved.append(job)
                     errors.extend(chunk_errors)
             if on_progress is not None:
-                on_progress(Progress(done=len(moved) + skipped + len(errors), total=total))
+                on_progress(Progress(done=len(moved) + skipped + len(errors), total=depth))
     return RedriveReport(
         moved=len(moved),
         skipped=skipped,
@@ -147,6 +208,8 @@ def redrive_by_receiving(
         dry_run=dry_run,
         jobs=tuple(moved),
         errors=tuple(errors),
+        returned=returned,
+        stop=stop,
     )
 
 
@@ -156,16 +219,20 @@ def _move(
     chunk: Sequence[tuple[Delivery, DeadJob]],
     *,
     is_fifo: bool,
+    own: OwnCopies,
 ) -> tuple[list[tuple[Delivery, DeadJob]], list[str]]:
     """Send a chunk to the source queue, then delete what was sent from the DLQ."""
     errors: list[str] = []
+    messages = [redriven_message(delivery, job, is_fifo=is_fifo) for delivery, job in chunk]
     try:
-        results = backend.send([redriven_message(delivery, job, is_fifo=is_fifo) for delivery, job in chunk])
+        results = backend.send(messages)
     except CloudjobsError as exc:
         return [], [f"{_name(job)}: not sent: {exc}" for _, job in chunk]
     sent: list[tuple[Delivery, DeadJob]] = []
-    for (delivery, job), result in zip(chunk, results, strict=True):
+    for (delivery, job), message, result in zip(chunk, messages, results, strict=True):
         if result.is_sent:
+            # Marked even when the delete below fails: the copy is out there and may come back.
+            own.add(message.body)
             sent.append((delivery, job))
         else:
             errors.append(f"{_name(job)}: not sent: {result.error}")
@@ -206,7 +273,7 @@ def _by_request_size(
 
 
 def _depth(admin: DeadLetterAdmin) -> int | None:
-    # Only for a progress bar's total: a failure to read it must not stop the redrive.
+    # For the progress bar's total and the stop rule: a failure to read it must not stop the redrive.
     try:
         counts = admin.dead_letter_message_counts()
     except CloudjobsError:

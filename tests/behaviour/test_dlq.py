@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +21,7 @@ from cloudjobs.backends.base import (
     QueueInfo,
     SendResult,
 )
-from cloudjobs.dlq import DeadLetterQueue
+from cloudjobs.dlq import DeadLetterQueue, Progress, RedriveStop
 from cloudjobs.envelope import decode
 from tests.behaviour.conftest import Harness, running, wait_for
 
@@ -146,6 +147,79 @@ def test_redrive_without_filters_moves_everything_back(harness: Harness) -> None
     wait_for(all_back, message="three jobs back on the source queue")
     assert len(received) == 3
     assert set(received.values()) >= set(scenario.charge_ids)
+
+
+def test_a_redrive_with_a_worker_running_and_the_handler_still_failing_moves_each_job_once(
+    harness: Harness,
+) -> None:
+    jobs = harness.app()
+    runs: Counter[str] = Counter()
+
+    @jobs.job("charge")
+    def charge(payload: Order, job: Job) -> None:
+        runs[job.id] += 1
+        raise PermanentError("card declined")
+
+    job_ids = [charge.enqueue(Order(order_id=n)) for n in range(3)]
+    _dead_letter(jobs, 3)
+
+    with running(jobs) as worker:
+
+        def after_each_step(progress: Progress) -> None:
+            if progress.done > len(job_ids):
+                pytest.fail(f"the redrive moved {progress.done} messages: it is moving its own copies again")
+            # Let the worker fail every copy moved so far before the redrive reads on, so the DLQ
+            # holds them again: the redrive must meet its own copies and stop, not move them again.
+            wait_for(
+                lambda: worker.counts["dead_lettered"] >= progress.done,
+                message="the redriven copies back in the DLQ",
+            )
+
+        report = jobs.dlq.redrive(on_progress=after_each_step)
+
+    assert (report.moved, report.returned, report.failed) == (3, 3, 0)
+    assert report.stop is RedriveStop.MET_OWN_MESSAGES
+    # One run before the redrive, one after it: the redrive moved each job once.
+    assert runs == {job_id: 2 for job_id in job_ids}
+    left = jobs.dlq.list()
+    assert sorted(job.job_id or "" for job in left) == sorted(job_ids)
+    assert {job.redrive_count for job in left} == {1}
+
+
+class _InterruptedError(Exception):
+    """Stands for an operator stopping a redrive half-way (Ctrl-C, a lost terminal)."""
+
+
+def _interrupt(progress: Progress) -> None:
+    raise _InterruptedError
+
+
+def test_a_redrive_interrupted_half_way_can_be_run_again_and_moves_each_job_once(harness: Harness) -> None:
+    jobs = harness.app()
+
+    @jobs.job("charge")
+    def charge(payload: Order) -> None:
+        raise PermanentError("card declined")
+
+    job_ids = [charge.enqueue(Order(order_id=n)) for n in range(3)]
+    _dead_letter(jobs, 3)
+
+    with pytest.raises(_InterruptedError):
+        jobs.dlq.redrive(rate=2, on_progress=_interrupt)  # two a step: interrupted after the first
+    again = jobs.dlq.redrive()
+
+    assert 1 <= again.moved <= 2
+    assert (again.failed, again.stop) == (0, RedriveStop.DRAINED)
+    assert jobs.dlq.list() == []
+    received: dict[str, str] = {}
+
+    def all_back() -> bool:
+        for delivery in jobs.backend.receive(max_messages=10, wait=timedelta(seconds=1)):
+            received[delivery.message_id] = decode(delivery.body).id
+        return len(received) >= len(job_ids)
+
+    wait_for(all_back, message="every job back on the source queue")
+    assert sorted(received.values()) == sorted(job_ids)
 
 
 def test_purge_with_a_filter_removes_only_the_matching_jobs(harness: Harness) -> None:

@@ -311,6 +311,8 @@ def test_dlq_redrive_by_type_moves_only_the_matching_jobs(
         "dry_run": False,
         "job_ids": [dead_letters.exploded],
         "errors": [],
+        "returned": 0,
+        "stop": "drained",
     }
     [moved] = [decode(body) for body in _bodies(sqs_client, queue.queue_url)]
     assert (moved.id, moved.redrive_count) == (dead_letters.exploded, 1)

@@ -16,11 +16,13 @@ from click.testing import CliRunner
 from cloudjobs import CloudJobs, MemoryBackend
 from cloudjobs.backends.sqs import wrap_aws_errors
 from cloudjobs.cli import main
+from cloudjobs.cli.dlq import render_redrive
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from cloudjobs.cli.main import cli, describe
 from cloudjobs.cli.options import parse_duration
 from cloudjobs.cli.output import MAX_CELL_WIDTH, format_age, render_json, render_table
 from cloudjobs.cli.stats import repeat_until_interrupted
+from cloudjobs.dlq import RedriveReport, RedriveStop
 from cloudjobs.envelope import decode
 from cloudjobs.errors import (
     BackendError,
@@ -590,9 +592,21 @@ def test_a_redrive_puts_the_job_back_on_the_queue(
         "dry_run": False,
         "job_ids": [job_id],
         "errors": [],
+        "returned": 0,
+        "stop": "drained",
     }
     [body] = _sent_bodies(backend)
     assert decode(body).id == job_id
+
+
+def test_a_redrive_that_met_its_own_copies_says_how_many_came_back_and_why_it_stopped() -> None:
+    report = RedriveReport(moved=3, skipped=0, failed=0, returned=2, stop=RedriveStop.MET_OWN_MESSAGES)
+
+    assert render_redrive(report).splitlines() == [
+        "moved 3, skipped 0, failed 0",
+        "2 moved came back to the dead-letter queue while it ran (failed again): left there, not moved twice",
+        "stopped on meeting messages this redrive had moved itself",
+    ]
 
 
 def test_purge_with_older_than_keeps_recent_failures_and_without_filters_empties_the_dlq(

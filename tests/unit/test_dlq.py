@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -22,7 +22,7 @@ from cloudjobs import (
     Settings,
 )
 from cloudjobs.backends.base import Delivery, OutgoingMessage, QueueCounts
-from cloudjobs.dlq import DeadLetterQueue, Progress
+from cloudjobs.dlq import DeadLetterQueue, Progress, RedriveStop
 from cloudjobs.dlq.models import FIRST_FAILED_ATTRIBUTE
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, decode
 
@@ -367,6 +367,143 @@ def test_progress_is_reported_against_the_depth_at_the_start(
     jobs.dlq.redrive(on_progress=seen.append)
 
     assert seen == [Progress(done=10, total=12), Progress(done=12, total=12)]
+
+
+# -- a redrive meets its own copies ---------------------------------------------------------------
+# The handler still fails, so every copy a redrive sends back reaches the DLQ again while it runs
+# (here ``on_progress`` lets the queue's consumer run between the redrive's steps).
+
+
+def _poison_dead_lettered(
+    backend: MemoryBackend, clock: ManualClock, count: int
+) -> tuple[CloudJobs, list[str]]:
+    """An app whose ``charge`` always fails, with ``count`` such jobs in the DLQ; and their ids."""
+    jobs = _app(backend, clock)
+    _poison(jobs, "charge")
+    ids = jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(count)])
+    jobs.drain()
+    return jobs, ids
+
+
+def _consumer_between_steps(jobs: CloudJobs) -> Callable[[Progress], None]:
+    def run_the_consumer(progress: Progress) -> None:
+        jobs.drain()
+
+    return run_the_consumer
+
+
+def test_copies_dead_lettered_again_during_a_redrive_are_not_moved_again(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs, ids = _poison_dead_lettered(backend, clock, 12)
+    seen: list[Progress] = []
+
+    def run_the_consumer(progress: Progress) -> None:
+        seen.append(progress)
+        jobs.drain()
+
+    report = jobs.dlq.redrive(on_progress=run_the_consumer)
+
+    # The second read brings the last two of the start and eight copies, set aside; the third, after
+    # all twelve of the start were read, brings only copies: the redrive ends there.
+    assert (report.moved, report.returned, report.failed) == (12, 12, 0)
+    assert report.stop is RedriveStop.MET_OWN_MESSAGES
+    assert seen == [Progress(done=10, total=12), Progress(done=12, total=12)]
+    left = jobs.dlq.list()
+    assert sorted(job.job_id or "" for job in left) == sorted(ids)
+    assert {job.redrive_count for job in left} == {1}
+
+
+def test_a_copy_moved_back_by_the_queues_own_redrive_is_known_too(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    # maxReceiveCount, not the consumer, brings the copy back: the message moves to the DLQ as it is.
+    jobs, [job_id] = _poison_dead_lettered(backend, clock, 1)
+
+    def receive_until_redriven(progress: Progress) -> None:
+        for _ in range(backend.max_receive_count or 0):
+            assert backend.receive(max_messages=10, wait=timedelta(0))
+            clock.advance(backend.visibility_timeout.total_seconds())
+        assert backend.receive(max_messages=10, wait=timedelta(0)) == []
+
+    report = jobs.dlq.redrive(on_progress=receive_until_redriven)
+
+    assert (report.moved, report.returned, report.stop) == (1, 1, RedriveStop.MET_OWN_MESSAGES)
+    [left] = jobs.dlq.list()
+    assert (left.job_id, left.redrive_count, left.reason) == (job_id, 1, None)
+
+
+def test_a_copy_met_before_every_message_of_the_start_was_read_is_set_aside_and_the_redrive_goes_on(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs, (first, *rest) = _poison_dead_lettered(backend, clock, 3)
+    # Another reader holds two of the three, so the redrive's first copy comes back before them.
+    held = backend.receive_dead_letters(max_messages=10, visibility=timedelta(minutes=1))
+    backend.change_dead_letter_visibility(
+        [(delivery.receipt, timedelta(0)) for delivery in held if decode(delivery.body).id == first]
+    )
+    steps: list[Progress] = []
+
+    def step(progress: Progress) -> None:
+        steps.append(progress)
+        jobs.drain()
+        if len(steps) == 2:  # the copy of the first job was met and set aside: let the others go
+            backend.change_dead_letter_visibility(
+                [(delivery.receipt, timedelta(0)) for delivery in held if decode(delivery.body).id != first]
+            )
+
+    report = jobs.dlq.redrive(on_progress=step)
+
+    assert steps == [Progress(done=1, total=3), Progress(done=1, total=3), Progress(done=3, total=3)]
+    assert (report.moved, report.returned, report.stop) == (3, 3, RedriveStop.MET_OWN_MESSAGES)
+    assert sorted(job.job_id or "" for job in report.jobs) == sorted([first, *rest])
+    assert {job.redrive_count for job in jobs.dlq.list()} == {1}
+
+
+def test_a_filtered_redrive_moves_the_matching_jobs_once_and_leaves_the_rest(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs = _app(backend, clock)
+    _poison(jobs, "charge", "ship")
+    charge_ids = jobs.enqueue_many([("charge", Order(order_id=n)) for n in range(2)])
+    jobs.enqueue("ship", Order(order_id=3))
+    jobs.drain()
+
+    by_type = jobs.dlq.redrive(job_type="charge", on_progress=_consumer_between_steps(jobs))
+    by_reason = jobs.dlq.redrive(reason="permanent_error", on_progress=_consumer_between_steps(jobs))
+
+    assert (by_type.moved, by_type.skipped, by_type.returned) == (2, 1, 2)
+    assert sorted(job.job_id or "" for job in by_type.jobs) == sorted(charge_ids)
+    # A second redrive is a new run: the first one's copies are moved like any other message.
+    assert (by_reason.moved, by_reason.skipped, by_reason.returned) == (3, 0, 3)
+    assert by_type.stop is by_reason.stop is RedriveStop.MET_OWN_MESSAGES
+    assert sorted((job.type or "", job.redrive_count) for job in jobs.dlq.list()) == [
+        ("charge", 2),
+        ("charge", 2),
+        ("ship", 1),
+    ]
+
+
+def test_a_foreign_body_that_comes_back_is_not_moved_again(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs = _app(backend, clock)
+    _three_kinds_of_dead_letter(jobs, backend)
+
+    report = jobs.dlq.redrive(reason="unroutable", on_progress=_consumer_between_steps(jobs))
+
+    assert (report.moved, report.returned, report.stop) == (1, 1, RedriveStop.MET_OWN_MESSAGES)
+    assert sorted(job.body for job in jobs.dlq.list() if job.reason == "unroutable") == ["not json at all"]
+
+
+def test_a_redrive_that_meets_none_of_its_copies_reads_the_dlq_to_the_end(
+    clock: ManualClock, backend: MemoryBackend
+) -> None:
+    jobs, _ = _poison_dead_lettered(backend, clock, 3)
+
+    report = jobs.dlq.redrive()
+
+    assert (report.moved, report.returned, report.stop) == (3, 0, RedriveStop.DRAINED)
 
 
 class _DeleteRefused(MemoryBackend):

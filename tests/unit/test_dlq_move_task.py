@@ -1,4 +1,4 @@
-"""The move-task redrive on SQS (which moto lacks): the exact requests, and the polling, with a Stubber."""
+"""The move-task redrive on SQS (which moto lacks): requests, polling and cancel, with a Stubber."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 
 from cloudjobs import BackendError
 from cloudjobs.backends.sqs import SqsBackend
-from cloudjobs.dlq import DeadLetterQueue, Progress
+from cloudjobs.dlq import DeadLetterQueue, Progress, RedriveStop
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -142,6 +142,106 @@ def test_a_failed_move_task_is_reported_as_failed_with_its_reason(
     assert report.errors == ("move task task-3 failed: AWS.SimpleQueueService.NonExistentQueue",)
 
 
+def _expect_start(stubber: Stubber, handle: str) -> None:
+    _expect_arns(stubber)
+    stubber.add_response(
+        "start_message_move_task",
+        {"TaskHandle": handle},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN},
+    )
+
+
+def _running(moved: int, handle: str) -> dict[str, Any]:
+    return {
+        "TaskHandle": handle,
+        "Status": "RUNNING",
+        "ApproximateNumberOfMessagesMoved": moved,
+        "ApproximateNumberOfMessagesToMove": 100,
+    }
+
+
+def _ended(status: str, moved: int) -> dict[str, Any]:
+    # SQS lists no TaskHandle once a task has ended.
+    return {
+        "Status": status,
+        "ApproximateNumberOfMessagesMoved": moved,
+        "ApproximateNumberOfMessagesToMove": 100,
+    }
+
+
+def _expect_cancel_refused(stubber: Stubber, handle: str, code: str, *, then: dict[str, Any]) -> None:
+    """A task that has moved the start's count, a refused cancel, and the task as listed after it."""
+    _expect_start(stubber, handle)
+    _expect_listing(stubber, _running(100, handle))
+    stubber.add_client_error(
+        "cancel_message_move_task",
+        service_error_code=code,
+        service_message="refused",
+        http_status_code=400,
+        expected_params={"TaskHandle": handle},
+    )
+    _expect_listing(stubber, then)
+
+
+def test_a_move_task_is_cancelled_once_it_has_moved_the_count_read_at_its_start(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    # With a worker running and the handler still failing, moved jobs come back to the DLQ and a
+    # task left alone would move them again and again: it is cancelled at the start's count.
+    _expect_start(stubber, "task-4")
+    _expect_listing(stubber, _running(40, "task-4"))
+    _expect_listing(stubber, _running(100, "task-4"))
+    stubber.add_response(
+        "cancel_message_move_task", {"ApproximateNumberOfMessagesMoved": 100}, {"TaskHandle": "task-4"}
+    )
+    _expect_listing(stubber, {**_running(103, "task-4"), "Status": "CANCELLING"})
+    _expect_listing(stubber, _ended("CANCELLED", 104))
+    sleeps: list[float] = []
+
+    report = _dlq(client, sleeps).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (104, 0, True)
+    assert report.stop is RedriveStop.MOVED_START_COUNT
+    assert report.errors == ()
+    assert sleeps == [5.0, 5.0, 5.0]
+
+
+def test_a_task_that_completes_before_the_cancel_reaches_it_is_reported_as_completed(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    # SQS refuses to cancel a task that is no longer running.
+    _expect_cancel_refused(stubber, "task-5", "ResourceNotFoundException", then=_ended("COMPLETED", 100))
+
+    report = _dlq(client, []).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (100, 0, True)
+    assert report.stop is RedriveStop.DRAINED
+
+
+def test_a_cancel_refused_while_the_task_still_runs_raises_a_backend_error(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_cancel_refused(stubber, "task-6", "AccessDenied", then=_running(120, "task-6"))
+
+    with pytest.raises(BackendError) as raised:
+        _dlq(client, []).redrive()
+
+    assert raised.value.code == "AccessDenied"
+
+
+def test_a_task_cancelled_by_someone_else_is_reported_with_what_it_left(
+    client: SQSClient, stubber: Stubber
+) -> None:
+    _expect_start(stubber, "task-7")
+    _expect_listing(stubber, _ended("CANCELLED", 30))
+
+    report = _dlq(client, []).redrive()
+
+    assert (report.moved, report.failed, report.is_complete) == (30, 70, False)
+    assert report.stop is RedriveStop.MOVE_TASK_STOPPED
+    assert report.errors == ("move task task-7 cancelled: no reason given",)
+
+
 def test_a_move_task_that_cannot_start_raises_a_backend_error(client: SQSClient, stubber: Stubber) -> None:
     _expect_arns(stubber)
     stubber.add_client_error(
@@ -186,7 +286,26 @@ def _expect_empty_receive(stubber: Stubber) -> None:
 
 
 def test_a_filtered_or_dry_run_redrive_never_starts_a_move_task(client: SQSClient, stubber: Stubber) -> None:
-    # The queue's configuration once, then for each redrive one receive on the (empty) DLQ.
+    # The filtered redrive reads the DLQ's depth first (where it stops depends on it), then the
+    # queue's configuration (once); a dry run reads neither again. Each then receives from the DLQ.
+    stubber.add_response(
+        "get_queue_attributes",
+        {
+            "Attributes": {
+                "ApproximateNumberOfMessages": "0",
+                "ApproximateNumberOfMessagesNotVisible": "0",
+                "ApproximateNumberOfMessagesDelayed": "0",
+            }
+        },
+        {
+            "QueueUrl": DLQ_URL,
+            "AttributeNames": [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        },
+    )
     stubber.add_response(
         "get_queue_attributes",
         {"Attributes": {"MaximumMessageSize": "262144", "VisibilityTimeout": "30"}},
