@@ -35,6 +35,7 @@ from cloudjobs.backends.base import (
     DeadLetterAdmin,
     Delivery,
     OutgoingMessage,
+    attribute_names,
     message_size,
 )
 from cloudjobs.dlq.browse import holding
@@ -123,8 +124,10 @@ def _mark(body: str) -> tuple[str, int] | bytes:
 def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> OutgoingMessage:
     """The copy of a DLQ message to send back to the source queue."""
     attributes = {name: value for name, value in delivery.attributes.items() if name != DEAD_LETTER_ATTRIBUTE}
+    typed = dict(delivery.typed_attributes)
     if job.first_failed_at is not None and (
-        FIRST_FAILED_ATTRIBUTE in attributes or len(attributes) < MAX_MESSAGE_ATTRIBUTES
+        FIRST_FAILED_ATTRIBUTE in attributes
+        or len(attribute_names(attributes, typed)) < MAX_MESSAGE_ATTRIBUTES
     ):
         attributes[FIRST_FAILED_ATTRIBUTE] = job.first_failed_at.isoformat()
     envelope = decode_or_none(delivery.body)
@@ -140,6 +143,7 @@ def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> Outg
         # The DLQ message's id: re-running a redrive that crashed after the send is deduplicated.
         deduplication_id=delivery.message_id if is_fifo else None,
         system_attributes=delivery.system_attributes,
+        typed_attributes=typed,
     )
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import BaseModel
@@ -227,3 +227,30 @@ def test_the_dead_letter_record_holds_no_character_sqs_refuses(harness: Harness)
     record = dead["attributes"]["cloudjobs.dead_letter"]
     assert record.isascii()
     assert dead["error"] == "PermanentError: bad \ufffe\U0001f600 input"
+
+
+def test_typed_attributes_survive_a_redrive_unchanged(harness: Harness) -> None:
+    jobs = harness.app()
+    fail = True
+
+    @jobs.job("flaky")
+    def flaky(payload: dict[str, int]) -> None:
+        if fail:
+            raise PermanentError("not yet")
+
+    typed = {"amount": TypedAttribute("Number", "3"), "blob": TypedAttribute("Binary", b"\x01\x02")}
+    body = encode(
+        Envelope(
+            id=uuid.uuid4().hex, type="flaky", payload={}, correlation_id="c", enqueued_at=datetime.now(UTC)
+        )
+    )
+    jobs.backend.send([OutgoingMessage(body=body, typed_attributes=typed)])
+    with running(jobs):
+        wait_for(lambda: len(jobs.dlq.list()) == 1, message="the job in the DLQ")
+    fail = False
+
+    report = jobs.dlq.redrive()
+
+    assert report.moved == 1
+    [delivery] = jobs.backend.receive(max_messages=1, wait=timedelta(seconds=5))
+    assert delivery.typed_attributes == typed
