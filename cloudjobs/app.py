@@ -461,6 +461,9 @@ class CloudJobs:
         prefetch: int | None = None,
         shutdown_timeout: timedelta | float | None = None,
         queue_metrics_interval: timedelta | float | None = DEFAULT_QUEUE_METRICS_INTERVAL,
+        stall_timeout: timedelta | float | None = None,
+        health_port: int | None = None,
+        health_address: str = "127.0.0.1",
     ) -> Worker:
         """A long-running worker (the ECS consumer); call ``.run()`` to start it.
 
@@ -471,6 +474,12 @@ class CloudJobs:
             queue_metrics_interval: time between reads of the queue's counts for the queue gauges,
                 seconds or timedelta (one GetQueueAttributes per queue each time); None turns the
                 reader off.
+            stall_timeout: how long the receive loop may go without completing a poll before the
+                worker reports a stall, seconds or timedelta (default
+                ``CLOUDJOBS_STALL_TIMEOUT_SECONDS``).
+            health_port: serve ``GET /healthz`` (200 healthy, 503 stalled) on this port; 0 picks a
+                free one; None serves nothing.
+            health_address: the address the health endpoint listens on.
 
         Raises:
             ConfigurationError: ``concurrency`` is below 1 or ``queue_metrics_interval`` is not
@@ -484,6 +493,9 @@ class CloudJobs:
             prefetch=prefetch,
             shutdown_timeout=as_timedelta(shutdown_timeout, name="shutdown_timeout"),
             queue_metrics_interval=as_timedelta(queue_metrics_interval, name="queue_metrics_interval"),
+            stall_timeout=as_timedelta(stall_timeout, name="stall_timeout"),
+            health_port=health_port,
+            health_address=health_address,
         )
 
     def lambda_handler(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -228,5 +229,18 @@ def test_a_worker_whose_receive_loop_completes_no_poll_for_the_stall_timeout_say
 
         backend.is_broken = False
         _wait_until(lambda: worker.health().is_healthy, "recovery once polls complete again")
+    finally:
+        running.stop()
+
+
+def test_jobs_worker_serves_its_health_check_when_given_a_port() -> None:
+    jobs = _app(MemoryBackend("jobs"))
+    worker = jobs.worker(concurrency=1, health_port=0, stall_timeout=30, queue_metrics_interval=None)
+    running = _Running(worker)
+    try:
+        server = worker.health_server
+        assert server is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
     finally:
         running.stop()
