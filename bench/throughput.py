@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -161,6 +162,9 @@ def child(arguments: argparse.Namespace) -> int:
     """Consume ``--messages`` from ``--queue-url``; print seconds, CPU and requests as JSON."""
     counter: Counter[str] = Counter()
     consume = consume_raw if arguments.consume == "raw boto3" else consume_cloudjobs
+    # Like for like: the raw loop logs nothing, so neither contender logs per message. (Without a
+    # logging configuration the worker would print one INFO line per job, an operator's choice.)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print("ready", flush=True)
     cpu, wall = time.process_time(), time.perf_counter()
     consume(arguments.queue_url, arguments.messages, arguments.concurrency, counter)

@@ -8,7 +8,7 @@ this package, for tests) and ``SqsBackend`` (``cloudjobs.backends.sqs``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -83,6 +83,24 @@ def message_size(
     for name, attribute in typed.items():
         size += len(name.encode("utf-8")) + attribute.size
     return size
+
+
+def read_attributes(
+    received: Iterable[tuple[str, str, str | bytes | None]],
+) -> tuple[dict[str, str], dict[str, TypedAttribute]]:
+    """Received ``(name, data type, value)`` attributes as a delivery holds them: every ``String``
+    value (custom ``String.<label>`` types too) as text, every type but plain ``String`` also as a
+    :class:`TypedAttribute`, so copies carry it unchanged. Entries without a value are skipped."""
+    strings: dict[str, str] = {}
+    typed: dict[str, TypedAttribute] = {}
+    for name, data_type, value in received:
+        if value is None:
+            continue
+        if data_type.split(".", 1)[0] == "String" and isinstance(value, str):
+            strings[name] = value
+        if data_type != "String":
+            typed[name] = TypedAttribute(data_type, value)
+    return strings, typed
 
 
 _DISALLOWED: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
-from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo, TypedAttribute
+from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo, read_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -50,18 +50,14 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
     """The :class:`Delivery` of a received message: ``String`` attributes as text, every other data
     type (and custom ``String.<label>`` types) also as a :class:`TypedAttribute`, unchanged."""
     system = message.get("Attributes", {})
-    attributes: dict[str, str] = {}
-    typed: dict[str, TypedAttribute] = {}
-    for name, value in message.get("MessageAttributes", {}).items():
-        data_type = value["DataType"]
-        if data_type.split(".", 1)[0] == "String" and "StringValue" in value:
-            attributes[name] = value["StringValue"]
-        if data_type == "String":
-            continue
-        if "BinaryValue" in value:
-            typed[name] = TypedAttribute(data_type, bytes(value["BinaryValue"]))
-        elif "StringValue" in value:
-            typed[name] = TypedAttribute(data_type, value["StringValue"])
+    attributes, typed = read_attributes(
+        (
+            name,
+            value["DataType"],
+            bytes(value["BinaryValue"]) if "BinaryValue" in value else value.get("StringValue"),
+        )
+        for name, value in message.get("MessageAttributes", {}).items()
+    )
     return Delivery(
         message_id=message["MessageId"],
         receipt=message["ReceiptHandle"],

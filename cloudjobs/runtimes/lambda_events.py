@@ -12,7 +12,7 @@ import base64
 from datetime import UTC, datetime
 from typing import NotRequired, Protocol, TypedDict
 
-from cloudjobs.backends.base import Delivery, TypedAttribute
+from cloudjobs.backends.base import Delivery, read_attributes
 
 
 class SqsMessageAttribute(TypedDict):
@@ -90,19 +90,15 @@ def queue_name_of(event_source_arn: str) -> str:
 def delivery_from_record(record: SqsRecord) -> Delivery:
     """A record as the consumer core takes it, attributes read as the SQS backend reads them."""
     system = record["attributes"]
-    attributes: dict[str, str] = {}
-    typed: dict[str, TypedAttribute] = {}
-    for name, value in (record.get("messageAttributes") or {}).items():
-        data_type = value["dataType"]
-        if data_type.split(".", 1)[0] == "String" and "stringValue" in value:
-            attributes[name] = value["stringValue"]
-        if data_type == "String":
-            continue
-        if "binaryValue" in value:
-            # Lambda hands binary values over base64-encoded.
-            typed[name] = TypedAttribute(data_type, base64.b64decode(value["binaryValue"]))
-        elif "stringValue" in value:
-            typed[name] = TypedAttribute(data_type, value["stringValue"])
+    # Lambda hands binary values over base64-encoded.
+    attributes, typed = read_attributes(
+        (
+            name,
+            value["dataType"],
+            base64.b64decode(value["binaryValue"]) if "binaryValue" in value else value.get("stringValue"),
+        )
+        for name, value in (record.get("messageAttributes") or {}).items()
+    )
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
     return Delivery(
         message_id=record["messageId"],

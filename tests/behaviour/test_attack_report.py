@@ -15,15 +15,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import BaseModel
 
 from cloudjobs import CloudJobs, Job, PermanentError
 from cloudjobs.backends.base import OutgoingMessage, TypedAttribute
-from cloudjobs.envelope import Envelope, encode
 from tests.behaviour.conftest import ATTACK_REPORTS, Harness, running, wait_for
+from tests.bodies import envelope_body
 
 
 class Charge(BaseModel):
@@ -42,19 +41,6 @@ class Attack:
     typed_attributes: dict[str, TypedAttribute] = field(default_factory=dict)
 
 
-def _envelope(job_type: str, payload: str = "{}", **fields: object) -> str:
-    envelope = Envelope(
-        id=uuid.uuid4().hex,
-        type=job_type,
-        payload={},
-        correlation_id=uuid.uuid4().hex,
-        enqueued_at=datetime.now(UTC),
-    )
-    body = json.loads(encode(envelope))
-    body.update(fields)
-    return json.dumps(body).replace('"payload": {}', f'"payload": {payload}')
-
-
 def _attacks() -> list[Attack]:
     nested = "[" * 5000 + "]" * 5000
     return [
@@ -62,38 +48,44 @@ def _attacks() -> list[Attack]:
         Attack("json null", "null", "unroutable"),
         Attack("json list", "[1, 2, 3]", "unroutable"),
         Attack("empty object", "{}", "unroutable"),
-        Attack("byte order mark", "\ufeff" + _envelope("charge"), "unroutable"),
+        Attack("byte order mark", "\ufeff" + envelope_body("charge"), "unroutable"),
         Attack("version only", '{"cloudjobs": 1}', "malformed_envelope"),
         Attack("version as text", '{"cloudjobs": "one"}', "malformed_envelope"),
-        Attack("future version", _envelope("charge", cloudjobs=99), "unsupported_version"),
-        Attack("type as number", _envelope("charge", type=5), "malformed_envelope"),
-        Attack("bad enqueue time", _envelope("charge", enqueued_at="yesterday"), "malformed_envelope"),
-        Attack("negative offset", _envelope("charge", attempt_offset=-1), "malformed_envelope"),
+        Attack("future version", envelope_body("charge", cloudjobs=99), "unsupported_version"),
+        Attack("type as number", envelope_body("charge", type=5), "malformed_envelope"),
+        Attack("bad enqueue time", envelope_body("charge", enqueued_at="yesterday"), "malformed_envelope"),
+        Attack("negative offset", envelope_body("charge", attempt_offset=-1), "malformed_envelope"),
         Attack("5,000-deep body", '{"cloudjobs": 1, "payload": ' + nested + "}", "malformed_envelope"),
-        Attack("5,000-deep payload", _envelope("charge", nested), "malformed_envelope"),
-        Attack("payload fails schema", _envelope("charge", '{"order": 1}'), "invalid_payload"),
-        Attack("payload is a list", _envelope("charge", "[1]"), "invalid_payload"),
-        Attack("NaN amount", _envelope("charge", '{"order": "o", "amount": NaN}'), "invalid_payload"),
-        Attack("infinite amount", _envelope("charge", '{"order": "o", "amount": 1e400}'), "invalid_payload"),
+        Attack("5,000-deep payload", envelope_body("charge", nested), "malformed_envelope"),
+        Attack("payload fails schema", envelope_body("charge", '{"order": 1}'), "invalid_payload"),
+        Attack("payload is a list", envelope_body("charge", "[1]"), "invalid_payload"),
+        Attack("NaN amount", envelope_body("charge", '{"order": "o", "amount": NaN}'), "invalid_payload"),
         Attack(
-            "lone surrogate", _envelope("charge", '{"order": "\\ud800", "amount": 1}'), "malformed_envelope"
-        ),
-        Attack("key field missing", _envelope("keyed", '{"other": "x"}'), "invalid_idempotency_key"),
-        Attack(
-            "key too long", _envelope("keyed", json.dumps({"account": "a" * 2000})), "invalid_idempotency_key"
+            "infinite amount", envelope_body("charge", '{"order": "o", "amount": 1e400}'), "invalid_payload"
         ),
         Attack(
-            "producer key too long", _envelope("charge", idempotency_key="k" * 2000), "malformed_envelope"
+            "lone surrogate",
+            envelope_body("charge", '{"order": "\\ud800", "amount": 1}'),
+            "malformed_envelope",
         ),
-        Attack("unknown job type", _envelope("no-such-job"), "unknown_job"),
+        Attack("key field missing", envelope_body("keyed", '{"other": "x"}'), "invalid_idempotency_key"),
+        Attack(
+            "key too long",
+            envelope_body("keyed", json.dumps({"account": "a" * 2000})),
+            "invalid_idempotency_key",
+        ),
+        Attack(
+            "producer key too long", envelope_body("charge", idempotency_key="k" * 2000), "malformed_envelope"
+        ),
+        Attack("unknown job type", envelope_body("no-such-job"), "unknown_job"),
         Attack(
             "ten attributes, refused",
-            _envelope("refuse"),
+            envelope_body("refuse"),
             "permanent_error",
             attributes={f"sender.{n}": "v" * 50 for n in range(8)},
             typed_attributes={"n": TypedAttribute("Number", "1"), "b": TypedAttribute("Binary", b"\x00")},
         ),
-        Attack("unicode job type", _envelope("refuse-\u00e9\U0001f600"), "unknown_job"),
+        Attack("unicode job type", envelope_body("refuse-\u00e9\U0001f600"), "unknown_job"),
     ]
 
 

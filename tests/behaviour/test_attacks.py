@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import sys
 import threading
 import uuid
@@ -20,25 +19,12 @@ from cloudjobs import Job, PermanentError
 from cloudjobs.backends.base import DEFAULT_MAX_MESSAGE_SIZE, OutgoingMessage, TypedAttribute, message_size
 from cloudjobs.envelope import Envelope, encode
 from tests.behaviour.conftest import Harness, running, wait_for
+from tests.bodies import envelope_body
 
 
 class Charge(BaseModel):
     order: str
     amount: float
-
-
-def _envelope(job_type: str, payload: str) -> str:
-    """An envelope whose payload is the given raw JSON text (which pydantic's encoder cannot write)."""
-    envelope = Envelope(
-        id=uuid.uuid4().hex,
-        type=job_type,
-        payload={},
-        correlation_id=uuid.uuid4().hex,
-        enqueued_at=datetime.now(UTC),
-    )
-    body = json.loads(encode(envelope))
-    text = json.dumps(body)
-    return text.replace('"payload": {}', f'"payload": {payload}')
 
 
 def _send_raw(jobs: object, bodies: list[str]) -> None:
@@ -67,8 +53,8 @@ def test_bodies_that_break_decoding_or_key_derivation_are_dead_lettered_with_the
     nested = "[" * 5000 + "]" * 5000  # json.loads raises RecursionError
     bodies = {
         "malformed_envelope": '{"cloudjobs": 1, "payload": ' + nested + "}",
-        "invalid_idempotency_key": _envelope("keyed", '{"not_account": "x"}'),  # KeyError
-        "invalid_payload": _envelope("charge", '{"order": "o-1", "amount": NaN}'),  # no record holds NaN
+        "invalid_idempotency_key": envelope_body("keyed", '{"not_account": "x"}'),  # KeyError
+        "invalid_payload": envelope_body("charge", '{"order": "o-1", "amount": NaN}'),  # no record holds NaN
     }
     _send_raw(jobs, list(bodies.values()))
     charge.enqueue(Charge(order="o-2", amount=1.0))  # a good job among them still runs

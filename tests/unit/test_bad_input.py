@@ -4,7 +4,6 @@ core and in the Lambda runtime, whatever its body and attributes hold."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -29,9 +28,10 @@ from cloudjobs import (
     Settings,
 )
 from cloudjobs.backends.base import OutgoingMessage
-from cloudjobs.envelope import Envelope, encode
+from cloudjobs.envelope import Envelope
 from cloudjobs.outcomes import Reason
 from cloudjobs.runtimes.aws_lambda import LambdaHandler
+from tests.bodies import envelope_body
 from tests.unit.test_aws_lambda import build_and_call, dead_letters, receive_all, reported
 
 NESTED = "[" * 5000 + "]" * 5000
@@ -41,18 +41,6 @@ NESTED = "[" * 5000 + "]" * 5000
 class Charge(BaseModel):
     order: str
     amount: float
-
-
-def _envelope(job_type: str, payload: str) -> str:
-    """An envelope body whose payload is the given raw JSON text."""
-    envelope = Envelope(
-        id=uuid.uuid4().hex,
-        type=job_type,
-        payload={},
-        correlation_id="corr",
-        enqueued_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    return encode(envelope).replace('"payload":{}', f'"payload":{payload}')
 
 
 def _app(clock: ManualClock, backend: MemoryBackend) -> CloudJobs:
@@ -79,8 +67,8 @@ def _app(clock: ManualClock, backend: MemoryBackend) -> CloudJobs:
 
 HOSTILE = {
     Reason.MALFORMED_ENVELOPE: '{"cloudjobs": 1, "payload": ' + NESTED + "}",
-    Reason.INVALID_IDEMPOTENCY_KEY: _envelope("keyed", '{"not_account": "x"}'),
-    Reason.INVALID_PAYLOAD: _envelope("charge", '{"order": "o-1", "amount": NaN}'),
+    Reason.INVALID_IDEMPOTENCY_KEY: envelope_body("keyed", '{"not_account": "x"}'),
+    Reason.INVALID_PAYLOAD: envelope_body("charge", '{"order": "o-1", "amount": NaN}'),
 }
 
 
@@ -167,7 +155,7 @@ def test_an_idempotency_key_longer_than_a_record_can_hold_is_dead_lettered(
     clock: ManualClock, backend: MemoryBackend
 ) -> None:
     jobs = _app(clock, backend)
-    backend.send([OutgoingMessage(body=_envelope("keyed", json.dumps({"account": "a" * 5000})))])
+    backend.send([OutgoingMessage(body=envelope_body("keyed", json.dumps({"account": "a" * 5000})))])
     [delivery] = backend.receive(max_messages=1, wait=timedelta(0))
 
     outcome = jobs.consumer().process(delivery)
