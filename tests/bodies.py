@@ -23,4 +23,3 @@ def envelope_body(job_type: str, payload: str = "{}", **fields: object) -> str:
     body = json.loads(encode(envelope))
     body.update(fields)
     return json.dumps(body).replace('"payload": {}', f'"payload": {payload}')
-
