@@ -12,7 +12,7 @@ import traceback
 from datetime import timedelta
 
 from cloudjobs.backends.base import MAX_VISIBILITY, Delivery
-from cloudjobs.errors import DecodeError, RetryableError
+from cloudjobs.errors import RetryableError
 from cloudjobs.outcomes import DeadLetter, Outcome, Reason, Retry
 from cloudjobs.retry import RetryPolicy
 
@@ -55,10 +55,20 @@ def failure_outcome(
 
 
 def dead_letter_of(
-    error: BaseException, reason: str, attempt: int, job_type: str | None, *, job_id: str | None = None
+    error: BaseException,
+    reason: str,
+    attempt: int,
+    job_type: str | None,
+    *,
+    job_id: str | None = None,
+    is_message_error: bool = False,
 ) -> DeadLetter:
-    """The dead letter of ``error``, with its traceback when it has one."""
-    text = str(error) if isinstance(error, DecodeError) else describe(error)
+    """The dead letter of ``error``, with its traceback when it has one.
+
+    ``is_message_error``: the error says what is wrong with the message itself (a failed decoding
+    or validation): its text alone is recorded, without the exception's type.
+    """
+    text = str(error) if is_message_error else describe(error)
     trace = error.__traceback__
     formatted = "".join(traceback.format_exception(error)) if trace is not None else None
     return DeadLetter(

@@ -96,7 +96,9 @@ class Preparation:
         except Exception as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else Reason.MALFORMED_ENVELOPE
             job_type = attribute_of(delivery, TYPE_ATTRIBUTE)
-            return dead_letter_of(exc, reason, delivery.receive_count, job_type)
+            return dead_letter_of(
+                exc, reason, delivery.receive_count, job_type, is_message_error=isinstance(exc, DecodeError)
+            )
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)
         definition = self._registry.get(envelope.type)
         if definition is None:
@@ -119,7 +121,14 @@ class Preparation:
             raise
         except Exception as exc:
             invalid = exc.reason if isinstance(exc, MessageError) else Reason.INVALID_PAYLOAD
-            return dead_letter_of(exc, invalid, attempt, envelope.type, job_id=envelope.id)
+            return dead_letter_of(
+                exc,
+                invalid,
+                attempt,
+                envelope.type,
+                job_id=envelope.id,
+                is_message_error=isinstance(exc, MessageError),
+            )
         try:
             key = definition.idempotency_key_of(
                 job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
