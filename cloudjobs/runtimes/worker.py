@@ -13,9 +13,10 @@ Threads, each with one job:
   approximate counts, once per ``queue_metrics_interval`` (on backends that report counts).
 
 A sync handler that passes its timeout cannot be stopped (Python threads cannot be killed): its
-attempt is settled at once as a retryable :class:`~cloudjobs.errors.JobTimeoutError`, its visibility
-is no longer extended, and its thread keeps its concurrency slot (and its idempotency lease, so no
-retry runs beside it) until the function returns.
+attempt is settled at once as a retryable :class:`~cloudjobs.errors.JobTimeoutError`, but its message
+stays hidden (the heartbeat goes on extending it) and its thread keeps its concurrency slot and its
+idempotency lease until the function returns; only then is the retry's backoff applied, so attempts
+of one job never overlap.
 
 ``stop()`` (or SIGTERM/SIGINT) stops receiving, releases messages that never started (visibility 0),
 lets running jobs finish within the shutdown deadline and returns a :class:`ShutdownReport`. A long
