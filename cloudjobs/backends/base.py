@@ -147,6 +147,11 @@ class OutgoingMessage:
     system_attributes: Mapping[str, str] = field(default_factory=dict)
     typed_attributes: Mapping[str, TypedAttribute] = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        """SQS's size of this message: body and every attribute, typed ones included (bytes)."""
+        return message_size(self.body, self.attributes, self.typed_attributes)
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:

@@ -34,7 +34,6 @@ from cloudjobs.backends.base import (
     TypedAttribute,
     attribute_names,
     first_invalid_character,
-    message_size,
 )
 from cloudjobs.backends.copies import dead_letter_attributes_within
 from cloudjobs.clock import Clock, SystemClock
@@ -120,7 +119,7 @@ class MemoryBackend:
         """Send up to ten messages; each entry succeeds or fails on its own, as on SQS."""
         if not 1 <= len(messages) <= MAX_BATCH_ENTRIES:
             raise BackendError(f"a batch holds 1 to {MAX_BATCH_ENTRIES} entries", queue=self.name)
-        total = sum(message_size(message.body, message.attributes) for message in messages)
+        total = sum(message.size for message in messages)
         if total > MAX_BATCH_REQUEST_SIZE:
             raise BackendError(
                 f"batch of {total} bytes exceeds the {MAX_BATCH_REQUEST_SIZE}-byte request limit",
@@ -298,7 +297,7 @@ class MemoryBackend:
             return "InvalidParameterValue: a message attribute value is empty"
         if invalid := first_invalid_character(message.body, message.attributes):
             return f"InvalidParameterValue: character {invalid} is not allowed in a message"
-        size = message_size(message.body, message.attributes, message.typed_attributes)
+        size = message.size
         if size > self.max_message_size:
             return f"InvalidParameterValue: message of {size} bytes exceeds {self.max_message_size}"
         if not timedelta(0) <= message.delay <= MAX_DELAY:

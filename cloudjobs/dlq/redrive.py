@@ -36,7 +36,6 @@ from cloudjobs.backends.base import (
     Delivery,
     OutgoingMessage,
     attribute_names,
-    message_size,
 )
 from cloudjobs.dlq.browse import holding
 from cloudjobs.dlq.models import (
@@ -267,7 +266,7 @@ def _by_request_size(
     size = 0
     for item in matching:
         message = redriven_message(*item, is_fifo=is_fifo)
-        item_size = message_size(message.body, message.attributes)
+        item_size = message.size
         if not chunks or len(chunks[-1]) == MAX_BATCH_ENTRIES or size + item_size > MAX_BATCH_REQUEST_SIZE:
             chunks.append([])
             size = 0
