@@ -107,16 +107,13 @@ class Consumer:
         """Run one delivery to its outcome; ``apply`` carries the outcome out, exactly once.
 
         A sync handler on a worker slot that passes its deadline is settled then (a retryable
-        :class:`~cloudjobs.errors.JobTimeoutError`) and its outcome applied at once; this call still
-        returns only when the handler does, after releasing what the run held.
+        :class:`~cloudjobs.errors.JobTimeoutError`); its outcome is applied, and this call returns,
+        when the handler does, after the run released what it held.
 
         Never raises for a message or a handler: every failure ends as an outcome.
         """
         run = Run(delivery, self._queue, invocation.time_left)
-        try:
-            decided = self._begin(run)
-        except Exception as exc:  # Nothing raised before the handler may escape the pipeline.
-            decided = self._unexpected(run, exc)
+        decided = self._begin(run)
         if decided is not None:
             return self._end(run, decided, apply)
         assert run.prepared is not None  # _begin prepares the delivery or decides its outcome
@@ -158,10 +155,7 @@ class Consumer:
         or the outcome when it must not run.
         """
         run = Run(delivery, self._queue)
-        try:
-            decided = self._begin(run)
-        except Exception as exc:
-            decided = self._unexpected(run, exc)
+        decided = self._begin(run)
         if decided is not None:
             return self._settle(run, decided)
         assert run.prepared is not None
@@ -171,6 +165,12 @@ class Consumer:
 
     def _begin(self, run: Run) -> Outcome | None:
         """Start the middleware, prepare the delivery, ask ``before_run``; None: run the handler."""
+        try:
+            return self._prepare(run)
+        except Exception as exc:  # Nothing raised before the handler may escape the pipeline.
+            return self._unexpected(run, exc)
+
+    def _prepare(self, run: Run) -> Outcome | None:
         for middleware in self._middleware:
             handle = middleware.start(run)
             if handle is not None:
