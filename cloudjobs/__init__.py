@@ -27,6 +27,7 @@ from cloudjobs.errors import (
     IdempotencyKeyReusedError,
     IdempotencyStoreError,
     InvalidDelayError,
+    InvalidGroupIdError,
     JobError,
     JobTimeoutError,
     LeaseLostError,
@@ -37,6 +38,7 @@ from cloudjobs.errors import (
     QueueNotFoundError,
     RetryableError,
     UnknownJobError,
+    UnknownQueueError,
 )
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobState, JobStatus
@@ -67,6 +69,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "IdempotencyStoreError",
     "InvalidDelayError",
+    "InvalidGroupIdError",
     "Job",
     "JobError",
     "JobHandle",
@@ -90,6 +93,7 @@ __all__ = [
     "RetryableError",
     "Settings",
     "UnknownJobError",
+    "UnknownQueueError",
     "__version__",
     "current_job",
 ]

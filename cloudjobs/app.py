@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from cloudjobs.aws_defaults import build_idempotency_store, build_sqs_backend
+from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
 from cloudjobs.backends.base import Backend
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
-from cloudjobs.errors import ConfigurationError
+from cloudjobs.errors import BatchEnqueueError, CloudjobsError, ConfigurationError, UnknownQueueError
+from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.pending import write_pending
@@ -25,15 +26,16 @@ from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
-from cloudjobs.producer import Producer
+from cloudjobs.producer import CheckedJobs, EnqueueRequest, Producer
 from cloudjobs.producer_requests import RequestBuilder
+from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 
 if TYPE_CHECKING:
-    from cloudjobs.dlq import DeadLetterQueue
+    from cloudjobs.dlq.queues import DeadLetterQueues
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
@@ -57,12 +59,19 @@ class Register(Protocol):
 
 
 class CloudJobs:
-    """A set of job types and the queue they travel on.
+    """A set of job types and the queues they travel on.
+
+    An app has a default queue and any number of named ones (see :mod:`cloudjobs.queues`); a job
+    type goes to the queue it is registered with (``@jobs.job(..., queue="critical")``), else to the
+    default queue.
 
     Args:
         settings: configuration; read from ``CLOUDJOBS_*`` variables on first use when omitted.
-        backend: the queue; an :class:`~cloudjobs.backends.sqs.SqsBackend` built from the settings on
-            first use when omitted.
+        backend: the default queue; an :class:`~cloudjobs.backends.sqs.SqsBackend` built from the
+            settings on first use when omitted.
+        queues: the named queues, name → a URL, an SQS queue name or a backend (a
+            :class:`MemoryBackend` in tests); when given, ``CLOUDJOBS_QUEUES`` is not read. Names
+            are 1–80 letters, digits, ``-`` and ``_``; ``default`` is the default queue's.
         clock: time source for ``enqueued_at`` (and the memory backend built by :meth:`testing`).
         random: jitter source in ``[0, 1)`` for backoff (injectable for tests).
         idempotency_store: where idempotency and status records live; a
@@ -90,7 +99,17 @@ class CloudJobs:
         idempotency_store: IdempotencyStore | None = None,
         telemetry: Telemetry | None = None,
         refuse_unregistered: bool = False,
+        queues: Mapping[str, str | Backend] | None = None,
     ) -> None:
+        if queues is not None:
+            for name in queues:
+                _check_name(name)
+                if name == DEFAULT_QUEUE:
+                    raise ConfigurationError(
+                        "the default queue is CloudJobs(backend=...) or CLOUDJOBS_QUEUE_URL", setting="queues"
+                    )
+        self._given_queues = dict(queues) if queues is not None else None
+        self._named_backends: dict[str, Backend] = {}
         self._telemetry = telemetry or default_telemetry()
         self._idempotency_store = idempotency_store
         self._settings = settings
@@ -118,6 +137,42 @@ class CloudJobs:
             if self._backend is None:
                 self._backend = build_sqs_backend(self.settings)
             return self._backend
+
+    @property
+    def queue_names(self) -> list[str]:
+        """The app's queues: ``default`` first (when it is configured), then the named ones."""
+        named = list(self._named_queue_config())
+        has_default = (
+            self._backend is not None or bool(self.settings.queue_url) or bool(self.settings.queue_name)
+        )
+        return [DEFAULT_QUEUE, *named] if has_default or not named else named
+
+    def backend_of(self, queue: str | None = None) -> Backend:
+        """The backend of one of the app's queues (None or ``"default"``: the default queue).
+
+        Building it does no I/O.
+
+        Raises:
+            UnknownQueueError: the app configures no queue of that name.
+            ConfigurationError: the default queue is asked for and none is configured.
+        """
+        if queue is None or queue == DEFAULT_QUEUE:
+            return self.backend
+        with self._lock:
+            backend = self._named_backends.get(queue)
+        if backend is not None:
+            return backend
+        value = self._named_queue_config().get(queue)
+        if value is None:
+            raise UnknownQueueError(queue=queue, known=self.queue_names)
+        built = build_named_sqs_backend(self.settings, value) if isinstance(value, str) else value
+        with self._lock:
+            return self._named_backends.setdefault(queue, built)
+
+    def _named_queue_config(self) -> Mapping[str, str | Backend]:
+        if self._given_queues is not None:
+            return self._given_queues
+        return self.settings.queues
 
     @property
     def idempotency_store(self) -> IdempotencyStore:
@@ -174,6 +229,8 @@ class CloudJobs:
         idempotent: bool = False,
         idempotency_key: IdempotencyKey | None = None,
         track_status: bool = False,
+        queue: str | None = None,
+        tenant: TenantKey | None = None,
     ) -> Register:
         """Register a handler under the job type ``name``.
 
@@ -193,11 +250,18 @@ class CloudJobs:
                 name, or field names (implies ``idempotent=True``).
             track_status: keep a status record for ``jobs.status(job_id)`` and ``job.progress(n)``
                 without deduplicating runs (idempotent jobs always have one).
+            queue: the app's queue jobs of this type go to (default: the default queue); checked
+                against the configured queues when a job is enqueued.
+            tenant: the fairness key of each job, a payload field's name or a function of the
+                payload, sent as its message group (see :mod:`cloudjobs.groups`).
 
         Raises:
-            ConfigurationError: the name is taken, or the handler's signature does not fit.
+            ConfigurationError: the name is taken, the queue name is malformed, or the handler's
+                signature does not fit.
         """
         timeout_delta = as_timedelta(timeout, name="timeout")
+        if queue is not None:
+            _check_name(queue)
 
         def register(function: Callable[..., Any]) -> JobHandle[Any, Any]:
             if name in self._registry:
@@ -211,6 +275,8 @@ class CloudJobs:
                 idempotent=idempotent,
                 idempotency_key=idempotency_key,
                 track_status=track_status,
+                queue=None if queue == DEFAULT_QUEUE else queue,
+                tenant=tenant,
             )
             self._registry[name] = definition
             return JobHandle(self, definition)
@@ -228,6 +294,8 @@ class CloudJobs:
         idempotency_key: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
     ) -> str:
         """Enqueue one job; returns its job id.
 
@@ -238,15 +306,21 @@ class CloudJobs:
                 payload type when it is registered here).
             delay: seconds or timedelta before the job is visible, 0–900 s (standard queues only).
             idempotency_key: the producer's key for effectively-once processing.
-            group_id: FIFO message group (default: ``CLOUDJOBS_MESSAGE_GROUP_ID``, else the job type).
+            group_id: FIFO message group (default: the tenant, else ``CLOUDJOBS_MESSAGE_GROUP_ID``,
+                else the job type).
             deduplication_id: FIFO deduplication id (default: the job id).
+            queue: the app's queue to send to, instead of the job type's own.
+            tenant: the fairness key, sent as the message group on standard queues too (SQS fair
+                queues); default: what the job's registration derives from the payload.
 
         Raises:
             UnknownJobError: the type is not registered here and the app refuses unregistered types.
+            UnknownQueueError: the queue is not one of the app's.
             PayloadValidationError: the payload does not fit the job's payload type (a model of
                 another class than the job's model included).
             PayloadTooLargeError: the message exceeds the queue's size limit.
             InvalidDelayError: the delay is out of range, or given on a FIFO queue.
+            InvalidGroupIdError: ``group_id`` is not one SQS accepts, or differs from the tenant.
             BackendError: the queue refused the message.
         """
         request = self._requests.build(
@@ -256,29 +330,35 @@ class CloudJobs:
             idempotency_key=idempotency_key,
             group_id=group_id,
             deduplication_id=deduplication_id,
+            queue=queue,
+            tenant=tenant,
         )
-        return self._producer().enqueue([request])[0]
+        return self._send(self._check([request]))[0]
 
     def enqueue_many(
         self,
         jobs: Iterable[tuple[str | JobHandle[Any, Any], Any]],
         *,
         delay: timedelta | float | None = None,
+        queue: str | None = None,
     ) -> list[str]:
         """Enqueue ``(job_type, payload)`` pairs in batches of ten; returns job ids in order.
 
-        Every message is checked before any is sent. Entries the queue refuses are resent when the
-        failure was on the service's side; what still fails is reported entry by entry.
+        Every message is checked before any is sent. Each job goes to its type's queue (or to
+        ``queue``), in batches per queue. Entries the queue refuses are resent when the failure was
+        on the service's side; what still fails is reported entry by entry.
 
         Raises:
             BatchEnqueueError: some entries could not be sent (``.sent`` holds the ids of the rest).
-            UnknownJobError, PayloadValidationError, PayloadTooLargeError, InvalidDelayError: as
-                for :meth:`enqueue`, before anything is sent.
+            UnknownJobError, UnknownQueueError, PayloadValidationError, PayloadTooLargeError,
+            InvalidDelayError, InvalidGroupIdError: as for :meth:`enqueue`, before anything is sent.
         """
-        requests = [self._requests.build(job_type, payload, delay=delay) for job_type, payload in jobs]
+        requests = [
+            self._requests.build(job_type, payload, delay=delay, queue=queue) for job_type, payload in jobs
+        ]
         if not requests:
             return []
-        return self._producer().enqueue(requests)
+        return self._send(self._check(requests))
 
     async def enqueue_async(
         self,
@@ -289,6 +369,8 @@ class CloudJobs:
         idempotency_key: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
     ) -> str:
         """:meth:`enqueue` for async code: the payload is checked here, and the blocking requests
         (the send, a pending status record) run in a worker thread, so the event loop never waits.
@@ -303,9 +385,10 @@ class CloudJobs:
             idempotency_key=idempotency_key,
             group_id=group_id,
             deduplication_id=deduplication_id,
+            queue=queue,
+            tenant=tenant,
         )
-        producer = self._producer()
-        job_ids = await asyncio.to_thread(producer.enqueue, [request])
+        job_ids = await asyncio.to_thread(lambda: self._send(self._check([request])))
         return job_ids[0]
 
     async def enqueue_many_async(
@@ -313,22 +396,59 @@ class CloudJobs:
         jobs: Iterable[tuple[str | JobHandle[Any, Any], Any]],
         *,
         delay: timedelta | float | None = None,
+        queue: str | None = None,
     ) -> list[str]:
         """:meth:`enqueue_many` for async code; the sends run in a worker thread.
 
         Raises:
             Everything :meth:`enqueue_many` raises.
         """
-        requests = [self._requests.build(job_type, payload, delay=delay) for job_type, payload in jobs]
+        requests = [
+            self._requests.build(job_type, payload, delay=delay, queue=queue) for job_type, payload in jobs
+        ]
         if not requests:
             return []
-        producer = self._producer()
-        return await asyncio.to_thread(producer.enqueue, requests)
+        return await asyncio.to_thread(lambda: self._send(self._check(requests)))
 
-    def _producer(self) -> Producer:
+    def _check(self, requests: Sequence[EnqueueRequest]) -> list[tuple[Producer, list[int], CheckedJobs]]:
+        """Build and check every message, per queue, before any is sent."""
+        positions: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            positions.setdefault(request.queue, []).append(index)
+        producers = {name: self._producer(name) for name in positions}
+        return [
+            (producers[name], indexes, producers[name].check([requests[i] for i in indexes]))
+            for name, indexes in positions.items()
+        ]
+
+    def _send(self, checked: list[tuple[Producer, list[int], CheckedJobs]]) -> list[str]:
+        """Send checked jobs queue by queue; job ids in request order."""
+        if len(checked) == 1:
+            return checked[0][0].send(checked[0][2])
+        # Several queues: a queue that fails does not stop the others, and the error says which
+        # entries were sent, by their position in the request.
+        count = sum(len(indexes) for _, indexes, _ in checked)
+        sent: list[str | None] = [None] * count
+        failures: dict[int, str] = {}
+        for producer, indexes, jobs in checked:
+            try:
+                ids: list[str | None] = list(producer.send(jobs))
+            except BatchEnqueueError as exc:
+                ids = exc.sent
+                failures.update({indexes[i]: error for i, error in exc.failures.items()})
+            except CloudjobsError as exc:
+                ids = [None] * len(indexes)
+                failures.update({index: str(exc) for index in indexes})
+            for index, job_id in zip(indexes, ids, strict=True):
+                sent[index] = job_id
+        if failures:
+            raise BatchEnqueueError(sent=sent, failures=failures)
+        return [job_id for job_id in sent if job_id is not None]
+
+    def _producer(self, queue: str = DEFAULT_QUEUE) -> Producer:
         before_send = self._write_pending if self.settings.status_tracking else None
         return Producer(
-            self.backend,
+            self.backend_of(queue),
             self._clock,
             default_group_id=self.settings.message_group_id,
             before_send=before_send,
@@ -404,39 +524,61 @@ class CloudJobs:
             raise ConfigurationError(f"{type(store).__name__} does not support cancellation")
         return store.cancel(job_id, retention=self._retention)
 
-    def stats(self, *, include_age: bool = False) -> QueueStats:
-        """The queue's depths (visible, in flight, delayed), its DLQ's depth, and its health.
+    def stats(self, *, include_age: bool = False, queue: str | None = None) -> QueueStats:
+        """A queue's depths (visible, in flight, delayed), its DLQ's depth, and its health.
 
         Args:
             include_age: also read the oldest message's age from CloudWatch (one GetMetricData);
                 None in the result means unknown, and never counts as unhealthy.
+            queue: which of the app's queues (default: the default queue).
 
         Raises:
+            UnknownQueueError: the queue is not one of the app's.
             BackendError: the queue's attributes could not be read.
             ConfigurationError: the backend reports no counts.
         """
         from cloudjobs.stats import collect_stats
 
-        return collect_stats(self.backend, self.settings, include_age=include_age)
+        return collect_stats(self.backend_of(queue), self.settings, include_age=include_age)
 
-    @property
-    def dlq(self) -> DeadLetterQueue:
-        """The dead-letter queue of this app's queue: ``list``, ``redrive`` and ``purge``.
-
-        See docs/operations.md. Building it does no I/O.
+    def stats_all(self, *, include_age: bool = False) -> dict[str, QueueStats]:
+        """:meth:`stats` of every queue of the app, by queue name (``default`` first).
 
         Raises:
-            ConfigurationError: the backend offers no dead-letter administration.
+            BackendError, ConfigurationError: as :meth:`stats`, for the first queue that fails.
         """
-        from cloudjobs.dlq import DeadLetterQueue
+        return {name: self.stats(include_age=include_age, queue=name) for name in self.queue_names}
 
-        return DeadLetterQueue(self.backend, clock=self._clock)
+    @property
+    def dlq(self) -> DeadLetterQueues:
+        """The dead-letter queues of this app's queues: ``list``, ``redrive`` and ``purge``, each
+        with ``queue=`` (default: the default queue's; ``purge`` needs it when the app has several).
+
+        See docs/operations.md. Building it does no I/O.
+        """
+        from cloudjobs.dlq.queues import DeadLetterQueues
+
+        return DeadLetterQueues(self.backend_of, self.queue_names, clock=self._clock)
 
     # -- consumers --------------------------------------------------------------------------------
 
-    def consumer(self) -> Consumer:
-        """The consumer core for this registry and queue (used by every runtime)."""
-        queue = self.backend.info()
+    def consumer(self, queue: str | None = None) -> Consumer:
+        """The consumer core for this registry and one of the app's queues (used by every runtime).
+
+        Raises:
+            UnknownQueueError: the queue is not one of the app's.
+            BackendError: the queue's configuration could not be read.
+        """
+        return self.consumer_on(self.backend_of(queue))
+
+    def consumer_on(self, backend: Backend) -> Consumer:
+        """The consumer core for this registry on any backend (a queue the app learns of at run
+        time: a Lambda event source, for one). Reads the queue's configuration (once per backend).
+
+        Raises:
+            BackendError: the queue's configuration could not be read.
+        """
+        queue = backend.info()
         middleware = list(self._middleware) + record_middleware(
             self._registry,
             self.settings,
@@ -534,7 +676,8 @@ class CloudJobs:
     # -- testing ----------------------------------------------------------------------------------
 
     def drain(self, *, max_jobs: int = 10_000, skip_delays: bool = True) -> DrainReport:
-        """Run everything enqueued on the memory backend to completion, in this thread.
+        """Run everything enqueued on the memory backends to completion, in this thread: every
+        queue of the app, until none holds anything runnable.
 
         Retries and delays are skipped over by moving the memory queue's time forward
         (``skip_delays=False`` runs only what is visible now). For tests.
@@ -542,26 +685,46 @@ class CloudJobs:
         Raises:
             ConfigurationError: the backend is not a :class:`MemoryBackend`.
         """
-        from cloudjobs.runtimes.drain import drain
+        from cloudjobs.runtimes.drain import drain_queues
 
-        backend = self.backend
-        if not isinstance(backend, MemoryBackend):
-            raise ConfigurationError("drain() runs on the memory backend; use jobs.testing() in tests")
-        return drain(self.consumer(), backend, max_jobs=max_jobs, skip_delays=skip_delays)
+        lanes = []
+        for name in self.queue_names:
+            backend = self.backend_of(name)
+            if not isinstance(backend, MemoryBackend):
+                raise ConfigurationError("drain() runs on the memory backend; use jobs.testing() in tests")
+            lanes.append((self.consumer_on(backend), backend))
+        return drain_queues(lanes, max_jobs=max_jobs, skip_delays=skip_delays)
 
     @contextlib.contextmanager
     def testing(self, backend: MemoryBackend | None = None) -> Iterator[MemoryBackend]:
-        """Swap in a fresh :class:`MemoryBackend` (and default settings, and a memory idempotency store
-        unless one was given) for the ``with`` block."""
+        """Swap in a fresh :class:`MemoryBackend` for the default queue and one for each named
+        queue (and default settings, and a memory idempotency store unless one was given) for the
+        ``with`` block; yields the default queue's (``jobs.backend_of(name)`` gives the others).
+
+        A named queue's memory backend takes the SQS queue name its configuration stands for (a
+        ``.fifo`` name makes a FIFO queue); named queues given as backends are kept.
+        """
         memory = backend if backend is not None else MemoryBackend(clock=self._clock)
         saved_backend, saved_settings, saved_store = self._backend, self._settings, self._idempotency_store
-        self._backend = memory
-        if self._idempotency_store is None:
-            self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
+        saved_named = dict(self._named_backends)
         if self._settings is None:
             self._settings = Settings(_env_file=None)
+        self._backend = memory
+        for name, value in self._named_queue_config().items():
+            if isinstance(value, str):
+                self._named_backends[name] = memory.sibling(queue_name_of(value))
+        if self._idempotency_store is None:
+            self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
         try:
             yield memory
         finally:
             self._backend, self._settings = saved_backend, saved_settings
             self._idempotency_store = saved_store
+            self._named_backends = saved_named
+
+
+def _check_name(name: str) -> None:
+    try:
+        check_queue_name(name)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), setting="queue") from None

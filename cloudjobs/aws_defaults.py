@@ -34,6 +34,21 @@ def build_sqs_backend(settings: Settings) -> Backend:
     )
 
 
+def build_named_sqs_backend(settings: Settings, value: str) -> Backend:
+    """An :class:`~cloudjobs.backends.sqs.SqsBackend` on a named queue of ``CLOUDJOBS_QUEUES``: a
+    URL or a queue name (no I/O). Its dead-letter queue comes from its own redrive policy."""
+    from cloudjobs.backends.sqs import SqsBackend
+    from cloudjobs.queues import is_queue_url
+
+    return SqsBackend(
+        queue_url=value if is_queue_url(value) else None,
+        queue_name=None if is_queue_url(value) else value,
+        region=settings.region,
+        max_pool_connections=max(10, settings.concurrency + 4),
+        wait_time_seconds=settings.wait_time_seconds,
+    )
+
+
 def build_idempotency_store(settings: Settings) -> IdempotencyStore:
     """A :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` on the settings' table
     (no I/O).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from cloudjobs.errors import ConfigurationError, PayloadValidationError
+from cloudjobs.groups import TenantKey, tenant_function
 from cloudjobs.job import Job
 from cloudjobs.retry import RetryPolicy
 
@@ -55,6 +56,10 @@ class JobDefinition:
         key_function: derives the idempotency key from the validated payload (None: the job id).
         track_status: keep a status record readable with ``jobs.status(job_id)`` (idempotent jobs
             always have one).
+        queue: the app's queue jobs of this type go to (None: the default queue).
+        tenant_of: derives the tenant from the payload (None: only ``enqueue(..., tenant=)``).
+        tenant_from_model: ``tenant_of`` takes the validated payload (a function); otherwise the
+            payload's JSON (a field name).
     """
 
     name: str
@@ -68,6 +73,9 @@ class JobDefinition:
     idempotent: bool = False
     key_function: Callable[[Any], object] | None = None
     track_status: bool = False
+    queue: str | None = None
+    tenant_of: Callable[[Any], str | None] | None = None
+    tenant_from_model: bool = False
 
     @property
     def has_record(self) -> bool:
@@ -95,11 +103,16 @@ class JobDefinition:
         idempotent: bool = False,
         idempotency_key: IdempotencyKey | None = None,
         track_status: bool = False,
+        queue: str | None = None,
+        tenant: TenantKey | None = None,
     ) -> JobDefinition:
         """Inspect a handler's signature: its payload annotation and whether it takes the Job.
 
         ``idempotency_key`` (a function of the payload, or the payload's field names) makes the job
-        idempotent.
+        idempotent. ``tenant`` is a field name or a function of the payload.
+
+        Raises:
+            ConfigurationError: the signature does not fit, or an option is out of range.
         """
         parameters = list(inspect.signature(function).parameters.values())
         positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -126,7 +139,20 @@ class JobDefinition:
             idempotent=idempotent or idempotency_key is not None,
             key_function=_key_function(name, idempotency_key),
             track_status=track_status,
+            queue=queue,
+            tenant_of=tenant_function(name, tenant),
+            tenant_from_model=callable(tenant),
         )
+
+    def tenant(self, payload: JsonValue) -> str | None:
+        """The tenant derived from a serialised payload (None without ``tenant=`` or a value).
+
+        Raises:
+            PayloadValidationError: the payload fails the schema (a function of the payload only).
+        """
+        if self.tenant_of is None:
+            return None
+        return self.tenant_of(self.validate(payload) if self.tenant_from_model else payload)
 
     def validate(self, payload: JsonValue) -> Any:
         """Turn a JSON payload into the handler's payload type.
@@ -243,6 +269,8 @@ class JobHandle(Generic[P, R]):
         idempotency_key: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
     ) -> str:
         """Enqueue one job of this type; returns its job id. See :meth:`CloudJobs.enqueue`."""
         return self._app.enqueue(
@@ -252,6 +280,8 @@ class JobHandle(Generic[P, R]):
             idempotency_key=idempotency_key,
             group_id=group_id,
             deduplication_id=deduplication_id,
+            queue=queue,
+            tenant=tenant,
         )
 
     def enqueue_many(self, payloads: Iterable[P], *, delay: timedelta | float | None = None) -> list[str]:

@@ -6,7 +6,8 @@ fields besides its message, so callers can handle it without parsing text::
     CloudjobsError
     ├─ ConfigurationError        a setting is missing or contradicts another (names the setting)
     │  ├─ CredentialsError       no AWS credentials could be found
-    │  └─ PortInUseError         the port asked for a local server is taken
+    │  ├─ PortInUseError         the port asked for a local server is taken
+    │  └─ UnknownQueueError      a queue name the app does not configure (``CLOUDJOBS_QUEUES``)
     ├─ JobError                  raised by handlers to steer the outcome
     │  ├─ PermanentError         → dead-letter queue now, no retry
     │  └─ RetryableError         → retry, optionally after ``delay``
@@ -18,6 +19,7 @@ fields besides its message, so callers can handle it without parsing text::
     │  └─ PayloadTooLargeError   the encoded message exceeds the queue's size limit
     ├─ EnqueueError              a producer-side request the queue cannot take
     │  ├─ InvalidDelayError      a delay outside 0–900 s, or any per-message delay on FIFO
+    │  ├─ InvalidGroupIdError    a message group id SQS refuses, or a tenant and a group that differ
     │  └─ BatchEnqueueError      some entries of a batch could not be sent (per entry)
     ├─ BackendError              the queue service failed or refused a request
     │  ├─ QueueNotFoundError     the queue (or its DLQ) does not exist
@@ -74,6 +76,26 @@ class PortInUseError(ConfigurationError):
         )
         self.host = host
         self.port = port
+
+
+class UnknownQueueError(ConfigurationError):
+    """A queue name (a job's ``queue=``, an enqueue override, an operation's ``queue=``) that the
+    app does not configure.
+
+    Attributes:
+        queue: the name asked for.
+        known: the queue names the app configures.
+    """
+
+    def __init__(self, *, queue: str, known: Sequence[str] = ()) -> None:
+        message = f"queue {queue!r} is not configured"
+        close = difflib.get_close_matches(queue, known, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        message += f"; the app's queues: {', '.join(known) or 'none'}"
+        super().__init__(message, setting="CLOUDJOBS_QUEUES")
+        self.queue = queue
+        self.known = tuple(known)
 
 
 class JobError(CloudjobsError):
@@ -185,6 +207,19 @@ class InvalidDelayError(EnqueueError):
         super().__init__(message)
         self.delay = delay
         self.queue = queue
+
+
+class InvalidGroupIdError(EnqueueError):
+    """A message group id SQS would refuse (1–128 characters of letters, digits and ASCII
+    punctuation), or an explicit ``group_id`` and ``tenant`` that differ.
+
+    Attributes:
+        group_id: the value refused.
+    """
+
+    def __init__(self, message: str, *, group_id: str) -> None:
+        super().__init__(message)
+        self.group_id = group_id
 
 
 class BatchEnqueueError(EnqueueError):

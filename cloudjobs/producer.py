@@ -24,6 +24,8 @@ from cloudjobs.backends.base import (
 from cloudjobs.clock import Clock
 from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLargeError
+from cloudjobs.groups import message_group
+from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
 from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
 
@@ -32,7 +34,12 @@ _RESEND_ATTEMPTS: Final = 3
 
 @dataclass(frozen=True, slots=True)
 class EnqueueRequest:
-    """One job to enqueue, with its JSON payload already serialised."""
+    """One job to enqueue, with its JSON payload already serialised.
+
+    Attributes:
+        queue: the name of the app's queue it goes to (see :mod:`cloudjobs.queues`).
+        tenant: the fairness key, sent as the message group (see :mod:`cloudjobs.groups`).
+    """
 
     job_type: str
     payload: JsonValue
@@ -40,6 +47,8 @@ class EnqueueRequest:
     idempotency_key: str | None = None
     group_id: str | None = None
     deduplication_id: str | None = None
+    queue: str = DEFAULT_QUEUE
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,14 @@ class _Prepared:
     message: OutgoingMessage
     size: int
     envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedJobs:
+    """Jobs built and checked by :meth:`Producer.check`, ready for :meth:`Producer.send`."""
+
+    items: list[_Prepared]
+    trace: EnqueueTrace
 
 
 class Producer:
@@ -86,13 +103,37 @@ class Producer:
         Raises:
             PayloadTooLargeError: a message exceeds the queue's size limit.
             InvalidDelayError: a delay is outside 0–900 s, or set on a FIFO queue.
+            InvalidGroupIdError: a group id SQS refuses, or a group and a tenant that differ.
             BatchEnqueueError: entries still failed after resending; the others were sent.
             BackendError: the queue refused the whole request.
+        """
+        return self.send(self.check(requests))
+
+    def check(self, requests: Sequence[EnqueueRequest]) -> CheckedJobs:
+        """Build and check every request's message, sending nothing (the first half of
+        :meth:`enqueue`; pass the result to :meth:`send`).
+
+        Raises:
+            PayloadTooLargeError, InvalidDelayError, InvalidGroupIdError: as :meth:`enqueue`.
+            BackendError: the queue's configuration could not be read.
         """
         info = self._backend.info()
         trace = self._telemetry.start_enqueue(info, len(requests))
         try:
             prepared = [self._prepare(request, info, trace, index) for index, request in enumerate(requests)]
+        except BaseException as exc:
+            trace.finish(exc)
+            raise
+        return CheckedJobs(prepared, trace)
+
+    def send(self, checked: CheckedJobs) -> list[str]:
+        """Send checked jobs (the second half of :meth:`enqueue`); returns job ids in order.
+
+        Raises:
+            BatchEnqueueError, BackendError: as :meth:`enqueue`.
+        """
+        prepared, trace = checked.items, checked.trace
+        try:
             if self._before_send is not None:
                 self._before_send([item.envelope for item in prepared])
             sent: list[str | None] = [None] * len(prepared)
@@ -140,9 +181,15 @@ class Producer:
             size = message_size(body, attributes)
         if size > info.max_message_size:
             raise PayloadTooLargeError(job_name=request.job_type, size=size, limit=info.max_message_size)
-        group_id = deduplication_id = None
+        group_id = message_group(
+            is_fifo=info.is_fifo,
+            job_type=request.job_type,
+            group_id=request.group_id,
+            tenant=request.tenant,
+            default_group_id=self._default_group_id,
+        )
+        deduplication_id = None
         if info.is_fifo:
-            group_id = request.group_id or self._default_group_id or request.job_type
             # The job id as deduplication id: a resend of this very entry is dropped by SQS,
             # while two enqueues of equal payloads stay two jobs.
             deduplication_id = request.deduplication_id or envelope.id

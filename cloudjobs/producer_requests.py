@@ -12,6 +12,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 from cloudjobs.definition import JobDefinition, JobHandle, as_timedelta
 from cloudjobs.errors import PayloadValidationError, UnknownJobError
 from cloudjobs.producer import EnqueueRequest
+from cloudjobs.queues import DEFAULT_QUEUE
 
 logger = logging.getLogger("cloudjobs.producer")
 
@@ -49,12 +50,16 @@ class RequestBuilder:
         idempotency_key: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
     ) -> EnqueueRequest:
         """The request for one job, its payload serialised to JSON values.
 
         A payload of a registered job type (or given by its handle, even one of another app) is
         validated against its payload type; one of a type registered elsewhere is serialised as it
-        is (a pydantic model, or anything JSON-serialisable).
+        is (a pydantic model, or anything JSON-serialisable). The queue is ``queue``, else the job
+        type's (its registration), else the default queue; the tenant is ``tenant``, else the one
+        the registration derives from the payload.
 
         Raises:
             UnknownJobError: the type is not registered and unregistered types are refused.
@@ -68,6 +73,9 @@ class RequestBuilder:
             definition = job_type.definition
         if definition is not None:
             serialised = definition.serialise(payload)
+            queue = queue or definition.queue
+            if tenant is None:
+                tenant = definition.tenant(serialised)
         else:
             self._check_unregistered(name)
             serialised = _serialise_unregistered(name, payload)
@@ -78,6 +86,8 @@ class RequestBuilder:
             idempotency_key=idempotency_key,
             group_id=group_id,
             deduplication_id=deduplication_id,
+            queue=queue or DEFAULT_QUEUE,
+            tenant=tenant,
         )
 
     def _check_unregistered(self, name: str) -> None:

@@ -8,9 +8,10 @@ everywhere else. ``CLOUDJOBS_REGION`` only overrides the region when set.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cloudjobs.backends.base import (
     MAX_MAX_RECEIVE_COUNT,
@@ -18,6 +19,7 @@ from cloudjobs.backends.base import (
     MAX_WAIT_TIME_SECONDS,
 )
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.queues import check_queues, parse_queues
 
 ENV_PREFIX = "CLOUDJOBS_"
 
@@ -32,7 +34,13 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(default=None, description="URL of the job queue.")
     queue_name: str | None = Field(default=None, description="Name of the job queue (used without a URL).")
     dlq_url: str | None = Field(
-        default=None, description="Dead-letter queue URL; found from the queue's redrive policy if unset."
+        default=None,
+        description="Dead-letter queue URL of the default queue; found from its redrive policy if unset.",
+    )
+    queues: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Named queues besides the default one: comma-separated NAME=VALUE pairs, each "
+        "value a queue URL (https:// or http://) or a queue name (see cloudjobs.queues).",
     )
     idempotency_table: str | None = Field(
         default=None, description="DynamoDB table of idempotency and status records."
@@ -108,6 +116,15 @@ class Settings(BaseSettings):
     message_group_id: str | None = Field(
         default=None, description="Default MessageGroupId on FIFO queues (the job type if unset)."
     )
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_queues(value)
+        if isinstance(value, dict):
+            return check_queues(value)
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

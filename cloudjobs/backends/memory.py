@@ -89,7 +89,7 @@ class MemoryBackend:
         self._time = _time or _SharedTime(clock or SystemClock())
         self._messages: dict[str, StoredMessage] = {}
         self._deduplication: dict[str, datetime] = {}
-        self._changed = threading.Condition(self._time.lock)
+        self._changed = self._time.changed
         self.dead_letter_queue: MemoryBackend | None = None
         if max_receive_count is not None:
             dlq_name = name.removesuffix(".fifo") + "-dlq" + (".fifo" if self.is_fifo else "")
@@ -232,6 +232,24 @@ class MemoryBackend:
         return self.dead_letter_queue
 
     # -- for tests --------------------------------------------------------------------------------
+
+    def sibling(
+        self,
+        name: str,
+        *,
+        max_receive_count: int | None = 5,
+        visibility_timeout: timedelta | None = None,
+        max_message_size: int | None = None,
+    ) -> MemoryBackend:
+        """Another queue on this one's time: :meth:`advance` on either moves both (an app's named
+        queues in tests). Visibility and size default to this queue's."""
+        return MemoryBackend(
+            name,
+            max_receive_count=max_receive_count,
+            visibility_timeout=visibility_timeout or self.visibility_timeout,
+            max_message_size=max_message_size or self.max_message_size,
+            _time=self._time,
+        )
 
     def advance(self, by: timedelta | float) -> None:
         """Move this queue's time (and its DLQ's) forward: delays and visibility timeouts elapse."""
@@ -385,12 +403,14 @@ class MemoryBackend:
 
 
 class _SharedTime:
-    """The time of a queue and its DLQ: a clock plus the offset that ``advance`` adds; one lock."""
+    """The time of a queue, its DLQ and its siblings: a clock plus the offset that ``advance``
+    adds; one lock, and one condition every change notifies (waiters check their own queue)."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.offset = timedelta(0)
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
 
     def now(self) -> datetime:
         return self.clock.now() + self.offset

@@ -349,7 +349,7 @@ class SqsBackend:
         outgoing = OutgoingMessage(
             body=delivery.body,
             attributes=strings,
-            group_id=(delivery.group_id or delivery.message_id) if is_fifo else None,
+            group_id=(delivery.group_id or delivery.message_id) if is_fifo else delivery.group_id,
             deduplication_id=delivery.message_id if is_fifo else None,
             system_attributes=delivery.system_attributes,
             typed_attributes=typed,

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from cloudjobs.dlq.models import DeadJob, Progress, RedriveReport, RedriveStop
 from cloudjobs.dlq.queue import DeadLetterQueue
+from cloudjobs.dlq.queues import DeadLetterQueues
 
-__all__ = ["DeadJob", "DeadLetterQueue", "Progress", "RedriveReport", "RedriveStop"]
+__all__ = ["DeadJob", "DeadLetterQueue", "DeadLetterQueues", "Progress", "RedriveReport", "RedriveStop"]

@@ -138,7 +138,7 @@ def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> Outg
     return OutgoingMessage(
         body=body,
         attributes=attributes,
-        group_id=(delivery.group_id or job.job_id or delivery.message_id) if is_fifo else None,
+        group_id=(delivery.group_id or job.job_id or delivery.message_id) if is_fifo else delivery.group_id,
         # The DLQ message's id: re-running a redrive that crashed after the send is deduplicated.
         deduplication_id=delivery.message_id if is_fifo else None,
         system_attributes=delivery.system_attributes,

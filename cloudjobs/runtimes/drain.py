@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -51,25 +52,50 @@ def drain(
     With ``skip_delays``, the queue's time jumps to the next delayed or retried message instead
     of waiting for it.
     """
-    applier = OutcomeApplier(backend, backend)
-    process = applying(consumer, INLINE, applier.apply)
+    return drain_queues([(consumer, backend)], max_jobs=max_jobs, skip_delays=skip_delays)
+
+
+def drain_queues(
+    queues: Sequence[tuple[Consumer, MemoryBackend]], *, max_jobs: int = 10_000, skip_delays: bool = True
+) -> DrainReport:
+    """:func:`drain` over several queues (an app's), each with its consumer, in turn, until none
+    holds anything runnable; jobs one queue's handlers enqueue on another run too.
+
+    With ``skip_delays``, time jumps to the earliest delayed or retried message of any queue.
+    """
+    lanes = [(consumer, backend, OutcomeApplier(backend, backend)) for consumer, backend in queues]
     report = DrainReport()
     handled = 0
     while handled < max_jobs:
-        deliveries = backend.receive(
-            max_messages=min(MAX_BATCH_ENTRIES, max_jobs - handled), wait=timedelta(0)
-        )
-        if not deliveries:
-            waiting = [m.visible_at for m in backend.messages() if m.visible_at > backend.now()]
-            if not (skip_delays and waiting):
+        ran = 0
+        for consumer, backend, applier in lanes:
+            if handled >= max_jobs:
                 break
-            backend.advance(min(waiting) - backend.now())
+            deliveries = backend.receive(
+                max_messages=min(MAX_BATCH_ENTRIES, max_jobs - handled), wait=timedelta(0)
+            )
+            if not deliveries:
+                continue
+            process = applying(consumer, INLINE, applier.apply)
+            consumer.prefetch(deliveries)
+            for chain in chains(deliveries):
+                for delivery, outcome in run_chain(chain, process, applier.apply):
+                    report.outcomes.append((delivery.message_id, outcome))
+            applier.flush()
+            handled += len(deliveries)
+            ran += len(deliveries)
+        if ran:
             continue
-        consumer.prefetch(deliveries)
-        for chain in chains(deliveries):
-            for delivery, outcome in run_chain(chain, process, applier.apply):
-                report.outcomes.append((delivery.message_id, outcome))
-        applier.flush()
-        handled += len(deliveries)
-    report.counts.update(applier.counts)
+        waiting = [
+            (message.visible_at - backend.now(), index)
+            for index, (_, backend, _) in enumerate(lanes)
+            for message in backend.messages()
+            if message.visible_at > backend.now()
+        ]
+        if not (skip_delays and waiting):
+            break
+        step, index = min(waiting)
+        lanes[index][1].advance(step)
+    for _, _, applier in lanes:
+        report.counts.update(applier.counts)
     return report

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,7 @@ class Harness:
     make_backend: Callable[..., tuple[Backend, Backend]]
     make_store: Callable[[], IdempotencyStore]
     _dlqs: dict[int, Backend] = field(default_factory=dict)
+    _named_dlqs: dict[tuple[int, str], Backend] = field(default_factory=dict)
 
     def app(
         self,
@@ -78,11 +79,15 @@ class Harness:
         random: Callable[[], float] | None = None,
         idempotency_store: IdempotencyStore | None = None,
         with_store: bool = False,
+        queues: Sequence[str] = (),
         **settings: Any,
     ) -> CloudJobs:
         """A CloudJobs app on a new queue (and DLQ) of this harness's kind, with an idempotency store
         when asked: ``idempotency_store``, or with ``with_store`` a fresh one of this harness's kind
-        (memory; a DynamoDB table on the moto server for ``sqs``)."""
+        (memory; a DynamoDB table on the moto server for ``sqs``).
+
+        ``queues`` names the app's named queues, each on a new queue and DLQ of its own (a name
+        ending in ``.fifo`` makes a FIFO queue, named without the suffix)."""
         backend, dlq = self.make_backend(
             visibility_timeout_seconds=visibility_timeout_seconds,
             max_receive_count=max_receive_count,
@@ -92,16 +97,34 @@ class Harness:
         store = idempotency_store
         if store is None and with_store:
             store = self.make_store()
+        named: dict[str, str | Backend] = {}
+        named_dlqs: dict[str, Backend] = {}
+        for queue in queues:
+            name = queue.removesuffix(".fifo")
+            named[name], named_dlqs[name] = self.make_backend(
+                visibility_timeout_seconds=visibility_timeout_seconds,
+                max_receive_count=max_receive_count,
+                fifo=queue.endswith(".fifo"),
+            )
         jobs = CloudJobs(
-            settings=Settings(**options), backend=backend, random=random, idempotency_store=store
+            settings=Settings(**options),
+            backend=backend,
+            random=random,
+            idempotency_store=store,
+            queues=named or None,
         )
         self._dlqs[id(jobs)] = dlq
+        for name, named_dlq in named_dlqs.items():
+            self._named_dlqs[(id(jobs), name)] = named_dlq
         return jobs
 
-    def dead_letters(self, jobs: CloudJobs, *, expected: int) -> list[dict[str, Any]]:
-        """Wait until the DLQ holds ``expected`` messages; return their dead-letter details (with the
-        body and, under ``attributes`` and ``typed_attributes``, every message attribute of the copy)."""
-        dlq = self._dlqs[id(jobs)]
+    def dead_letters(
+        self, jobs: CloudJobs, *, expected: int, queue: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait until the DLQ (of ``queue``, default the default queue) holds ``expected`` messages;
+        return their dead-letter details (with the body and, under ``attributes`` and
+        ``typed_attributes``, every message attribute of the copy)."""
+        dlq = self._dlqs[id(jobs)] if queue is None else self._named_dlqs[(id(jobs), queue)]
         seen: dict[str, Delivery] = {}
 
         def collected() -> bool:
@@ -120,9 +143,10 @@ class Harness:
             for delivery in seen.values()
         ]
 
-    def is_empty(self, jobs: CloudJobs) -> bool:
-        """True when the queue holds no message, visible, in flight or delayed."""
-        backend = jobs.backend
+    def is_empty(self, jobs: CloudJobs, queue: str | None = None) -> bool:
+        """True when the queue (default: the default queue) holds no message, visible, in flight or
+        delayed."""
+        backend = jobs.backend_of(queue)
         if isinstance(backend, MemoryBackend):
             return len(backend) == 0
         assert isinstance(backend, SqsBackend)

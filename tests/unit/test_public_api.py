@@ -30,6 +30,7 @@ EXPECTED_ALL = [
     "IdempotencyKeyReusedError",
     "IdempotencyStoreError",
     "InvalidDelayError",
+    "InvalidGroupIdError",
     "Job",
     "JobError",
     "JobHandle",
@@ -53,6 +54,7 @@ EXPECTED_ALL = [
     "RetryableError",
     "Settings",
     "UnknownJobError",
+    "UnknownQueueError",
     "__version__",
     "current_job",
 ]
