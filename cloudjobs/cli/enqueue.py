@@ -10,7 +10,7 @@ import click
 from cloudjobs.backends.base import MAX_DELAY_SECONDS
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_OK
-from cloudjobs.cli.options import app_option, json_option
+from cloudjobs.cli.options import app_option, json_option, queue_option
 from cloudjobs.cli.output import echo_json
 from cloudjobs.errors import UnknownJobError
 
@@ -36,6 +36,8 @@ def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any
     is_flag=True,
     help="With --app, send a TYPE the app does not register (for a consumer elsewhere).",
 )
+@click.option("--tenant", metavar="KEY", help="The fairness key, sent as the message group.")
+@queue_option
 @app_option
 @json_option
 def enqueue(
@@ -43,6 +45,8 @@ def enqueue(
     payload: Any,
     delay: float,
     allow_unregistered: bool,
+    tenant: str | None,
+    queue: str | None,
     app_reference: str | None,
     as_json: bool,
 ) -> int:
@@ -66,7 +70,7 @@ def enqueue(
         raise click.BadParameter(
             f"{refusal}. Pass --allow-unregistered to send it anyway.", param_hint="TYPE"
         )
-    job_id = jobs.enqueue(job_type, payload, delay=delay or None)
+    job_id = jobs.enqueue(job_type, payload, delay=delay or None, queue=queue, tenant=tenant)
     if as_json:
         echo_json({"job_id": job_id, "type": job_type, "delay_seconds": delay})
     else:
