@@ -8,7 +8,7 @@ import pytest
 
 from cloudjobs import CloudJobs, MemoryBackend
 from cloudjobs.cli import main
-from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from cloudjobs.cli.exit_codes import EXIT_OK
 from tests.unit import cli_app
 
 APP = "tests.unit.cli_app:jobs"
