@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from cloudjobs.backends.base import MAX_DELAY_SECONDS
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_OK
 from cloudjobs.cli.options import app_option, json_option, queue_option
 from cloudjobs.cli.output import echo_json
 from cloudjobs.errors import UnknownJobError
+from cloudjobs.hops import MAX_SCHEDULE_DELAY
 
 
 def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any:
@@ -27,9 +27,10 @@ def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any
 @click.argument("payload", metavar="PAYLOAD", callback=_json_payload)
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0, max=MAX_DELAY_SECONDS),
+    type=click.FloatRange(min=0, max=MAX_SCHEDULE_DELAY.total_seconds()),
     default=0,
-    help=f"Seconds before the job becomes visible, 0–{MAX_DELAY_SECONDS} (standard queues only).",
+    help=f"Seconds before the job runs, up to {MAX_SCHEDULE_DELAY.days} days (standard queues only; "
+    "past 900 s the job hops until it is due).",
 )
 @click.option(
     "--allow-unregistered",
