@@ -461,6 +461,7 @@ class CloudJobs:
             default_group_id=self.settings.message_group_id,
             before_send=before_send,
             telemetry=self._telemetry,
+            hop=self.settings.hop,
         )
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:

@@ -44,7 +44,14 @@ RETENTION_MARGIN: Final = timedelta(hours=1)
 """How close to the queue's retention period a hidden message may come before it is re-sent."""
 
 
-def hop(delivery: Delivery, envelope: Envelope, queue: QueueInfo, now: datetime) -> Deferred | None:
+def hop(
+    delivery: Delivery,
+    envelope: Envelope,
+    queue: QueueInfo,
+    now: datetime,
+    *,
+    longest: timedelta = MAX_DELAY,
+) -> Deferred | None:
     """The hop of a job that carries a due time, or None when it carries none (run it).
 
     A job received at or after its due time (its final hop's send failed) still takes a final hop,
@@ -55,17 +62,18 @@ def hop(delivery: Delivery, envelope: Envelope, queue: QueueInfo, now: datetime)
         envelope: its envelope (with ``due_at``).
         queue: the queue's configuration (redrive threshold, retention).
         now: the current time.
+        longest: the longest delay of a hop (SQS's 900 s; shorter in tests).
     """
     due_at = envelope.due_at
     if due_at is None:
         return None
     remaining = due_at - now
-    if remaining <= MAX_DELAY:
+    if remaining <= longest:
         # Whole seconds, rounded up: the copy must not arrive before its time.
         delay = timedelta(seconds=math.ceil(max(remaining, timedelta(0)).total_seconds()))
         final = dataclasses.replace(envelope, due_at=None, attempt_offset=0)
         return Deferred(delay=delay, reason=Reason.NOT_DUE, requeue=_copy(delivery, final, delay))
-    hidden = min(remaining - MAX_DELAY, MAX_VISIBILITY)
+    hidden = min(remaining - longest, MAX_VISIBILITY)
     limit = queue.max_receive_count
     near_redrive = limit is not None and delivery.receive_count >= limit - 1
     near_retention = (
@@ -74,7 +82,7 @@ def hop(delivery: Delivery, envelope: Envelope, queue: QueueInfo, now: datetime)
     )
     if near_redrive or near_retention:
         again = dataclasses.replace(envelope, attempt_offset=0)
-        return Deferred(delay=hidden, reason=Reason.NOT_DUE, requeue=_copy(delivery, again, MAX_DELAY))
+        return Deferred(delay=hidden, reason=Reason.NOT_DUE, requeue=_copy(delivery, again, longest))
     return Deferred(delay=hidden, reason=Reason.NOT_DUE)
 
 

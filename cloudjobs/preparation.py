@@ -106,7 +106,7 @@ class Preparation:
             )
         if envelope.due_at is not None:
             # Delayed past 15 minutes: not due yet is not an attempt (see cloudjobs.hops).
-            deferred = hop(delivery, envelope, self._queue, self._clock.now())
+            deferred = hop(delivery, envelope, self._queue, self._clock.now(), longest=self._settings.hop)
             if deferred is not None:
                 return deferred
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)

@@ -79,6 +79,8 @@ class Producer:
         telemetry: spans, metrics and trace propagation (default: on, through the global providers).
         before_send: called with every envelope once all are built and checked, before the first
             send (the app writes pending status records there); what it raises fails the call.
+        hop: a job delayed longer than this hops until it is due (SQS's 900 s; see
+            :mod:`cloudjobs.hops`).
     """
 
     def __init__(
@@ -89,7 +91,9 @@ class Producer:
         default_group_id: str | None = None,
         telemetry: Telemetry | None = None,
         before_send: Callable[[Sequence[Envelope]], None] | None = None,
+        hop: timedelta = MAX_DELAY,
     ) -> None:
+        self._hop = hop
         self._before_send = before_send
         self._backend = backend
         self._clock = clock
@@ -163,7 +167,7 @@ class Producer:
             enqueued_at=now,
             idempotency_key=request.idempotency_key,
             # Past SQS's 15 minutes, the job hops until it is due (see cloudjobs.hops).
-            due_at=now + delay if delay > MAX_DELAY else None,
+            due_at=now + delay if delay > self._hop else None,
         )
         body = encode(envelope)
         trace_attributes, system_attributes = trace.stamp(index, envelope)
@@ -190,7 +194,7 @@ class Producer:
         message = OutgoingMessage(
             body=body,
             attributes=attributes,
-            delay=min(delay, MAX_DELAY),
+            delay=min(delay, self._hop),
             group_id=group_id,
             deduplication_id=deduplication_id,
             system_attributes=system_attributes,
