@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloudjobs import CloudJobs, InvalidDelayError, Job, ManualClock, MemoryBackend, Settings
+from cloudjobs import CloudJobs, InvalidDelayError, Job, JobState, ManualClock, MemoryBackend, Settings
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, QueueInfo
 from cloudjobs.envelope import Envelope, decode, encode
 from cloudjobs.hops import MAX_SCHEDULE_DELAY, RETENTION_MARGIN, hop
@@ -300,3 +300,35 @@ def test_a_due_time_survives_the_envelope_round_trip() -> None:
 
     assert decode(encode(envelope)) == envelope
     assert decode(encode(dataclasses.replace(envelope, due_at=None))).due_at is None
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def test_a_tracked_job_reads_scheduled_with_its_due_time_until_it_is_due() -> None:
+    clock = ManualClock(START)
+    jobs = CloudJobs(
+        settings=Settings(_env_file=None, status_tracking=True),
+        backend=MemoryBackend("jobs", clock=clock),
+        clock=clock,
+        idempotency_store=MemoryIdempotencyStore(clock=clock),
+    )
+
+    @jobs.job("remind", track_status=True)
+    def remind(payload: dict[str, str]) -> None: ...
+
+    job_id = remind.enqueue({}, delay=timedelta(days=10))
+    scheduled = jobs.status(job_id)
+    clock.advance(timedelta(days=10))
+    due = jobs.status(job_id)
+
+    assert scheduled is not None
+    assert scheduled.state is JobState.SCHEDULED
+    assert scheduled.due_at == START + timedelta(days=10)
+    assert not scheduled.is_finished
+    assert due is not None
+    assert due.state is JobState.PENDING
+    # The record outlives its due time by the retention, not just its enqueue.
+    assert due.expires_at == START + timedelta(days=10) + timedelta(
+        seconds=jobs.settings.idempotency_retention_seconds
+    )
