@@ -12,6 +12,10 @@ know, so a field can be added without a version bump; a version is bumped only w
 meaning. The JSON schema is published in ``cloudjobs/schema/envelope-v1.json`` for producers in other
 languages.
 
+A job delayed past 15 minutes also carries ``"due_at"`` (RFC 3339, UTC): a consumer that receives
+it earlier hides or re-sends it without running it (see :mod:`cloudjobs.hops`). Readers before it
+ignore the field, so consumers are upgraded before producers send such delays.
+
 The attempt number is deliberately *not* in the body: a retry only changes the message's visibility,
 so the body cannot change between attempts. The attempt is the message's receive count minus
 ``attempt_offset`` (set when a message is re-sent, e.g. by a DLQ redrive).
