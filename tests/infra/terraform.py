@@ -6,6 +6,7 @@ coverage test (tests/integration/test_iam_coverage.py) read the HCL through this
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ EXAMPLES = TERRAFORM / "examples"
 
 _OPTIONS = SerializationOptions(explicit_blocks=False, strip_string_quotes=True, with_comments=False)
 _LOCAL_REFERENCE = re.compile(r"\$\{local\.(\w+)\}")
+_CONDITIONAL = re.compile(r"\$\{(.+?) \? (.+) : (.+)\}", re.DOTALL)
+_REGEX_CALL = re.compile(r'regex\("((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +96,53 @@ def statements(document: dict[str, Any]) -> Iterator[Statement]:
             block=block,
             for_each=for_each,
         )
+
+
+def conditional(expression: str) -> tuple[str, str, str]:
+    """``${condition ? if_true : if_false}`` as its three parts; a nested conditional is refused."""
+    match = _CONDITIONAL.fullmatch(expression)
+    assert match, f"not a conditional: {expression}"
+    parts = (match[1], match[2], match[3])
+    assert not any(" ? " in part for part in parts), f"a nested conditional: {expression}"
+    return parts
+
+
+def patterns(condition: str) -> list[re.Pattern[str]]:
+    """The patterns of a condition's ``regex("...")`` calls, compiled (for the classes and anchors
+    used here, RE2 and Python read a pattern alike)."""
+    return [re.compile(re.sub(r"\\(.)", r"\1", raw)) for raw in _REGEX_CALL.findall(condition)]
+
+
+def holds(condition: str, **variables: object) -> bool:
+    """A condition made of ``==``, ``!=``, ``!``, ``&&`` and ``||`` on variables, evaluated.
+
+    Enough for the rules that relate one variable to another; anything else (a function call, a
+    conditional) raises ``ValueError``, so a test never passes on an expression it did not read.
+    """
+    text = condition.removeprefix("${").removesuffix("}")
+    text = re.sub(r"!(?!=)", " not ", text).replace("&&", " and ").replace("||", " or ")
+    text = re.sub(r"\bvar\.(\w+)", r"\1", text)
+    return bool(_evaluate(ast.parse(text.strip(), mode="eval").body, variables))
+
+
+_LITERALS: dict[str, object] = {"null": None, "true": True, "false": False}
+
+
+def _evaluate(node: ast.expr, variables: dict[str, object]) -> object:
+    match node:
+        case ast.BoolOp(op=ast.And(), values=values):
+            return all([_evaluate(value, variables) for value in values])
+        case ast.BoolOp(op=ast.Or(), values=values):
+            return any([_evaluate(value, variables) for value in values])
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            return not _evaluate(operand, variables)
+        case ast.Compare(left=left, ops=[ast.Eq() | ast.NotEq() as operator], comparators=[right]):
+            equal = _evaluate(left, variables) == _evaluate(right, variables)
+            return equal if isinstance(operator, ast.Eq) else not equal
+        case ast.Name(id=name) if name in _LITERALS:
+            return _LITERALS[name]
+        case ast.Name(id=name):
+            return variables[name]
+        case ast.Constant(value=str() as value):
+            return value
+    raise ValueError(f"not a plain comparison of variables: {ast.unparse(node)}")

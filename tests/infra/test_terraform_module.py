@@ -33,7 +33,17 @@ from cloudjobs.provisioning import (
     TABLE_TTL_ATTRIBUTE,
 )
 from cloudjobs.settings import ENV_PREFIX, Settings
-from tests.infra.terraform import EXAMPLES, MODULE, TERRAFORM, Configuration, parse, statements
+from tests.infra.terraform import (
+    EXAMPLES,
+    MODULE,
+    TERRAFORM,
+    Configuration,
+    conditional,
+    holds,
+    parse,
+    patterns,
+    statements,
+)
 
 # The first 6.x provider release whose aws_sqs_queue accepts a 1 MiB max_message_size
 # (hashicorp/terraform-provider-aws#43710, released in 6.8.0; see the module's README).
@@ -225,12 +235,84 @@ def test_table_has_point_in_time_recovery(module: Configuration) -> None:
     assert table["point_in_time_recovery"] == [{"enabled": True}]
 
 
+# An app's tiers share one table: one instance creates it, the others are given its ARN.
+_SHARED_TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders-idempotency"
+
+
+def test_table_is_created_only_with_create_table(module: Configuration) -> None:
+    condition, created, skipped = conditional(module.resources["aws_dynamodb_table.idempotency"]["count"])
+    assert (condition, created, skipped) == ("var.create_table", "1", "0")
+    assert module.variables["create_table"]["default"] is True
+    assert module.variables["create_table"]["type"] == "bool"
+
+
+@pytest.mark.parametrize(
+    ("create_table", "idempotency_table_arn", "idempotency_table_name", "accepted"),
+    [
+        (True, None, None, True),
+        (True, None, "orders-jobs", True),
+        (False, _SHARED_TABLE_ARN, None, True),
+        (False, None, None, False),  # no table at all
+        (True, _SHARED_TABLE_ARN, None, False),  # an ARN that would be ignored
+        (False, _SHARED_TABLE_ARN, "orders-jobs", False),  # a name for a table not created
+    ],
+)
+def test_a_shared_table_is_given_by_its_arn_exactly_when_none_is_created(
+    module: Configuration,
+    create_table: bool,
+    idempotency_table_arn: str | None,
+    idempotency_table_name: str | None,
+    accepted: bool,
+) -> None:
+    inputs = {
+        "create_table": create_table,
+        "idempotency_table_arn": idempotency_table_arn,
+        "idempotency_table_name": idempotency_table_name,
+    }
+    rules = [
+        rule["condition"]
+        for variable in ("idempotency_table_arn", "idempotency_table_name")
+        for rule in module.variables[variable]["validation"]
+        if "var.create_table" in rule["condition"]
+    ]
+    assert len(rules) == 2
+    assert all(holds(rule, **inputs) for rule in rules) == accepted
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (_SHARED_TABLE_ARN, True),
+        ("arn:aws-us-gov:dynamodb:us-gov-west-1:123456789012:table/orders.jobs_v2", True),
+        ("orders-idempotency", False),  # a name, not an ARN
+        (f"{_SHARED_TABLE_ARN}/index/{TABLE_JOB_ID_INDEX}", False),  # the index, not the table
+        ("arn:aws:sqs:eu-west-1:123456789012:orders", False),
+    ],
+)
+def test_shared_table_arn_must_name_a_table(module: Configuration, value: str, accepted: bool) -> None:
+    (pattern,) = [
+        pattern
+        for rule in module.variables["idempotency_table_arn"]["validation"]
+        for pattern in patterns(rule["condition"])
+    ]
+    assert bool(pattern.fullmatch(value)) == accepted
+
+
+def test_a_shared_tables_name_is_the_last_part_of_its_arn(module: Configuration) -> None:
+    condition, _, shared = conditional(module.locals["table_name"])
+    assert condition == "var.create_table"
+    # The validated ARN holds one "/" (before the name): split("/", arn)[1] is the name.
+    split = re.fullmatch(r'split\("/", var\.idempotency_table_arn\)\[(\d+)\]', shared)
+    assert split, shared
+    assert _SHARED_TABLE_ARN.split("/")[int(split[1])] == "orders-idempotency"
+
+
 # ---------------------------------------------------------------------------------------------------
 # IAM
 # ---------------------------------------------------------------------------------------------------
 
 _QUEUE = "${aws_sqs_queue.this.arn}"
-_TABLE = "${aws_dynamodb_table.idempotency.arn}"
+_TABLE = "${local.table_arn}"
 _INDEX = "${local.table_index_arn}"
 _KEY = "${var.kms_key_arn}"
 ROLES = ("consumer", "operator", "producer")
@@ -246,10 +328,37 @@ def test_each_role_has_an_allow_only_policy_output(module: Configuration, role: 
 
 
 def test_index_grants_name_the_job_id_index_only(module: Configuration) -> None:
-    assert module.locals["table_index_arn"] == (
-        "${aws_dynamodb_table.idempotency.arn}/index/${local.table_job_id_index}"
-    )
+    assert module.locals["table_index_arn"] == "${local.table_arn}/index/${local.table_job_id_index}"
     assert module.locals["table_job_id_index"] == TABLE_JOB_ID_INDEX
+
+
+def test_grants_outputs_and_environment_name_the_table_in_use_created_or_shared(
+    module: Configuration,
+) -> None:
+    for local, attribute in (("table_arn", "arn"), ("table_name", "name")):
+        condition, created, shared = conditional(module.locals[local])
+        assert condition == "var.create_table"
+        assert created == f"aws_dynamodb_table.idempotency[0].{attribute}"
+        assert "var.idempotency_table_arn" in shared
+    # Everything else goes through those two locals, so nothing names a table that was not created.
+    referring = {
+        (kind, name)
+        for kind, blocks in (
+            ("locals", module.locals),
+            ("data", module.data),
+            ("resources", module.resources),
+            ("outputs", module.outputs),
+        )
+        for name, block in blocks.items()
+        if "aws_dynamodb_table.idempotency" in repr(block)
+    }
+    assert referring == {("locals", "table_arn"), ("locals", "table_name")}
+    assert module.outputs["idempotency_table_arn"]["value"] == "${local.table_arn}"
+    assert module.outputs["idempotency_table"]["value"] == "${local.table_name}"
+    for role in ROLES:
+        for statement in statements(module.data[f"aws_iam_policy_document.{role}"]):
+            if any(action.startswith("dynamodb:") for action in statement.actions):
+                assert set(statement.resources) <= {_TABLE, _INDEX}, (role, statement.sid)
 
 
 def test_producer_reaches_the_table_only_with_status_tracking(module: Configuration) -> None:

@@ -5,7 +5,7 @@ locals {
   base_name   = trimsuffix(var.name, local.fifo_suffix)
   dlq_name    = "${local.base_name}${local.dlq_suffix}${var.fifo_queue ? local.fifo_suffix : ""}"
 
-  table_name             = coalesce(var.idempotency_table_name, "${local.base_name}-idempotency")
+  created_table_name     = coalesce(var.idempotency_table_name, "${local.base_name}-idempotency")
   table_partition_key    = "pk"
   table_job_id_attribute = "job_id"
   table_job_id_index     = "job_id-index"
@@ -138,7 +138,10 @@ resource "aws_sqs_queue_policy" "dlq" {
 
 resource "aws_dynamodb_table" "idempotency" {
   #checkov:skip=CKV_AWS_119:A customer-managed key is optional (kms_key_arn); without one the table is still encrypted, with the AWS managed key for DynamoDB.
-  name                        = local.table_name
+  # An app's tiers share one table: the other tiers' instances are given its ARN.
+  count = var.create_table ? 1 : 0
+
+  name                        = local.created_table_name
   billing_mode                = "PAY_PER_REQUEST"
   hash_key                    = local.table_partition_key
   deletion_protection_enabled = var.deletion_protection
@@ -179,12 +182,19 @@ resource "aws_dynamodb_table" "idempotency" {
   tags = var.tags
 }
 
+locals {
+  # The table cloudjobs uses, created here or shared: the policies, outputs and
+  # environment name it through these two alone. A table ARN ends in "table/<name>".
+  table_arn  = var.create_table ? aws_dynamodb_table.idempotency[0].arn : var.idempotency_table_arn
+  table_name = var.create_table ? aws_dynamodb_table.idempotency[0].name : split("/", var.idempotency_table_arn)[1]
+}
+
 ################################################################################
 # IAM
 ################################################################################
 
 locals {
-  table_index_arn = "${aws_dynamodb_table.idempotency.arn}/index/${local.table_job_id_index}"
+  table_index_arn = "${local.table_arn}/index/${local.table_job_id_index}"
   # The key may be used only through the services that encrypt with it.
   kms_via_services = [
     "sqs.${data.aws_region.current.region}.amazonaws.com",
@@ -206,7 +216,7 @@ data "aws_iam_policy_document" "producer" {
     content {
       sid       = "WriteJobStatus"
       actions   = ["dynamodb:PutItem"]
-      resources = [aws_dynamodb_table.idempotency.arn]
+      resources = [local.table_arn]
     }
   }
 
@@ -265,7 +275,7 @@ data "aws_iam_policy_document" "consumer" {
   statement {
     sid       = "TrackJobs"
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    resources = [aws_dynamodb_table.idempotency.arn]
+    resources = [local.table_arn]
   }
 
   statement {
@@ -319,7 +329,7 @@ data "aws_iam_policy_document" "operator" {
   statement {
     sid       = "CancelJobs"
     actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
-    resources = [aws_dynamodb_table.idempotency.arn]
+    resources = [local.table_arn]
   }
 
   statement {

@@ -41,13 +41,13 @@ output "dlq_arn" {
 ################################################################################
 
 output "idempotency_table" {
-  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE)."
-  value       = aws_dynamodb_table.idempotency.name
+  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE): the one created here, or the shared one of idempotency_table_arn when create_table is false."
+  value       = local.table_name
 }
 
 output "idempotency_table_arn" {
-  description = "ARN of the idempotency and status table."
-  value       = aws_dynamodb_table.idempotency.arn
+  description = "ARN of the idempotency and status table (created here, or shared); give it to the other tiers' instances as idempotency_table_arn."
+  value       = local.table_arn
 }
 
 ################################################################################
@@ -65,7 +65,7 @@ output "environment" {
     {
       CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
       CLOUDJOBS_DLQ_URL           = aws_sqs_queue.dlq.url
-      CLOUDJOBS_IDEMPOTENCY_TABLE = aws_dynamodb_table.idempotency.name
+      CLOUDJOBS_IDEMPOTENCY_TABLE = local.table_name
     },
     # The policies grant producers status access only with status_tracking: the setting must follow.
     var.status_tracking ? { CLOUDJOBS_STATUS_TRACKING = "true" } : {},
