@@ -22,8 +22,7 @@ EXAMPLES = TERRAFORM / "examples"
 
 _OPTIONS = SerializationOptions(explicit_blocks=False, strip_string_quotes=True, with_comments=False)
 _LOCAL_REFERENCE = re.compile(r"\$\{local\.(\w+)\}")
-_CONDITIONAL = re.compile(r"\$\{(.+?) \? (.+) : (.+)\}", re.DOTALL)
-_REGEX_CALL = re.compile(r'regex\("((?:[^"\\]|\\.)*)"')
+_REGEX_CALL = re.compile(r'regex(?:all)?\("((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +99,47 @@ def statements(document: dict[str, Any]) -> Iterator[Statement]:
 
 def conditional(expression: str) -> tuple[str, str, str]:
     """``${condition ? if_true : if_false}`` as its three parts; a nested conditional is refused."""
-    match = _CONDITIONAL.fullmatch(expression)
-    assert match, f"not a conditional: {expression}"
-    parts = (match[1], match[2], match[3])
-    assert not any(" ? " in part for part in parts), f"a nested conditional: {expression}"
-    return parts
+    match = re.fullmatch(r"\$\{(.*)\}", expression, re.DOTALL)
+    assert match, f"not an expression: {expression}"
+    text = match[1]
+    questions, colons = _top_level(text, " ? "), _top_level(text, " : ")
+    assert len(questions) == len(colons) == 1, f"not one plain conditional: {expression}"
+    (question,), (colon,) = questions, colons
+    return text[:question], text[question + 3 : colon], text[colon + 3 :]
 
 
-def patterns(condition: str) -> list[re.Pattern[str]]:
-    """The patterns of a condition's ``regex("...")`` calls, compiled (for the classes and anchors
-    used here, RE2 and Python read a pattern alike)."""
-    return [re.compile(re.sub(r"\\(.)", r"\1", raw)) for raw in _REGEX_CALL.findall(condition)]
+def _top_level(text: str, separator: str) -> list[int]:
+    """Where ``separator`` occurs outside brackets, strings and their ``${...}`` interpolations."""
+    found: list[int] = []
+    opened: list[str] = []  # '"' for a string; a bracket, or "${" in a string, for code
+    index = 0
+    while index < len(text):
+        character = text[index]
+        if opened and opened[-1] == '"':
+            if character == "\\":
+                index += 1
+            elif character == '"':
+                opened.pop()
+            elif text.startswith("${", index):
+                opened.append("${")
+                index += 1
+        elif character == '"':
+            opened.append('"')
+        elif character in "([{":
+            opened.append(character)
+        elif character in ")]}":
+            opened.pop()
+        elif not opened and text.startswith(separator, index):
+            found.append(index)
+        index += 1
+    assert not opened, f"unbalanced: {text}"
+    return found
+
+
+def patterns(expression: str) -> list[re.Pattern[str]]:
+    """The patterns of an expression's ``regex("...")`` and ``regexall`` calls, compiled (RE2 and
+    Python read the classes and anchors used here alike)."""
+    return [re.compile(re.sub(r"\\(.)", r"\1", raw)) for raw in _REGEX_CALL.findall(expression)]
 
 
 def holds(condition: str, **variables: object) -> bool:

@@ -195,6 +195,10 @@ locals {
 
 locals {
   table_index_arn = "${local.table_arn}/index/${local.table_job_id_index}"
+  # Statement ids end with the tier ("ConsumeJobsCritical"), so one role's policy can merge the
+  # documents of an app's tiers: IAM and source_policy_documents refuse a Sid twice, and a Sid
+  # holds only letters and digits. The default tier keeps the plain ids.
+  sid_suffix = var.tier == "default" ? "" : join("", [for word in regexall("[a-z0-9]+", var.tier) : title(word)])
   # The key may be used only through the services that encrypt with it.
   kms_via_services = [
     "sqs.${data.aws_region.current.region}.amazonaws.com",
@@ -204,7 +208,7 @@ locals {
 
 data "aws_iam_policy_document" "producer" {
   statement {
-    sid       = "EnqueueJobs"
+    sid       = "EnqueueJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.this.arn]
   }
@@ -214,7 +218,7 @@ data "aws_iam_policy_document" "producer" {
   dynamic "statement" {
     for_each = var.status_tracking ? [true] : []
     content {
-      sid       = "WriteJobStatus"
+      sid       = "WriteJobStatus${local.sid_suffix}"
       actions   = ["dynamodb:PutItem"]
       resources = [local.table_arn]
     }
@@ -223,7 +227,7 @@ data "aws_iam_policy_document" "producer" {
   dynamic "statement" {
     for_each = var.status_tracking ? [true] : []
     content {
-      sid       = "ReadJobStatus"
+      sid       = "ReadJobStatus${local.sid_suffix}"
       actions   = ["dynamodb:Query"]
       resources = [local.table_index_arn]
     }
@@ -233,7 +237,7 @@ data "aws_iam_policy_document" "producer" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 
@@ -250,7 +254,7 @@ data "aws_iam_policy_document" "consumer" {
   # SendMessage on the queue itself: a job deferred near the redrive threshold is re-sent (same job
   # id) rather than left to be dead-lettered, and handlers enqueue follow-up jobs.
   statement {
-    sid = "ConsumeJobs"
+    sid = "ConsumeJobs${local.sid_suffix}"
     actions = [
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
@@ -264,7 +268,7 @@ data "aws_iam_policy_document" "consumer" {
 
   # The consumer dead-letters poison messages itself, with a reason attached.
   statement {
-    sid       = "DeadLetterJobs"
+    sid       = "DeadLetterJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.dlq.arn]
   }
@@ -273,13 +277,13 @@ data "aws_iam_policy_document" "consumer" {
   # markers and GetItem a running job's; PutItem writes the pending record of a job a handler
   # enqueues with status tracking on.
   statement {
-    sid       = "TrackJobs"
+    sid       = "TrackJobs${local.sid_suffix}"
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [local.table_arn]
   }
 
   statement {
-    sid       = "FindJobsById"
+    sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
   }
@@ -288,7 +292,7 @@ data "aws_iam_policy_document" "consumer" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 
@@ -303,7 +307,7 @@ data "aws_iam_policy_document" "consumer" {
 
 data "aws_iam_policy_document" "operator" {
   statement {
-    sid = "ManageDeadLetters"
+    sid = "ManageDeadLetters${local.sid_suffix}"
     actions = [
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
@@ -319,7 +323,7 @@ data "aws_iam_policy_document" "operator" {
 
   # Sending dead letters back, one by one or through a message move task.
   statement {
-    sid       = "RequeueJobs"
+    sid       = "RequeueJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.this.arn]
   }
@@ -327,13 +331,13 @@ data "aws_iam_policy_document" "operator" {
   # Cancelling a job: an UpdateItem of its record, or a PutItem of a marker when it has none (the
   # record is found by job id on the index, below).
   statement {
-    sid       = "CancelJobs"
+    sid       = "CancelJobs${local.sid_suffix}"
     actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [local.table_arn]
   }
 
   statement {
-    sid       = "FindJobsById"
+    sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
   }
@@ -342,7 +346,7 @@ data "aws_iam_policy_document" "operator" {
   # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
   # It reads ApproximateAgeOfOldestMessage; it cannot change anything.
   statement {
-    sid       = "ReadQueueMetrics"
+    sid       = "ReadQueueMetrics${local.sid_suffix}"
     actions   = ["cloudwatch:GetMetricData"]
     resources = ["*"]
   }
@@ -351,7 +355,7 @@ data "aws_iam_policy_document" "operator" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 

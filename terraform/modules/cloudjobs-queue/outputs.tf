@@ -59,8 +59,13 @@ output "status_tracking" {
   value       = var.status_tracking
 }
 
+output "queues_entry" {
+  description = "This queue's entry in its app's CLOUDJOBS_QUEUES: \"<tier>=<queue URL>\", for example \"bulk=https://sqs.eu-west-1.amazonaws.com/123456789012/orders-bulk\". Null for the \"default\" tier: the default queue is CLOUDJOBS_QUEUE_URL (queue_url, in environment) and is never listed in CLOUDJOBS_QUEUES. An app's CLOUDJOBS_QUEUES is its other tiers' entries joined with commas."
+  value       = var.tier == "default" ? null : "${var.tier}=${aws_sqs_queue.this.url}"
+}
+
 output "environment" {
-  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on."
+  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources, this queue as the app's default queue; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on. An app with tiers takes the default tier's environment and adds CLOUDJOBS_QUEUES, the other tiers' queues_entry joined with commas."
   value = merge(
     {
       CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url

@@ -23,6 +23,17 @@ variable "name" {
   }
 }
 
+variable "tier" {
+  description = "The queue's name within its app, which can have several queues (tiers such as \"critical\" and \"bulk\"). \"default\" (the default) is the app's default queue, configured by CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME; any other tier is configured by its entry in CLOUDJOBS_QUEUES (the queues_entry output). A lowercase letter, then lowercase letters, digits, hyphens or underscores, so that it never holds the \",\" and \"=\" that separate entries. The IAM statement ids of a tier other than \"default\" end with its words capitalised (\"bulk-low\": \"ConsumeJobsBulkLow\"), so the policies of an app's tiers merge into one document."
+  type        = string
+  default     = "default"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_-]*$", var.tier))
+    error_message = "tier must start with a lowercase letter and hold only lowercase letters, digits, hyphens and underscores."
+  }
+}
+
 variable "fifo_queue" {
   description = "Create FIFO queues (the dead-letter queue of a FIFO queue is FIFO too). Messages then need a MessageGroupId; order holds within a group."
   type        = bool
