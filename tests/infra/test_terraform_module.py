@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -606,10 +607,146 @@ def test_main_is_divided_by_80_column_banners() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("example", ["lambda-consumer", "ecs-worker"])
-def test_examples_call_the_module_by_relative_path(example: str) -> None:
-    configuration = parse(EXAMPLES / example)
-    assert configuration.modules["jobs"]["source"] == "../../modules/cloudjobs-queue"
+_EXAMPLE_DIRECTORIES = sorted(path.parent for path in EXAMPLES.glob("*/main.tf"))
+
+
+@pytest.mark.parametrize("example", _EXAMPLE_DIRECTORIES, ids=lambda path: path.name)
+def test_examples_call_the_module_by_relative_path(example: Path) -> None:
+    calls = parse(example).modules
+    assert calls
+    for name, call in calls.items():
+        assert call["source"] == "../../modules/cloudjobs-queue", name
+
+
+# priority-tiers: three tiers of one app, one table, one function, one policy per role.
+
+
+@pytest.fixture(scope="module")
+def tiers() -> Configuration:
+    return parse(EXAMPLES / "priority-tiers")
+
+
+def _tier_of(module: Configuration, call: dict[str, Any]) -> str:
+    tier = call.get("tier", module.variables["tier"]["default"])
+    assert isinstance(tier, str)
+    return tier
+
+
+def _module_by_tier(module: Configuration, tiers: Configuration) -> dict[str, str]:
+    """The example's module calls by the tier each is an instance of."""
+    return {_tier_of(module, call): name for name, call in tiers.modules.items()}
+
+
+def test_priority_tiers_are_three_instances_sharing_one_table(
+    module: Configuration, tiers: Configuration
+) -> None:
+    by_tier = _module_by_tier(module, tiers)
+    assert sorted(by_tier) == ["bulk", "critical", "default"]
+    assert len(tiers.modules) == 3
+    creating = [
+        name
+        for name, call in tiers.modules.items()
+        if call.get("create_table", module.variables["create_table"]["default"])
+    ]
+    assert creating == [by_tier["default"]]
+    for name, call in tiers.modules.items():
+        if name not in creating:
+            assert call["idempotency_table_arn"] == f"${{module.{by_tier['default']}.idempotency_table_arn}}"
+    assert not [resource for resource in tiers.resources if resource.startswith("aws_dynamodb_table.")]
+    # A shared table keeps its creator's key, and each instance's policies name their own.
+    assert len({call.get("kms_key_arn") for call in tiers.modules.values()}) == 1
+
+
+def test_priority_tiers_function_consumes_every_queue_reporting_batch_item_failures(
+    module: Configuration, tiers: Configuration
+) -> None:
+    (function,) = [name for name in tiers.resources if name.startswith("aws_lambda_function.")]
+    mappings = [call["lambda_consumer"] for call in tiers.modules.values() if "lambda_consumer" in call]
+    assert len(mappings) == 3
+    for mapping in mappings:
+        assert mapping["function_name"] == f"${{{function}.function_name}}"
+        assert mapping["function_timeout_seconds"] == f"${{{function}.timeout}}"
+    # Each instance's mapping is the module's, which reports batch item failures.
+    module_mapping = module.resources["aws_lambda_event_source_mapping.this"]
+    assert module_mapping["function_response_types"] == ["ReportBatchItemFailures"]
+    assert module_mapping["count"] == "${var.lambda_consumer == null ? 0 : 1}"
+    # The function reserves what the three mappings may use together, each its tier's share.
+    assert tiers.resources[function]["reserved_concurrent_executions"] == (
+        "${sum(values(local.maximum_concurrency))}"
+    )
+    shares = sorted(mapping["maximum_concurrency"] for mapping in mappings)
+    assert shares == sorted(
+        f"${{local.maximum_concurrency.{tier}}}" for tier in tiers.locals["maximum_concurrency"]
+    )
+    assert tiers.locals["maximum_concurrency"]["critical"] > tiers.locals["maximum_concurrency"]["bulk"]
+
+
+def _consumer_roles(tiers: Configuration) -> dict[str, str]:
+    """The function's role and the ECS task role, by who assumes them."""
+    (function,) = [body for name, body in tiers.resources.items() if name.startswith("aws_lambda_function.")]
+    worker = [
+        name
+        for name, body in tiers.resources.items()
+        if name.startswith("aws_iam_role.")
+        and "ecs-tasks.amazonaws.com" in repr(tiers.data[_document(body["assume_role_policy"])])
+    ]
+    (worker_role,) = worker
+    function_role = re.fullmatch(r"\$\{(aws_iam_role\.\w+)\.arn\}", function["role"])
+    assert function_role, function["role"]
+    return {"lambda": function_role[1], "worker": worker_role}
+
+
+def _document(reference: str) -> str:
+    match = re.fullmatch(r"\$\{data\.(aws_iam_policy_document\.\w+)\.json\}", reference)
+    assert match, reference
+    return match[1]
+
+
+@pytest.mark.parametrize("consumer", ["lambda", "worker"])
+def test_priority_tiers_consumer_roles_are_granted_every_tiers_queue_dlq_and_table(
+    module: Configuration, tiers: Configuration, consumer: str
+) -> None:
+    role = _consumer_roles(tiers)[consumer]
+    documents = [
+        tiers.data[_document(body["policy"])]
+        for name, body in tiers.resources.items()
+        if name.startswith("aws_iam_role_policy.") and body["role"] == f"${{{role}.id}}"
+    ]
+    merged = [
+        reference for document in documents for reference in document.get("source_policy_documents", [])
+    ]
+    granted_tiers = {
+        _tier_of(module, tiers.modules[match[1]])
+        for reference in merged
+        if (match := re.fullmatch(r"\$\{module\.(\w+)\.consumer_policy_json\}", reference))
+    }
+    assert granted_tiers == {"critical", "default", "bulk"}
+    # Each tier's consumer policy covers its queue, its dead-letter queue and the (shared) table...
+    resources = {
+        resource
+        for statement in statements(module.data["aws_iam_policy_document.consumer"])
+        for resource in statement.resources
+    }
+    assert {_QUEUE, "${aws_sqs_queue.dlq.arn}", _TABLE, _INDEX} <= resources
+    # ...and the three merge into one document without a statement id twice.
+    sids = [sid for tier in granted_tiers for sid in _sids(module, "consumer", tier)]
+    assert len(sids) == len(set(sids))
+
+
+def test_priority_tiers_environment_is_the_default_tiers_with_the_others_in_cloudjobs_queues(
+    module: Configuration, tiers: Configuration
+) -> None:
+    by_tier = _module_by_tier(module, tiers)
+    (function,) = [body for name, body in tiers.resources.items() if name.startswith("aws_lambda_function.")]
+    (environment,) = function["environment"]
+    expression = _compact(tiers.resolve(environment["variables"]))
+    assert expression.startswith(f"${{merge(module.{by_tier['default']}.environment,"), expression
+    queues = re.search(r"CLOUDJOBS_QUEUES=join\(\",\",\[([^\]]*)\]\)", expression)
+    assert queues, expression
+    listed = queues[1].split(",")
+    assert sorted(listed) == sorted(f"module.{by_tier[tier]}.queues_entry" for tier in ("critical", "bulk"))
+    # Producers get the same settings.
+    assert tiers.outputs["environment"]["value"] == environment["variables"]
 
 
 def test_module_skips_only_checks_justified_inline_and_listed_in_its_readme() -> None:
