@@ -61,7 +61,7 @@ class Resource(StrEnum):
 
     QUEUE = "${aws_sqs_queue.this.arn}"
     DLQ = "${aws_sqs_queue.dlq.arn}"
-    TABLE = "${aws_dynamodb_table.idempotency.arn}"
+    TABLE = "${local.table_arn}"  # the table created here, or the shared one (create_table = false)
     INDEX = "${local.table_index_arn}"
     KEY = "${var.kms_key_arn}"
     ANY = "*"
