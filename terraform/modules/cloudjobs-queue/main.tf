@@ -309,6 +309,7 @@ data "aws_iam_policy_document" "operator" {
   statement {
     sid = "ManageDeadLetters${local.sid_suffix}"
     actions = [
+      "sqs:CancelMessageMoveTask",
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
       "sqs:GetQueueAttributes",
