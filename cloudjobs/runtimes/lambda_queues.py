@@ -36,10 +36,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class SourceQueue:
-    """A queue records come from: the backend their outcomes go to, and the consumer that runs them."""
+    """A queue records come from: the backend their outcomes go to, and the consumer that runs them.
+
+    Attributes:
+        backend: where visibility changes and dead letters go.
+        consumer: the consumer core on this queue's configuration.
+        app_queue: the app's name for the queue (``default``, a named queue), or None for a queue
+            found from its ARN only.
+    """
 
     backend: Backend
     consumer: Consumer
+    app_queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,7 @@ class SourceQueues:
         Never raises: whatever describing the queue raised becomes the reason.
         """
         source = self._by_arn.get(event_source_arn)
-        if source is not None:
+        if source is not None and self._is_current(source):
             return source
         arn = QueueArn.parse(event_source_arn)
         if arn is None:
@@ -94,7 +102,7 @@ class SourceQueues:
             )
         with self._lock:
             source = self._by_arn.get(event_source_arn)
-            if source is not None:
+            if source is not None and self._is_current(source):
                 return source
             try:
                 resolved = self._describe(arn)
@@ -114,13 +122,23 @@ class SourceQueues:
         for backend in built:
             backend.close()
 
+    def _is_current(self, source: SourceQueue) -> bool:
+        """Whether the app's queue is still on the backend the source was built for (``jobs.testing()``
+        swaps in fresh memory queues: a handler built once must follow them)."""
+        if source.app_queue is None:
+            return True
+        try:
+            return self._app.backend_of(source.app_queue) is source.backend
+        except CloudjobsError:
+            return False
+
     def _describe(self, arn: QueueArn) -> SourceQueue | UndescribedQueue:
         configured = self._configured_backends()
-        for backend in configured:
+        for app_queue, backend in configured.items():
             if _sqs_name(backend) == arn.name:
-                return SourceQueue(backend, self._app.consumer_on(backend))
-        if not _runs_on_sqs(configured):
-            known = ", ".join(repr(_sqs_name(backend)) for backend in configured) or "none"
+                return SourceQueue(backend, self._app.consumer_on(backend), app_queue)
+        if not _runs_on_sqs(list(configured.values())):
+            known = ", ".join(repr(_sqs_name(backend)) for backend in configured.values()) or "none"
             return UndescribedQueue(
                 arn.name, f"it is none of the app's queues ({known}), and the app does not run on SQS"
             )
@@ -133,11 +151,12 @@ class SourceQueues:
         self._built.append(built)
         return SourceQueue(built, consumer)
 
-    def _configured_backends(self) -> list[Backend]:
-        backends: list[Backend] = []
+    def _configured_backends(self) -> dict[str, Backend]:
+        """The app's queues: its name for each → its backend."""
+        backends: dict[str, Backend] = {}
         for name in self._app.queue_names:
             try:
-                backends.append(self._app.backend_of(name))
+                backends[name] = self._app.backend_of(name)
             except ConfigurationError:
                 continue  # no default queue configured: the app has only named ones
         return backends

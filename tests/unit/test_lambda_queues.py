@@ -246,3 +246,30 @@ def test_an_app_on_memory_queues_builds_no_sqs_backend_for_an_unknown_queue(
     assert reported(response) == [delivery.message_id]
     # No AWS client was reached for: the record stays in flight on its queue, untouched.
     assert hidden_for(queues["default"], delivery.message_id) == queues["default"].visibility_timeout
+
+
+def test_a_handler_built_once_follows_the_memory_queues_of_each_testing_block(clock: ManualClock) -> None:
+    jobs = CloudJobs(clock=clock, queues={"critical": "app-critical"})
+
+    @jobs.job("step")
+    def step(payload: Step) -> None:
+        raise PermanentError(f"{payload.name} never")
+
+    handler = jobs.lambda_handler()  # at module level, as in an app's code
+    try:
+        for block in range(2):
+            with jobs.testing() as default:
+                critical = jobs.backend_of("critical")
+                assert isinstance(critical, MemoryBackend)
+                jobs.enqueue("step", Step(name=f"default-{block}"))
+                jobs.enqueue("step", Step(name=f"critical-{block}"), queue="critical")
+
+                response = handler(
+                    event_from((receive_all(default), None), (receive_all(critical), None)), FakeContext()
+                )
+
+                assert reported(response) == []
+                assert letters_of(default) == {f"default-{block}": "permanent_error"}
+                assert letters_of(critical) == {f"critical-{block}": "permanent_error"}
+    finally:
+        handler.close()
