@@ -782,8 +782,10 @@ class CloudJobs:
         """The handler of a Lambda function behind an SQS event source mapping.
 
         ``handler(event, context)`` runs the batch through the consumer core and returns
-        ``{"batchItemFailures": [...]}`` (turn on ``ReportBatchItemFailures``). Build it at module
-        level; building does no I/O. See docs/lambda.md.
+        ``{"batchItemFailures": [...]}`` (turn on ``ReportBatchItemFailures``). Each record runs on
+        the queue its ``eventSourceARN`` names: one of the app's queues, or, on SQS, any queue (no
+        ``CLOUDJOBS_QUEUE_URL`` is needed to consume). Build it at module level; building does no
+        I/O. See docs/lambda.md.
 
         Args:
             fifo_rule: on FIFO queues, what a failure holds back: the rest of its message group
