@@ -183,8 +183,8 @@ class Scheduler:
     def run_pending(self, now: datetime | None = None) -> SchedulerReport:
         """Fire every tick due at ``now`` (default: the clock's time), schedule by schedule.
 
-        A schedule whose store cannot be reached is logged and tried again after a backoff (1 s,
-        doubling up to 30 s); the others go on.
+        A schedule whose store cannot be reached (or that fails in any other way) is logged and
+        tried again after a backoff (1 s, doubling up to 30 s); the others go on.
         """
         moment = now if now is not None else self._clock.now()
         findings = _Findings()
@@ -192,11 +192,14 @@ class Scheduler:
         for entry in self._entries:
             try:
                 wake = self._advance(entry, moment, findings)
-            except CloudjobsError as exc:
+            except Exception as exc:
+                # One schedule's failure must not stop the others, nor the scheduler.
                 logger.warning(
-                    "schedule %s: the store failed (%s); trying again shortly",
+                    "schedule %s: %s: %s; trying again shortly",
                     entry.schedule.name,
+                    type(exc).__name__,
                     exc,
+                    exc_info=not isinstance(exc, CloudjobsError),
                     extra={"schedule": entry.schedule.name},
                 )
                 entry.needs_read = True
