@@ -13,6 +13,7 @@ import sys
 from typing import Final
 
 from cloudjobs.app import CloudJobs
+from cloudjobs.backends.base import Backend
 from cloudjobs.errors import ConfigurationError
 from cloudjobs.settings import load_settings
 
@@ -57,21 +58,36 @@ def operator_app(reference: str | None) -> CloudJobs:
     if reference is not None:
         return load_app(reference)
     settings = load_settings()
-    if not settings.queue_url and not settings.queue_name:
+    if not settings.queue_url and not settings.queue_name and not settings.queues:
         raise ConfigurationError(
-            "no queue configured: set CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME (or pass --app)",
+            "no queue configured: set CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME, or CLOUDJOBS_QUEUES "
+            "(or pass --app)",
             setting="CLOUDJOBS_QUEUE_URL",
         )
     from botocore.config import Config
 
     from cloudjobs.backends.sqs import SqsBackend
+    from cloudjobs.queues import is_queue_url
 
-    backend = SqsBackend(
-        queue_url=settings.queue_url,
-        queue_name=settings.queue_name,
-        dlq_url=settings.dlq_url,
-        region=settings.region,
-        wait_time_seconds=settings.wait_time_seconds,
-        config=Config(connect_timeout=CONNECT_TIMEOUT_SECONDS),
-    )
-    return CloudJobs(settings=settings, backend=backend)
+    config = Config(connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    backend = None
+    if settings.queue_url or settings.queue_name:
+        backend = SqsBackend(
+            queue_url=settings.queue_url,
+            queue_name=settings.queue_name,
+            dlq_url=settings.dlq_url,
+            region=settings.region,
+            wait_time_seconds=settings.wait_time_seconds,
+            config=config,
+        )
+    named: dict[str, str | Backend] = {
+        name: SqsBackend(
+            queue_url=value if is_queue_url(value) else None,
+            queue_name=None if is_queue_url(value) else value,
+            region=settings.region,
+            wait_time_seconds=settings.wait_time_seconds,
+            config=config,
+        )
+        for name, value in settings.queues.items()
+    }
+    return CloudJobs(settings=settings, backend=backend, queues=named)

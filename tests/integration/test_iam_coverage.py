@@ -389,6 +389,24 @@ def _enqueue(stack: Stack, record: Record) -> None:
         by_name.enqueue("ship", Order(order_id="o-by-name"), delay=1)
 
 
+@code_path("producer")
+def _enqueue_to_a_named_queue(stack: Stack, record: Record) -> None:
+    # A tier of several (the module called once per tier): the app knows this queue by the name in
+    # CLOUDJOBS_QUEUES (the module's queues_entry gives its URL; its name works too).
+    by_url = CloudJobs(
+        settings=stack.settings(queue_url=None, dlq_url=None, queues={"bulk": stack.queue.queue_url})
+    )
+    by_name = CloudJobs(
+        settings=stack.settings(queue_url=None, dlq_url=None, queues={"bulk": stack.queue.name})
+    )
+    for jobs in (by_url, by_name):
+        _register_jobs(jobs)
+    with record():
+        by_url.enqueue("ship", Order(order_id="o-1"), queue="bulk", tenant="acme")
+        by_url.enqueue_many([("ship", Order(order_id=f"o-{n}")) for n in range(3)], queue="bulk")
+        by_name.enqueue("ship", Order(order_id="o-later"), queue="bulk", delay=timedelta(hours=1))
+
+
 @code_path("producer", status_tracking=True)
 def _enqueue_with_status_tracking_and_read_status(stack: Stack, record: Record) -> None:
     jobs = CloudJobs(settings=stack.settings(status_tracking=True))
@@ -509,6 +527,29 @@ def _command_line(stack: Stack, record: Record) -> None:
     with record(), pytest.MonkeyPatch.context() as patch:
         for name, value in stack.environment_output().items():
             patch.setenv(name, value)
+        codes = [cli_main(arguments) for arguments, _ in commands]
+    assert codes == [code for _, code in commands]
+
+
+@code_path("operator")
+def _command_line_on_a_named_queue(stack: Stack, record: Record) -> None:
+    # The tier's queue by its CLOUDJOBS_QUEUES name: every command takes --queue.
+    dead = CloudJobs(settings=stack.settings(queue_url=stack.queue.dlq_url, dlq_url=None))
+    _register_jobs(dead)
+    dead.enqueue_many([("ship", Order(order_id="o-1")), ("refuse", Order(order_id="o-2"))])
+    commands: list[tuple[list[str], int]] = [
+        (["stats", "--queue", "bulk"], EXIT_FAILED),  # unhealthy: the DLQ holds messages
+        (["stats", "--all-queues"], EXIT_FAILED),
+        (["dlq", "list", "--queue", "bulk"], EXIT_OK),
+        (["dlq", "redrive", "--type", "ship", "--queue", "bulk"], EXIT_OK),
+        (["dlq", "purge", "--yes", "--queue", "bulk"], EXIT_OK),
+        (["enqueue", "ship", '{"order_id": "o-3"}', "--queue", "bulk", "--tenant", "acme"], EXIT_OK),
+    ]
+    with record(), pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CLOUDJOBS_QUEUE_URL", raising=False)
+        patch.delenv("CLOUDJOBS_DLQ_URL", raising=False)
+        patch.setenv("CLOUDJOBS_QUEUES", f"bulk={stack.queue.queue_url}")
+        patch.setenv("CLOUDJOBS_IDEMPOTENCY_TABLE", stack.table)
         codes = [cli_main(arguments) for arguments, _ in commands]
     assert codes == [code for _, code in commands]
 
