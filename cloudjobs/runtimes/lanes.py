@@ -138,6 +138,8 @@ class Lane:
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
                 )
             except CloudjobsError:
+                if self._stopping.is_set():
+                    return  # a poll outliving its worker's stop: nothing it could return would start
                 logger.exception("receiving from queue %s failed; trying again", self.name)
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
