@@ -7,7 +7,7 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
@@ -296,6 +296,7 @@ class CloudJobs:
         deduplication_id: str | None = None,
         queue: str | None = None,
         tenant: str | None = None,
+        run_at: datetime | None = None,
     ) -> str:
         """Enqueue one job; returns its job id.
 
@@ -304,7 +305,8 @@ class CloudJobs:
                 sent (its first enqueue logs a warning), or refused with ``refuse_unregistered``.
             payload: a pydantic model, or anything JSON-serialisable (validated against the job's
                 payload type when it is registered here).
-            delay: seconds or timedelta before the job is visible, 0–900 s (standard queues only).
+            delay: seconds or timedelta before the job runs, up to 366 days (standard queues only;
+                past 900 s the job hops until it is due, see :mod:`cloudjobs.hops`).
             idempotency_key: the producer's key for effectively-once processing.
             group_id: FIFO message group (default: the tenant, else ``CLOUDJOBS_MESSAGE_GROUP_ID``,
                 else the job type).
@@ -312,6 +314,8 @@ class CloudJobs:
             queue: the app's queue to send to, instead of the job type's own.
             tenant: the fairness key, sent as the message group on standard queues too (SQS fair
                 queues); default: what the job's registration derives from the payload.
+            run_at: when the job is due, a timezone-aware datetime, instead of ``delay`` (in the
+                past: now).
 
         Raises:
             UnknownJobError: the type is not registered here and the app refuses unregistered types.
@@ -319,7 +323,8 @@ class CloudJobs:
             PayloadValidationError: the payload does not fit the job's payload type (a model of
                 another class than the job's model included).
             PayloadTooLargeError: the message exceeds the queue's size limit.
-            InvalidDelayError: the delay is out of range, or given on a FIFO queue.
+            InvalidDelayError: the delay is out of range or given on a FIFO queue, or ``run_at`` is
+                naive or given with a delay.
             InvalidGroupIdError: ``group_id`` is not one SQS accepts, or differs from the tenant.
             BackendError: the queue refused the message.
         """
@@ -332,6 +337,7 @@ class CloudJobs:
             deduplication_id=deduplication_id,
             queue=queue,
             tenant=tenant,
+            run_at=run_at,
         )
         return self._send(self._check([request]))[0]
 
@@ -371,6 +377,7 @@ class CloudJobs:
         deduplication_id: str | None = None,
         queue: str | None = None,
         tenant: str | None = None,
+        run_at: datetime | None = None,
     ) -> str:
         """:meth:`enqueue` for async code: the payload is checked here, and the blocking requests
         (the send, a pending status record) run in a worker thread, so the event loop never waits.
@@ -387,6 +394,7 @@ class CloudJobs:
             deduplication_id=deduplication_id,
             queue=queue,
             tenant=tenant,
+            run_at=run_at,
         )
         job_ids = await asyncio.to_thread(lambda: self._send(self._check([request])))
         return job_ids[0]
@@ -453,6 +461,7 @@ class CloudJobs:
             default_group_id=self.settings.message_group_id,
             before_send=before_send,
             telemetry=self._telemetry,
+            hop=self.settings.hop,
         )
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
@@ -594,6 +603,8 @@ class CloudJobs:
             random=self._random,
             middleware=middleware,
             telemetry=self._telemetry,
+            # A memory queue's time moves on with drain() and advance(): due times follow it.
+            clock=backend if isinstance(backend, MemoryBackend) else self._clock,
         )
 
     def worker(
@@ -664,8 +675,10 @@ class CloudJobs:
         """The handler of a Lambda function behind an SQS event source mapping.
 
         ``handler(event, context)`` runs the batch through the consumer core and returns
-        ``{"batchItemFailures": [...]}`` (turn on ``ReportBatchItemFailures``). Build it at module
-        level; building does no I/O. See docs/lambda.md.
+        ``{"batchItemFailures": [...]}`` (turn on ``ReportBatchItemFailures``). Each record runs on
+        the queue its ``eventSourceARN`` names: one of the app's queues, or, on SQS, any queue (no
+        ``CLOUDJOBS_QUEUE_URL`` is needed to consume). Build it at module level; building does no
+        I/O. See docs/lambda.md.
 
         Args:
             fifo_rule: on FIFO queues, what a failure holds back: the rest of its message group

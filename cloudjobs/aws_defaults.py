@@ -5,10 +5,16 @@ The AWS modules are imported inside the functions, so importing this one loads n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cloudjobs.backends.base import Backend
 from cloudjobs.errors import ConfigurationError
 from cloudjobs.idempotency.base import IdempotencyStore
+from cloudjobs.queues import QueueArn
 from cloudjobs.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudjobs.backends.sqs import SqsBackend
 
 
 def build_sqs_backend(settings: Settings) -> Backend:
@@ -44,6 +50,25 @@ def build_named_sqs_backend(settings: Settings, value: str) -> Backend:
         queue_url=value if is_queue_url(value) else None,
         queue_name=None if is_queue_url(value) else value,
         region=settings.region,
+        max_pool_connections=max(10, settings.concurrency + 4),
+        wait_time_seconds=settings.wait_time_seconds,
+    )
+
+
+def build_event_source_backend(settings: Settings, queue: QueueArn) -> SqsBackend:
+    """An :class:`~cloudjobs.backends.sqs.SqsBackend` on the queue an ARN names: a Lambda event
+    source that is none of the app's configured queues (no I/O).
+
+    Its URL is built from the ARN (looked up by name with GetQueueUrl in a partition whose URL form
+    is not known), its client is in the ARN's region, and its dead-letter queue comes from its own
+    redrive policy.
+    """
+    from cloudjobs.backends.sqs import SqsBackend
+
+    return SqsBackend(
+        queue_url=queue.url,
+        queue_name=None if queue.url else queue.name,
+        region=queue.region,
         max_pool_connections=max(10, settings.concurrency + 4),
         wait_time_seconds=settings.wait_time_seconds,
     )

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from cloudjobs.backends.base import MAX_DELAY, Delivery, OutgoingMessage, QueueInfo
+from cloudjobs.clock import Clock
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope, encode
 from cloudjobs.errors import (
@@ -72,6 +73,7 @@ class Consumer:
             :class:`ConsumerMiddleware`).
         telemetry: spans and metrics of each run (default: on, through the global providers); the
             outermost middleware.
+        clock: the time due times are compared with (a memory queue's own time in tests).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Consumer:
         random: Callable[[], float] | None = None,
         middleware: Sequence[Middleware | ConsumerMiddleware] = (),
         telemetry: Telemetry | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._queue = queue
         self._middleware: tuple[Middleware, ...] = (
@@ -90,7 +93,9 @@ class Consumer:
             *(as_middleware(m) for m in middleware),
         )
         self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
-        self._preparation = Preparation(registry=registry, settings=settings, queue=queue, random=random)
+        self._preparation = Preparation(
+            registry=registry, settings=settings, queue=queue, random=random, clock=clock
+        )
 
     @property
     def queue(self) -> QueueInfo:

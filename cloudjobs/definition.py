@@ -6,7 +6,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -271,6 +271,7 @@ class JobHandle(Generic[P, R]):
         deduplication_id: str | None = None,
         queue: str | None = None,
         tenant: str | None = None,
+        run_at: datetime | None = None,
     ) -> str:
         """Enqueue one job of this type; returns its job id. See :meth:`CloudJobs.enqueue`."""
         return self._app.enqueue(
@@ -282,6 +283,7 @@ class JobHandle(Generic[P, R]):
             deduplication_id=deduplication_id,
             queue=queue,
             tenant=tenant,
+            run_at=run_at,
         )
 
     def enqueue_many(self, payloads: Iterable[P], *, delay: timedelta | float | None = None) -> list[str]:

@@ -12,6 +12,10 @@ know, so a field can be added without a version bump; a version is bumped only w
 meaning. The JSON schema is published in ``cloudjobs/schema/envelope-v1.json`` for producers in other
 languages.
 
+A job delayed past 15 minutes also carries ``"due_at"`` (RFC 3339, UTC): a consumer that receives
+it earlier hides or re-sends it without running it (see :mod:`cloudjobs.hops`). Readers before it
+ignore the field, so consumers are upgraded before producers send such delays.
+
 The attempt number is deliberately *not* in the body: a retry only changes the message's visibility,
 so the body cannot change between attempts. The attempt is the message's receive count minus
 ``attempt_offset`` (set when a message is re-sent, e.g. by a DLQ redrive).
@@ -71,6 +75,8 @@ class Envelope:
         idempotency_key: set when the producer chose one.
         attempt_offset: subtracted from the receive count to give the attempt number.
         redrive_count: how many times the job was moved back from the dead-letter queue.
+        due_at: when a job delayed past 15 minutes is due (UTC; see :mod:`cloudjobs.hops`); None
+            for every other job, whose message delay says when it runs.
     """
 
     id: str
@@ -81,6 +87,7 @@ class Envelope:
     idempotency_key: str | None = None
     attempt_offset: int = 0
     redrive_count: int = 0
+    due_at: datetime | None = None
 
 
 class EnvelopeModel(BaseModel):
@@ -97,6 +104,11 @@ class EnvelopeModel(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
     attempt_offset: int = Field(default=0, ge=0, description="Receive count minus this is the attempt.")
     redrive_count: int = Field(default=0, ge=0, description="Moves back from the dead-letter queue.")
+    due_at: datetime | None = Field(
+        default=None,
+        description="RFC 3339 time a job delayed past 15 minutes is due (absent otherwise); a "
+        "consumer that receives it earlier hides it again without running it.",
+    )
 
 
 class ForeignMessageError(DecodeError):
@@ -115,21 +127,20 @@ class ForeignMessageError(DecodeError):
 
 def encode(envelope: Envelope) -> str:
     """Serialise an envelope to its JSON body (compact, UTF-8 safe)."""
-    return json.dumps(
-        {
-            "cloudjobs": ENVELOPE_VERSION,
-            "id": envelope.id,
-            "type": envelope.type,
-            "payload": envelope.payload,
-            "correlation_id": envelope.correlation_id,
-            "enqueued_at": _format_time(envelope.enqueued_at),
-            "idempotency_key": envelope.idempotency_key,
-            "attempt_offset": envelope.attempt_offset,
-            "redrive_count": envelope.redrive_count,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    fields: dict[str, object] = {
+        "cloudjobs": ENVELOPE_VERSION,
+        "id": envelope.id,
+        "type": envelope.type,
+        "payload": envelope.payload,
+        "correlation_id": envelope.correlation_id,
+        "enqueued_at": _format_time(envelope.enqueued_at),
+        "idempotency_key": envelope.idempotency_key,
+        "attempt_offset": envelope.attempt_offset,
+        "redrive_count": envelope.redrive_count,
+    }
+    if envelope.due_at is not None:
+        fields["due_at"] = _format_time(envelope.due_at)
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(body: str) -> Envelope:
@@ -152,6 +163,9 @@ def decode(body: str) -> Envelope:
     enqueued_at = model.enqueued_at
     if enqueued_at.tzinfo is None:
         enqueued_at = enqueued_at.replace(tzinfo=UTC)
+    due_at = model.due_at
+    if due_at is not None and due_at.tzinfo is None:
+        due_at = due_at.replace(tzinfo=UTC)
     return Envelope(
         id=model.id,
         type=model.type,
@@ -161,6 +175,7 @@ def decode(body: str) -> Envelope:
         idempotency_key=model.idempotency_key,
         attempt_offset=model.attempt_offset,
         redrive_count=model.redrive_count,
+        due_at=due_at,
     )
 
 

@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from cloudjobs.backends.base import QueueInfo
+from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE
 from cloudjobs.errors import DecodeError, MessageError, UnknownJobError
 from cloudjobs.failures import dead_letter_of, failure_outcome
+from cloudjobs.hops import hop
 from cloudjobs.job import Job
 from cloudjobs.outcomes import Outcome, Reason
 from cloudjobs.retry import RetryPolicy
@@ -35,6 +37,7 @@ class Preparation:
         settings: defaults for attempts, timeouts, backoff and foreign-message routing.
         queue: the queue's configuration (its maxReceiveCount bounds the attempts).
         random: source of jitter in ``[0, 1)`` (injectable for tests).
+        clock: the time a job's due time is compared with (see :mod:`cloudjobs.hops`).
     """
 
     def __init__(
@@ -44,7 +47,9 @@ class Preparation:
         settings: Settings,
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         self._registry = registry
         self._settings = settings
         self._queue = queue
@@ -99,6 +104,11 @@ class Preparation:
             return dead_letter_of(
                 exc, reason, delivery.receive_count, job_type, is_message_error=isinstance(exc, DecodeError)
             )
+        if envelope.due_at is not None:
+            # Delayed past 15 minutes: not due yet is not an attempt (see cloudjobs.hops).
+            deferred = hop(delivery, envelope, self._queue, self._clock.now(), longest=self._settings.hop)
+            if deferred is not None:
+                return deferred
         attempt = max(1, delivery.receive_count - envelope.attempt_offset)
         definition = self._registry.get(envelope.type)
         if definition is None:

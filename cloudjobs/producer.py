@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from pydantic import JsonValue
@@ -15,7 +15,6 @@ from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
-    MAX_DELAY_SECONDS,
     Backend,
     OutgoingMessage,
     QueueInfo,
@@ -25,6 +24,7 @@ from cloudjobs.clock import Clock
 from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLargeError
 from cloudjobs.groups import message_group
+from cloudjobs.hops import MAX_SCHEDULE_DELAY
 from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
 from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
@@ -38,6 +38,7 @@ class EnqueueRequest:
 
     Attributes:
         queue: the name of the app's queue it goes to (see :mod:`cloudjobs.queues`).
+        run_at: when the job is due (timezone-aware), instead of ``delay``.
         tenant: the fairness key, sent as the message group (see :mod:`cloudjobs.groups`).
     """
 
@@ -49,6 +50,7 @@ class EnqueueRequest:
     deduplication_id: str | None = None
     queue: str = DEFAULT_QUEUE
     tenant: str | None = None
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class Producer:
         telemetry: spans, metrics and trace propagation (default: on, through the global providers).
         before_send: called with every envelope once all are built and checked, before the first
             send (the app writes pending status records there); what it raises fails the call.
+        hop: a job delayed longer than this hops until it is due (SQS's 900 s; see
+            :mod:`cloudjobs.hops`).
     """
 
     def __init__(
@@ -87,7 +91,9 @@ class Producer:
         default_group_id: str | None = None,
         telemetry: Telemetry | None = None,
         before_send: Callable[[Sequence[Envelope]], None] | None = None,
+        hop: timedelta = MAX_DELAY,
     ) -> None:
+        self._hop = hop
         self._before_send = before_send
         self._backend = backend
         self._clock = clock
@@ -151,25 +157,17 @@ class Producer:
     def _prepare(
         self, request: EnqueueRequest, info: QueueInfo, trace: EnqueueTrace, index: int
     ) -> _Prepared:
-        if not timedelta(0) <= request.delay <= MAX_DELAY:
-            raise InvalidDelayError(
-                f"delay of {request.delay.total_seconds():g}s is outside SQS's 0–{MAX_DELAY_SECONDS} s",
-                delay=request.delay,
-                queue=info.name,
-            )
-        if info.is_fifo and request.delay:
-            raise InvalidDelayError(
-                "FIFO queues refuse per-message delays; set DelaySeconds on the queue instead",
-                delay=request.delay,
-                queue=info.name,
-            )
+        now = self._clock.now()
+        delay = _delay_of(request, info, now)
         envelope = Envelope(
             id=str(uuid.uuid4()),
             type=request.job_type,
             payload=request.payload,
             correlation_id=correlation_id_for_enqueue(),
-            enqueued_at=self._clock.now(),
+            enqueued_at=now,
             idempotency_key=request.idempotency_key,
+            # Past SQS's 15 minutes, the job hops until it is due (see cloudjobs.hops).
+            due_at=now + delay if delay > self._hop else None,
         )
         body = encode(envelope)
         trace_attributes, system_attributes = trace.stamp(index, envelope)
@@ -196,7 +194,7 @@ class Producer:
         message = OutgoingMessage(
             body=body,
             attributes=attributes,
-            delay=request.delay,
+            delay=min(delay, self._hop),
             group_id=group_id,
             deduplication_id=deduplication_id,
             system_attributes=system_attributes,
@@ -229,6 +227,39 @@ class Producer:
             if not retry:
                 return
             pending = retry
+
+
+def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime) -> timedelta:
+    """The request's delay from now (``run_at`` in the past: none).
+
+    Raises:
+        InvalidDelayError: the delay is negative or past :data:`~cloudjobs.hops.MAX_SCHEDULE_DELAY`,
+            ``run_at`` is naive or given with a delay, or a FIFO queue is asked for any delay.
+    """
+    delay = request.delay
+    if request.run_at is not None:
+        if request.run_at.tzinfo is None or request.run_at.utcoffset() is None:
+            raise InvalidDelayError(
+                "run_at must be timezone-aware (a naive datetime has no single meaning)",
+                delay=timedelta(0),
+                queue=info.name,
+            )
+        if delay:
+            raise InvalidDelayError("give a delay or run_at, not both", delay=delay, queue=info.name)
+        delay = max(request.run_at - now, timedelta(0))
+    if not timedelta(0) <= delay <= MAX_SCHEDULE_DELAY:
+        raise InvalidDelayError(
+            f"delay of {delay.total_seconds():g}s is outside 0 s – {MAX_SCHEDULE_DELAY.days} days",
+            delay=delay,
+            queue=info.name,
+        )
+    if info.is_fifo and delay:
+        raise InvalidDelayError(
+            "FIFO queues refuse per-message delays; set DelaySeconds on the queue instead",
+            delay=delay,
+            queue=info.name,
+        )
+    return delay
 
 
 def _batches(items: list[tuple[int, _Prepared]]) -> Iterator[list[tuple[int, _Prepared]]]:

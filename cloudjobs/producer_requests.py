@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -52,6 +52,7 @@ class RequestBuilder:
         deduplication_id: str | None = None,
         queue: str | None = None,
         tenant: str | None = None,
+        run_at: datetime | None = None,
     ) -> EnqueueRequest:
         """The request for one job, its payload serialised to JSON values.
 
@@ -88,6 +89,7 @@ class RequestBuilder:
             deduplication_id=deduplication_id,
             queue=queue or DEFAULT_QUEUE,
             tenant=tenant,
+            run_at=run_at,
         )
 
     def _check_unregistered(self, name: str) -> None:

@@ -10,18 +10,26 @@ endpoints) is the queue's URL, anything else its name (its URL is looked up once
 separated by commas, and spaces around names and values are ignored. The name ``default`` is
 reserved for the default queue. A named queue finds its dead-letter queue from its own redrive
 policy (``CLOUDJOBS_DLQ_URL`` covers the default queue only).
+
+A queue may also be named by its ARN (``arn:aws:sqs:<region>:<account>:<name>``), as Lambda names the
+queue each record comes from: :class:`QueueArn`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Self
 
 DEFAULT_QUEUE: Final = "default"
 """The name of the queue configured by ``CLOUDJOBS_QUEUE_URL`` / ``CLOUDJOBS_QUEUE_NAME``."""
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
+
+# The domain of SQS's queue URLs in each partition whose URLs are known to take this form:
+# https://docs.aws.amazon.com/general/latest/gr/sqs-service.html
+_SQS_DOMAINS: Final = {"aws": "amazonaws.com", "aws-us-gov": "amazonaws.com", "aws-cn": "amazonaws.com.cn"}
 
 
 def check_queue_name(name: str) -> str:
@@ -83,3 +91,31 @@ def is_queue_url(value: str) -> bool:
 def queue_name_of(value: str) -> str:
     """The SQS queue name a configured value (a URL or a name) stands for, without any I/O."""
     return value.rstrip("/").rsplit("/", 1)[-1] if is_queue_url(value) else value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueArn:
+    """An SQS queue's ARN, ``arn:<partition>:sqs:<region>:<account>:<name>``, in its parts."""
+
+    partition: str
+    region: str
+    account: str
+    name: str
+
+    @classmethod
+    def parse(cls, arn: str) -> Self | None:
+        """The parts of ``arn``, or None when it does not name an SQS queue."""
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or "" in parts:
+            return None
+        return cls(partition=parts[1], region=parts[3], account=parts[4], name=parts[5])
+
+    @property
+    def url(self) -> str | None:
+        """The queue's URL as GetQueueUrl would return it, in the partitions whose URL form is known
+        (None elsewhere: look it up by name). A client sends every call to its configured endpoint,
+        with the URL as a parameter, so the URL's host is never connected to."""
+        domain = _SQS_DOMAINS.get(self.partition)
+        if domain is None:
+            return None
+        return f"https://sqs.{self.region}.{domain}/{self.account}/{self.name}"

@@ -45,6 +45,8 @@ class Reason(enum.StrEnum):
     """Another run holds the job's idempotency lease."""
     IDEMPOTENCY_STORE_UNAVAILABLE = "idempotency_store_unavailable"
     """The idempotency store could not be reached (fail closed)."""
+    NOT_DUE = "not_due"
+    """The job was enqueued with a delay past 15 minutes and is not due yet (see cloudjobs.hops)."""
     # Released: never started, visible again at once.
     SHUTDOWN = "shutdown"
     """The worker is stopping."""

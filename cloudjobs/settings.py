@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cloudjobs.backends.base import (
+    MAX_DELAY_SECONDS,
     MAX_MAX_RECEIVE_COUNT,
     MAX_VISIBILITY_TIMEOUT_SECONDS,
     MAX_WAIT_TIME_SECONDS,
@@ -107,6 +108,13 @@ class Settings(BaseSettings):
         description="How long a worker's receive loop may go without completing a poll before the "
         "worker reports itself stalled (must exceed the long-poll wait).",
     )
+    hop_seconds: int = Field(
+        default=MAX_DELAY_SECONDS,
+        ge=1,
+        le=MAX_DELAY_SECONDS,
+        description="A job delayed longer than this hops until it is due, each hop at most this long "
+        "(SQS's 900 s; shorter only to exercise hops in tests, see cloudjobs.hops).",
+    )
     default_job_type: str | None = Field(
         default=None, description="Job type for messages not sent by cloudjobs (plain JSON bodies)."
     )
@@ -131,6 +139,11 @@ class Settings(BaseSettings):
         if self.backoff_base_seconds > self.backoff_cap_seconds:
             raise ValueError("CLOUDJOBS_BACKOFF_BASE_SECONDS must not exceed CLOUDJOBS_BACKOFF_CAP_SECONDS")
         return self
+
+    @property
+    def hop(self) -> timedelta:
+        """The longest delay of one hop (see :mod:`cloudjobs.hops`)."""
+        return timedelta(seconds=self.hop_seconds)
 
     @property
     def job_timeout(self) -> timedelta:

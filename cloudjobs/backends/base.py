@@ -215,6 +215,8 @@ class QueueInfo:
         visibility_timeout: the queue's default visibility timeout.
         max_receive_count: the redrive policy's maxReceiveCount (None without a DLQ).
         dead_letter_queue: the DLQ's name, when there is one.
+        retention: how long the queue keeps a message (``MessageRetentionPeriod``; None: no limit
+            known, as on the memory backend).
     """
 
     name: str
@@ -224,6 +226,7 @@ class QueueInfo:
     visibility_timeout: timedelta
     max_receive_count: int | None
     dead_letter_queue: str | None
+    retention: timedelta | None = None
 
 
 class Backend(Protocol):

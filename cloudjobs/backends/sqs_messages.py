@@ -43,6 +43,9 @@ def queue_info_of(name: str, queue_url: str, attributes: Mapping[QueueAttributeN
         visibility_timeout=timedelta(seconds=int(attributes["VisibilityTimeout"])),
         max_receive_count=max_receive_count,
         dead_letter_queue=dead_letter_queue,
+        retention=timedelta(seconds=int(attributes["MessageRetentionPeriod"]))
+        if "MessageRetentionPeriod" in attributes
+        else None,
     )
 
 

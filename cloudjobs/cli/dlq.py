@@ -12,7 +12,7 @@ import click
 
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
-from cloudjobs.cli.options import app_option, json_option, read_duration
+from cloudjobs.cli.options import app_option, json_option, queue_option, read_duration
 from cloudjobs.cli.output import echo_json, render_table
 from cloudjobs.dlq.models import RedriveStop
 
@@ -32,10 +32,16 @@ def dlq() -> None:
 @click.option("--type", "job_type", metavar="TYPE", help="Only jobs of this type.")
 @click.option("--reason", help="Only messages dead-lettered for this reason (e.g. invalid_payload).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
+@queue_option
 @app_option
 @json_option
 def list_command(
-    job_type: str | None, reason: str | None, limit: int, app_reference: str | None, as_json: bool
+    job_type: str | None,
+    reason: str | None,
+    limit: int,
+    queue: str | None,
+    app_reference: str | None,
+    as_json: bool,
 ) -> int:
     """List dead-lettered messages with the reason, error and attempts the consumer recorded.
 
@@ -45,7 +51,7 @@ def list_command(
     (times in ISO 8601, null where unknown; body is the message body as it is).
     """
     jobs = operator_app(app_reference)
-    dead = jobs.dlq.list(limit=limit, job_type=job_type, reason=reason)
+    dead = jobs.dlq.list(limit=limit, job_type=job_type, reason=reason, queue=queue)
     if as_json:
         echo_json([dead_job_document(job) for job in dead])
     elif not dead:
@@ -82,6 +88,7 @@ def dead_job_document(job: DeadJob) -> dict[str, Any]:
 @click.option("--id", "job_ids", metavar="ID", multiple=True, help="Only this job (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Report what would move; move nothing.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many messages/s.")
+@queue_option
 @app_option
 @json_option
 def redrive(
@@ -90,6 +97,7 @@ def redrive(
     job_ids: tuple[str, ...],
     dry_run: bool,
     rate: float | None,
+    queue: str | None,
     app_reference: str | None,
     as_json: bool,
 ) -> int:
@@ -114,6 +122,7 @@ def redrive(
             dry_run=dry_run,
             rate=rate,
             on_progress=progress,
+            queue=queue,
         )
     if as_json:
         echo_json(redrive_document(report))
@@ -205,6 +214,7 @@ def _progress_bar() -> Iterator[_ProgressBar | None]:
     help="Only messages that failed longer ago than this (30s, 15m, 12h, 7d).",
 )
 @click.option("--yes", is_flag=True, help="Confirm: messages are deleted for good.")
+@queue_option
 @json_option
 @app_option
 @click.pass_context
@@ -213,10 +223,12 @@ def purge(
     job_type: str | None,
     older_than: timedelta | None,
     yes: bool,
+    queue: str | None,
     as_json: bool,
     app_reference: str | None,
 ) -> int:
-    """Delete dead-lettered messages for good; refuses to run without --yes.
+    """Delete dead-lettered messages for good; refuses to run without --yes, and without --queue
+    when the app has several queues.
 
     Without filters the whole DLQ is purged at once (SQS PurgeQueue: once a minute per queue on AWS).
 
@@ -226,7 +238,7 @@ def purge(
     if not yes:
         raise click.UsageError("refusing to delete messages without --yes", ctx=ctx)
     jobs = operator_app(app_reference)
-    purged = jobs.dlq.purge(job_type=job_type, older_than=older_than)
+    purged = jobs.dlq.purge(job_type=job_type, older_than=older_than, queue=queue)
     if as_json:
         echo_json({"purged": purged})
     else:

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from cloudjobs.backends.base import MAX_DELAY_SECONDS
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_OK
-from cloudjobs.cli.options import app_option, json_option
+from cloudjobs.cli.options import app_option, json_option, queue_option
 from cloudjobs.cli.output import echo_json
 from cloudjobs.errors import UnknownJobError
+from cloudjobs.hops import MAX_SCHEDULE_DELAY
 
 
 def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any:
@@ -27,15 +27,18 @@ def _json_payload(ctx: click.Context, param: click.Parameter, value: str) -> Any
 @click.argument("payload", metavar="PAYLOAD", callback=_json_payload)
 @click.option(
     "--delay",
-    type=click.FloatRange(min=0, max=MAX_DELAY_SECONDS),
+    type=click.FloatRange(min=0, max=MAX_SCHEDULE_DELAY.total_seconds()),
     default=0,
-    help=f"Seconds before the job becomes visible, 0–{MAX_DELAY_SECONDS} (standard queues only).",
+    help=f"Seconds before the job runs, up to {MAX_SCHEDULE_DELAY.days} days (standard queues only; "
+    "past 900 s the job hops until it is due).",
 )
 @click.option(
     "--allow-unregistered",
     is_flag=True,
     help="With --app, send a TYPE the app does not register (for a consumer elsewhere).",
 )
+@click.option("--tenant", metavar="KEY", help="The fairness key, sent as the message group.")
+@queue_option
 @app_option
 @json_option
 def enqueue(
@@ -43,6 +46,8 @@ def enqueue(
     payload: Any,
     delay: float,
     allow_unregistered: bool,
+    tenant: str | None,
+    queue: str | None,
     app_reference: str | None,
     as_json: bool,
 ) -> int:
@@ -66,7 +71,7 @@ def enqueue(
         raise click.BadParameter(
             f"{refusal}. Pass --allow-unregistered to send it anyway.", param_hint="TYPE"
         )
-    job_id = jobs.enqueue(job_type, payload, delay=delay or None)
+    job_id = jobs.enqueue(job_type, payload, delay=delay or None, queue=queue, tenant=tenant)
     if as_json:
         echo_json({"job_id": job_id, "type": job_type, "delay_seconds": delay})
     else:

@@ -52,6 +52,15 @@ def app_option(function: F) -> F:
     )(function)
 
 
+def queue_option(function: F) -> F:
+    """``--queue NAME``: one of the app's queues (``CLOUDJOBS_QUEUES``) instead of the default one."""
+    return click.option(
+        "--queue",
+        metavar="NAME",
+        help="One of the app's named queues (CLOUDJOBS_QUEUES); default: the default queue.",
+    )(function)
+
+
 def json_option(function: F) -> F:
     """``--json``: print the result as JSON for scripts."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)

@@ -11,7 +11,7 @@ import click
 
 from cloudjobs.cli.apps import operator_app
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
-from cloudjobs.cli.options import app_option, json_option
+from cloudjobs.cli.options import app_option, json_option, queue_option
 from cloudjobs.cli.output import echo_json, format_age, render_table, to_json_value
 
 if TYPE_CHECKING:
@@ -36,10 +36,23 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Also read the oldest message's age from CloudWatch (one GetMetricData per check).",
 )
+@click.option("--all-queues", is_flag=True, help="Every queue of the app, one row each.")
+@queue_option
 @app_option
 @json_option
-def stats(watch: bool, interval: float, include_age: bool, app_reference: str | None, as_json: bool) -> int:
+def stats(
+    watch: bool,
+    interval: float,
+    include_age: bool,
+    all_queues: bool,
+    queue: str | None,
+    app_reference: str | None,
+    as_json: bool,
+) -> int:
     """Show the queue's depth, in-flight and delayed counts, DLQ depth and oldest message age.
+
+    --queue NAME reads one of the app's named queues; --all-queues reads every queue (and exits 1
+    when any is unhealthy).
 
     Exits 1 when a threshold flags the queue unhealthy: more than CLOUDJOBS_MAX_DLQ_DEPTH messages
     in the DLQ (default 0), or, with --age, an oldest message older than
@@ -50,14 +63,22 @@ def stats(watch: bool, interval: float, include_age: bool, app_reference: str | 
     JSON output: {"queue": "...", "visible": n, "in_flight": n, "delayed": n,
       "dlq_depth": n or null, "oldest_message_age_seconds": s or null,
       "healthy": bool, "findings": [{"name", "value", "limit", "message"}]}
-    With --watch --json, one such document per line per refresh.
+    With --all-queues, a list of such documents. With --watch --json, one document per line per
+    refresh.
     """
+    if all_queues and queue is not None:
+        raise click.UsageError("give --queue or --all-queues, not both")
     jobs = operator_app(app_reference)
+    names: list[str | None] = list(jobs.queue_names) if all_queues else [queue]
+
+    def check(watching: bool) -> int:
+        return _check(
+            jobs, names, include_age=include_age, as_json=as_json, watching=watching, many=all_queues
+        )
+
     if not watch:
-        return _check(jobs, include_age=include_age, as_json=as_json, watching=False)
-    return repeat_until_interrupted(
-        lambda: _check(jobs, include_age=include_age, as_json=as_json, watching=True), interval=interval
-    )
+        return check(False)
+    return repeat_until_interrupted(lambda: check(True), interval=interval)
 
 
 def repeat_until_interrupted(
@@ -76,9 +97,18 @@ def repeat_until_interrupted(
         return code
 
 
-def _check(jobs: CloudJobs, *, include_age: bool, as_json: bool, watching: bool) -> int:
-    current = jobs.stats(include_age=include_age)
-    document = stats_document(current)
+def _check(
+    jobs: CloudJobs,
+    queues: list[str | None],
+    *,
+    include_age: bool,
+    as_json: bool,
+    watching: bool,
+    many: bool,
+) -> int:
+    checked = [jobs.stats(include_age=include_age, queue=queue) for queue in queues]
+    documents = [stats_document(current) for current in checked]
+    document: Any = documents if many else documents[0]
     if as_json and watching:
         click.echo(json.dumps(to_json_value(document), sort_keys=True))
     elif as_json:
@@ -86,8 +116,8 @@ def _check(jobs: CloudJobs, *, include_age: bool, as_json: bool, watching: bool)
     else:
         if watching:
             click.clear()
-        click.echo(render_stats(current))
-    return EXIT_OK if current.is_healthy else EXIT_FAILED
+        click.echo(render_stats(*checked))
+    return EXIT_OK if all(current.is_healthy for current in checked) else EXIT_FAILED
 
 
 def stats_document(current: QueueStats) -> dict[str, Any]:
@@ -108,8 +138,8 @@ def stats_document(current: QueueStats) -> dict[str, Any]:
     }
 
 
-def render_stats(current: QueueStats) -> str:
-    """One check as a table and a health line, for people."""
+def render_stats(*checked: QueueStats) -> str:
+    """One check of one or more queues as a table and a health line, for people."""
     table = render_table(
         ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ", "OLDEST"],
         [
@@ -121,8 +151,9 @@ def render_stats(current: QueueStats) -> str:
                 current.dlq_depth,
                 format_age(current.oldest_message_age),
             ]
+            for current in checked
         ],
     )
-    findings = current.unhealthy_findings()
+    findings = [finding for current in checked for finding in current.unhealthy_findings()]
     health = "healthy" if not findings else "UNHEALTHY: " + "; ".join(f.message for f in findings)
     return f"{table}\n{health}"

@@ -98,6 +98,7 @@ class Record:
         result_omitted: why a completed job's result was not stored (too large, not JSON).
         error: the last failed attempt's error.
         cancel_requested_at: when ``jobs.cancel`` asked a running job to stop (None otherwise).
+        due_at: when a job delayed past 15 minutes is due (written with its pending record).
     """
 
     key: str
@@ -115,6 +116,7 @@ class Record:
     result_omitted: str | None = None
     error: str | None = None
     cancel_requested_at: datetime | None = None
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +191,14 @@ class Claim:
         job_id: the job asking.
         job_type: its type.
         payload_hash: :func:`payload_hash` of its type and payload.
+        due_at: when a job delayed past 15 minutes is due (pending records only).
     """
 
     key: str
     job_id: str
     job_type: str
     payload_hash: str
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

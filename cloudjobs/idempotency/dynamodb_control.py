@@ -84,21 +84,25 @@ class DynamoDbJobControl:
         """Write a pending record with one conditional PutItem (never over a live record); True if
         written. See :meth:`~cloudjobs.idempotency.base.JobControlStore.put_pending`."""
         now = utc_now()
+        item: dict[str, AttributeValueTypeDef] = {
+            TABLE_PARTITION_KEY: {"S": claim.key},
+            TABLE_JOB_ID_ATTRIBUTE: {"S": claim.job_id},
+            "job_type": {"S": claim.job_type},
+            "status": {"S": Status.PENDING.value},
+            "payload_hash": {"S": claim.payload_hash},
+            "attempts": {"N": "0"},
+            "created_at": time_value(now),
+            "updated_at": time_value(now),
+            # A scheduled job's record lives its retention past its due time.
+            TABLE_TTL_ATTRIBUTE: ttl_value(max(now, claim.due_at or now) + retention),
+        }
+        if claim.due_at is not None:
+            item["due_at"] = time_value(claim.due_at)
         try:
             with wrap_dynamodb_errors(self._table, claim.key):
                 self._client().put_item(
                     TableName=self._table,
-                    Item={
-                        TABLE_PARTITION_KEY: {"S": claim.key},
-                        TABLE_JOB_ID_ATTRIBUTE: {"S": claim.job_id},
-                        "job_type": {"S": claim.job_type},
-                        "status": {"S": Status.PENDING.value},
-                        "payload_hash": {"S": claim.payload_hash},
-                        "attempts": {"N": "0"},
-                        "created_at": time_value(now),
-                        "updated_at": time_value(now),
-                        TABLE_TTL_ATTRIBUTE: ttl_value(now + retention),
-                    },
+                    Item=item,
                     ConditionExpression=f"{IS_ABSENT} OR {IS_EXPIRED}",
                     ExpressionAttributeNames=expression_names("pk", "expires_at"),
                     ExpressionAttributeValues={":lapsed_before": time_value(now - self._clock_skew)},

@@ -50,6 +50,7 @@ ATTRIBUTE_NAMES: Final = {
     "result_omitted": "result_omitted",
     "error": "error",
     "cancel_requested_at": "cancel_requested_at",
+    "due_at": "due_at",
 }
 """Attribute names; every expression refers to them through "#name" placeholders, as several
 (status, error, result, ...) are DynamoDB reserved words."""
@@ -184,6 +185,7 @@ def record_of(item: Mapping[str, AttributeValueTypeDef]) -> Record:
         result_omitted=_text(item, "result_omitted"),
         error=_text(item, "error"),
         cancel_requested_at=time_of(item.get("cancel_requested_at")),
+        due_at=time_of(item.get("due_at")),
     )
 
 

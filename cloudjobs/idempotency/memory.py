@@ -156,7 +156,8 @@ class MemoryIdempotencyStore:
                 attempts=0,
                 created_at=now,
                 updated_at=now,
-                expires_at=now + retention,
+                expires_at=max(now, claim.due_at or now) + retention,
+                due_at=claim.due_at,
             )
             return True
 

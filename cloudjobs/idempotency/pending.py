@@ -57,6 +57,7 @@ def write_pending(
             job_id=envelope.id,
             job_type=envelope.type,
             payload_hash=payload_hash(envelope.type, envelope.payload),
+            due_at=envelope.due_at,
         )
         if not control.put_pending(claim, retention=retention):
             logger.info("job %s: a record under its key exists; no pending record written", envelope.id)

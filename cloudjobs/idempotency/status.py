@@ -14,7 +14,7 @@ from cloudjobs.idempotency.base import Record, Status, decode_result, lapse_afte
 class JobState(enum.Enum):
     """A job's state as seen through its record; one state machine for every job::
 
-        pending ──▶ running ──┬──▶ succeeded
+        scheduled ──▶ pending ──▶ running ──┬──▶ succeeded
                      ▲        ├──▶ retrying ──▶ running …
                      │        ├──▶ failed (in the dead-letter queue; a redrive makes it retrying)
                      │        └──▶ cancelled (a cancellation the handler saw, see ``job.cancelled``)
@@ -25,6 +25,8 @@ class JobState(enum.Enum):
     ``Status.RETRYING`` (stored as ``"failed"``) reads as ``RETRYING``.
     """
 
+    SCHEDULED = "scheduled"
+    """Enqueued with status tracking on and a delay past 15 minutes; not due yet (``due_at``)."""
     PENDING = "pending"
     """Enqueued with status tracking on; no attempt has started."""
     RUNNING = "running"
@@ -58,6 +60,7 @@ class JobStatus:
         updated_at: the record's last change.
         expires_at: when the record is forgotten.
         is_cancel_requested: ``jobs.cancel`` asked the running job to stop (``job.cancelled``).
+        due_at: when a job delayed past 15 minutes is due (None for others).
     """
 
     job_id: str
@@ -72,6 +75,7 @@ class JobStatus:
     updated_at: datetime
     expires_at: datetime
     is_cancel_requested: bool = False
+    due_at: datetime | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -83,7 +87,9 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
     """The status a record describes at ``now`` (a lapsed lease reads as retrying)."""
     match record.status:
         case Status.PENDING:
-            state = JobState.PENDING
+            # Stored as pending, read as scheduled until due: older workers know only "pending".
+            is_due = record.due_at is None or record.due_at <= now
+            state = JobState.PENDING if is_due else JobState.SCHEDULED
         case Status.CANCELLED:
             state = JobState.CANCELLED
         case Status.COMPLETED:
@@ -111,6 +117,7 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
         updated_at=record.updated_at,
         expires_at=record.expires_at,
         is_cancel_requested=record.cancel_requested_at is not None,
+        due_at=record.due_at,
     )
 
 

@@ -19,6 +19,12 @@ with Lambda's strategies: acknowledging leaves the record to Lambda (not reporte
 changes go out as ChangeMessageVisibilityBatch calls of ten, sent as soon as ten are waiting, so the
 last call before returning is small whatever the batch size (up to 10,000 records).
 
+Each record runs on the queue its ``eventSourceARN`` names (see
+:mod:`cloudjobs.runtimes.lambda_queues`): one function may sit behind several event source mappings,
+and no ``CLOUDJOBS_QUEUE_URL`` is needed. Records are grouped by queue; each group has its queue's
+consumer (FIFO rules, redrive threshold) and its own applier, so visibility changes go to its queue
+and dead letters to its queue's DLQ. The records of a queue the app cannot describe are all reported.
+
 The function's timeout is the hard limit: a sync handler cannot be interrupted, so a record starts
 only while ``context.get_remaining_time_in_millis()`` leaves at least ``safety_margin``; records not
 started are reported and released. See docs/lambda.md for permissions, FIFO rules and idempotency.
@@ -29,26 +35,24 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 from cloudjobs.applier import BufferedVisibility, LeftToLambda, OutcomeApplier
-from cloudjobs.backends.base import Backend, Delivery
-from cloudjobs.consumer import Consumer
-from cloudjobs.errors import ConfigurationError
+from cloudjobs.backends.base import Delivery
+from cloudjobs.errors import CloudjobsError, ConfigurationError
 from cloudjobs.invocation import EventLoopThread, Invocation
 from cloudjobs.outcomes import Outcome, Reason, Released
 from cloudjobs.runtimes.lambda_events import (
-    BatchItemFailure,
     LambdaContext,
     PartialBatchResponse,
     SqsEvent,
     SqsRecord,
     delivery_from_record,
-    queue_name_of,
 )
+from cloudjobs.runtimes.lambda_queues import SourceQueue, SourceQueues, UndescribedQueue
 from cloudjobs.runtimes.ordering import applying, chains, run_chain
 
 if TYPE_CHECKING:
@@ -73,11 +77,12 @@ class LambdaHandler:
     """The handler of a Lambda function behind an SQS event source mapping (``ReportBatchItemFailures``).
 
     Build it with :meth:`CloudJobs.lambda_handler` at module level and name it as the function's
-    handler. Building does no I/O; the first invocation builds the consumer (one GetQueueAttributes)
-    and keeps it for the life of the execution environment.
+    handler. Building does no I/O; the first record of each queue builds that queue's consumer (one
+    GetQueueAttributes) and keeps it for the life of the execution environment.
 
     Args:
-        app: the job registry; its backend (``CLOUDJOBS_QUEUE_URL``) must be the mapping's queue.
+        app: the job registry; records of any of its queues run, and, when it runs on SQS, records
+            of any queue the function's event source mappings name.
         fifo_rule: what a failure holds back on a FIFO queue.
         safety_margin: the least remaining time at which a record may still start.
         concurrency: records run at once in one invocation, in threads (I/O-bound handlers). A FIFO
@@ -105,58 +110,68 @@ class LambdaHandler:
         self.safety_margin = safety_margin
         self.concurrency = concurrency
         self._lock = threading.Lock()
-        self._consumer: Consumer | None = None
+        self._queues = SourceQueues(app)
         self._executor: ThreadPoolExecutor | None = None
         # One event loop for the life of the execution environment, as in the worker: async clients
         # a handler keeps between invocations stay bound to the loop they were created on.
         self._loop = EventLoopThread("cloudjobs-lambda-event-loop")
 
     def __call__(self, event: SqsEvent, context: LambdaContext) -> PartialBatchResponse:
-        """Run one batch; returns the records to leave on the queue.
+        """Run one batch; returns the records to leave on the queue, in the event's order.
 
-        Never raises for a job's failure; raises (failing the whole batch, which Lambda retries) only
-        when the app cannot consume this queue at all.
-
-        Raises:
-            ConfigurationError: the records come from another queue than the app's backend.
-            BackendError: the queue's configuration could not be read (first invocation only).
+        Never raises for a record or a job (raising would fail, and redeliver, the whole batch): the
+        records of a queue that cannot be described (it does not exist, access is denied, the app
+        does not know it), and a record that cannot be read, are reported with an ERROR log.
         """
         records = event["Records"]
         if not records:
             return {"batchItemFailures": []}
-        consumer = self._consumer_for(records)
-        deliveries = [delivery_from_record(record) for record in records]
-        return {"batchItemFailures": _Batch(self, consumer, context).run(deliveries)}
+        if _remaining(context) < self.safety_margin:
+            logger.error(
+                "invocation started with %d ms left, below the safety margin of %d ms: no record can "
+                "start; raise the function's timeout or lower safety_margin",
+                context.get_remaining_time_in_millis(),
+                self.safety_margin // timedelta(milliseconds=1),
+            )
+        # One batch comes from one event source mapping, but nothing forbids a mix: group by queue.
+        by_source: dict[str, list[SqsRecord]] = {}
+        for record in records:
+            by_source.setdefault(record.get("eventSourceARN", ""), []).append(record)
+        reported: set[str] = set()
+        not_started = 0
+        for arn, group in by_source.items():
+            source = self._queues.resolve(arn)
+            if isinstance(source, UndescribedQueue):
+                _log_undescribed(source, len(group))
+                reported.update(record["messageId"] for record in group)
+                continue
+            batch = _Batch(self, source, context)
+            reported |= batch.run(_deliveries(group, reported, is_fifo=source.consumer.queue.is_fifo))
+            not_started += batch.not_started
+        if not_started:
+            logger.warning(
+                "%d of %d records not started: the invocation's time budget was spent; they are "
+                "released for another invocation",
+                not_started,
+                len(records),
+            )
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": record["messageId"]}
+                for record in records
+                if record["messageId"] in reported
+            ]
+        }
 
     def close(self) -> None:
-        """Stop the threads and event loop this handler started (for tests; Lambda never needs it)."""
+        """Stop the threads and event loop this handler started, and close the clients of queues it
+        found from records (for tests; Lambda never needs it)."""
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
         self._loop.close()
-
-    @property
-    def backend(self) -> Backend:
-        """The backend that visibility changes and dead letters go to (the app's)."""
-        return self._app.backend
-
-    def _consumer_for(self, records: Sequence[SqsRecord]) -> Consumer:
-        with self._lock:
-            if self._consumer is None:
-                self._consumer = self._app.consumer()
-            consumer = self._consumer
-        expected = consumer.queue.name
-        for record in records:
-            source = queue_name_of(record["eventSourceARN"])
-            if source != expected:
-                # Receipts of another queue would be refused by every call we make: fail loudly.
-                raise ConfigurationError(
-                    f"records come from queue {source!r} but the app consumes {expected!r}; "
-                    "set CLOUDJOBS_QUEUE_URL to the event source mapping's queue",
-                    setting="CLOUDJOBS_QUEUE_URL",
-                )
-        return consumer
+        self._queues.close()
 
     def _map(self, function: Callable[[list[Delivery]], None], work: list[list[Delivery]]) -> None:
         if self.concurrency == 1 or len(work) == 1:
@@ -171,54 +186,79 @@ class LambdaHandler:
             future.result()
 
 
-class _Batch:
-    """One invocation's records: runs them through the pipeline and gathers what to report."""
+def _remaining(context: LambdaContext) -> timedelta:
+    return timedelta(milliseconds=context.get_remaining_time_in_millis())
 
-    def __init__(self, handler: LambdaHandler, consumer: Consumer, context: LambdaContext) -> None:
+
+def _deliveries(records: list[SqsRecord], reported: set[str], *, is_fifo: bool) -> list[Delivery]:
+    """The records as deliveries. A record that cannot be read (a field missing or malformed) is
+    added to ``reported`` instead: it comes back, and the queue's redrive policy ends it. On a FIFO
+    queue so is every record after it, unrun: its message group is not known, and order must hold."""
+    deliveries = []
+    for index, record in enumerate(records):
+        try:
+            deliveries.append(delivery_from_record(record))
+        except (KeyError, TypeError, ValueError) as exc:
+            held_back = records[index + 1 :] if is_fifo else []
+            logger.error(
+                "record %s cannot be read (%s: %s); reported%s",
+                record["messageId"],
+                type(exc).__name__,
+                exc,
+                f" with the {len(held_back)} records after it (FIFO)" if held_back else "",
+            )
+            reported.add(record["messageId"])
+            if is_fifo:
+                reported.update(later["messageId"] for later in held_back)
+                break
+    return deliveries
+
+
+def _log_undescribed(queue: UndescribedQueue, count: int) -> None:
+    is_bug = queue.error is not None and not isinstance(queue.error, CloudjobsError)
+    logger.error(
+        "queue %r cannot be described (%s): its %d record(s) in this invocation are reported",
+        queue.name,
+        queue.reason,
+        count,
+        exc_info=queue.error if is_bug else None,
+        extra={"queue": queue.name},
+    )
+
+
+class _Batch:
+    """The records of one invocation from one queue: runs them through that queue's consumer and
+    gathers what to report."""
+
+    def __init__(self, handler: LambdaHandler, source: SourceQueue, context: LambdaContext) -> None:
         self._handler = handler
-        self._consumer = consumer
+        self._consumer = source.consumer
         self._context = context
-        self._visibility = BufferedVisibility(handler.backend, self._remaining)
+        self._visibility = BufferedVisibility(source.backend, self._remaining)
         self._applier = OutcomeApplier(
-            handler.backend, handler._app.clock, acknowledging=LeftToLambda(), hiding=self._visibility
+            source.backend, handler._app.clock, acknowledging=LeftToLambda(), hiding=self._visibility
         )
         self._lock = threading.Lock()
         self._reported: set[str] = set()
-        self._not_started = 0
+        self.not_started = 0
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
         invocation = Invocation(loop=handler._loop, time_left=self._remaining)
-        self._run = applying(consumer, invocation, self._apply)
+        self._run = applying(self._consumer, invocation, self._apply)
 
-    def run(self, deliveries: list[Delivery]) -> list[BatchItemFailure]:
-        """Run the records; returns those to report (left on the queue), in the batch's order."""
+    def run(self, deliveries: list[Delivery]) -> set[str]:
+        """Run the records; returns the message ids of those to report (left on the queue)."""
+        if not deliveries:
+            return set()
         reason = Reason.FIFO_GROUP_BLOCKED
         if self._consumer.queue.is_fifo and self._handler.fifo_rule is FifoRule.STOP_AT_FIRST_FAILURE:
             # One chain in the batch's order: the first reported record holds back all that follow.
             work, reason = [deliveries], Reason.FIFO_BATCH_STOPPED
         else:
             work = chains(deliveries)
-        if self._remaining() < self._handler.safety_margin:
-            logger.error(
-                "invocation started with %d ms left, below the safety margin of %d ms: no record can "
-                "start; raise the function's timeout or lower safety_margin",
-                self._context.get_remaining_time_in_millis(),
-                self._handler.safety_margin // timedelta(milliseconds=1),
-            )
         self._consumer.prefetch(deliveries)
         self._handler._map(lambda chain: self._run_chain(chain, reason), work)
         self._visibility.flush()
-        if self._not_started:
-            logger.warning(
-                "%d of %d records not started: the invocation's time budget was spent; they are "
-                "released for another invocation",
-                self._not_started,
-                len(deliveries),
-            )
-        return [
-            {"itemIdentifier": delivery.message_id}
-            for delivery in deliveries
-            if delivery.message_id in self._reported
-        ]
+        return self._reported
 
     def _run_chain(self, chain: list[Delivery], reason: Reason) -> None:
         for _ in run_chain(chain, self._process, self._apply, reason=reason):
@@ -227,7 +267,7 @@ class _Batch:
     def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:
         if self._remaining() < self._handler.safety_margin:
             with self._lock:
-                self._not_started += 1
+                self.not_started += 1
             released = Released(reason=Reason.TIME_BUDGET)
             return released, self._apply(delivery, released)
         return self._run(delivery)
@@ -240,4 +280,4 @@ class _Batch:
         return stays
 
     def _remaining(self) -> timedelta:
-        return timedelta(milliseconds=self._context.get_remaining_time_in_millis())
+        return _remaining(self._context)

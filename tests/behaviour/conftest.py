@@ -138,6 +138,7 @@ class Harness:
                 "body": delivery.body,
                 "attributes": dict(delivery.attributes),
                 "typed_attributes": dict(delivery.typed_attributes),
+                "group_id": delivery.group_id,
                 **json.loads(delivery.attributes.get(DEAD_LETTER_ATTRIBUTE, "{}")),
             }
             for delivery in seen.values()

@@ -6,6 +6,7 @@ coverage test (tests/integration/test_iam_coverage.py) read the HCL through this
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ EXAMPLES = TERRAFORM / "examples"
 
 _OPTIONS = SerializationOptions(explicit_blocks=False, strip_string_quotes=True, with_comments=False)
 _LOCAL_REFERENCE = re.compile(r"\$\{local\.(\w+)\}")
+_REGEX_CALL = re.compile(r'regex(?:all)?\("((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +95,83 @@ def statements(document: dict[str, Any]) -> Iterator[Statement]:
             block=block,
             for_each=for_each,
         )
+
+
+def conditional(expression: str) -> tuple[str, str, str]:
+    """``${condition ? if_true : if_false}`` as its three parts; a nested conditional is refused."""
+    match = re.fullmatch(r"\$\{(.*)\}", expression, re.DOTALL)
+    assert match, f"not an expression: {expression}"
+    text = match[1]
+    questions, colons = _top_level(text, " ? "), _top_level(text, " : ")
+    assert len(questions) == len(colons) == 1, f"not one plain conditional: {expression}"
+    (question,), (colon,) = questions, colons
+    return text[:question], text[question + 3 : colon], text[colon + 3 :]
+
+
+def _top_level(text: str, separator: str) -> list[int]:
+    """Where ``separator`` occurs outside brackets, strings and their ``${...}`` interpolations."""
+    found: list[int] = []
+    opened: list[str] = []  # '"' for a string; a bracket, or "${" in a string, for code
+    index = 0
+    while index < len(text):
+        character = text[index]
+        if opened and opened[-1] == '"':
+            if character == "\\":
+                index += 1
+            elif character == '"':
+                opened.pop()
+            elif text.startswith("${", index):
+                opened.append("${")
+                index += 1
+        elif character == '"':
+            opened.append('"')
+        elif character in "([{":
+            opened.append(character)
+        elif character in ")]}":
+            opened.pop()
+        elif not opened and text.startswith(separator, index):
+            found.append(index)
+        index += 1
+    assert not opened, f"unbalanced: {text}"
+    return found
+
+
+def patterns(expression: str) -> list[re.Pattern[str]]:
+    """The patterns of an expression's ``regex("...")`` and ``regexall`` calls, compiled (RE2 and
+    Python read the classes and anchors used here alike)."""
+    return [re.compile(re.sub(r"\\(.)", r"\1", raw)) for raw in _REGEX_CALL.findall(expression)]
+
+
+def holds(condition: str, **variables: object) -> bool:
+    """A condition made of ``==``, ``!=``, ``!``, ``&&`` and ``||`` on variables, evaluated.
+
+    Enough for the rules that relate one variable to another; anything else (a function call, a
+    conditional) raises ``ValueError``, so a test never passes on an expression it did not read.
+    """
+    text = condition.removeprefix("${").removesuffix("}")
+    text = re.sub(r"!(?!=)", " not ", text).replace("&&", " and ").replace("||", " or ")
+    text = re.sub(r"\bvar\.(\w+)", r"\1", text)
+    return bool(_evaluate(ast.parse(text.strip(), mode="eval").body, variables))
+
+
+_LITERALS: dict[str, object] = {"null": None, "true": True, "false": False}
+
+
+def _evaluate(node: ast.expr, variables: dict[str, object]) -> object:
+    match node:
+        case ast.BoolOp(op=ast.And(), values=values):
+            return all([_evaluate(value, variables) for value in values])
+        case ast.BoolOp(op=ast.Or(), values=values):
+            return any([_evaluate(value, variables) for value in values])
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            return not _evaluate(operand, variables)
+        case ast.Compare(left=left, ops=[ast.Eq() | ast.NotEq() as operator], comparators=[right]):
+            equal = _evaluate(left, variables) == _evaluate(right, variables)
+            return equal if isinstance(operator, ast.Eq) else not equal
+        case ast.Name(id=name) if name in _LITERALS:
+            return _LITERALS[name]
+        case ast.Name(id=name):
+            return variables[name]
+        case ast.Constant(value=str() as value):
+            return value
+    raise ValueError(f"not a plain comparison of variables: {ast.unparse(node)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,17 @@ from cloudjobs.provisioning import (
     TABLE_TTL_ATTRIBUTE,
 )
 from cloudjobs.settings import ENV_PREFIX, Settings
-from tests.infra.terraform import EXAMPLES, MODULE, TERRAFORM, Configuration, parse, statements
+from tests.infra.terraform import (
+    EXAMPLES,
+    MODULE,
+    TERRAFORM,
+    Configuration,
+    conditional,
+    holds,
+    parse,
+    patterns,
+    statements,
+)
 
 # The first 6.x provider release whose aws_sqs_queue accepts a 1 MiB max_message_size
 # (hashicorp/terraform-provider-aws#43710, released in 6.8.0; see the module's README).
@@ -225,12 +236,84 @@ def test_table_has_point_in_time_recovery(module: Configuration) -> None:
     assert table["point_in_time_recovery"] == [{"enabled": True}]
 
 
+# An app's tiers share one table: one instance creates it, the others are given its ARN.
+_SHARED_TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders-idempotency"
+
+
+def test_table_is_created_only_with_create_table(module: Configuration) -> None:
+    condition, created, skipped = conditional(module.resources["aws_dynamodb_table.idempotency"]["count"])
+    assert (condition, created, skipped) == ("var.create_table", "1", "0")
+    assert module.variables["create_table"]["default"] is True
+    assert module.variables["create_table"]["type"] == "bool"
+
+
+@pytest.mark.parametrize(
+    ("create_table", "idempotency_table_arn", "idempotency_table_name", "accepted"),
+    [
+        (True, None, None, True),
+        (True, None, "orders-jobs", True),
+        (False, _SHARED_TABLE_ARN, None, True),
+        (False, None, None, False),  # no table at all
+        (True, _SHARED_TABLE_ARN, None, False),  # an ARN that would be ignored
+        (False, _SHARED_TABLE_ARN, "orders-jobs", False),  # a name for a table not created
+    ],
+)
+def test_a_shared_table_is_given_by_its_arn_exactly_when_none_is_created(
+    module: Configuration,
+    create_table: bool,
+    idempotency_table_arn: str | None,
+    idempotency_table_name: str | None,
+    accepted: bool,
+) -> None:
+    inputs = {
+        "create_table": create_table,
+        "idempotency_table_arn": idempotency_table_arn,
+        "idempotency_table_name": idempotency_table_name,
+    }
+    rules = [
+        rule["condition"]
+        for variable in ("idempotency_table_arn", "idempotency_table_name")
+        for rule in module.variables[variable]["validation"]
+        if "var.create_table" in rule["condition"]
+    ]
+    assert len(rules) == 2
+    assert all(holds(rule, **inputs) for rule in rules) == accepted
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (_SHARED_TABLE_ARN, True),
+        ("arn:aws-us-gov:dynamodb:us-gov-west-1:123456789012:table/orders.jobs_v2", True),
+        ("orders-idempotency", False),  # a name, not an ARN
+        (f"{_SHARED_TABLE_ARN}/index/{TABLE_JOB_ID_INDEX}", False),  # the index, not the table
+        ("arn:aws:sqs:eu-west-1:123456789012:orders", False),
+    ],
+)
+def test_shared_table_arn_must_name_a_table(module: Configuration, value: str, accepted: bool) -> None:
+    (pattern,) = [
+        pattern
+        for rule in module.variables["idempotency_table_arn"]["validation"]
+        for pattern in patterns(rule["condition"])
+    ]
+    assert bool(pattern.fullmatch(value)) == accepted
+
+
+def test_a_shared_tables_name_is_the_last_part_of_its_arn(module: Configuration) -> None:
+    condition, _, shared = conditional(module.locals["table_name"])
+    assert condition == "var.create_table"
+    # The validated ARN holds one "/" (before the name): split("/", arn)[1] is the name.
+    split = re.fullmatch(r'split\("/", var\.idempotency_table_arn\)\[(\d+)\]', shared)
+    assert split, shared
+    assert _SHARED_TABLE_ARN.split("/")[int(split[1])] == "orders-idempotency"
+
+
 # ---------------------------------------------------------------------------------------------------
 # IAM
 # ---------------------------------------------------------------------------------------------------
 
 _QUEUE = "${aws_sqs_queue.this.arn}"
-_TABLE = "${aws_dynamodb_table.idempotency.arn}"
+_TABLE = "${local.table_arn}"
 _INDEX = "${local.table_index_arn}"
 _KEY = "${var.kms_key_arn}"
 ROLES = ("consumer", "operator", "producer")
@@ -246,10 +329,87 @@ def test_each_role_has_an_allow_only_policy_output(module: Configuration, role: 
 
 
 def test_index_grants_name_the_job_id_index_only(module: Configuration) -> None:
-    assert module.locals["table_index_arn"] == (
-        "${aws_dynamodb_table.idempotency.arn}/index/${local.table_job_id_index}"
-    )
+    assert module.locals["table_index_arn"] == "${local.table_arn}/index/${local.table_job_id_index}"
     assert module.locals["table_job_id_index"] == TABLE_JOB_ID_INDEX
+
+
+def test_grants_outputs_and_environment_name_the_table_in_use_created_or_shared(
+    module: Configuration,
+) -> None:
+    for local, attribute in (("table_arn", "arn"), ("table_name", "name")):
+        condition, created, shared = conditional(module.locals[local])
+        assert condition == "var.create_table"
+        assert created == f"aws_dynamodb_table.idempotency[0].{attribute}"
+        assert "var.idempotency_table_arn" in shared
+    # Everything else goes through those two locals, so nothing names a table that was not created.
+    referring = {
+        (kind, name)
+        for kind, blocks in (
+            ("locals", module.locals),
+            ("data", module.data),
+            ("resources", module.resources),
+            ("outputs", module.outputs),
+        )
+        for name, block in blocks.items()
+        if "aws_dynamodb_table.idempotency" in repr(block)
+    }
+    assert referring == {("locals", "table_arn"), ("locals", "table_name")}
+    assert module.outputs["idempotency_table_arn"]["value"] == "${local.table_arn}"
+    assert module.outputs["idempotency_table"]["value"] == "${local.table_name}"
+    for role in ROLES:
+        for statement in statements(module.data[f"aws_iam_policy_document.{role}"]):
+            if any(action.startswith("dynamodb:") for action in statement.actions):
+                assert set(statement.resources) <= {_TABLE, _INDEX}, (role, statement.sid)
+
+
+def _sid_suffix(module: Configuration, tier: str) -> str:
+    """local.sid_suffix for ``tier``: the tier's words capitalised, or nothing for the default tier."""
+    condition, default, joined = conditional(module.locals["sid_suffix"])
+    if holds(condition, tier=tier):
+        assert default == '""'
+        return ""
+    assert _compact(joined) == 'join("",[forwordinregexall("[a-z0-9]+",var.tier):title(word)])', joined
+    (word,) = patterns(joined)
+    # title() capitalises a word's first letter, as Terraform's does for these words.
+    return "".join(found[:1].upper() + found[1:] for found in word.findall(tier))
+
+
+def _sids(module: Configuration, role: str, tier: str) -> list[str]:
+    """The statement ids of ``role``'s policy for an instance of ``tier`` (every statement, dynamic too)."""
+    return [
+        statement.sid.replace("${local.sid_suffix}", _sid_suffix(module, tier))
+        for statement in statements(module.data[f"aws_iam_policy_document.{role}"])
+    ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_policies_of_an_apps_tiers_merge_without_a_statement_id_twice(
+    module: Configuration, role: str
+) -> None:
+    # One role (a worker's, a Lambda function's) merges its tiers' documents with
+    # source_policy_documents, which refuses a Sid seen before; IAM allows only letters and digits.
+    tiers = ["default", "critical", "bulk", "bulk-low", "tier_2"]
+    merged = [sid for tier in tiers for sid in _sids(module, role, tier)]
+    assert len(merged) == len(set(merged)), sorted(merged)
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", sid) for sid in merged), merged
+
+
+def test_default_tier_keeps_the_plain_statement_ids(module: Configuration) -> None:
+    assert "ConsumeJobs" in _sids(module, "consumer", "default")
+    assert "ConsumeJobsBulkLow" in _sids(module, "consumer", "bulk-low")
+
+
+def test_the_operator_may_cancel_the_move_task_its_redrive_started(module: Configuration) -> None:
+    # A redrive cancels its move task once it moved the count it read at the start (CancelMessageMoveTask,
+    # authorised on the source: the DLQ). The parity test cannot see it: its moto stub reports every
+    # task as finished, so the cancel never runs there.
+    on_the_dlq = [
+        statement
+        for statement in statements(module.data["aws_iam_policy_document.operator"])
+        if "${aws_sqs_queue.dlq.arn}" in statement.resources
+    ]
+    assert any("sqs:CancelMessageMoveTask" in statement.actions for statement in on_the_dlq)
+    assert any("sqs:StartMessageMoveTask" in statement.actions for statement in on_the_dlq)
 
 
 def test_producer_reaches_the_table_only_with_status_tracking(module: Configuration) -> None:
@@ -357,6 +517,61 @@ def test_environment_sets_status_tracking_exactly_when_the_policies_grant_it(mod
     assert module.outputs["status_tracking"]["value"] == "${var.status_tracking}"
 
 
+@pytest.mark.parametrize(
+    ("tier", "accepted"),
+    [
+        ("default", True),
+        ("critical", True),
+        ("bulk-low", True),
+        ("tier_2", True),
+        ("Critical", False),
+        ("2nd", False),
+        ("", False),
+        ("bulk,low", False),  # "," separates CLOUDJOBS_QUEUES entries
+        ("bulk=low", False),  # "=" separates a tier from its queue
+        ("bulk low", False),
+    ],
+)
+def test_tier_names_cannot_break_a_queues_entry(module: Configuration, tier: str, accepted: bool) -> None:
+    (pattern,) = [
+        pattern for rule in module.variables["tier"]["validation"] for pattern in patterns(rule["condition"])
+    ]
+    assert bool(pattern.fullmatch(tier)) == accepted
+    assert module.variables["tier"]["default"] == "default"
+
+
+_QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-bulk"
+
+
+def _queues_entry(module: Configuration, tier: str) -> str | None:
+    """The queues_entry output for an instance of ``tier`` whose queue has ``_QUEUE_URL``."""
+    condition, default, entry = conditional(module.outputs["queues_entry"]["value"])
+    if holds(condition, tier=tier):
+        assert default == "null"
+        return None
+    queue_url = module.outputs["queue_url"]["value"]  # "${aws_sqs_queue.this.url}"
+    template = re.fullmatch(r'"(.*)"', entry)
+    assert template, f"queues_entry is not a string template: {entry}"
+    rendered = template[1].replace("${var.tier}", tier).replace(queue_url, _QUEUE_URL)
+    assert "${" not in rendered, f"queues_entry refers to more than the tier and the queue URL: {entry}"
+    return rendered
+
+
+def test_queues_entry_names_the_tier_and_its_queue_url(module: Configuration) -> None:
+    entry = _queues_entry(module, "bulk")
+    assert entry is not None
+    # Read as the library reads CLOUDJOBS_QUEUES: comma-separated NAME=VALUE pairs.
+    (pair,) = entry.split(",")
+    name, _, value = pair.partition("=")
+    assert (name, value) == ("bulk", _QUEUE_URL)
+
+
+def test_default_tier_has_no_queues_entry_its_queue_is_the_queue_url(module: Configuration) -> None:
+    # "default" is reserved for CLOUDJOBS_QUEUE_URL (or _NAME), which environment already sets.
+    assert _queues_entry(module, "default") is None
+    assert "CLOUDJOBS_QUEUE_URL=aws_sqs_queue.this.url" in _compact(module.outputs["environment"]["value"])
+
+
 def test_every_cloudjobs_variable_in_terraform_is_a_setting() -> None:
     for path in TERRAFORM.rglob("*.tf"):
         for variable in re.findall(rf"\b{ENV_PREFIX}[A-Z0-9_]+", path.read_text(encoding="utf-8")):
@@ -397,10 +612,146 @@ def test_main_is_divided_by_80_column_banners() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("example", ["lambda-consumer", "ecs-worker"])
-def test_examples_call_the_module_by_relative_path(example: str) -> None:
-    configuration = parse(EXAMPLES / example)
-    assert configuration.modules["jobs"]["source"] == "../../modules/cloudjobs-queue"
+_EXAMPLE_DIRECTORIES = sorted(path.parent for path in EXAMPLES.glob("*/main.tf"))
+
+
+@pytest.mark.parametrize("example", _EXAMPLE_DIRECTORIES, ids=lambda path: path.name)
+def test_examples_call_the_module_by_relative_path(example: Path) -> None:
+    calls = parse(example).modules
+    assert calls
+    for name, call in calls.items():
+        assert call["source"] == "../../modules/cloudjobs-queue", name
+
+
+# priority-tiers: three tiers of one app, one table, one function, one policy per role.
+
+
+@pytest.fixture(scope="module")
+def tiers() -> Configuration:
+    return parse(EXAMPLES / "priority-tiers")
+
+
+def _tier_of(module: Configuration, call: dict[str, Any]) -> str:
+    tier = call.get("tier", module.variables["tier"]["default"])
+    assert isinstance(tier, str)
+    return tier
+
+
+def _module_by_tier(module: Configuration, tiers: Configuration) -> dict[str, str]:
+    """The example's module calls by the tier each is an instance of."""
+    return {_tier_of(module, call): name for name, call in tiers.modules.items()}
+
+
+def test_priority_tiers_are_three_instances_sharing_one_table(
+    module: Configuration, tiers: Configuration
+) -> None:
+    by_tier = _module_by_tier(module, tiers)
+    assert sorted(by_tier) == ["bulk", "critical", "default"]
+    assert len(tiers.modules) == 3
+    creating = [
+        name
+        for name, call in tiers.modules.items()
+        if call.get("create_table", module.variables["create_table"]["default"])
+    ]
+    assert creating == [by_tier["default"]]
+    for name, call in tiers.modules.items():
+        if name not in creating:
+            assert call["idempotency_table_arn"] == f"${{module.{by_tier['default']}.idempotency_table_arn}}"
+    assert not [resource for resource in tiers.resources if resource.startswith("aws_dynamodb_table.")]
+    # A shared table keeps its creator's key, and each instance's policies name their own.
+    assert len({call.get("kms_key_arn") for call in tiers.modules.values()}) == 1
+
+
+def test_priority_tiers_function_consumes_every_queue_reporting_batch_item_failures(
+    module: Configuration, tiers: Configuration
+) -> None:
+    (function,) = [name for name in tiers.resources if name.startswith("aws_lambda_function.")]
+    mappings = [call["lambda_consumer"] for call in tiers.modules.values() if "lambda_consumer" in call]
+    assert len(mappings) == 3
+    for mapping in mappings:
+        assert mapping["function_name"] == f"${{{function}.function_name}}"
+        assert mapping["function_timeout_seconds"] == f"${{{function}.timeout}}"
+    # Each instance's mapping is the module's, which reports batch item failures.
+    module_mapping = module.resources["aws_lambda_event_source_mapping.this"]
+    assert module_mapping["function_response_types"] == ["ReportBatchItemFailures"]
+    assert module_mapping["count"] == "${var.lambda_consumer == null ? 0 : 1}"
+    # The function reserves what the three mappings may use together, each its tier's share.
+    assert tiers.resources[function]["reserved_concurrent_executions"] == (
+        "${sum(values(local.maximum_concurrency))}"
+    )
+    shares = sorted(mapping["maximum_concurrency"] for mapping in mappings)
+    assert shares == sorted(
+        f"${{local.maximum_concurrency.{tier}}}" for tier in tiers.locals["maximum_concurrency"]
+    )
+    assert tiers.locals["maximum_concurrency"]["critical"] > tiers.locals["maximum_concurrency"]["bulk"]
+
+
+def _consumer_roles(tiers: Configuration) -> dict[str, str]:
+    """The function's role and the ECS task role, by who assumes them."""
+    (function,) = [body for name, body in tiers.resources.items() if name.startswith("aws_lambda_function.")]
+    worker = [
+        name
+        for name, body in tiers.resources.items()
+        if name.startswith("aws_iam_role.")
+        and "ecs-tasks.amazonaws.com" in repr(tiers.data[_document(body["assume_role_policy"])])
+    ]
+    (worker_role,) = worker
+    function_role = re.fullmatch(r"\$\{(aws_iam_role\.\w+)\.arn\}", function["role"])
+    assert function_role, function["role"]
+    return {"lambda": function_role[1], "worker": worker_role}
+
+
+def _document(reference: str) -> str:
+    match = re.fullmatch(r"\$\{data\.(aws_iam_policy_document\.\w+)\.json\}", reference)
+    assert match, reference
+    return match[1]
+
+
+@pytest.mark.parametrize("consumer", ["lambda", "worker"])
+def test_priority_tiers_consumer_roles_are_granted_every_tiers_queue_dlq_and_table(
+    module: Configuration, tiers: Configuration, consumer: str
+) -> None:
+    role = _consumer_roles(tiers)[consumer]
+    documents = [
+        tiers.data[_document(body["policy"])]
+        for name, body in tiers.resources.items()
+        if name.startswith("aws_iam_role_policy.") and body["role"] == f"${{{role}.id}}"
+    ]
+    merged = [
+        reference for document in documents for reference in document.get("source_policy_documents", [])
+    ]
+    granted_tiers = {
+        _tier_of(module, tiers.modules[match[1]])
+        for reference in merged
+        if (match := re.fullmatch(r"\$\{module\.(\w+)\.consumer_policy_json\}", reference))
+    }
+    assert granted_tiers == {"critical", "default", "bulk"}
+    # Each tier's consumer policy covers its queue, its dead-letter queue and the (shared) table...
+    resources = {
+        resource
+        for statement in statements(module.data["aws_iam_policy_document.consumer"])
+        for resource in statement.resources
+    }
+    assert {_QUEUE, "${aws_sqs_queue.dlq.arn}", _TABLE, _INDEX} <= resources
+    # ...and the three merge into one document without a statement id twice.
+    sids = [sid for tier in granted_tiers for sid in _sids(module, "consumer", tier)]
+    assert len(sids) == len(set(sids))
+
+
+def test_priority_tiers_environment_is_the_default_tiers_with_the_others_in_cloudjobs_queues(
+    module: Configuration, tiers: Configuration
+) -> None:
+    by_tier = _module_by_tier(module, tiers)
+    (function,) = [body for name, body in tiers.resources.items() if name.startswith("aws_lambda_function.")]
+    (environment,) = function["environment"]
+    expression = _compact(tiers.resolve(environment["variables"]))
+    assert expression.startswith(f"${{merge(module.{by_tier['default']}.environment,"), expression
+    queues = re.search(r"CLOUDJOBS_QUEUES=join\(\",\",\[([^\]]*)\]\)", expression)
+    assert queues, expression
+    listed = queues[1].split(",")
+    assert sorted(listed) == sorted(f"module.{by_tier[tier]}.queues_entry" for tier in ("critical", "bulk"))
+    # Producers get the same settings.
+    assert tiers.outputs["environment"]["value"] == environment["variables"]
 
 
 def test_module_skips_only_checks_justified_inline_and_listed_in_its_readme() -> None:

@@ -198,3 +198,16 @@ def test_a_duplicate_pending_write_points_the_duplicate_at_the_live_record(
     assert (record.job_id, record.status) == ("job-1", Status.PENDING)
     assert store.find_through_alias("job-1") is None  # the first job is found directly
     assert store.find_through_alias("job-3") is None
+
+
+def test_a_scheduled_pending_record_keeps_its_due_time_and_lives_past_it(
+    store: MemoryIdempotencyStore | DynamoDbIdempotencyStore,
+) -> None:
+    due_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+
+    assert store.put_pending(dataclasses.replace(_claim(), due_at=due_at), retention=RETENTION) is True
+
+    pending = _found(store, "job-1")
+    assert pending.status is Status.PENDING
+    assert pending.due_at == due_at
+    assert pending.expires_at >= due_at + RETENTION - timedelta(seconds=1)

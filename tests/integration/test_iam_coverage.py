@@ -61,7 +61,7 @@ class Resource(StrEnum):
 
     QUEUE = "${aws_sqs_queue.this.arn}"
     DLQ = "${aws_sqs_queue.dlq.arn}"
-    TABLE = "${aws_dynamodb_table.idempotency.arn}"
+    TABLE = "${local.table_arn}"  # the table created here, or the shared one (create_table = false)
     INDEX = "${local.table_index_arn}"
     KEY = "${var.kms_key_arn}"
     ANY = "*"
@@ -439,6 +439,32 @@ def _lambda_function(stack: Stack, record: Record) -> None:
         finally:
             handler.close()
             client.close()
+
+
+@code_path("consumer")
+def _lambda_function_with_no_queue_configured(stack: Stack, record: Record) -> None:
+    # A function behind several event source mappings needs no queue setting: each record's queue,
+    # its DLQ and redrive threshold come from its eventSourceARN (the queue's URL built from it).
+    # Its handlers enqueue nothing here: sending needs the queue configured.
+    jobs = CloudJobs(settings=stack.settings(queue_url=None, dlq_url=None))
+    _register_jobs(jobs)
+    producer = CloudJobs(settings=stack.settings())
+    _register_jobs(producer)
+    producer.enqueue_many([(job_type, order) for job_type, order in _CONSUMED if job_type != "checkout"])
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record():
+            # The event source mapping polls with the function's role: its calls are the role's too.
+            mapping_client: SQSClient = boto3.session.Session().client("sqs")
+            handler = jobs.lambda_handler()
+            try:
+                EventSourceMapping(mapping_client, stack.queue, handler).run_until_empty()
+            finally:
+                handler.close()
+                mapping_client.close()
+        assert _queue_counts(client, stack.queue.dlq_url) == 1  # the refused order, in the ARN's queue's DLQ
+    finally:
+        client.close()
 
 
 def _enqueue_unrecorded(stack: Stack) -> list[str]:

@@ -108,19 +108,22 @@ class EventSourceMapping:
 
     def run_until_empty(self) -> None:
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while not self._is_empty():
+        while not self.is_empty():
             assert time.monotonic() < deadline, "the queue did not empty in time"
-            messages = self.client.receive_message(
-                QueueUrl=self.queue.queue_url,
-                MaxNumberOfMessages=self.batch_size,
-                WaitTimeSeconds=1,
-                MessageAttributeNames=["All"],
-                MessageSystemAttributeNames=["All"],
-            ).get("Messages", [])
-            if messages:
-                self._invoke(messages)
+            self.poll_once()
 
-    def _invoke(self, messages: list[MessageTypeDef]) -> None:
+    def poll_once(self) -> PartialBatchResponse | None:
+        """One poll: receive a batch (waiting up to a second) and invoke the handler with it, if any."""
+        messages = self.client.receive_message(
+            QueueUrl=self.queue.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        return self._invoke(messages) if messages else None
+
+    def _invoke(self, messages: list[MessageTypeDef]) -> PartialBatchResponse:
         event: SqsEvent = {"Records": [record_of(message, self.queue.queue_arn) for message in messages]}
         response: PartialBatchResponse = self.handler(event, FakeContext())
         self.invocations += 1
@@ -136,8 +139,10 @@ class EventSourceMapping:
                 ],
             )
             assert not result.get("Failed"), result
+        return response
 
-    def _is_empty(self) -> bool:
+    def is_empty(self) -> bool:
+        """Whether the queue holds nothing visible, in flight or delayed."""
         attributes = self.client.get_queue_attributes(
             QueueUrl=self.queue.queue_url,
             AttributeNames=[

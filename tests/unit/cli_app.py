@@ -18,11 +18,15 @@ class Greeting(BaseModel):
     name: str
 
 
-def build(*, refuse_unregistered: bool = False) -> tuple[CloudJobs, MemoryBackend]:
+def build(
+    *, refuse_unregistered: bool = False, bulk: MemoryBackend | None = None
+) -> tuple[CloudJobs, MemoryBackend]:
     """A fresh app on a fresh memory queue (with a DLQ) and status store.
 
     Jobs: ``greet`` (a validated payload, keeps a status record) and ``explode`` (always fails
-    permanently, so it lands in the DLQ). ``refuse_unregistered`` is passed to the app.
+    permanently, so it lands in the DLQ). ``refuse_unregistered`` is passed to the app. With
+    ``bulk``, the app has a second queue of that name, where ``export`` jobs (which fail
+    permanently) go.
     """
     backend = MemoryBackend("cli-tests")
     app = CloudJobs(
@@ -30,7 +34,14 @@ def build(*, refuse_unregistered: bool = False) -> tuple[CloudJobs, MemoryBacken
         backend=backend,
         idempotency_store=MemoryIdempotencyStore(),
         refuse_unregistered=refuse_unregistered,
+        queues={"bulk": bulk} if bulk is not None else None,
     )
+
+    if bulk is not None:
+
+        @app.job("export", queue="bulk", tenant="account")
+        def export(payload: dict[str, object]) -> None:
+            raise PermanentError("export failed")
 
     @app.job("greet", track_status=True)
     def greet(payload: Greeting) -> str:

@@ -312,16 +312,21 @@ def test_an_empty_batch_reports_nothing_and_touches_no_queue(handlers: Callable[
     assert handlers(jobs)({"Records": []}, FakeContext()) == {"batchItemFailures": []}
 
 
-def test_records_of_another_queue_fail_the_whole_batch_loudly(
-    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+def test_records_of_a_queue_the_app_does_not_know_are_reported_not_raised(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler], caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = MemoryBackend("jobs", clock=clock)
     jobs = app_on(backend, clock)
     jobs.enqueue("item", {"number": 1})
     [delivery] = receive_all(backend)
 
-    with pytest.raises(ConfigurationError, match="'other-queue'"):
-        handlers(jobs)({"Records": [record_of(delivery, queue="other-queue")]}, FakeContext())
+    with caplog.at_level(logging.ERROR, logger="cloudjobs.lambda"):
+        response = handlers(jobs)({"Records": [record_of(delivery, queue="other-queue")]}, FakeContext())
+
+    assert reported(response) == [delivery.message_id]
+    [error] = [r for r in caplog.records if r.name == "cloudjobs.lambda"]
+    assert "'other-queue'" in error.getMessage()
+    assert hidden_for(backend, delivery.message_id) == backend.visibility_timeout  # untouched
 
 
 def test_a_record_reaches_the_handler_with_its_attributes_trace_header_and_receive_count(
@@ -640,11 +645,16 @@ def test_fifo_groups_keep_their_order_when_records_run_concurrently(
 HEAVY_MODULES = ("boto3", "botocore", "moto", "opentelemetry.sdk", "cloudjobs.cli")
 
 
-def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli() -> None:
+@pytest.mark.parametrize(
+    "queue_url",
+    ["https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", None],
+    ids=["queue-url", "no-queue-url"],
+)
+def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli(queue_url: str | None) -> None:
     script = (
         "import json, os, sys\n"
-        "os.environ['CLOUDJOBS_QUEUE_URL'] = 'https://sqs.eu-west-1.amazonaws.com/123456789012/jobs'\n"
-        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        + (f"os.environ['CLOUDJOBS_QUEUE_URL'] = {queue_url!r}\n" if queue_url else "")
+        + "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
         "jobs = cloudjobs.CloudJobs()\n"
         "jobs.job('noop')(lambda payload: None)\n"
         "handler = jobs.lambda_handler()\n"

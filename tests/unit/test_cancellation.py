@@ -55,6 +55,7 @@ def test_old_state_names_are_aliases_of_the_new_ones() -> None:
     assert JobState["COMPLETED"] is JobState.SUCCEEDED
     assert JobState["DEAD_LETTERED"] is JobState.FAILED
     assert [state.value for state in JobState] == [
+        "scheduled",
         "pending",
         "running",
         "retrying",

@@ -318,8 +318,8 @@ def test_a_retryable_refusal_that_persists_is_reported_after_three_sends(
     assert caught.value.sent[0] is not None
 
 
-@pytest.mark.parametrize("delay", [-1, 901, timedelta(seconds=-1), timedelta(minutes=15, seconds=1)])
-def test_a_delay_outside_zero_to_nine_hundred_seconds_is_refused(
+@pytest.mark.parametrize("delay", [-1, timedelta(seconds=-1), timedelta(days=366, seconds=1)])
+def test_a_delay_outside_zero_to_a_year_and_a_day_is_refused(
     backend: MemoryBackend, clock: ManualClock, delay: float | timedelta
 ) -> None:
     with pytest.raises(InvalidDelayError) as caught:

@@ -5,7 +5,7 @@ locals {
   base_name   = trimsuffix(var.name, local.fifo_suffix)
   dlq_name    = "${local.base_name}${local.dlq_suffix}${var.fifo_queue ? local.fifo_suffix : ""}"
 
-  table_name             = coalesce(var.idempotency_table_name, "${local.base_name}-idempotency")
+  created_table_name     = coalesce(var.idempotency_table_name, "${local.base_name}-idempotency")
   table_partition_key    = "pk"
   table_job_id_attribute = "job_id"
   table_job_id_index     = "job_id-index"
@@ -138,7 +138,10 @@ resource "aws_sqs_queue_policy" "dlq" {
 
 resource "aws_dynamodb_table" "idempotency" {
   #checkov:skip=CKV_AWS_119:A customer-managed key is optional (kms_key_arn); without one the table is still encrypted, with the AWS managed key for DynamoDB.
-  name                        = local.table_name
+  # An app's tiers share one table: the other tiers' instances are given its ARN.
+  count = var.create_table ? 1 : 0
+
+  name                        = local.created_table_name
   billing_mode                = "PAY_PER_REQUEST"
   hash_key                    = local.table_partition_key
   deletion_protection_enabled = var.deletion_protection
@@ -179,12 +182,23 @@ resource "aws_dynamodb_table" "idempotency" {
   tags = var.tags
 }
 
+locals {
+  # The table cloudjobs uses, created here or shared: the policies, outputs and
+  # environment name it through these two alone. A table ARN ends in "table/<name>".
+  table_arn  = var.create_table ? aws_dynamodb_table.idempotency[0].arn : var.idempotency_table_arn
+  table_name = var.create_table ? aws_dynamodb_table.idempotency[0].name : split("/", var.idempotency_table_arn)[1]
+}
+
 ################################################################################
 # IAM
 ################################################################################
 
 locals {
-  table_index_arn = "${aws_dynamodb_table.idempotency.arn}/index/${local.table_job_id_index}"
+  table_index_arn = "${local.table_arn}/index/${local.table_job_id_index}"
+  # Statement ids end with the tier ("ConsumeJobsCritical"), so one role's policy can merge the
+  # documents of an app's tiers: IAM and source_policy_documents refuse a Sid twice, and a Sid
+  # holds only letters and digits. The default tier keeps the plain ids.
+  sid_suffix = var.tier == "default" ? "" : join("", [for word in regexall("[a-z0-9]+", var.tier) : title(word)])
   # The key may be used only through the services that encrypt with it.
   kms_via_services = [
     "sqs.${data.aws_region.current.region}.amazonaws.com",
@@ -194,7 +208,7 @@ locals {
 
 data "aws_iam_policy_document" "producer" {
   statement {
-    sid       = "EnqueueJobs"
+    sid       = "EnqueueJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.this.arn]
   }
@@ -204,16 +218,16 @@ data "aws_iam_policy_document" "producer" {
   dynamic "statement" {
     for_each = var.status_tracking ? [true] : []
     content {
-      sid       = "WriteJobStatus"
+      sid       = "WriteJobStatus${local.sid_suffix}"
       actions   = ["dynamodb:PutItem"]
-      resources = [aws_dynamodb_table.idempotency.arn]
+      resources = [local.table_arn]
     }
   }
 
   dynamic "statement" {
     for_each = var.status_tracking ? [true] : []
     content {
-      sid       = "ReadJobStatus"
+      sid       = "ReadJobStatus${local.sid_suffix}"
       actions   = ["dynamodb:Query"]
       resources = [local.table_index_arn]
     }
@@ -223,7 +237,7 @@ data "aws_iam_policy_document" "producer" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 
@@ -240,7 +254,7 @@ data "aws_iam_policy_document" "consumer" {
   # SendMessage on the queue itself: a job deferred near the redrive threshold is re-sent (same job
   # id) rather than left to be dead-lettered, and handlers enqueue follow-up jobs.
   statement {
-    sid = "ConsumeJobs"
+    sid = "ConsumeJobs${local.sid_suffix}"
     actions = [
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
@@ -254,7 +268,7 @@ data "aws_iam_policy_document" "consumer" {
 
   # The consumer dead-letters poison messages itself, with a reason attached.
   statement {
-    sid       = "DeadLetterJobs"
+    sid       = "DeadLetterJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.dlq.arn]
   }
@@ -263,13 +277,13 @@ data "aws_iam_policy_document" "consumer" {
   # markers and GetItem a running job's; PutItem writes the pending record of a job a handler
   # enqueues with status tracking on.
   statement {
-    sid       = "TrackJobs"
+    sid       = "TrackJobs${local.sid_suffix}"
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    resources = [aws_dynamodb_table.idempotency.arn]
+    resources = [local.table_arn]
   }
 
   statement {
-    sid       = "FindJobsById"
+    sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
   }
@@ -278,7 +292,7 @@ data "aws_iam_policy_document" "consumer" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 
@@ -293,8 +307,9 @@ data "aws_iam_policy_document" "consumer" {
 
 data "aws_iam_policy_document" "operator" {
   statement {
-    sid = "ManageDeadLetters"
+    sid = "ManageDeadLetters${local.sid_suffix}"
     actions = [
+      "sqs:CancelMessageMoveTask",
       "sqs:ChangeMessageVisibility",
       "sqs:DeleteMessage",
       "sqs:GetQueueAttributes",
@@ -309,7 +324,7 @@ data "aws_iam_policy_document" "operator" {
 
   # Sending dead letters back, one by one or through a message move task.
   statement {
-    sid       = "RequeueJobs"
+    sid       = "RequeueJobs${local.sid_suffix}"
     actions   = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
     resources = [aws_sqs_queue.this.arn]
   }
@@ -317,13 +332,13 @@ data "aws_iam_policy_document" "operator" {
   # Cancelling a job: an UpdateItem of its record, or a PutItem of a marker when it has none (the
   # record is found by job id on the index, below).
   statement {
-    sid       = "CancelJobs"
+    sid       = "CancelJobs${local.sid_suffix}"
     actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
-    resources = [aws_dynamodb_table.idempotency.arn]
+    resources = [local.table_arn]
   }
 
   statement {
-    sid       = "FindJobsById"
+    sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
   }
@@ -332,7 +347,7 @@ data "aws_iam_policy_document" "operator" {
   # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
   # It reads ApproximateAgeOfOldestMessage; it cannot change anything.
   statement {
-    sid       = "ReadQueueMetrics"
+    sid       = "ReadQueueMetrics${local.sid_suffix}"
     actions   = ["cloudwatch:GetMetricData"]
     resources = ["*"]
   }
@@ -341,7 +356,7 @@ data "aws_iam_policy_document" "operator" {
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
     content {
-      sid       = "UseJobsKey"
+      sid       = "UseJobsKey${local.sid_suffix}"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [var.kms_key_arn]
 

@@ -41,13 +41,13 @@ output "dlq_arn" {
 ################################################################################
 
 output "idempotency_table" {
-  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE)."
-  value       = aws_dynamodb_table.idempotency.name
+  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE): the one created here, or the shared one of idempotency_table_arn when create_table is false."
+  value       = local.table_name
 }
 
 output "idempotency_table_arn" {
-  description = "ARN of the idempotency and status table."
-  value       = aws_dynamodb_table.idempotency.arn
+  description = "ARN of the idempotency and status table (created here, or shared); give it to the other tiers' instances as idempotency_table_arn."
+  value       = local.table_arn
 }
 
 ################################################################################
@@ -59,13 +59,18 @@ output "status_tracking" {
   value       = var.status_tracking
 }
 
+output "queues_entry" {
+  description = "This queue's entry in its app's CLOUDJOBS_QUEUES: \"<tier>=<queue URL>\", for example \"bulk=https://sqs.eu-west-1.amazonaws.com/123456789012/orders-bulk\". Null for the \"default\" tier: the default queue is CLOUDJOBS_QUEUE_URL (queue_url, in environment) and is never listed in CLOUDJOBS_QUEUES. An app's CLOUDJOBS_QUEUES is its other tiers' entries joined with commas."
+  value       = var.tier == "default" ? null : "${var.tier}=${aws_sqs_queue.this.url}"
+}
+
 output "environment" {
-  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on."
+  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources, this queue as the app's default queue; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on. An app with tiers takes the default tier's environment and adds CLOUDJOBS_QUEUES, the other tiers' queues_entry joined with commas."
   value = merge(
     {
       CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
       CLOUDJOBS_DLQ_URL           = aws_sqs_queue.dlq.url
-      CLOUDJOBS_IDEMPOTENCY_TABLE = aws_dynamodb_table.idempotency.name
+      CLOUDJOBS_IDEMPOTENCY_TABLE = local.table_name
     },
     # The policies grant producers status access only with status_tracking: the setting must follow.
     var.status_tracking ? { CLOUDJOBS_STATUS_TRACKING = "true" } : {},

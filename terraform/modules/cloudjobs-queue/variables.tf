@@ -23,6 +23,17 @@ variable "name" {
   }
 }
 
+variable "tier" {
+  description = "The queue's name within its app, which can have several queues (tiers such as \"critical\" and \"bulk\"). \"default\" (the default) is the app's default queue, configured by CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME; any other tier is configured by its entry in CLOUDJOBS_QUEUES (the queues_entry output). A lowercase letter, then lowercase letters, digits, hyphens or underscores, so that it never holds the \",\" and \"=\" that separate entries. The IAM statement ids of a tier other than \"default\" end with its words capitalised (\"bulk-low\": \"ConsumeJobsBulkLow\"), so the policies of an app's tiers merge into one document."
+  type        = string
+  default     = "default"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_-]*$", var.tier))
+    error_message = "tier must start with a lowercase letter and hold only lowercase letters, digits, hyphens and underscores."
+  }
+}
+
 variable "fifo_queue" {
   description = "Create FIFO queues (the dead-letter queue of a FIFO queue is FIFO too). Messages then need a MessageGroupId; order holds within a group."
   type        = bool
@@ -143,7 +154,7 @@ variable "dlq_retention_seconds" {
 ################################################################################
 
 variable "kms_key_arn" {
-  description = "ARN of a customer-managed KMS key for the queues and the table. Null (the default) encrypts the queues with SQS-managed keys (SSE-SQS) and the table with the AWS managed key for DynamoDB. An ARN, not an alias, so the IAM policy outputs can name the key."
+  description = "ARN of a customer-managed KMS key for the queues and the table. Null (the default) encrypts the queues with SQS-managed keys (SSE-SQS) and the table with the AWS managed key for DynamoDB. An ARN, not an alias, so the IAM policy outputs can name the key. With create_table = false the shared table keeps the key it was created with, and the policies name this one: give every tier of an app the same key (or none)."
   type        = string
   default     = null
 
@@ -168,8 +179,14 @@ variable "kms_data_key_reuse_period_seconds" {
 # Idempotency table
 ################################################################################
 
+variable "create_table" {
+  description = "Create the DynamoDB idempotency and status table. False shares a table created elsewhere, as an app's tiers do (one table for all their queues; the default tier's instance usually creates it): give its ARN in idempotency_table_arn, and the IAM policies, the idempotency_table output and the environment then name that table."
+  type        = bool
+  default     = true
+}
+
 variable "idempotency_table_name" {
-  description = "Name of the DynamoDB idempotency and status table (CLOUDJOBS_IDEMPOTENCY_TABLE). Null names it \"<queue name without .fifo>-idempotency\"."
+  description = "Name of the DynamoDB idempotency and status table this module creates (CLOUDJOBS_IDEMPOTENCY_TABLE). Null names it \"<queue name without .fifo>-idempotency\". Only with create_table: a shared table's name is read from idempotency_table_arn."
   type        = string
   default     = null
 
@@ -177,10 +194,31 @@ variable "idempotency_table_name" {
     condition     = var.idempotency_table_name == null ? true : can(regex("^[A-Za-z0-9_.-]{3,255}$", var.idempotency_table_name))
     error_message = "idempotency_table_name must be 3-255 letters, digits, underscores, hyphens or dots."
   }
+
+  validation {
+    condition     = var.create_table || var.idempotency_table_name == null
+    error_message = "idempotency_table_name names the table this module creates: with create_table = false, leave it null (the shared table's name comes from idempotency_table_arn)."
+  }
+}
+
+variable "idempotency_table_arn" {
+  description = "With create_table = false (and only then): ARN of the shared idempotency and status table, arn:aws:dynamodb:<region>:<account>:table/<name>, for example another instance's idempotency_table_arn output. Its name (CLOUDJOBS_IDEMPOTENCY_TABLE) is the ARN's last part. The table must have cloudjobs' shape (this module's, or cloudjobs.provisioning's)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.idempotency_table_arn == null ? true : can(regex("^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]{3,255}$", var.idempotency_table_arn))
+    error_message = "idempotency_table_arn must be a DynamoDB table ARN (arn:aws:dynamodb:<region>:<account>:table/<name>), not a table name or an index ARN."
+  }
+
+  validation {
+    condition     = (var.idempotency_table_arn == null) == var.create_table
+    error_message = "Give idempotency_table_arn exactly when create_table is false: the shared table's ARN, which the policies and the environment need."
+  }
 }
 
 variable "deletion_protection" {
-  description = "Protect the idempotency table from deletion (turn off before destroying the module)."
+  description = "Protect the idempotency table from deletion (turn off before destroying the module). Only with create_table."
   type        = bool
   default     = true
 }
