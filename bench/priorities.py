@@ -1,28 +1,21 @@
-"""Priorities: how soon a critical job starts behind a bulk backlog, on a queue of its own or on one
+"""Priorities: how soon a critical job starts behind a bulk backlog, on a queue of its own or on a
 queue shared with the backlog; and what several queues cost in SQS requests, under load and idle.
 
-Three measurements, one local moto server (its own process), the worker in this process:
+One local moto server (its own process), the worker in this process, requests counted with botocore
+``before-call`` hooks (``counting_session`` from ``bench/throughput.py``; depth probes uncounted):
 
-1. **Pickup latency.** 5,000 bulk jobs (50 ms of work each) wait for a worker whose eight handlers
-   they keep busy; then a critical job (no work) is enqueued every 50 ms, 100 of them. A critical
-   job's latency runs from just before its ``enqueue`` to the start of its handler. Scenarios, each
-   on fresh queues: one **shared** queue (``jobs.worker()``); **weighted**
-   (``queues={"critical": 6, "bulk": 1}``); weighted with ``queue_concurrency={"bulk": 6}``;
-   **strict** order (``queues=["critical", "bulk"]``). moto's cost per request grows with the
-   number of messages in a queue (a receive takes ~2.5 s at depth 5,000, and 5,000 sends take
-   minutes), so the backlog is fed from the producer's side, keeping the bulk queue near ``--depth``
-   (100) messages until the 5,000 are sent, as ``bench/throughput.py`` does: the bulk queue never
-   runs dry, and a critical job sent to the shared queue waits behind about ``--depth`` bulk jobs.
-   Behind a real 5,000 it would wait about 5,000 / the bulk throughput, which the table shows too.
-2. **Requests per message under load.** No-op jobs on one queue, then on three (weights 6:3:1), each
-   queue held near ``--depth``: the worker's own requests (receives, deletes, visibility changes,
-   queue reads, start-up included) per job it completed, and the producer's sends.
-3. **Idle requests per minute.** A worker on one empty queue beside a worker on three, with the
-   default 20-second long poll and 60-second queue gauges, counted over ``--idle-seconds`` after
-   start-up.
-
-Requests are counted with botocore ``before-call`` hooks (``counting_session`` from
-``bench/throughput.py``); depth probes use an uncounted client.
+1. **Pickup latency**: 5,000 bulk jobs (50 ms of work each) keep the eight handlers busy, then a
+   critical job (no work) is enqueued every 50 ms, 100 of them; latency runs from just before its
+   ``enqueue`` to the start of its handler. On fresh queues each: one shared queue, weighted
+   (``{"critical": 6, "bulk": 1}``), weighted with ``queue_concurrency={"bulk": 6}``, strict order.
+   moto slows down with depth (a receive takes ~2.5 s at 5,000 messages; 5,000 sends take minutes),
+   so the producer feeds the backlog keeping the bulk queue near ``--depth`` (100), as
+   ``bench/throughput.py`` does: the bulk queue never runs dry, and on the shared queue a critical
+   job waits behind ~100 bulk jobs, not 5,000 (the report says how long 5,000 would take).
+2. **Requests per message under load**: no-op jobs on one queue, then three (6:3:1), each held near
+   ``--depth``: the worker's requests (start-up included) per job completed, the producer's sends.
+3. **Idle requests per minute**: idle workers on one queue and on three side by side (default 20 s
+   long poll, 60 s queue gauges), counted over ``--idle-seconds`` after start-up.
 
 Run: ``python bench/priorities.py`` (``--backlog 5000 --critical 100 --every 0.05 --concurrency 8
 --depth 100 --idle-seconds 60``); about four minutes.
@@ -34,7 +27,6 @@ import argparse
 import logging
 import math
 import os
-import statistics
 import sys
 import threading
 import time
@@ -343,6 +335,12 @@ def measure_idle(admin: SQSClient, arguments: argparse.Namespace) -> dict[int, C
 # -- the report -----------------------------------------------------------------------------------
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
 def report(
     pickups: dict[str, Pickup],
     loads: dict[str, Load],
@@ -355,52 +353,47 @@ def report(
         f"queue held near {arguments.depth}), then {arguments.critical} critical jobs, one every "
         f"{arguments.every * 1000:.0f} ms; concurrency {arguments.concurrency}, local moto server\n"
     )
-    print("| worker | critical p50 | critical p99 | bulk jobs/s meanwhile |")
-    print("|---|---|---|---|")
-    for label, pickup in pickups.items():
-        note = " (backlog ran out)" if pickup.ran_dry else ""
-        print(
-            f"| {label} | {pickup.percentile(0.5) * 1000:.0f} ms | {pickup.percentile(0.99) * 1000:.0f} ms "
-            f"| {pickup.bulk_per_second:.0f}{note} |"
-        )
-    shared = pickups.get("one shared queue")
-    if shared is not None and shared.bulk_per_second > 0:
-        print(
-            f"\nBehind a real backlog of {arguments.backlog} on the shared queue a critical job would wait "
-            f"about {arguments.backlog / shared.bulk_per_second:.0f} s ({arguments.backlog} / "
-            f"{shared.bulk_per_second:.0f} bulk jobs/s)."
-        )
+    rows = [
+        [
+            label,
+            f"{pickup.percentile(0.5) * 1000:.0f} ms",
+            f"{pickup.percentile(0.99) * 1000:.0f} ms",
+            f"{pickup.bulk_per_second:.0f}" + (" (backlog ran out)" if pickup.ran_dry else ""),
+        ]
+        for label, pickup in pickups.items()
+    ]
+    print(table(["worker", "critical p50", "critical p99", "bulk jobs/s meanwhile"], rows))
+    shared = pickups["one shared queue"].bulk_per_second
+    print(
+        f"\nBehind a real backlog of {arguments.backlog} on the shared queue a critical job would wait "
+        f"about {arguments.backlog / shared:.0f} s ({arguments.backlog} / {shared:.0f} bulk jobs/s)."
+    )
     print(f"\nRequests per message under load: no-op jobs, each queue held near {arguments.depth}\n")
-    operations = sorted({op for load in loads.values() for op in load.worker_requests})
-    print("| | " + " | ".join(loads) + " |")
-    print("|---|" + "---|" * len(loads))
-    print("| jobs completed | " + " | ".join(str(load.messages) for load in loads.values()) + " |")
-    print(
-        "| worker requests per job | "
-        + " | ".join(f"{load.worker_per_message:.3f}" for load in loads.values())
-        + " |"
-    )
-    for operation in operations:
-        print(
-            f"| {operation} | "
-            + " | ".join(f"{load.worker_requests[operation] / load.messages:.3f}" for load in loads.values())
-            + " |"
-        )
-    print(
-        "| producer SendMessageBatch per job sent | "
-        + " | ".join(f"{load.producer_per_message:.3f}" for load in loads.values())
-        + " |"
-    )
-    print(
-        f"\nIdle requests per minute over {arguments.idle_seconds:.0f} s "
-        "(20 s long poll, queue gauges every 60 s)\n"
-    )
-    operations = sorted({op for counter in idle.values() for op in counter})
-    print("| | one queue | three queues |")
-    print("|---|---|---|")
-    print(f"| all requests | {sum(idle[1].values()):.1f} | {sum(idle[3].values()):.1f} |")
-    for operation in operations:
-        print(f"| {operation} | {idle[1][operation]:.1f} | {idle[3][operation]:.1f} |")
+    operations = sorted({operation for load in loads.values() for operation in load.worker_requests})
+    rows = [
+        ["jobs completed", *(str(load.messages) for load in loads.values())],
+        ["worker requests per job", *(f"{load.worker_per_message:.3f}" for load in loads.values())],
+        *(
+            [
+                operation,
+                *(f"{load.worker_requests[operation] / load.messages:.3f}" for load in loads.values()),
+            ]
+            for operation in operations
+        ),
+        [
+            "producer SendMessageBatch per job sent",
+            *(f"{load.producer_per_message:.3f}" for load in loads.values()),
+        ],
+    ]
+    print(table(["", *loads], rows))
+    window = f"{arguments.idle_seconds:.0f} s (20 s long poll, gauges every 60 s)"
+    print(f"\nIdle requests per minute over {window}\n")
+    operations = sorted({operation for counter in idle.values() for operation in counter})
+    rows = [
+        ["all requests", f"{sum(idle[1].values()):.1f}", f"{sum(idle[3].values()):.1f}"],
+        *([operation, f"{idle[1][operation]:.1f}", f"{idle[3][operation]:.1f}"] for operation in operations),
+    ]
+    print(table(["", "one queue", "three queues"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,11 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         pickups: dict[str, Pickup] = {}
         for scenario in scenarios(arguments.concurrency):
             pickups[scenario.label] = pickup = measure_pickup(scenario, admin, arguments)
-            print(
-                f"{scenario.label}: p50 {statistics.median(pickup.latencies) * 1000:.0f} ms, "
-                f"p99 {pickup.percentile(0.99) * 1000:.0f} ms",
-                file=sys.stderr,
-            )
+            print(f"{scenario.label}: p50 {pickup.percentile(0.5) * 1000:.0f} ms", file=sys.stderr)
         loads = {
             "one queue": measure_load({"default": 1}, admin, arguments),
             "three queues (6:3:1)": measure_load({"critical": 6, "default": 3, "bulk": 1}, admin, arguments),

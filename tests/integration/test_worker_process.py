@@ -645,10 +645,12 @@ def test_health_endpoint_says_503_when_the_receive_loop_completes_no_poll_for_th
         stalled = _wait_for_log(worker, "worker stalled")
     finally:
         sqs_client.delete_queue(QueueUrl=dlq_url)
+    queue_name = queue_url.rsplit("/", 1)[1]
     assert body["stalls"] == ["receiver_stalled"]
+    assert body["stalled_queues"] == [queue_name]
     assert float(str(body["seconds_since_poll"])) > 3
     assert stalled["level"] == "error"
-    assert "no poll of the queue completed" in str(stalled["message"])
+    assert f"no poll of {queue_name} completed" in str(stalled["message"])
 
 
 # -- logs -------------------------------------------------------------------------------------------
