@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
 from cloudjobs.backends.base import Backend
@@ -30,6 +31,8 @@ from cloudjobs.producer import CheckedJobs, EnqueueRequest, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
+from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
+from cloudjobs.scheduling.registry import ScheduleRegistry
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
+    from cloudjobs.scheduling.scheduler import Scheduler
+    from cloudjobs.scheduling.state import ScheduleStore
     from cloudjobs.stats import QueueStats
 
 P = TypeVar("P")
@@ -119,6 +124,7 @@ class CloudJobs:
         self._registry: dict[str, JobDefinition] = {}
         self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
         self._middleware: list[Middleware] = []
+        self._schedules = ScheduleRegistry(self._registry)
         self._lock = threading.Lock()
 
     # -- configuration ----------------------------------------------------------------------------
@@ -282,6 +288,121 @@ class CloudJobs:
             return JobHandle(self, definition)
 
         return register
+
+    # -- schedules --------------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        job_type: str | JobHandle[Any, Any],
+        payload: Any = None,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        overlap: Overlap | Literal["allow", "skip"] = Overlap.ALLOW,
+        catch_up: CatchUp | Literal["skip", "once"] = CatchUp.SKIP,
+        misfire_grace: timedelta | float = DEFAULT_MISFIRE_GRACE,
+    ) -> Schedule:
+        """Declare a recurring schedule: each tick enqueues one ``job_type`` job with ``payload``.
+
+        ``cloudjobs scheduler app:jobs`` (or :meth:`scheduler`) fires the ticks, one fire per tick
+        however many schedulers run; each fire's job id and idempotency key are the schedule's name
+        and the tick's time, so a duplicate fire is one job. See docs/scheduling.md.
+
+        Args:
+            name: unique in the app (and in the idempotency table): 1–64 letters, digits, ``-``,
+                ``_`` and ``.``.
+            job_type: the job type (or its handle) each tick enqueues.
+            payload: the payload of every tick's job (default: an empty object); checked against the
+                job's payload type when it is registered here.
+            cron: a 5-field cron expression (minute hour day-of-month month day-of-week) read in
+                ``tz``: a local time skipped by a daylight-saving change does not fire, one repeated
+                fires once.
+            every: an interval instead (seconds or timedelta, whole seconds), in elapsed time,
+                counted from the Unix epoch (``every=300`` fires at :00, :05, ... UTC).
+            tz: the IANA time zone of ``cron`` (default UTC); not given with ``every``.
+            overlap: ``"allow"`` (default) fires every tick; ``"skip"`` skips a tick (counted and
+                logged) while the previous run is still pending or running, which needs the job
+                type registered here with ``track_status=True`` or ``idempotent=True``.
+            catch_up: ticks later than ``misfire_grace`` (every scheduler down) are ``"skip"``-ped
+                (counted and logged, the default) or fired ``"once"`` (the latest of them).
+            misfire_grace: how late a tick may still fire, seconds or timedelta (default 60 s).
+
+        Raises:
+            InvalidScheduleError: the name is taken or malformed, ``cron`` is not five valid fields,
+                ``tz`` is unknown, both or neither of ``cron`` and ``every`` are given, ``every``
+                is not a positive whole number of seconds, ``overlap`` or ``catch_up`` is unknown,
+                or the payload does not fit the job type.
+        """
+        return self._schedules.declare(
+            name,
+            job_type=job_type.name if isinstance(job_type, JobHandle) else job_type,
+            payload={} if payload is None else payload,
+            cron=cron,
+            every=every,
+            tz=tz,
+            overlap=overlap,
+            catch_up=catch_up,
+            misfire_grace=misfire_grace,
+        )
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The schedules declared with :meth:`schedule`, in order (a copy)."""
+        return self._schedules.all()
+
+    def scheduler(
+        self,
+        *,
+        store: ScheduleStore | None = None,
+        claim_lease: timedelta | float | None = None,
+        clock: Clock | None = None,
+    ) -> Scheduler:
+        """The self-hosted scheduler of this app's schedules (``cloudjobs scheduler`` runs one);
+        call ``.run()`` to fire ticks until ``.stop()``, or ``.run_pending()`` to fire what is due.
+
+        Args:
+            store: where the schedules' records and claims live (default: the idempotency store,
+                shared by every scheduler process on ``CLOUDJOBS_IDEMPOTENCY_TABLE``).
+            claim_lease: how long a claim protects a tick while its job is enqueued, seconds or
+                timedelta (default 10 s): a scheduler that dies holding one is replaced this long
+                (plus 3 s) after its claim.
+            clock: the time source (default: the app's).
+
+        Raises:
+            InvalidScheduleError: a payload does not fit its job type, or ``overlap="skip"`` names a
+                job type not registered here with a status record.
+            ConfigurationError: no store is configured, or it keeps no schedule records.
+        """
+        from cloudjobs.scheduling.scheduler import DEFAULT_CLAIM_LEASE, Scheduler, default_metrics
+        from cloudjobs.scheduling.state import ScheduleStore
+
+        schedules = self._schedules.checked()
+        chosen = store if store is not None else self.idempotency_store
+        if not isinstance(chosen, ScheduleStore):
+            raise ConfigurationError(f"{type(chosen).__name__} keeps no schedule records")
+        return Scheduler(
+            schedules,
+            store=chosen,
+            fire=self._fire_tick,
+            status=self.status,
+            clock=clock or self._clock,
+            claim_lease=as_timedelta(claim_lease, name="claim_lease") or DEFAULT_CLAIM_LEASE,
+            metrics=default_metrics(is_enabled=self._telemetry.is_enabled),
+        )
+
+    def _fire_tick(self, schedule: Schedule, tick: datetime) -> str:
+        """Enqueue a schedule's job for ``tick``, under the tick's job id and idempotency key.
+
+        The pending record of a job that keeps one is written whatever ``CLOUDJOBS_STATUS_TRACKING``
+        says: ``overlap="skip"`` reads the run's status from its enqueue on.
+        """
+        job_id = schedule.job_id(tick)
+        request = self._requests.build(schedule.job_type, schedule.payload, idempotency_key=job_id)
+        request = dataclasses.replace(request, job_id=job_id)
+        producer = self._producer(request.queue, write_pending=True)
+        return producer.send(producer.check([request]))[0]
 
     # -- producer ---------------------------------------------------------------------------------
 
@@ -453,8 +574,8 @@ class CloudJobs:
             raise BatchEnqueueError(sent=sent, failures=failures)
         return [job_id for job_id in sent if job_id is not None]
 
-    def _producer(self, queue: str = DEFAULT_QUEUE) -> Producer:
-        before_send = self._write_pending if self.settings.status_tracking else None
+    def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
+        before_send = self._write_pending if write_pending or self.settings.status_tracking else None
         return Producer(
             self.backend_of(queue),
             self._clock,
@@ -702,15 +823,23 @@ class CloudJobs:
 
     # -- testing ----------------------------------------------------------------------------------
 
-    def drain(self, *, max_jobs: int = 10_000, skip_delays: bool = True) -> DrainReport:
+    def drain(
+        self, *, max_jobs: int = 10_000, skip_delays: bool = True, until: datetime | timedelta | None = None
+    ) -> DrainReport:
         """Run everything enqueued on the memory backends to completion, in this thread: every
         queue of the app, until none holds anything runnable.
 
         Retries and delays are skipped over by moving the memory queue's time forward
         (``skip_delays=False`` runs only what is visible now). For tests.
 
+        With ``until`` (a time on the default memory queue's clock, or a duration from its current
+        time), time moves on only that far, and the app's schedules fire too: time stops at each
+        tick on the way, a scheduler on the app's store fires it, and its job runs. The queue's
+        time ends at ``until``, so a later ``drain(until=...)`` goes on from there.
+
         Raises:
             ConfigurationError: the backend is not a :class:`MemoryBackend`.
+            InvalidScheduleError: as :meth:`scheduler`, when schedules fire.
         """
         from cloudjobs.runtimes.drain import drain_queues
 
@@ -720,7 +849,13 @@ class CloudJobs:
             if not isinstance(backend, MemoryBackend):
                 raise ConfigurationError("drain() runs on the memory backend; use jobs.testing() in tests")
             lanes.append((self.consumer_on(backend), backend))
-        return drain_queues(lanes, max_jobs=max_jobs, skip_delays=skip_delays)
+        if until is None:
+            return drain_queues(lanes, max_jobs=max_jobs, skip_delays=skip_delays)
+        deadline = lanes[0][1].now() + until if isinstance(until, timedelta) else until
+        scheduler = self.scheduler() if self._schedules.all() else None
+        return drain_queues(
+            lanes, max_jobs=max_jobs, skip_delays=skip_delays, until=deadline, scheduler=scheduler
+        )
 
     @contextlib.contextmanager
     def testing(self, backend: MemoryBackend | None = None) -> Iterator[MemoryBackend]:

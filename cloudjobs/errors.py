@@ -7,7 +7,8 @@ fields besides its message, so callers can handle it without parsing text::
     ├─ ConfigurationError        a setting is missing or contradicts another (names the setting)
     │  ├─ CredentialsError       no AWS credentials could be found
     │  ├─ PortInUseError         the port asked for a local server is taken
-    │  └─ UnknownQueueError      a queue name the app does not configure (``CLOUDJOBS_QUEUES``)
+    │  ├─ UnknownQueueError      a queue name the app does not configure (``CLOUDJOBS_QUEUES``)
+    │  └─ InvalidScheduleError   a recurring schedule that cannot be declared as given (names it)
     ├─ JobError                  raised by handlers to steer the outcome
     │  ├─ PermanentError         → dead-letter queue now, no retry
     │  └─ RetryableError         → retry, optionally after ``delay``
@@ -96,6 +97,23 @@ class UnknownQueueError(ConfigurationError):
         super().__init__(message, setting="CLOUDJOBS_QUEUES")
         self.queue = queue
         self.known = tuple(known)
+
+
+class InvalidScheduleError(ConfigurationError):
+    """A recurring schedule (``jobs.schedule(...)``) that cannot be declared or run as given: a bad
+    cron expression or time zone, both or neither of ``cron`` and ``every``, an out-of-range value,
+    a name already taken, or ``overlap="skip"`` on a job type that keeps no status record.
+
+    Attributes:
+        schedule: the schedule's name.
+        setting: the argument to change (``cron``, ``every``, ``tz``, ``overlap``...).
+    """
+
+    def __init__(self, message: str, *, schedule: str, setting: str | None = None) -> None:
+        # The schedule leads the message: "schedule 'nightly': cron ..." reads better than the setting.
+        super().__init__(f"schedule {schedule!r}: {message}")
+        self.setting = setting
+        self.schedule = schedule
 
 
 class JobError(CloudjobsError):

@@ -1,4 +1,5 @@
-"""Logging for the worker: JSON lines or text with job fields, and a default when none is configured."""
+"""Logging for the worker and the scheduler: JSON lines or text with job fields (and a scheduled
+tick's schedule and tick), and a default when none is configured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from typing import Final
 
 from cloudjobs.telemetry.logging import JobLogFilter
 
-_JOB_FIELDS: Final = ("job_id", "job_type", "attempt", "reason", "correlation_id", "trace_id")
+_JOB_FIELDS: Final = (
+    "job_id",
+    "job_type",
+    "attempt",
+    "reason",
+    "correlation_id",
+    "trace_id",
+    "schedule",
+    "tick",
+)
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PACKAGE_LOGGER: Final = "cloudjobs"
 

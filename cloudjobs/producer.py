@@ -40,6 +40,8 @@ class EnqueueRequest:
         queue: the name of the app's queue it goes to (see :mod:`cloudjobs.queues`).
         run_at: when the job is due (timezone-aware), instead of ``delay``.
         tenant: the fairness key, sent as the message group (see :mod:`cloudjobs.groups`).
+        job_id: the job id to send under (default: a new UUID); a schedule's fire derives it from
+            the tick, so that every fire of one tick is one job.
     """
 
     job_type: str
@@ -51,6 +53,7 @@ class EnqueueRequest:
     queue: str = DEFAULT_QUEUE
     tenant: str | None = None
     run_at: datetime | None = None
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,7 @@ class Producer:
         now = self._clock.now()
         delay = _delay_of(request, info, now)
         envelope = Envelope(
-            id=str(uuid.uuid4()),
+            id=request.job_id or str(uuid.uuid4()),
             type=request.job_type,
             payload=request.payload,
             correlation_id=correlation_id_for_enqueue(),

@@ -14,6 +14,8 @@ from cloudjobs.cli.enqueue import enqueue
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from cloudjobs.cli.local import local
 from cloudjobs.cli.provision import provision
+from cloudjobs.cli.scheduler import scheduler
+from cloudjobs.cli.schedules import schedules
 from cloudjobs.cli.stats import stats
 from cloudjobs.cli.worker import worker
 from cloudjobs.errors import (
@@ -41,10 +43,10 @@ _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 def cli() -> None:
     """Background jobs on managed cloud queues: run workers and operate the queues.
 
-    Commands other than worker, demo, local and provision work on the queue configured by the CLOUDJOBS_*
-    environment (CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME, CLOUDJOBS_DLQ_URL,
-    CLOUDJOBS_IDEMPOTENCY_TABLE), or on your app's with --app module:attribute. AWS itself is
-    configured as for any boto3 program (AWS_REGION, AWS_ENDPOINT_URL, credentials).
+    Commands other than worker, scheduler, schedules, demo, local and provision work on the queue
+    configured by the CLOUDJOBS_* environment (CLOUDJOBS_QUEUE_URL or CLOUDJOBS_QUEUE_NAME,
+    CLOUDJOBS_DLQ_URL, CLOUDJOBS_IDEMPOTENCY_TABLE), or on your app's with --app module:attribute.
+    AWS itself is configured as for any boto3 program (AWS_REGION, AWS_ENDPOINT_URL, credentials).
 
     \b
     Exit codes:
@@ -65,6 +67,8 @@ cli.add_command(enqueue)
 cli.add_command(dlq)
 cli.add_command(cancel)
 cli.add_command(stats)
+cli.add_command(scheduler)
+cli.add_command(schedules)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,8 @@ Expiry is never left to TTL (its deletions are lazy): every condition and read c
 so each request defines exactly the names and values its expressions use.
 
 The item shape is in :mod:`cloudjobs.idempotency.dynamodb_items`; pending records and cancellation
-(the JobControlStore protocol) are in :mod:`cloudjobs.idempotency.dynamodb_control`.
+(the JobControlStore protocol) are in :mod:`cloudjobs.idempotency.dynamodb_control`, and schedule
+records (the ScheduleStore protocol) in :mod:`cloudjobs.scheduling.dynamodb`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from cloudjobs.idempotency.dynamodb_items import (
     wrap_dynamodb_errors,
 )
 from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
+from cloudjobs.scheduling.dynamodb import DynamoDbScheduleStore
+from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -88,7 +91,9 @@ class DynamoDbIdempotencyStore:
     """The idempotency store on a DynamoDB table (see the module docstring for its shape).
 
     It also implements JobControlStore for pending records and cancellation, by delegating to a
-    :class:`~cloudjobs.idempotency.dynamodb_control.DynamoDbJobControl` on the same table and client.
+    :class:`~cloudjobs.idempotency.dynamodb_control.DynamoDbJobControl` on the same table and client,
+    and ScheduleStore for the scheduler's claims, through a
+    :class:`~cloudjobs.scheduling.dynamodb.DynamoDbScheduleStore`.
 
     The client is created on first use with boto3's configuration (``AWS_ENDPOINT_URL_DYNAMODB``,
     credentials, ``AWS_REGION``), with short timeouts and few retries: the consumer fails closed
@@ -131,6 +136,7 @@ class DynamoDbIdempotencyStore:
         self._control = DynamoDbJobControl(
             table, client=lambda: self.client, clock_skew=clock_skew, find=self.find
         )
+        self._schedules = DynamoDbScheduleStore(table, client=lambda: self.client, clock_skew=clock_skew)
 
     @property
     def client(self) -> DynamoDBClient:
@@ -318,6 +324,24 @@ class DynamoDbIdempotencyStore:
     def finish_cancelled(self, key: str, token: str) -> None:
         """See :meth:`DynamoDbJobControl.finish_cancelled`."""
         self._control.finish_cancelled(key, token)
+
+    # -- ScheduleStore protocol -------------------------------------------------------------------
+
+    def schedule_state(self, schedule: str) -> ScheduleState | None:
+        """See :meth:`DynamoDbScheduleStore.schedule_state`."""
+        return self._schedules.schedule_state(schedule)
+
+    def claim_tick(
+        self, schedule: str, tick: datetime, *, seen: ScheduleState | None, lease: timedelta, owner: str
+    ) -> TickClaim | ScheduleState:
+        """See :meth:`DynamoDbScheduleStore.claim_tick`."""
+        return self._schedules.claim_tick(schedule, tick, seen=seen, lease=lease, owner=owner)
+
+    def settle_tick(
+        self, claim: TickClaim, outcome: TickState, *, job_id: str | None = None
+    ) -> ScheduleState:
+        """See :meth:`DynamoDbScheduleStore.settle_tick`."""
+        return self._schedules.settle_tick(claim, outcome, job_id=job_id)
 
     # -- internals --------------------------------------------------------------------------------
 

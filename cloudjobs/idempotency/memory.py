@@ -2,7 +2,9 @@
 
 Leases expire, clock skew is allowed for, records expire after their retention, results and payload
 hashes are kept and compared exactly as :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore`
-does, so the consumer behaves the same on both. For tests and single-process use.
+does, so the consumer behaves the same on both. It also keeps schedule records with the same claim
+semantics (the ScheduleStore protocol, through a :class:`~cloudjobs.scheduling.memory.MemoryScheduleStore`
+on the same clock). For tests and single-process use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from cloudjobs.idempotency.base import (
     lapse_after,
     standing_refusal,
 )
+from cloudjobs.scheduling.memory import MemoryScheduleStore
+from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
 
 _RELEASED = frozenset({Status.PENDING, Status.RETRYING, Status.DEAD_LETTERED})
 _FINISHED = frozenset({Status.COMPLETED, Status.DEAD_LETTERED, Status.CANCELLED})
@@ -51,6 +55,7 @@ class MemoryIdempotencyStore:
         self._markers: dict[str, datetime] = {}
         self._aliases: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
+        self._schedules = MemoryScheduleStore(clock=self._clock)
         self.requests = 0
 
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
@@ -245,6 +250,24 @@ class MemoryIdempotencyStore:
                 if record.job_id == job_id and record.expires_at >= now:
                     return record
             return None
+
+    # -- ScheduleStore ------------------------------------------------------------------------------
+
+    def schedule_state(self, schedule: str) -> ScheduleState | None:
+        """See :meth:`MemoryScheduleStore.schedule_state`."""
+        return self._schedules.schedule_state(schedule)
+
+    def claim_tick(
+        self, schedule: str, tick: datetime, *, seen: ScheduleState | None, lease: timedelta, owner: str
+    ) -> TickClaim | ScheduleState:
+        """See :meth:`MemoryScheduleStore.claim_tick`."""
+        return self._schedules.claim_tick(schedule, tick, seen=seen, lease=lease, owner=owner)
+
+    def settle_tick(
+        self, claim: TickClaim, outcome: TickState, *, job_id: str | None = None
+    ) -> ScheduleState:
+        """See :meth:`MemoryScheduleStore.settle_tick`."""
+        return self._schedules.settle_tick(claim, outcome, job_id=job_id)
 
     def _live(self, job_id: str, now: datetime) -> Record | None:
         for record in self._records.values():

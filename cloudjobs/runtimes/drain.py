@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cloudjobs.applier import OutcomeApplier
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES
@@ -14,6 +15,9 @@ from cloudjobs.consumer import Consumer
 from cloudjobs.invocation import INLINE
 from cloudjobs.outcomes import Outcome
 from cloudjobs.runtimes.ordering import applying, chains, run_chain
+
+if TYPE_CHECKING:
+    from cloudjobs.scheduling.scheduler import Scheduler
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,19 @@ def drain(
 
 
 def drain_queues(
-    queues: Sequence[tuple[Consumer, MemoryBackend]], *, max_jobs: int = 10_000, skip_delays: bool = True
+    queues: Sequence[tuple[Consumer, MemoryBackend]],
+    *,
+    max_jobs: int = 10_000,
+    skip_delays: bool = True,
+    until: datetime | None = None,
+    scheduler: Scheduler | None = None,
 ) -> DrainReport:
     """:func:`drain` over several queues (an app's), each with its consumer, in turn, until none
     holds anything runnable; jobs one queue's handlers enqueue on another run too.
 
-    With ``skip_delays``, time jumps to the earliest delayed or retried message of any queue.
+    With ``skip_delays``, time jumps to the earliest delayed or retried message of any queue (up to
+    ``until``, when given; the first queue's time then ends at ``until``). A ``scheduler`` fires its
+    schedules' ticks on the first queue's time as it passes them, up to ``until``.
     """
     lanes = [(consumer, backend, OutcomeApplier(backend, backend)) for consumer, backend in queues]
     report = DrainReport()
@@ -86,16 +97,27 @@ def drain_queues(
             ran += len(deliveries)
         if ran:
             continue
+        clock = lanes[0][1]
+        next_tick = None
+        if scheduler is not None:
+            ticked = scheduler.run_pending(clock.now())
+            if ticked.fired:
+                continue
+            next_tick = ticked.next_wakeup
         waiting = [
             (message.visible_at - backend.now(), index)
             for index, (_, backend, _) in enumerate(lanes)
             for message in backend.messages()
-            if message.visible_at > backend.now()
+            if message.visible_at > backend.now() and (until is None or message.visible_at <= until)
         ]
+        if next_tick is not None and until is not None and next_tick <= until:
+            waiting.append((max(next_tick - clock.now(), timedelta(0)), 0))
         if not (skip_delays and waiting):
             break
         step, index = min(waiting)
         lanes[index][1].advance(step)
+    if skip_delays and until is not None and lanes and lanes[0][1].now() < until:
+        lanes[0][1].advance(until - lanes[0][1].now())
     for _, _, applier in lanes:
         report.counts.update(applier.counts)
     return report

@@ -19,12 +19,18 @@ instrument                              kind, unit     meaning (attributes)
 ``cloudjobs.queue.delayed``             gauge          delayed messages (…Delayed)
 ``cloudjobs.queue.dlq_depth``           gauge          messages in the dead-letter queue
 ``cloudjobs.worker.stalled``            gauge          1 while a worker is stalled, else 0 (+ stall)
+``cloudjobs.schedule.fired``            counter        ticks whose job a scheduler enqueued
+``cloudjobs.schedule.skipped_overlap``  counter        ticks skipped: the previous run still going
+``cloudjobs.schedule.missed``           counter        ticks later than the misfire grace, not fired
+``cloudjobs.schedule.lateness``         histogram, s   a fired tick's time → its enqueue
 ======================================= ============== ==============================================
 
 Job metrics carry ``cloudjobs.job.type`` and ``messaging.destination.name``; queue gauges carry
 ``messaging.destination.name`` (the source queue's name, also for the DLQ depth). The stall gauge
 carries ``messaging.destination.name`` and ``cloudjobs.worker.stall`` (``handlers_overdue``,
-``receiver_stalled``, ``heartbeat_stalled``; see :mod:`cloudjobs.runtimes.health`).
+``receiver_stalled``, ``heartbeat_stalled``; see :mod:`cloudjobs.runtimes.health`). Schedule
+metrics carry ``cloudjobs.schedule.name`` (see :mod:`cloudjobs.scheduling.scheduler`); each tick is
+counted once, by the scheduler that claimed it, however many schedulers run.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ DESTINATION_KEY: Final = "messaging.destination.name"
 ERROR_TYPE_KEY: Final = "error.type"
 REASON_KEY: Final = "cloudjobs.dead_letter.reason"
 STALL_KEY: Final = "cloudjobs.worker.stall"
+SCHEDULE_KEY: Final = "cloudjobs.schedule.name"
 
 DEFAULT_QUEUE_METRICS_INTERVAL: Final = timedelta(seconds=60)
 """How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
@@ -109,6 +116,29 @@ class WorkerGauges:
         )
 
 
+class SchedulerMetrics:
+    """The scheduler's instruments (see the module docstring)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.fired = meter.create_counter(
+            "cloudjobs.schedule.fired", "{tick}", "Ticks whose job a scheduler enqueued."
+        )
+        self.skipped_overlap = meter.create_counter(
+            "cloudjobs.schedule.skipped_overlap",
+            "{tick}",
+            "Ticks skipped because the previous run of their schedule was still pending or running.",
+        )
+        self.missed = meter.create_counter(
+            "cloudjobs.schedule.missed", "{tick}", "Ticks later than their misfire grace, not fired."
+        )
+        self.lateness = meter.create_histogram(
+            "cloudjobs.schedule.lateness",
+            "s",
+            "Time from a tick to the enqueue of its job.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+
+
 @functools.cache
 def job_metrics() -> JobMetrics:
     """The process's job instruments (created on first use, on the global meter provider)."""
@@ -119,6 +149,12 @@ def job_metrics() -> JobMetrics:
 def queue_gauges() -> QueueGauges:
     """The process's queue gauges (created on first use, on the global meter provider)."""
     return QueueGauges(metrics.get_meter(METER_NAME))
+
+
+@functools.cache
+def scheduler_metrics() -> SchedulerMetrics:
+    """The process's scheduler instruments (created on first use, on the global meter provider)."""
+    return SchedulerMetrics(metrics.get_meter(METER_NAME))
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
@@ -142,18 +142,13 @@ OPERATIONS: Final[Mapping[str, Authorisation]] = {
 
 GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
     "producer": frozenset(),
-    "consumer": frozenset(
-        {
-            # No cloudjobs consumer code queries the index; kept (under review) for handlers that
-            # call jobs.status or jobs.cancel on the jobs they enqueued.
-            Grant("dynamodb:Query", Resource.INDEX),
-            # A cancellation marker read on its own: on the heartbeat for a running job without a
-            # record, and before a foreign message (no cloudjobs.id attribute, so no batch read
-            # covered it) runs. The paths here run short cloudjobs jobs only.
-            Grant("dynamodb:GetItem", Resource.TABLE),
-        }
-    ),
-    "operator": frozenset(),
+    # The scheduler (run with the consumer's role) reads its records with GetItem and the previous
+    # run's status with a Query on the index, so the consumer's grants are all used.
+    "consumer": frozenset(),
+    # A redrive cancels its move task once it moved the count SQS read at its start; moto has no move
+    # tasks, and this test's stand-in reports each task finished, so the cancel is never reached here
+    # (tests/infra checks the grant; tests/unit/test_dlq_move_task.py the call).
+    "operator": frozenset({Grant("sqs:CancelMessageMoveTask", Resource.DLQ)}),
 }
 """Grants no code path here uses, each kept for a reason given beside it."""
 
@@ -465,6 +460,23 @@ def _lambda_function_with_no_queue_configured(stack: Stack, record: Record) -> N
         assert _queue_counts(client, stack.queue.dlq_url) == 1  # the refused order, in the ARN's queue's DLQ
     finally:
         client.close()
+
+
+@code_path("consumer")
+def _scheduler(stack: Stack, record: Record) -> None:
+    # cloudjobs scheduler runs with the consumer's role, beside the workers: it claims ticks
+    # (GetItem, UpdateItem), writes a fired job's pending record (PutItem), sends it, and with
+    # overlap="skip" reads the previous run's status (a Query on the index).
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    jobs.schedule("reports", every=60, job_type="report", payload=Order(order_id="o-1"), overlap="skip")
+    scheduler = jobs.scheduler()
+    now = datetime.now(UTC)
+    with record():
+        first = scheduler.run_pending(now)
+        second = scheduler.run_pending(now + timedelta(seconds=60))
+    assert len(first.fired) == 1
+    assert len(second.skipped_overlap) == 1
 
 
 def _enqueue_unrecorded(stack: Stack) -> list[str]:

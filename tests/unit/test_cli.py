@@ -167,6 +167,9 @@ def test_json_output_turns_times_durations_and_enums_into_plain_values() -> None
         ["dlq", "purge"],
         ["cancel"],
         ["stats"],
+        ["scheduler"],
+        ["schedules"],
+        ["schedules", "list"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

@@ -1,0 +1,116 @@
+"""``cloudjobs schedules``: the recurring schedules an app declares, with their next and last fires."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo
+
+import click
+
+from cloudjobs.cli.apps import load_app
+from cloudjobs.cli.exit_codes import EXIT_OK
+from cloudjobs.cli.options import json_option
+from cloudjobs.cli.output import echo_json, render_table
+from cloudjobs.errors import ConfigurationError, IdempotencyStoreError
+
+if TYPE_CHECKING:
+    from cloudjobs.app import CloudJobs
+    from cloudjobs.scheduling.definition import Schedule
+    from cloudjobs.scheduling.state import ScheduleStore
+
+SELF_HOSTED: Final = "self-hosted"
+"""The mode of schedules fired by ``cloudjobs scheduler`` (the only mode so far)."""
+_HEADERS: Final = ("NAME", "EXPRESSION", "TIME ZONE", "NEXT FIRES", "LAST FIRE", "MODE")
+
+
+@click.group(short_help="List an app's recurring schedules.")
+def schedules() -> None:
+    """The recurring schedules an app declares with jobs.schedule(...)."""
+
+
+@schedules.command(name="list", short_help="Schedules with their next and last fires.")
+@click.argument("app_reference", metavar="APP")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1, max=100),
+    default=3,
+    show_default=True,
+    help="Next fire times shown per schedule.",
+)
+@json_option
+def list_schedules(app_reference: str, count: int, as_json: bool) -> int:
+    """List the schedules of APP (module:attribute): name, expression, time zone, the next fire
+    times, the last fire and the mode. Times are in each schedule's time zone.
+
+    The last fire is read from the table CLOUDJOBS_IDEMPOTENCY_TABLE names (one GetItem per
+    schedule); without one it shows as unknown.
+    """
+    app = load_app(app_reference)
+    now = app.clock.now()
+    store = _store(app)
+    rows = [_row(schedule, store, now, count) for schedule in app.schedules]
+    if as_json:
+        echo_json(rows)
+        return EXIT_OK
+    if not rows:
+        click.echo(f"{app_reference} declares no schedules")
+        return EXIT_OK
+    table: list[list[object]] = []
+    for row in rows:
+        nexts: list[str] = [_text(fire) for fire in row["next_fires"]] or ["never"]
+        last = row["last_fire"]
+        last_text = "unknown" if row["last_fire_unknown"] else (_text(last) if last is not None else None)
+        table.append([row["name"], row["expression"], row["time_zone"], nexts[0], last_text, row["mode"]])
+        table.extend(["", "", "", later, "", ""] for later in nexts[1:])
+    click.echo(render_table(_HEADERS, table))
+    return EXIT_OK
+
+
+def _store(app: CloudJobs) -> ScheduleStore | None:
+    from cloudjobs.scheduling.state import ScheduleStore
+
+    try:
+        store = app.idempotency_store
+    except ConfigurationError:
+        return None
+    return store if isinstance(store, ScheduleStore) else None
+
+
+def _row(schedule: Schedule, store: ScheduleStore | None, now: datetime, count: int) -> dict[str, Any]:
+    zone = ZoneInfo(schedule.tz)
+    ticks = schedule.ticks()
+    nexts: list[datetime] = []
+    tick = ticks.after(now)
+    while tick is not None and len(nexts) < count:
+        nexts.append(tick.astimezone(zone))
+        tick = ticks.after(tick)
+    last: datetime | None = None
+    last_job_id: str | None = None
+    is_unknown = store is None
+    if store is not None:
+        try:
+            state = store.schedule_state(schedule.name)
+        except IdempotencyStoreError as exc:
+            click.echo(f"cloudjobs: schedule {schedule.name}: last fire unknown: {exc}", err=True)
+            is_unknown = True
+        else:
+            if state is not None and state.last_fired_tick is not None:
+                last, last_job_id = state.last_fired_tick.astimezone(zone), state.last_job_id
+    return {
+        "name": schedule.name,
+        "expression": schedule.expression,
+        "time_zone": schedule.tz,
+        "next_fires": nexts,
+        "last_fire": last,
+        "last_fire_unknown": is_unknown,
+        "last_job_id": last_job_id,
+        "mode": SELF_HOSTED,
+        "job_type": schedule.job_type,
+        "overlap": schedule.overlap,
+        "catch_up": schedule.catch_up,
+    }
+
+
+def _text(moment: datetime) -> str:
+    return moment.isoformat(sep=" ", timespec="seconds")
