@@ -731,7 +731,9 @@ class CloudJobs:
     def worker(
         self,
         *,
+        queues: Mapping[str, int] | Sequence[str] | None = None,
         concurrency: int | None = None,
+        queue_concurrency: Mapping[str, int] | None = None,
         prefetch: int | None = None,
         shutdown_timeout: timedelta | float | None = None,
         queue_metrics_interval: timedelta | float | None = DEFAULT_QUEUE_METRICS_INTERVAL,
@@ -742,8 +744,16 @@ class CloudJobs:
         """A long-running worker (the ECS consumer); call ``.run()`` to start it.
 
         Args:
-            concurrency: handlers run at once (default ``CLOUDJOBS_CONCURRENCY``).
-            prefetch: messages held beyond the concurrency (default ``CLOUDJOBS_PREFETCH``).
+            queues: the app's queues to consume: weights by name for weighted polling
+                (``{"critical": 6, "default": 3, "bulk": 1}``), names for strict order
+                (``["critical", "default"]``; lower queues still get one job start in ten while
+                they have work), or None for the default queue alone. See
+                :mod:`cloudjobs.runtimes.worker`.
+            concurrency: handlers run at once, over every queue (default ``CLOUDJOBS_CONCURRENCY``).
+            queue_concurrency: handler slots a queue may hold at once, by name (``{"bulk": 4}``),
+                so a saturating queue leaves the rest to the others.
+            prefetch: messages a queue may hold beyond its handler slots (default
+                ``CLOUDJOBS_PREFETCH``).
             shutdown_timeout: how long ``stop()`` waits for running jobs, seconds or timedelta.
             queue_metrics_interval: time between reads of the queue's counts for the queue gauges,
                 seconds or timedelta (one GetQueueAttributes per queue each time); None turns the
@@ -756,14 +766,18 @@ class CloudJobs:
             health_address: the address the health endpoint listens on.
 
         Raises:
-            ConfigurationError: ``concurrency`` is below 1 or ``queue_metrics_interval`` is not
-                positive.
+            UnknownQueueError: ``queues`` names a queue the app does not configure.
+            ConfigurationError: ``concurrency`` is below 1, a weight is not a positive integer,
+                ``queue_concurrency`` names a queue the worker does not consume or caps one below 1,
+                or ``queue_metrics_interval`` is not positive.
         """
         from cloudjobs.runtimes.worker import Worker
 
         return Worker(
             self,
+            queues=queues,
             concurrency=concurrency,
+            queue_concurrency=queue_concurrency,
             prefetch=prefetch,
             shutdown_timeout=as_timedelta(shutdown_timeout, name="shutdown_timeout"),
             queue_metrics_interval=as_timedelta(queue_metrics_interval, name="queue_metrics_interval"),

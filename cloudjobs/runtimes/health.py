@@ -2,10 +2,11 @@
 
 A worker stalls silently in two ways: every concurrency slot is held by a sync handler past its
 timeout (Python threads cannot be killed, so those slots stay taken until the functions return), or
-its receive loop stops completing polls (the queue is unreachable, credentials expired, a call
-hangs). :func:`assess` turns what the worker knows into a :class:`WorkerHealth`;
-:class:`HealthWatch` logs and meters each change; :class:`HealthServer` answers ``GET /healthz``
-with 200 or 503 for ECS container health checks and Kubernetes probes.
+a receive loop stops completing polls (the queue is unreachable, credentials expired, a call
+hangs; a worker on several queues has one per queue, and each is watched). :func:`assess` turns
+what the worker knows into a :class:`WorkerHealth`; :class:`HealthWatch` logs and meters each
+change; :class:`HealthServer` answers ``GET /healthz`` with 200 or 503 for ECS container health
+checks and Kubernetes probes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -36,8 +37,8 @@ class Stall(Enum):
     HANDLERS_OVERDUE = "handlers_overdue"
     """Every concurrency slot is held by a sync handler running past its timeout."""
     RECEIVER_STALLED = "receiver_stalled"
-    """The receive loop has not completed a poll within the stall timeout (and was not waiting for
-    free slots)."""
+    """A queue's receive loop has not completed a poll within the stall timeout (and was not waiting
+    for free slots)."""
     HEARTBEAT_STALLED = "heartbeat_stalled"
     """The heartbeat (visibility extensions, deadlines, deletes) has not run within the stall timeout."""
 
@@ -50,13 +51,16 @@ class WorkerHealth:
         stalls: what keeps it from taking work (empty when healthy).
         overdue_handlers: handler threads running past their timeout.
         concurrency: the worker's slots.
-        seconds_since_poll: since the receive loop last completed a poll (or waited for free slots).
+        seconds_since_poll: since the receive loop that is furthest behind last completed a poll
+            (or waited for free slots).
+        stalled_queues: the queues whose receive loop stalled, in the worker's order.
     """
 
     stalls: frozenset[Stall]
     overdue_handlers: int
     concurrency: int
     seconds_since_poll: float
+    stalled_queues: tuple[str, ...] = ()
 
     @property
     def is_healthy(self) -> bool:
@@ -72,7 +76,8 @@ class WorkerHealth:
                 "(their threads cannot be stopped; they keep the slots until they return)"
             )
         if Stall.RECEIVER_STALLED in self.stalls:
-            parts.append(f"no poll of the queue completed for {self.seconds_since_poll:.0f}s")
+            queues = ", ".join(self.stalled_queues) or "the queue"
+            parts.append(f"no poll of {queues} completed for {self.seconds_since_poll:.0f}s")
         if Stall.HEARTBEAT_STALLED in self.stalls:
             parts.append("the heartbeat has stopped running")
         return "; ".join(parts) or "healthy"
@@ -85,6 +90,7 @@ class WorkerHealth:
             "overdue_handlers": self.overdue_handlers,
             "concurrency": self.concurrency,
             "seconds_since_poll": round(self.seconds_since_poll, 3),
+            "stalled_queues": list(self.stalled_queues),
         }
 
 
@@ -93,7 +99,7 @@ def assess(
     now: float,
     concurrency: int,
     overdue_handlers: int,
-    polled_at: float,
+    polled_at: Mapping[str, float],
     heartbeat_at: float,
     stall_timeout: timedelta,
     is_receiving: bool,
@@ -104,8 +110,8 @@ def assess(
         now: the current time.
         concurrency: the worker's slots.
         overdue_handlers: handler threads running past their timeout.
-        polled_at: when the receive loop last completed a poll or found no room to poll.
-        heartbeat_at: when the heartbeat last woke up.
+        polled_at: by queue, when its receive loop last completed a poll or found no room to poll.
+        heartbeat_at: when the heartbeat that is furthest behind last woke up.
         stall_timeout: how long either may go without progress.
         is_receiving: False while the worker stops (no polls are expected then).
     """
@@ -113,7 +119,8 @@ def assess(
     stalls: set[Stall] = set()
     if overdue_handlers >= concurrency:
         stalls.add(Stall.HANDLERS_OVERDUE)
-    if is_receiving and now - polled_at > limit:
+    stalled_queues = tuple(name for name, at in polled_at.items() if now - at > limit) if is_receiving else ()
+    if stalled_queues:
         stalls.add(Stall.RECEIVER_STALLED)
     if now - heartbeat_at > limit:
         stalls.add(Stall.HEARTBEAT_STALLED)
@@ -121,7 +128,8 @@ def assess(
         stalls=frozenset(stalls),
         overdue_handlers=overdue_handlers,
         concurrency=concurrency,
-        seconds_since_poll=max(0.0, now - polled_at),
+        seconds_since_poll=max(0.0, now - min(polled_at.values(), default=now)),
+        stalled_queues=stalled_queues,
     )
 
 
@@ -129,27 +137,35 @@ class HealthWatch:
     """Logs and meters each change of a worker's health (call :meth:`observe` often, cheaply).
 
     A stall is logged once at ERROR when it begins, and the recovery at INFO; the gauge
-    ``cloudjobs.worker.stalled`` is 1 for each stall under way and 0 for the others.
+    ``cloudjobs.worker.stalled`` is 1 for each stall under way and 0 for the others, per queue (a
+    receiver stall on the queues whose receive loop stalled, the others on every queue). Thread-safe.
 
     Args:
-        queue: the queue's name (the gauge's ``messaging.destination.name``).
+        queues: the worker's queues (the SQS names: the gauge's ``messaging.destination.name``).
     """
 
-    def __init__(self, queue: str) -> None:
-        self._queue = queue
-        self._stalls: frozenset[Stall] | None = None
+    def __init__(self, queues: Sequence[str]) -> None:
+        self._queues = tuple(queues)
+        self._lock = threading.Lock()
+        self._last: tuple[frozenset[Stall], tuple[str, ...]] | None = None
 
     def observe(self, health: WorkerHealth) -> None:
         """Log and meter ``health`` if it differs from the last one observed."""
-        if health.stalls == self._stalls:
-            return
-        previous, self._stalls = self._stalls, health.stalls
+        current = (health.stalls, health.stalled_queues)
+        with self._lock:
+            if current == self._last:
+                return
+            previous, self._last = self._last, current
         gauge = worker_gauges().stalled
-        for stall in Stall:
-            gauge.set(int(stall in health.stalls), {DESTINATION_KEY: self._queue, STALL_KEY: stall.value})
+        for queue in self._queues:
+            for stall in Stall:
+                is_stalled = stall in health.stalls and (
+                    stall is not Stall.RECEIVER_STALLED or queue in health.stalled_queues
+                )
+                gauge.set(int(is_stalled), {DESTINATION_KEY: queue, STALL_KEY: stall.value})
         if health.stalls:
             logger.error("worker stalled: %s", health.describe())
-        elif previous:
+        elif previous is not None and previous[0]:
             logger.info("worker recovered: it can take work again")
 
 

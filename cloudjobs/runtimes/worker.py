@@ -2,15 +2,32 @@
 
 Threads, each with one job:
 
-- the **receiver** long-polls the queue, ten messages at a time, and only when ten more fit in
-  ``concurrency + prefetch`` (so every message held can start before its visibility matters, and
-  requests carry full batches);
-- ``concurrency`` **handler threads** run jobs (async handlers run on one event loop thread, their
-  handler thread waiting for them), so no more than ``concurrency`` handlers ever run at once;
-- the **heartbeat** extends the visibility of held messages, fires sync handlers' deadlines and
-  flushes the batched deletes;
-- the **queue metrics reader** sets the queue depth, in-flight and DLQ depth gauges from the queue's
-  approximate counts, once per ``queue_metrics_interval`` (on backends that report counts).
+- a **receiver** per queue long-polls its queue, ten messages at a time, and only when ten more fit
+  in that queue's room (``min(queue cap, concurrency) + prefetch``), so every message held can start
+  before its visibility matters, and requests carry full batches;
+- ``concurrency`` **handler threads**, shared by every queue, run jobs (async handlers run on one
+  event loop thread, their handler thread waiting for them), so no more than ``concurrency``
+  handlers ever run at once; each takes its next job from the queue the policy picks (see below);
+- a **heartbeat** per queue extends the visibility of that queue's held messages, fires sync
+  handlers' deadlines and flushes the queue's batched deletes;
+- a **queue metrics reader** per queue sets its depth, in-flight and DLQ depth gauges from the
+  queue's approximate counts, once per ``queue_metrics_interval`` (on backends that report counts).
+
+Several queues (``queues=``; see :mod:`cloudjobs.runtimes.dispatch` for the policies):
+
+- **weighted** (``{"critical": 6, "default": 3, "bulk": 1}``): while every queue has work waiting,
+  each gets its weight's share of the handler starts, interleaved; an idle queue's share goes to
+  the others;
+- **strict order** (``["critical", "default"]``): the first queue with work waiting, except that
+  lower queues with work waiting get at least one start in ten (the starvation guard);
+- ``queue_concurrency={"bulk": 4}`` caps the handler slots a queue may hold, and with them the
+  messages it may hold (``cap + prefetch``): a saturating queue leaves the other slots, and the
+  other queues' receives, to the rest.
+
+A long poll covers one queue, so an idle worker on N queues sends at most N ReceiveMessage requests
+per ``CLOUDJOBS_WAIT_TIME_SECONDS`` (20 s: 3 a minute per queue), and a job sent to an idle queue is
+picked up as soon as it arrives (the open long poll returns it), not after a wait period. Under load
+each queue's receives and deletes still carry ten messages.
 
 A sync handler that passes its timeout cannot be stopped (Python threads cannot be killed): its
 attempt is settled at once as a retryable :class:`~cloudjobs.errors.JobTimeoutError`, but its message
@@ -18,11 +35,11 @@ stays hidden (the heartbeat goes on extending it) and its thread keeps its concu
 idempotency lease until the function returns; only then is the retry's backoff applied, so attempts
 of one job never overlap.
 
-``stop()`` (or SIGTERM/SIGINT) stops receiving, releases messages that never started (visibility 0),
-lets running jobs finish within the shutdown deadline and returns a :class:`ShutdownReport`. A long
-poll under way is not waited for (it may last 20 s): what it still returns is released by the
-receiver if the process lives on, and otherwise reappears after the visibility timeout. A second
-SIGTERM/SIGINT stops waiting for running jobs at once.
+``stop()`` (or SIGTERM/SIGINT) stops receiving, releases messages of every queue that never started
+(visibility 0), lets running jobs finish within the shutdown deadline and returns a
+:class:`ShutdownReport`. A long poll under way is not waited for (it may last 20 s): what it still
+returns is released by its receiver if the process lives on, and otherwise reappears after the
+visibility timeout. A second SIGTERM/SIGINT stops waiting for running jobs at once.
 
 A worker refuses to start on a queue without a dead-letter queue (a job that fails for good would
 be received forever), and reports whether it can still take work (:mod:`cloudjobs.runtimes.health`).
@@ -31,46 +48,40 @@ be received forever), and reports whether it can still take work (:mod:`cloudjob
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from cloudjobs.applier import BatchedDeletes, OutcomeApplier
-from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, Delivery, QueueStatistics
-from cloudjobs.consumer import Consumer
-from cloudjobs.errors import CloudjobsError, ConfigurationError
-from cloudjobs.invocation import EventLoopThread, Invocation
-from cloudjobs.outcomes import Outcome, Reason, Released
+from cloudjobs.errors import ConfigurationError
+from cloudjobs.invocation import EventLoopThread
+from cloudjobs.runtimes.dispatch import Dispatcher
 from cloudjobs.runtimes.health import DEFAULT_HEALTH_ADDRESS, HealthServer, HealthWatch, WorkerHealth, assess
-from cloudjobs.runtimes.heartbeat import Heartbeat
-from cloudjobs.runtimes.ordering import applying, chains, run_chain
+from cloudjobs.runtimes.lanes import Lane, open_lane
+from cloudjobs.runtimes.queue_plan import WorkerQueues, plan_queues
 from cloudjobs.runtimes.signals import install_stop_signals
-from cloudjobs.runtimes.startup import check_dead_letter_queue, check_stall_timeout, check_timeouts
-from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL, QueueMetricsReader
+from cloudjobs.runtimes.startup import check_stall_timeout
+from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
 
 logger = logging.getLogger("cloudjobs.worker")
 
-_FLUSH_AFTER = 0.25
-"""Seconds a partial batch of deletes may wait for more before it is sent."""
-_RECEIVE_ERROR_PAUSE = 1.0
 _RECEIVER_GRACE = 1.0
-"""Seconds a stop waits for a poll under way to return (so its messages are released, not left
-hidden) before giving up on it: a long poll may last 20 s."""
+"""Seconds a stop waits for the polls under way to return (so their messages are released, not left
+hidden) before giving up on them: a long poll may last 20 s."""
 _FORCED_WAIT = 1.0
-"""Seconds a forced stop still gives the heartbeat and the event loop to wind down."""
+"""Seconds a forced stop still gives the heartbeats and the event loop to wind down."""
 
 
 @dataclass(frozen=True, slots=True)
 class ShutdownReport:
-    """How a worker's run ended.
+    """How a worker's run ended (over every queue it consumed).
 
     Attributes:
         released: messages that never started, made visible again at once.
@@ -86,17 +97,20 @@ class ShutdownReport:
 
 
 class Worker:
-    """Consumes the queue until stopped; see the module docstring for how.
+    """Consumes the app's queues until stopped; see the module docstring for how.
 
     Args:
-        app: the job registry and queue.
-        concurrency: handlers run at once.
-        prefetch: messages held beyond the concurrency.
+        app: the job registry and queues.
+        queues: the queues to consume: weights by name (``{"critical": 6, "bulk": 1}``, weighted),
+            names in strict order (``["critical", "default"]``), or None for the default queue alone.
+        concurrency: handlers run at once, over every queue.
+        queue_concurrency: handler slots a queue may hold at once, by name (``{"bulk": 4}``).
+        prefetch: messages a queue may hold beyond its handler slots.
         shutdown_timeout: how long a stop waits for running jobs.
-        queue_metrics_interval: time between reads of the queue's counts for the queue gauges
-            (one GetQueueAttributes per queue each time); None turns the reader off, and so does
-            the app's ``Telemetry(is_enabled=False)``.
-        stall_timeout: how long the receive loop may go without completing a poll before the worker
+        queue_metrics_interval: time between reads of the queues' counts for the queue gauges
+            (one GetQueueAttributes per queue, and one per DLQ, each time); None turns the readers
+            off, and so does the app's ``Telemetry(is_enabled=False)``.
+        stall_timeout: how long a receive loop may go without completing a poll before the worker
             reports itself stalled (default ``CLOUDJOBS_STALL_TIMEOUT_SECONDS``, 120 s); it must
             exceed the long-poll wait.
         health_port: serve ``GET /healthz`` on this port while running (0 picks a free one, see
@@ -104,15 +118,20 @@ class Worker:
         health_address: the address the health endpoint listens on.
 
     Raises:
-        ConfigurationError: ``concurrency`` is below 1, ``queue_metrics_interval`` is not positive,
-            or ``stall_timeout`` does not exceed the long-poll wait.
+        UnknownQueueError: ``queues`` names a queue the app does not configure.
+        ConfigurationError: ``concurrency`` is below 1, ``queues`` or ``queue_concurrency`` is
+            malformed (see :func:`~cloudjobs.runtimes.queue_plan.plan_queues`),
+            ``queue_metrics_interval`` is not positive, or ``stall_timeout`` does not exceed the
+            long-poll wait.
     """
 
     def __init__(
         self,
         app: CloudJobs,
         *,
+        queues: WorkerQueues | None = None,
         concurrency: int | None = None,
+        queue_concurrency: Mapping[str, int] | None = None,
         prefetch: int | None = None,
         shutdown_timeout: timedelta | None = None,
         queue_metrics_interval: timedelta | None = DEFAULT_QUEUE_METRICS_INTERVAL,
@@ -126,6 +145,8 @@ class Worker:
         self.concurrency = concurrency or settings.concurrency
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1", setting="CLOUDJOBS_CONCURRENCY")
+        self.plan = plan_queues(queues, queue_concurrency, known=lambda: app.queue_names)
+        """The queues consumed, their weights or order, and their caps."""
         if queue_metrics_interval is not None and queue_metrics_interval <= timedelta(0):
             raise ConfigurationError(
                 "the interval between queue metric reads must be positive (None turns them off)",
@@ -143,37 +164,52 @@ class Worker:
         """The health endpoint while the worker runs with a ``health_port``."""
         self._stop_requested = threading.Event()
         self._stopping = threading.Event()
-        self._capacity = threading.Condition()
-        self._outstanding = 0
-        self._work: queue.SimpleQueue[list[Delivery] | None] = queue.SimpleQueue()
         self._loop = EventLoopThread("cloudjobs-event-loop")
         self.started = threading.Event()
-        self._applier: OutcomeApplier | None = None
-        self._heartbeat: Heartbeat | None = None
+        self._lanes: list[Lane] = []
+        self._watch: HealthWatch | None = None
         self._forced_by: signal.Signals | None = None
-        self._released = 0
-        # When the receive loop last completed a poll, or found no room for one (not a stall).
-        self._polled_at = time.monotonic()
-        self.receives = 0
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The app's queues this worker consumes, in the order given."""
+        return self.plan.names
 
     @property
     def counts(self) -> Counter[str]:
-        """Outcomes applied so far, by kind (``completed``, ``retried``, ``dead_lettered``...)."""
-        counts = Counter(self._applier.counts) if self._applier else Counter()
-        if self._released:
-            counts["released"] += self._released
+        """Outcomes applied so far over every queue, by kind (``completed``, ``retried``,
+        ``dead_lettered``, ``released``...)."""
+        counts: Counter[str] = Counter()
+        for queue_counts in self.counts_by_queue.values():
+            counts.update(queue_counts)
         return counts
+
+    @property
+    def counts_by_queue(self) -> dict[str, Counter[str]]:
+        """:attr:`counts` of each queue, by its name in the app (empty before :meth:`run`)."""
+        by_queue: dict[str, Counter[str]] = {}
+        for lane in self._lanes:
+            counts = Counter(lane.applier.counts)
+            if lane.released:
+                counts["released"] += lane.released
+            by_queue[lane.name] = counts
+        return by_queue
+
+    @property
+    def receives(self) -> int:
+        """Receive requests completed so far, over every queue."""
+        return sum(lane.receives for lane in self._lanes)
 
     def health(self) -> WorkerHealth:
         """Whether the worker can still take work (see :mod:`cloudjobs.runtimes.health`)."""
-        heartbeat = self._heartbeat
+        lanes = self._lanes
         now = time.monotonic()
         return assess(
             now=now,
             concurrency=self.concurrency,
-            overdue_handlers=heartbeat.overdue if heartbeat is not None else 0,
-            polled_at=self._polled_at,
-            heartbeat_at=heartbeat.last_tick if heartbeat is not None else now,
+            overdue_handlers=sum(lane.heartbeat.overdue for lane in lanes),
+            polled_at={lane.queue: lane.polled_at for lane in lanes},
+            heartbeat_at=min((lane.heartbeat.last_tick for lane in lanes), default=now),
             stall_timeout=self.stall_timeout,
             is_receiving=not self._stopping.is_set(),
         )
@@ -197,208 +233,114 @@ class Worker:
             What the shutdown released and left running, and whether a second signal forced it.
 
         Raises:
-            ConfigurationError: a setting contradicts the queue, the queue has no dead-letter queue,
-                or the health port cannot be bound (checked before anything runs).
-            BackendError: the queue cannot be reached or does not exist (at start-up).
+            ConfigurationError: a setting contradicts a queue, a queue has no dead-letter queue, or
+                the health port cannot be bound (checked before anything runs).
+            BackendError: a queue cannot be reached or does not exist (at start-up).
         """
         from cloudjobs.logs import install_default_logging
 
         install_default_logging()
-        backend = self._app.backend
-        consumer = self._app.consumer()
-        info = consumer.queue
-        settings = self._app.settings
-        check_dead_letter_queue(backend, info, settings.dlq_url)
-        visibility = (
-            timedelta(seconds=settings.visibility_timeout_seconds)
-            if settings.visibility_timeout_seconds
-            else info.visibility_timeout
-        )
-        interval = settings.heartbeat_interval(visibility)
-        check_timeouts(consumer, self._app.registry.values())
-        deletes = BatchedDeletes(backend)
-        applier = self._applier = OutcomeApplier(backend, self._app.clock, acknowledging=deletes)
-        watch = HealthWatch(info.name)
-
-        def on_tick() -> None:
-            self._flush_if_due(deletes, applier)
-            watch.observe(self.health())
-
-        heartbeat = self._heartbeat = Heartbeat(
-            backend, visibility=visibility, interval=interval, on_tick=on_tick
-        )
-        self._visibility = visibility
+        dispatcher: Dispatcher[Lane] = Dispatcher(self.plan.policy())
+        self._lanes = lanes = [self._open_lane(name, dispatcher) for name in self.plan.names]
+        self._watch = HealthWatch([lane.queue for lane in lanes])
         if self._health_port is not None:
             self.health_server = HealthServer(
                 self.health, port=self._health_port, address=self._health_address
             )
         restore = install_stop_signals(self.stop, self._force)
-        # Async handlers run on one shared loop (started on first use); sync ones on the handler
-        # threads, their deadlines fired and their leases renewed by the heartbeat.
-        invocation = Invocation(loop=self._loop, monitor=heartbeat)
         threads = [
             threading.Thread(
-                target=self._handle_loop,
-                args=(consumer, applier, heartbeat, invocation),
-                name=f"cloudjobs-handler-{index}",
-                daemon=True,
+                target=self._handle_loop, args=(dispatcher,), name=f"cloudjobs-handler-{index}", daemon=True
             )
             for index in range(self.concurrency)
         ]
-        receiver = threading.Thread(
-            target=self._receive_loop,
-            args=(backend, consumer, heartbeat),
-            name="cloudjobs-receiver",
-            daemon=True,
-        )
-        metrics_reader = self._queue_metrics_reader(backend, info.name)
-        self._polled_at = time.monotonic()
-        heartbeat.start()
+        metrics_interval = self.queue_metrics_interval if self._app.telemetry.is_enabled else None
         for thread in threads:
             thread.start()
-        receiver.start()
-        if metrics_reader is not None:
-            metrics_reader.start()
-        logger.info(
-            "worker started on queue %s: concurrency %d, prefetch %d, visibility %ss, heartbeat %ss",
-            info.name,
-            self.concurrency,
-            self.prefetch,
-            visibility.total_seconds(),
-            interval.total_seconds(),
-        )
+        for lane in lanes:
+            lane.start(metrics_interval)
+        self._log_start(lanes)
         if self.health_server is not None:
             self.health_server.start()
         self.started.set()
         try:
             self._stop_requested.wait()
         finally:
-            if metrics_reader is not None:
-                metrics_reader.stop()
+            for lane in lanes:
+                lane.stop_reading_metrics()
             try:
-                report = self._shutdown(backend, receiver, threads, heartbeat, applier)
+                report = self._shutdown(dispatcher, lanes)
             finally:
                 if self.health_server is not None:
                     self.health_server.close()
                 restore()
         return report
 
-    # -- receiving --------------------------------------------------------------------------------
+    def _open_lane(self, name: str, dispatcher: Dispatcher[Lane]) -> Lane:
+        cap = self.plan.cap_of(name, self.concurrency)
+        return open_lane(
+            self._app,
+            name,
+            dispatcher=dispatcher,
+            cap=cap,
+            # A queue holds what its slots can start soon: a capped queue cannot hog the prefetch.
+            limit=cap + self.prefetch,
+            loop=self._loop,
+            stopping=self._stopping,
+            on_tick=self._observe_health,
+        )
 
-    def _receive_loop(self, backend: Backend, consumer: Consumer, heartbeat: Heartbeat) -> None:
-        limit = self.concurrency + self.prefetch
-        batch = min(MAX_BATCH_ENTRIES, limit)
-        wait = timedelta(seconds=self._app.settings.wait_time_seconds)
-        while not self._stopping.is_set():
-            with self._capacity:
-                while self._outstanding + batch > limit and not self._stopping.is_set():
-                    # No room to poll: waiting for slots is progress, not a stall.
-                    self._polled_at = time.monotonic()
-                    self._capacity.wait(0.5)
-                if self._stopping.is_set():
-                    return
-            try:
-                deliveries = backend.receive(max_messages=batch, wait=wait, visibility=self._visibility)
-            except CloudjobsError:
-                logger.exception("receiving from the queue failed; trying again")
-                self._stopping.wait(_RECEIVE_ERROR_PAUSE)
-                continue
-            self._polled_at = time.monotonic()
-            self.receives += 1
-            if not deliveries:
-                continue
-            if self._stopping.is_set():
-                self._release_now(backend, deliveries)
-                return
-            heartbeat.hold(deliveries)
-            consumer.prefetch(deliveries)
-            with self._capacity:
-                self._outstanding += len(deliveries)
-            for chain in chains(deliveries):
-                self._work.put(chain)
+    def _log_start(self, lanes: list[Lane]) -> None:
+        for lane in lanes:
+            logger.info(
+                "worker started on queue %s: concurrency %d, prefetch %d, visibility %ss, heartbeat %ss",
+                lane.queue,
+                self.concurrency,
+                self.prefetch,
+                lane.visibility.total_seconds(),
+                lane.interval.total_seconds(),
+            )
+        if len(lanes) > 1 or self.plan.caps:
+            logger.info("worker queues: %s", self.plan.describe())
 
-    def _release_now(self, backend: Backend, deliveries: list[Delivery]) -> None:
-        for start in range(0, len(deliveries), MAX_BATCH_ENTRIES):
-            batch = deliveries[start : start + MAX_BATCH_ENTRIES]
-            try:
-                backend.change_visibility([(delivery.receipt, timedelta(0)) for delivery in batch])
-            except CloudjobsError:
-                logger.exception("releasing %d unstarted messages failed", len(batch))
-                continue
-            with self._capacity:
-                self._released += len(batch)
+    def _observe_health(self) -> None:
+        if self._watch is not None:
+            self._watch.observe(self.health())
 
     # -- handling ---------------------------------------------------------------------------------
 
-    def _handle_loop(
-        self, consumer: Consumer, applier: OutcomeApplier, heartbeat: Heartbeat, invocation: Invocation
-    ) -> None:
-        def apply(delivery: Delivery, outcome: Outcome) -> bool:
-            heartbeat.release(delivery.receipt)
-            return applier.apply(delivery, outcome)
-
-        run = applying(consumer, invocation, apply)
-
-        def process(delivery: Delivery) -> tuple[Outcome, bool]:
-            if self._stopping.is_set():
-                released = Released(reason=Reason.SHUTDOWN)
-                return released, apply(delivery, released)
-            return run(delivery)
-
-        while True:
-            chain = self._work.get()
-            if chain is None:
-                return
-            done = 0
-            try:
-                for delivery, _ in run_chain(chain, process, apply):
-                    heartbeat.release(delivery.receipt)
-                    done += 1
-                    self._finished(1)
-            except Exception:
-                # Never let one message take a handler thread down: the rest are redelivered later.
-                logger.exception("handling message %s failed", chain[done].message_id)
-                for delivery in chain[done:]:
-                    heartbeat.release(delivery.receipt)
-                self._finished(len(chain) - done)
-
-    def _finished(self, count: int) -> None:
-        with self._capacity:
-            self._outstanding -= count
-            self._capacity.notify_all()
+    def _handle_loop(self, dispatcher: Dispatcher[Lane]) -> None:
+        while (taken := dispatcher.take()) is not None:
+            slot, chain = taken
+            slot.lane.handle(chain)
 
     # -- shutting down ----------------------------------------------------------------------------
 
-    def _shutdown(
-        self,
-        backend: Backend,
-        receiver: threading.Thread,
-        threads: list[threading.Thread],
-        heartbeat: Heartbeat,
-        applier: OutcomeApplier,
-    ) -> ShutdownReport:
+    def _shutdown(self, dispatcher: Dispatcher[Lane], lanes: list[Lane]) -> ShutdownReport:
         logger.info("worker stopping: releasing unstarted messages, finishing running jobs")
         deadline = time.monotonic() + self.shutdown_timeout.total_seconds()
         self._stopping.set()
+        # Closed first: nothing received from now on starts, and receivers release what they get.
+        dispatcher.close()
         # Released at once, not when a slot frees up: another worker can start them now.
-        self._release_unstarted(backend, heartbeat)
-        with self._capacity:
-            self._capacity.notify_all()
-            while self._outstanding > 0 and self._forced_by is None and time.monotonic() < deadline:
-                self._capacity.wait(max(0.0, min(0.25, deadline - time.monotonic())))
-        # A poll that returned meanwhile may have queued more: they never start either.
-        self._release_unstarted(backend, heartbeat)
-        with self._capacity:
-            abandoned = self._outstanding
+        for slot, unstarted in dispatcher.unstarted():
+            for delivery in unstarted:
+                slot.lane.heartbeat.release(delivery.receipt)
+            slot.lane.release(unstarted)
+            dispatcher.settled(slot, len(unstarted))
+            logger.info(
+                "released %d messages of queue %s that never started", len(unstarted), slot.lane.queue
+            )
+        abandoned = dispatcher.wait_settled(deadline, is_forced=lambda: self._forced_by is not None)
         forced = self._forced_by is not None
-        # A long poll under way is not waited out (up to 20 s): the receiver releases what it
+        # A long poll under way is not waited out (up to 20 s): its receiver releases what it
         # returns if this process lives on; otherwise it reappears after the visibility timeout.
         if not forced:
-            receiver.join(max(0.0, min(_RECEIVER_GRACE, deadline - time.monotonic())))
-        for _ in threads:
-            self._work.put(None)
-        applier.flush()
-        heartbeat.stop(timeout=_FORCED_WAIT if forced else None)
+            grace = time.monotonic() + max(0.0, min(_RECEIVER_GRACE, deadline - time.monotonic()))
+            for lane in lanes:
+                lane.join_receiver(max(0.0, grace - time.monotonic()))
+        for lane in lanes:
+            lane.close(heartbeat_timeout=_FORCED_WAIT if forced else None)
         # Waited for briefly: an async handler that blocks the loop must not hold the exit up.
         self._loop.close(timeout=_FORCED_WAIT if forced else max(1.0, deadline - time.monotonic()))
         if abandoned:
@@ -409,36 +351,5 @@ class Worker:
                 f"forced by a second {self._forced_by.name}" if self._forced_by else "shutdown deadline",
             )
         logger.info("worker stopped: %s", dict(self.counts))
-        return ShutdownReport(released=self._released, abandoned=abandoned, forced_by=self._forced_by)
-
-    def _release_unstarted(self, backend: Backend, heartbeat: Heartbeat) -> None:
-        """Release every received chain no handler has taken yet (visibility 0, by tens)."""
-        unstarted: list[Delivery] = []
-        while True:
-            try:
-                chain = self._work.get_nowait()
-            except queue.Empty:
-                break
-            if chain is not None:
-                unstarted.extend(chain)
-        if not unstarted:
-            return
-        for delivery in unstarted:
-            heartbeat.release(delivery.receipt)
-        self._release_now(backend, unstarted)
-        self._finished(len(unstarted))
-        logger.info("released %d messages that never started", len(unstarted))
-
-    def _queue_metrics_reader(self, backend: Backend, queue: str) -> QueueMetricsReader | None:
-        if (
-            self.queue_metrics_interval is None
-            or not self._app.telemetry.is_enabled
-            or not isinstance(backend, QueueStatistics)
-        ):
-            return None
-        return QueueMetricsReader(backend, queue=queue, interval=self.queue_metrics_interval)
-
-    def _flush_if_due(self, deletes: BatchedDeletes, applier: OutcomeApplier) -> None:
-        age = deletes.oldest_pending_age()
-        if age is not None and age >= _FLUSH_AFTER:
-            applier.flush()
+        released = sum(lane.released for lane in lanes)
+        return ShutdownReport(released=released, abandoned=abandoned, forced_by=self._forced_by)

@@ -345,6 +345,57 @@ def test_sigterm_finishes_running_jobs_releases_the_rest_and_exits_cleanly(
     assert _message_counts(sqs_client, queue.dlq_url) == (0, 0)
 
 
+def test_sigterm_on_a_worker_of_two_queues_releases_the_unstarted_messages_of_both(
+    make_queue: MakeQueue,
+    sqs_client: SQSClient,
+    enqueue: Enqueue,
+    spawn_worker: SpawnWorker,
+    ledger: Ledger,
+    tmp_path: Path,
+) -> None:
+    # Visibility 60 s: within the test, a message the worker held is visible again only if released.
+    default, bulk = make_queue(visibility_timeout_seconds=60), make_queue(visibility_timeout_seconds=60)
+    release = tmp_path / "release"
+    jobs = {
+        queue.queue_url: [f"{name}-{index}" for index in range(3)]
+        for name, queue in (("default", default), ("bulk", bulk))
+    }
+    for queue in (default, bulk):
+        gated = {"release_file": str(release), "max_seconds": 30.0}
+        enqueue(queue, [(GATED_JOB, {"id": job, **gated}) for job in jobs[queue.queue_url]])
+    # One handler; each queue holds its one slot plus a prefetch of two: all six are held.
+    worker = spawn_worker(
+        default.queue_url,
+        {
+            "CLOUDJOBS_QUEUES": f"bulk={bulk.queue_url}",
+            "CLOUDJOBS_CONCURRENCY": "1",
+            "CLOUDJOBS_PREFETCH": "2",
+        },
+        ["--queue", "default", "--queue", "bulk"],
+    )
+
+    def all_held() -> list[LedgerEvent] | None:
+        starts = ledger.starts()
+        held = (
+            _message_counts(sqs_client, default.queue_url)[1] + _message_counts(sqs_client, bulk.queue_url)[1]
+        )
+        return starts if len(starts) == 1 and held == 6 else None
+
+    [running] = _wait_for(all_held, seconds=_STARTUP_SECONDS, what="all six held", worker=worker)
+    worker.process.send_signal(signal.SIGTERM)
+    _wait_for_log(worker, "worker stopping")
+    release.touch()
+    code = worker.wait(_SHUTDOWN_TIMEOUT_SECONDS + _EXIT_MARGIN_SECONDS)
+
+    assert code == 0, worker.stderr()
+    assert [event.job for event in ledger.starts()] == [running.job]
+    for queue in (default, bulk):
+        unstarted = sorted(set(jobs[queue.queue_url]) - {running.job})
+        released = _receive(sqs_client, queue.queue_url, expected=len(unstarted), seconds=5)
+        assert sorted(message.job for message in released) == unstarted
+        assert all(message.receive_count == 2 for message in released)
+
+
 # -- SIGKILL ----------------------------------------------------------------------------------------
 
 
@@ -594,10 +645,12 @@ def test_health_endpoint_says_503_when_the_receive_loop_completes_no_poll_for_th
         stalled = _wait_for_log(worker, "worker stalled")
     finally:
         sqs_client.delete_queue(QueueUrl=dlq_url)
+    queue_name = queue_url.rsplit("/", 1)[1]
     assert body["stalls"] == ["receiver_stalled"]
+    assert body["stalled_queues"] == [queue_name]
     assert float(str(body["seconds_since_poll"])) > 3
     assert stalled["level"] == "error"
-    assert "no poll of the queue completed" in str(stalled["message"])
+    assert f"no poll of {queue_name} completed" in str(stalled["message"])
 
 
 # -- logs -------------------------------------------------------------------------------------------
