@@ -439,6 +439,24 @@ def _worker(stack: Stack, record: Record) -> None:
 
 
 @code_path("consumer")
+def _worker_on_a_named_queue(stack: Stack, record: Record) -> None:
+    # A worker on tiers: this tier's queue known by its CLOUDJOBS_QUEUES name only, its DLQ found from
+    # its redrive policy (CLOUDJOBS_DLQ_URL covers the default queue alone).
+    jobs = CloudJobs(settings=stack.settings(queue_url=None, dlq_url=None, queues={"bulk": stack.queue.name}))
+    _register_jobs(jobs)
+    producer = CloudJobs(settings=stack.settings())
+    _register_jobs(producer)
+    producer.enqueue_many([(job_type, order) for job_type, order in _CONSUMED if job_type != "checkout"])
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record(), running(jobs, queues={"bulk": 1}, concurrency=2, queue_metrics_interval=0.2):
+            wait_for(lambda: _queue_counts(client, stack.queue.queue_url) == 0, message="the queue to empty")
+        assert _queue_counts(client, stack.queue.dlq_url) == 1
+    finally:
+        client.close()
+
+
+@code_path("consumer")
 def _lambda_function(stack: Stack, record: Record) -> None:
     jobs = CloudJobs(settings=stack.settings())
     _register_jobs(jobs)
