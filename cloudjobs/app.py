@@ -18,7 +18,7 @@ from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
-from cloudjobs.errors import BatchEnqueueError, CloudjobsError, ConfigurationError, UnknownQueueError
+from cloudjobs.errors import ConfigurationError, UnknownQueueError
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
@@ -27,12 +27,13 @@ from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
-from cloudjobs.producer import CheckedJobs, EnqueueRequest, Producer
+from cloudjobs.producer import EnqueueRequest, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
 from cloudjobs.scheduling.registry import ScheduleRegistry
+from cloudjobs.sending import QueueShare, check_by_queue, send_by_queue
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
@@ -539,40 +540,11 @@ class CloudJobs:
             return []
         return await asyncio.to_thread(lambda: self._send(self._check(requests)))
 
-    def _check(self, requests: Sequence[EnqueueRequest]) -> list[tuple[Producer, list[int], CheckedJobs]]:
-        """Build and check every message, per queue, before any is sent."""
-        positions: dict[str, list[int]] = {}
-        for index, request in enumerate(requests):
-            positions.setdefault(request.queue, []).append(index)
-        producers = {name: self._producer(name) for name in positions}
-        return [
-            (producers[name], indexes, producers[name].check([requests[i] for i in indexes]))
-            for name, indexes in positions.items()
-        ]
+    def _check(self, requests: Sequence[EnqueueRequest]) -> list[QueueShare]:
+        return check_by_queue(requests, self._producer)
 
-    def _send(self, checked: list[tuple[Producer, list[int], CheckedJobs]]) -> list[str]:
-        """Send checked jobs queue by queue; job ids in request order."""
-        if len(checked) == 1:
-            return checked[0][0].send(checked[0][2])
-        # Several queues: a queue that fails does not stop the others, and the error says which
-        # entries were sent, by their position in the request.
-        count = sum(len(indexes) for _, indexes, _ in checked)
-        sent: list[str | None] = [None] * count
-        failures: dict[int, str] = {}
-        for producer, indexes, jobs in checked:
-            try:
-                ids: list[str | None] = list(producer.send(jobs))
-            except BatchEnqueueError as exc:
-                ids = exc.sent
-                failures.update({indexes[i]: error for i, error in exc.failures.items()})
-            except CloudjobsError as exc:
-                ids = [None] * len(indexes)
-                failures.update({index: str(exc) for index in indexes})
-            for index, job_id in zip(indexes, ids, strict=True):
-                sent[index] = job_id
-        if failures:
-            raise BatchEnqueueError(sent=sent, failures=failures)
-        return [job_id for job_id in sent if job_id is not None]
+    def _send(self, shares: list[QueueShare]) -> list[str]:
+        return send_by_queue(shares)
 
     def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
         before_send = self._write_pending if write_pending or self.settings.status_tracking else None
@@ -615,23 +587,9 @@ class CloudJobs:
             IdempotencyStoreError: the store could not be reached.
             ConfigurationError: no store is configured.
         """
-        from cloudjobs.idempotency.base import DEFAULT_CLOCK_SKEW
-        from cloudjobs.idempotency.status import cancelled_by_marker, status_of
+        from cloudjobs.idempotency.status import find_status
 
-        store = self.idempotency_store
-        record = store.find(job_id)
-        if record is not None:
-            return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
-        if isinstance(store, JobControlStore):
-            # A duplicate enqueued under a live record's key was pointed at it (status tracking).
-            record = store.find_through_alias(job_id)
-            if record is not None:
-                return status_of(record, now=self._clock.now(), clock_skew=DEFAULT_CLOCK_SKEW)
-            # No record: a cancellation marker still tells that the job will not run.
-            expires_at = store.cancel_marker_expiry(job_id)
-            if expires_at is not None:
-                return cancelled_by_marker(job_id, expires_at=expires_at, retention=self._retention)
-        return None
+        return find_status(self.idempotency_store, job_id, now=self._clock.now(), retention=self._retention)
 
     def cancel(self, job_id: str) -> Cancellation:
         """Cancel a job: a job that has not started never runs; a running one sees ``job.cancelled``.

@@ -8,7 +8,15 @@ from datetime import datetime, timedelta
 
 from pydantic import JsonValue
 
-from cloudjobs.idempotency.base import Record, Status, decode_result, lapse_after
+from cloudjobs.idempotency.base import (
+    DEFAULT_CLOCK_SKEW,
+    IdempotencyStore,
+    JobControlStore,
+    Record,
+    Status,
+    decode_result,
+    lapse_after,
+)
 
 
 class JobState(enum.Enum):
@@ -137,3 +145,27 @@ def cancelled_by_marker(job_id: str, *, expires_at: datetime, retention: timedel
         updated_at=marked_at,
         expires_at=expires_at,
     )
+
+
+def find_status(
+    store: IdempotencyStore, job_id: str, *, now: datetime, retention: timedelta
+) -> JobStatus | None:
+    """A job's status from its record, else the record an alias points it at, else its cancellation
+    marker; None when there is none (see :meth:`cloudjobs.CloudJobs.status` for the requests).
+
+    Raises:
+        IdempotencyStoreError: the store could not be reached.
+    """
+    record = store.find(job_id)
+    if record is not None:
+        return status_of(record, now=now, clock_skew=DEFAULT_CLOCK_SKEW)
+    if isinstance(store, JobControlStore):
+        # A duplicate enqueued under a live record's key was pointed at it (status tracking).
+        record = store.find_through_alias(job_id)
+        if record is not None:
+            return status_of(record, now=now, clock_skew=DEFAULT_CLOCK_SKEW)
+        # No record: a cancellation marker still tells that the job will not run.
+        expires_at = store.cancel_marker_expiry(job_id)
+        if expires_at is not None:
+            return cancelled_by_marker(job_id, expires_at=expires_at, retention=retention)
+    return None
