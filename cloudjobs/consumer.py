@@ -27,20 +27,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
-from cloudjobs.backends.base import MAX_DELAY, Delivery, OutgoingMessage, QueueInfo
+from cloudjobs.backends.base import MAX_DELAY, Delivery, QueueInfo
 from cloudjobs.clock import Clock
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope, encode
+from cloudjobs.envelope import TYPE_ATTRIBUTE, Envelope
 from cloudjobs.errors import (
     JobTimeoutError,
     MessageError,
     PermanentError,
 )
 from cloudjobs.failures import dead_letter_of, describe, failure_outcome, next_step
+from cloudjobs.hops import resend_copy
 from cloudjobs.invocation import INLINE, HandlerExit, Invocation, call_handler, call_handler_async
 from cloudjobs.middleware import BatchMiddleware, ConsumerMiddleware, Middleware, RunHandle, as_middleware
 from cloudjobs.outcomes import Cancelled, Completed, Deferred, Outcome, Reason
@@ -339,15 +339,7 @@ class Consumer:
         if not isinstance(outcome, Deferred) or limit is None or delivery.receive_count < limit - 1:
             return outcome
         # Same job id and attempt offset; the copy's receive count starts again from zero.
-        message = OutgoingMessage(
-            body=encode(envelope),
-            attributes=dict(delivery.attributes),
-            delay=timedelta(0) if self._queue.is_fifo else min(outcome.delay, MAX_DELAY),
-            group_id=delivery.group_id,
-            deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if self._queue.is_fifo else None,
-            system_attributes=delivery.system_attributes,
-            typed_attributes=delivery.typed_attributes,
-        )
+        message = resend_copy(delivery, envelope, min(outcome.delay, MAX_DELAY), is_fifo=self._queue.is_fifo)
         return Deferred(delay=outcome.delay, reason=outcome.reason, requeue=message)
 
 

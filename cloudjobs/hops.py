@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import uuid
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -72,7 +73,7 @@ def hop(
         # Whole seconds, rounded up: the copy must not arrive before its time.
         delay = timedelta(seconds=math.ceil(max(remaining, timedelta(0)).total_seconds()))
         final = dataclasses.replace(envelope, due_at=None, attempt_offset=0)
-        return Deferred(delay=delay, reason=Reason.NOT_DUE, requeue=_copy(delivery, final, delay))
+        return Deferred(delay=delay, reason=Reason.NOT_DUE, requeue=resend_copy(delivery, final, delay))
     hidden = min(remaining - longest, MAX_VISIBILITY)
     limit = queue.max_receive_count
     near_redrive = limit is not None and delivery.receive_count >= limit - 1
@@ -82,18 +83,25 @@ def hop(
     )
     if near_redrive or near_retention:
         again = dataclasses.replace(envelope, attempt_offset=0)
-        return Deferred(delay=hidden, reason=Reason.NOT_DUE, requeue=_copy(delivery, again, longest))
+        return Deferred(delay=hidden, reason=Reason.NOT_DUE, requeue=resend_copy(delivery, again, longest))
     return Deferred(delay=hidden, reason=Reason.NOT_DUE)
 
 
-def _copy(delivery: Delivery, envelope: Envelope, delay: timedelta) -> OutgoingMessage:
-    """A copy of the received message carrying ``envelope``, sent with ``delay``."""
+def resend_copy(
+    delivery: Delivery, envelope: Envelope, delay: timedelta, *, is_fifo: bool = False
+) -> OutgoingMessage:
+    """A copy of a received message carrying ``envelope``, to send in its place: its attributes,
+    group, trace header and typed attributes kept, its receive count starting again from zero.
+
+    On a FIFO queue (no per-message delay) it is sent at once, under a fresh deduplication id, so
+    SQS does not drop it as a repeat of the original.
+    """
     return OutgoingMessage(
         body=encode(envelope),
         attributes=dict(delivery.attributes),
-        delay=delay,
+        delay=timedelta(0) if is_fifo else delay,
         group_id=delivery.group_id,
-        deduplication_id=None,
+        deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if is_fifo else None,
         system_attributes=delivery.system_attributes,
         typed_attributes=delivery.typed_attributes,
     )
