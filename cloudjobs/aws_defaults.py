@@ -14,6 +14,8 @@ from cloudjobs.queues import QueueArn
 from cloudjobs.settings import Settings
 
 if TYPE_CHECKING:
+    from botocore.config import Config
+
     from cloudjobs.backends.sqs import SqsBackend
 
 
@@ -40,9 +42,10 @@ def build_sqs_backend(settings: Settings) -> Backend:
     )
 
 
-def build_named_sqs_backend(settings: Settings, value: str) -> Backend:
+def build_named_sqs_backend(settings: Settings, value: str, *, config: Config | None = None) -> Backend:
     """An :class:`~cloudjobs.backends.sqs.SqsBackend` on a named queue of ``CLOUDJOBS_QUEUES``: a
-    URL or a queue name (no I/O). Its dead-letter queue comes from its own redrive policy."""
+    URL or a queue name (no I/O). Its dead-letter queue comes from its own redrive policy.
+    ``config`` is extra botocore configuration (the command line's connect timeout)."""
     from cloudjobs.backends.sqs import SqsBackend
     from cloudjobs.queues import is_queue_url
 
@@ -52,6 +55,7 @@ def build_named_sqs_backend(settings: Settings, value: str) -> Backend:
         region=settings.region,
         max_pool_connections=max(10, settings.concurrency + 4),
         wait_time_seconds=settings.wait_time_seconds,
+        config=config,
     )
 
 

@@ -66,8 +66,8 @@ def operator_app(reference: str | None) -> CloudJobs:
         )
     from botocore.config import Config
 
+    from cloudjobs.aws_defaults import build_named_sqs_backend
     from cloudjobs.backends.sqs import SqsBackend
-    from cloudjobs.queues import is_queue_url
 
     config = Config(connect_timeout=CONNECT_TIMEOUT_SECONDS)
     backend = None
@@ -81,13 +81,7 @@ def operator_app(reference: str | None) -> CloudJobs:
             config=config,
         )
     named: dict[str, str | Backend] = {
-        name: SqsBackend(
-            queue_url=value if is_queue_url(value) else None,
-            queue_name=None if is_queue_url(value) else value,
-            region=settings.region,
-            wait_time_seconds=settings.wait_time_seconds,
-            config=config,
-        )
+        name: build_named_sqs_backend(settings, value, config=config)
         for name, value in settings.queues.items()
     }
     return CloudJobs(settings=settings, backend=backend, queues=named)

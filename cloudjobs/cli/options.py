@@ -64,3 +64,18 @@ def queue_option(function: F) -> F:
 def json_option(function: F) -> F:
     """``--json``: print the result as JSON for scripts."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(function)
+
+
+def serve_metrics(port: int | None) -> bool:
+    """Serve Prometheus metrics on ``port`` (``--metrics-port``; None: nothing); False, with the
+    extra to install said on stderr, when the exporter is not installed."""
+    if port is None:
+        return True
+    from cloudjobs.telemetry.prometheus import serve_prometheus
+
+    try:
+        serve_prometheus(port)
+    except ImportError as exc:
+        click.echo(f"cloudjobs: {exc}", err=True)
+        return False
+    return True

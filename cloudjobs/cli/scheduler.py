@@ -9,6 +9,7 @@ import click
 
 from cloudjobs.cli.apps import load_app
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from cloudjobs.cli.options import serve_metrics
 from cloudjobs.errors import ConfigurationError
 
 
@@ -59,14 +60,8 @@ def scheduler(
         raise ConfigurationError(f"{app_reference} declares no schedules (jobs.schedule(...))")
     runner = app.scheduler(claim_lease=timedelta(seconds=claim_lease) if claim_lease is not None else None)
     configure_logging(level=log_level, json_lines=log_format == "json")
-    if metrics_port is not None:
-        from cloudjobs.telemetry.prometheus import serve_prometheus
-
-        try:
-            serve_prometheus(metrics_port)
-        except ImportError as exc:
-            click.echo(f"cloudjobs: {exc}", err=True)
-            return EXIT_USAGE
+    if not serve_metrics(metrics_port):
+        return EXIT_USAGE
     if once:
         return EXIT_FAILED if runner.run_pending().failed else EXIT_OK
 

@@ -10,6 +10,7 @@ import click
 
 from cloudjobs.cli.apps import load_app
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from cloudjobs.cli.options import serve_metrics
 
 T = TypeVar("T")
 
@@ -162,14 +163,8 @@ def worker(
     from cloudjobs.runtimes.worker import Worker
 
     configure_logging(level=log_level, json_lines=log_format == "json")
-    if metrics_port is not None:
-        from cloudjobs.telemetry.prometheus import serve_prometheus
-
-        try:
-            serve_prometheus(metrics_port)
-        except ImportError as exc:
-            click.echo(f"cloudjobs: {exc}", err=True)
-            return EXIT_USAGE
+    if not serve_metrics(metrics_port):
+        return EXIT_USAGE
     app = load_app(app_reference)
     report = Worker(
         app,

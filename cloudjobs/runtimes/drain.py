@@ -74,12 +74,15 @@ def drain_queues(
     ``until``, when given; the first queue's time then ends at ``until``). A ``scheduler`` fires its
     schedules' ticks on the first queue's time as it passes them, up to ``until``.
     """
-    lanes = [(consumer, backend, OutcomeApplier(backend, backend)) for consumer, backend in queues]
+    lanes = []
+    for consumer, backend in queues:
+        applier = OutcomeApplier(backend, backend)
+        lanes.append((consumer, backend, applier, applying(consumer, INLINE, applier.apply)))
     report = DrainReport()
     handled = 0
     while handled < max_jobs:
         ran = 0
-        for consumer, backend, applier in lanes:
+        for consumer, backend, applier, process in lanes:
             if handled >= max_jobs:
                 break
             deliveries = backend.receive(
@@ -87,7 +90,6 @@ def drain_queues(
             )
             if not deliveries:
                 continue
-            process = applying(consumer, INLINE, applier.apply)
             consumer.prefetch(deliveries)
             for chain in chains(deliveries):
                 for delivery, outcome in run_chain(chain, process, applier.apply):
@@ -106,7 +108,7 @@ def drain_queues(
             next_tick = ticked.next_wakeup
         waiting = [
             (message.visible_at - backend.now(), index)
-            for index, (_, backend, _) in enumerate(lanes)
+            for index, (_, backend, _, _) in enumerate(lanes)
             for message in backend.messages()
             if message.visible_at > backend.now() and (until is None or message.visible_at <= until)
         ]
@@ -118,6 +120,6 @@ def drain_queues(
         lanes[index][1].advance(step)
     if skip_delays and until is not None and lanes and lanes[0][1].now() < until:
         lanes[0][1].advance(until - lanes[0][1].now())
-    for _, _, applier in lanes:
+    for _, _, applier, _ in lanes:
         report.counts.update(applier.counts)
     return report
