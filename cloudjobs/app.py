@@ -27,7 +27,7 @@ from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
-from cloudjobs.producer import EnqueueRequest, Producer
+from cloudjobs.producer import EnqueueRequest, LaterSends, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
+    from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
     from cloudjobs.scheduling.scheduler import Scheduler
     from cloudjobs.scheduling.state import ScheduleStore
     from cloudjobs.stats import QueueStats
@@ -126,6 +127,7 @@ class CloudJobs:
         self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
         self._middleware: list[Middleware] = []
         self._schedules = ScheduleRegistry(self._registry)
+        self._eventbridge: EventBridgeSchedules | None = None
         self._lock = threading.Lock()
 
     # -- configuration ----------------------------------------------------------------------------
@@ -374,11 +376,18 @@ class CloudJobs:
         Raises:
             InvalidScheduleError: a payload does not fit its job type, or ``overlap="skip"`` names a
                 job type not registered here with a status record.
-            ConfigurationError: no store is configured, or it keeps no schedule records.
+            ConfigurationError: no store is configured, or it keeps no schedule records, or
+                ``CLOUDJOBS_SCHEDULES_MODE=eventbridge`` (EventBridge Scheduler fires them).
         """
         from cloudjobs.scheduling.scheduler import DEFAULT_CLAIM_LEASE, Scheduler, default_metrics
         from cloudjobs.scheduling.state import ScheduleStore
 
+        if self.settings.schedules_mode == "eventbridge":
+            raise ConfigurationError(
+                "EventBridge Scheduler fires this app's schedules (cloudjobs schedules sync): a "
+                "self-hosted scheduler would fire each tick a second time",
+                setting="CLOUDJOBS_SCHEDULES_MODE",
+            )
         schedules = self._schedules.checked()
         chosen = store if store is not None else self.idempotency_store
         if not isinstance(chosen, ScheduleStore):
@@ -399,11 +408,15 @@ class CloudJobs:
         The pending record of a job that keeps one is written whatever ``CLOUDJOBS_STATUS_TRACKING``
         says: ``overlap="skip"`` reads the run's status from its enqueue on.
         """
-        job_id = schedule.job_id(tick)
-        request = self._requests.build(schedule.job_type, schedule.payload, idempotency_key=job_id)
-        request = dataclasses.replace(request, job_id=job_id)
+        request = self._tick_request(schedule, schedule.job_id(tick))
         producer = self._producer(request.queue, write_pending=True)
         return producer.send(producer.check([request]))[0]
+
+    def _tick_request(self, schedule: Schedule, job_id: str) -> EnqueueRequest:
+        """The request of a schedule's fire under ``job_id``, also its idempotency key (its queue,
+        tenant and group from the job type's registration)."""
+        request = self._requests.build(schedule.job_type, schedule.payload, idempotency_key=job_id)
+        return dataclasses.replace(request, job_id=job_id)
 
     # -- producer ---------------------------------------------------------------------------------
 
@@ -548,14 +561,44 @@ class CloudJobs:
 
     def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
         before_send = self._write_pending if write_pending or self.settings.status_tracking else None
+        backend = self.backend_of(queue)
         return Producer(
-            self.backend_of(queue),
+            backend,
             self._clock,
             default_group_id=self.settings.message_group_id,
             before_send=before_send,
             telemetry=self._telemetry,
             hop=self.settings.hop,
+            later=self._later_sends(backend),
         )
+
+    def _later_sends(self, backend: Backend) -> LaterSends | None:
+        """EventBridge Scheduler's one-time schedules for jobs due past 15 minutes, when
+        ``CLOUDJOBS_LONG_DELAYS=eventbridge`` and the queue is an SQS queue (memory queues hop)."""
+        if self.settings.long_delays != "eventbridge":
+            return None
+        from cloudjobs.backends.sqs import SqsBackend
+
+        if not isinstance(backend, SqsBackend):
+            return None
+        from cloudjobs.scheduling.eventbridge import EventBridgeDelays
+
+        return EventBridgeDelays(self.eventbridge_schedules, backend.queue_url)
+
+    @property
+    def eventbridge_schedules(self) -> EventBridgeSchedules:
+        """The app's EventBridge Scheduler schedule group (``CLOUDJOBS_SCHEDULE_GROUP``), built on
+        first use.
+
+        Raises:
+            ConfigurationError: the group or the scheduler's role is not configured.
+        """
+        if self._eventbridge is None:
+            from cloudjobs.aws_defaults import build_eventbridge_schedules
+
+            # Two threads may both build one: harmless, the second replaces the first.
+            self._eventbridge = build_eventbridge_schedules(self.settings)
+        return self._eventbridge
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
         """Write a ``pending`` record for each job that keeps one (see :func:`write_pending`)."""
@@ -597,20 +640,31 @@ class CloudJobs:
         A job with a record (``idempotent`` / ``track_status``) is cancelled through it, found by
         job id on the index (one Query, then a conditional UpdateItem). Without a record a marker is
         written, which consumers check before running jobs that keep no record. See
-        docs/operations.md.
+        docs/operations.md. With ``CLOUDJOBS_LONG_DELAYS=eventbridge`` the job's one-time schedule,
+        if it has one, is deleted too (one DeleteSchedule).
 
         Returns:
-            What happened (``.outcome``: cancelled, requested, marked or already finished) and the
-            record after it (``.record``; None for a marker).
+            What happened (``.outcome``: cancelled, requested, marked or already finished), the
+            record after it (``.record``; None for a marker), and whether a waiting schedule was
+            deleted (``.schedule_deleted``).
 
         Raises:
             IdempotencyStoreError: the store could not be reached.
             ConfigurationError: no store is configured, or it does not support cancellation.
+            BackendError: EventBridge Scheduler could not delete the job's schedule (the record or
+                marker is written: a delivery is still cancelled).
         """
         store = self.idempotency_store
         if not isinstance(store, JobControlStore):
             raise ConfigurationError(f"{type(store).__name__} does not support cancellation")
-        return store.cancel(job_id, retention=self._retention)
+        cancellation = store.cancel(job_id, retention=self._retention)
+        if self.settings.long_delays == "eventbridge":
+            from cloudjobs.scheduling.eventbridge import delay_schedule_name
+
+            # After the record: a schedule that fires meanwhile delivers a job that is cancelled.
+            if self.eventbridge_schedules.delete(delay_schedule_name(job_id)):
+                cancellation = dataclasses.replace(cancellation, schedule_deleted=True)
+        return cancellation
 
     def stats(self, *, include_age: bool = False, queue: str | None = None) -> QueueStats:
         """A queue's depths (visible, in flight, delayed), its DLQ's depth, and its health.
