@@ -24,10 +24,11 @@ from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobContro
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.pending import write_pending
 from cloudjobs.idempotency.record_middleware import record_middleware
-from cloudjobs.idempotency.status import JobStatus
+from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
-from cloudjobs.producer import EnqueueRequest, LaterSends, Producer
+from cloudjobs.payloads.store import PayloadStore
+from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
@@ -91,6 +92,9 @@ class CloudJobs:
             :class:`~cloudjobs.errors.UnknownJobError` (a misspelt type fails at once). By default
             such a type is sent, for a consumer elsewhere that registers it, and its first enqueue
             logs a warning on ``cloudjobs.producer`` (unless the app registers no type at all).
+        payload_store: where message bodies too large for their queue are kept (see
+            docs/payloads.md); an :class:`~cloudjobs.payloads.s3.S3PayloadStore` on
+            ``CLOUDJOBS_PAYLOAD_BUCKET`` is built on first use when omitted and that is set.
 
     Construction does no I/O and reads no environment, so a module-level ``jobs = CloudJobs()``
     is safe to import anywhere, including before a web server forks.
@@ -107,6 +111,7 @@ class CloudJobs:
         telemetry: Telemetry | None = None,
         refuse_unregistered: bool = False,
         queues: Mapping[str, str | Backend] | None = None,
+        payload_store: PayloadStore | None = None,
     ) -> None:
         if queues is not None:
             for name in queues:
@@ -119,6 +124,7 @@ class CloudJobs:
         self._named_backends: dict[str, Backend] = {}
         self._telemetry = telemetry or default_telemetry()
         self._idempotency_store = idempotency_store
+        self._payload_store = payload_store
         self._settings = settings
         self._backend = backend
         self._clock: Clock = clock or SystemClock()
@@ -194,6 +200,22 @@ class CloudJobs:
             if self._idempotency_store is None:
                 self._idempotency_store = build_idempotency_store(self.settings)
             return self._idempotency_store
+
+    @property
+    def payload_store(self) -> PayloadStore | None:
+        """Where message bodies too large for their queue are kept: the one given, else an S3 store
+        on ``CLOUDJOBS_PAYLOAD_BUCKET`` (built on first use, no I/O), else None (such bodies raise
+        :class:`~cloudjobs.errors.PayloadTooLargeError`)."""
+        with self._lock:
+            if self._payload_store is None and self.settings.payload_bucket:
+                from cloudjobs.payloads.s3 import S3PayloadStore
+
+                self._payload_store = S3PayloadStore(
+                    self.settings.payload_bucket,
+                    kms_key_id=self.settings.payload_kms_key_id,
+                    region=self.settings.region,
+                )
+            return self._payload_store
 
     @property
     def clock(self) -> Clock:
@@ -570,7 +592,13 @@ class CloudJobs:
             telemetry=self._telemetry,
             hop=self.settings.hop,
             later=self._later_sends(backend),
+            offload=self._offload,
         )
+
+    @property
+    def _offload(self) -> Offload | None:
+        store = self.payload_store
+        return None if store is None else Offload(store, self.settings.payload_threshold_bytes)
 
     def _later_sends(self, backend: Backend) -> LaterSends | None:
         """EventBridge Scheduler's one-time schedules for jobs due past 15 minutes, when
@@ -700,7 +728,9 @@ class CloudJobs:
         """
         from cloudjobs.dlq.queues import DeadLetterQueues
 
-        return DeadLetterQueues(self.backend_of, self.queue_names, clock=self._clock)
+        return DeadLetterQueues(
+            self.backend_of, self.queue_names, clock=self._clock, payloads=self.payload_store
+        )
 
     # -- consumers --------------------------------------------------------------------------------
 
@@ -721,7 +751,15 @@ class CloudJobs:
             BackendError: the queue's configuration could not be read.
         """
         queue = backend.info()
-        middleware = list(self._middleware) + record_middleware(
+        payloads = self.payload_store
+        deletes = payloads is not None and self.settings.payload_delete
+        middleware: list[Middleware] = []
+        if deletes and payloads is not None:
+            from cloudjobs.payloads.resolve import PayloadDeletion
+
+            # Before the record middleware, so that it deletes after the record says completed.
+            middleware.append(PayloadDeletion(payloads))
+        middleware += list(self._middleware) + record_middleware(
             self._registry,
             self.settings,
             queue_visibility=queue.visibility_timeout,
@@ -738,7 +776,13 @@ class CloudJobs:
             telemetry=self._telemetry,
             # A memory queue's time moves on with drain() and advance(): due times follow it.
             clock=backend if isinstance(backend, MemoryBackend) else self._clock,
+            payloads=payloads,
+            is_completed=self._is_completed if deletes else None,
         )
+
+    def _is_completed(self, job_id: str) -> bool:
+        status = self.status(job_id)
+        return status is not None and status.state is JobState.COMPLETED
 
     def worker(
         self,
@@ -889,12 +933,18 @@ class CloudJobs:
                 self._named_backends[name] = memory.sibling(queue_name_of(value))
         if self._idempotency_store is None:
             self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
+        saved_payloads = self._payload_store
+        if self._payload_store is None and self._settings.payload_bucket:
+            from cloudjobs.payloads.store import MemoryPayloadStore
+
+            self._payload_store = MemoryPayloadStore(self._settings.payload_bucket)
         try:
             yield memory
         finally:
             self._backend, self._settings = saved_backend, saved_settings
             self._idempotency_store = saved_store
             self._named_backends = saved_named
+            self._payload_store = saved_payloads
 
 
 def _check_name(name: str) -> None:

@@ -16,9 +16,11 @@ from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
+    MAX_MESSAGE_ATTRIBUTES,
     Backend,
     OutgoingMessage,
     QueueInfo,
+    TypedAttribute,
     message_size,
 )
 from cloudjobs.clock import Clock
@@ -26,6 +28,8 @@ from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, CloudjobsError, InvalidDelayError, PayloadTooLargeError
 from cloudjobs.groups import message_group
 from cloudjobs.hops import MAX_SCHEDULE_DELAY
+from cloudjobs.payloads.pointer import Pointer, size_attribute
+from cloudjobs.payloads.store import PayloadStore, object_key
 from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
 from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
@@ -78,6 +82,8 @@ class _Prepared:
     envelope: Envelope
     send_at: datetime | None = None
     """Set for a job sent later by :class:`LaterSends` rather than now to the queue."""
+    upload: tuple[str, bytes] | None = None
+    """For a body kept in the payload store: its key and bytes, stored before the message is sent."""
 
     @property
     def recorded(self) -> Envelope:
@@ -85,6 +91,15 @@ class _Prepared:
         if self.send_at is None:
             return self.envelope
         return dataclasses.replace(self.envelope, due_at=self.send_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Offload:
+    """Message bodies larger than ``threshold`` bytes (default: what the queue takes) go to ``store``
+    and the message carries a pointer (see :mod:`cloudjobs.payloads`)."""
+
+    store: PayloadStore
+    threshold: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +124,8 @@ class Producer:
             :mod:`cloudjobs.hops`).
         later: when given, a job delayed longer than ``hop`` (and, on a FIFO queue, any delayed
             job) is handed to it to be sent when due, instead of hopping.
+        offload: when given, bodies too large for the queue (or its threshold) are stored and sent
+            as pointers instead of raising :class:`PayloadTooLargeError`.
     """
 
     def __init__(
@@ -121,9 +138,11 @@ class Producer:
         before_send: Callable[[Sequence[Envelope]], None] | None = None,
         hop: timedelta = MAX_DELAY,
         later: LaterSends | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self._hop = hop
         self._later = later
+        self._offload = offload
         self._before_send = before_send
         self._backend = backend
         self._clock = clock
@@ -176,9 +195,12 @@ class Producer:
             failures: dict[int, str] = {}
             now = [(index, item) for index, item in enumerate(prepared) if item.send_at is None]
             for batch in _batches(now):
-                self._send_batch(batch, sent, failures, trace)
+                if stored := self._store_bodies(batch, failures, single=len(prepared) == 1):
+                    self._send_batch(stored, sent, failures, trace)
             for index, item in enumerate(prepared):
-                if item.send_at is not None:
+                if item.send_at is not None and self._store_bodies(
+                    [(index, item)], failures, single=len(prepared) == 1
+                ):
                     self._send_later(index, item, sent, failures)
             if failures:
                 raise BatchEnqueueError(sent=sent, failures=failures)
@@ -208,10 +230,29 @@ class Producer:
         trace_attributes, system_attributes = trace.stamp(index, envelope)
         attributes = {**envelope_attributes(envelope), **trace_attributes}
         size = message_size(body, attributes)
-        if size > info.max_message_size or not is_within_budget(attributes):
+        upload: tuple[str, bytes] | None = None
+        typed: dict[str, TypedAttribute] = {}
+        offload = self._offload
+        if offload is not None and size > min(
+            offload.threshold or info.max_message_size, info.max_message_size
+        ):
+            # Too large for the queue: the body goes to the payload store, a pointer to the queue.
+            stored = body.encode("utf-8")
+            key = object_key(request.job_type, envelope.id)
+            upload = (key, stored)
+            body = Pointer(offload.store.bucket, key).body()
+            typed = size_attribute(len(stored))
+            size = message_size(body, attributes, typed)
+        count = MAX_MESSAGE_ATTRIBUTES - len(typed)  # a pointer's size attribute takes a slot
+        if size > info.max_message_size or not is_within_budget(attributes, max_count=count):
             # Telemetry never fails a send: past SQS's limits its lowest-priority attributes go.
-            attributes = fit_attributes(attributes, body=body, max_size=info.max_message_size)
-            size = message_size(body, attributes)
+            attributes = fit_attributes(
+                attributes,
+                body=body,
+                max_size=info.max_message_size - message_size("", {}, typed),
+                max_count=count,
+            )
+            size = message_size(body, attributes, typed)
         if size > info.max_message_size:
             raise PayloadTooLargeError(job_name=request.job_type, size=size, limit=info.max_message_size)
         group_id = message_group(
@@ -233,6 +274,7 @@ class Producer:
             group_id=group_id,
             deduplication_id=deduplication_id,
             system_attributes=system_attributes,
+            typed_attributes=typed,
         )
         return _Prepared(
             job_id=envelope.id,
@@ -240,7 +282,27 @@ class Producer:
             size=size,
             envelope=envelope,
             send_at=now + delay if later else None,
+            upload=upload,
         )
+
+    def _store_bodies(
+        self, batch: list[tuple[int, _Prepared]], failures: dict[int, str], *, single: bool
+    ) -> list[tuple[int, _Prepared]]:
+        """Store the bodies of ``batch`` kept in the payload store; the entries whose body could
+        not be stored fail (a single job raises), the rest are returned to be sent."""
+        ready: list[tuple[int, _Prepared]] = []
+        for index, item in batch:
+            if item.upload is not None:
+                assert self._offload is not None
+                try:
+                    self._offload.store.put(*item.upload)
+                except CloudjobsError as exc:
+                    if single:
+                        raise
+                    failures[index] = str(exc)
+                    continue
+            ready.append((index, item))
+        return ready
 
     def _send_later(
         self, index: int, item: _Prepared, sent: list[str | None], failures: dict[int, str]

@@ -135,6 +135,26 @@ class Settings(BaseSettings):
         default=None,
         description="Role EventBridge Scheduler assumes to send the app's scheduled messages.",
     )
+    payload_bucket: str | None = Field(
+        default=None,
+        description="S3 bucket for message bodies too large for their queue (sent as pointers in "
+        "the format of AWS's SQS extended client libraries; see docs/payloads.md).",
+    )
+    payload_threshold_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_048_576,
+        description="Bodies larger than this (with their attributes) go to the payload bucket; "
+        "default: what fits the queue's MaximumMessageSize.",
+    )
+    payload_kms_key_id: str | None = Field(
+        default=None, description="KMS key for stored bodies (SSE-KMS); SSE-S3 if unset."
+    )
+    payload_delete: bool = Field(
+        default=False,
+        description="Delete a stored body once its job completed (default: keep it; the bucket's "
+        "lifecycle rule expires it).",
+    )
     default_job_type: str | None = Field(
         default=None, description="Job type for messages not sent by cloudjobs (plain JSON bodies)."
     )
