@@ -61,7 +61,7 @@ class Meter:
             client.meta.events.register("before-parameter-build", meter.record)
             return client
 
-        botocore.session.Session.create_client = created  # type: ignore[method-assign]
+        botocore.session.Session.create_client = created  # type: ignore[method-assign,assignment]
         return lambda: setattr(botocore.session.Session, "create_client", create)
 
     def record(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
