@@ -233,6 +233,18 @@ variable "status_tracking" {
   default     = false
 }
 
+variable "unique_jobs" {
+  description = "The producer enqueues unique jobs (enqueue(unique_for=...)), so producer_policy_json also allows UpdateItem on the idempotency table (the reservation), GetItem (unique_until=\"finished\" reads the first job's record) and PutItem (that job's pending record)."
+  type        = bool
+  default     = false
+}
+
+variable "job_results" {
+  description = "The producer waits for results (jobs.result) and enqueues with track_status=True, so producer_policy_json also allows GetItem and PutItem on the idempotency table and Query on its job_id index."
+  type        = bool
+  default     = false
+}
+
 ################################################################################
 # Lambda consumer
 ################################################################################
