@@ -698,27 +698,6 @@ class CloudJobs:
     def _retention(self) -> timedelta:
         return timedelta(seconds=self.settings.idempotency_retention_seconds)
 
-    def status(self, job_id: str) -> JobStatus | None:
-        """The status (and result) of a job that keeps a record, or None if there is none (yet).
-
-        A job cancelled with :meth:`cancel` reads ``cancelled`` whether or not it keeps a record (its
-        marker says so; ``job_type`` is then empty: the marker does not know it). On DynamoDB this
-        is one Query on the job-id index, which is eventually consistent (a job that started a moment
-        ago may not be visible yet). When it finds no record: one GetItem for an alias (with
-        ``CLOUDJOBS_STATUS_TRACKING``, a duplicate enqueued under a live record's idempotency key is
-        pointed at that record, and reads its status: one more GetItem), and one for a cancellation
-        marker. Without status tracking a duplicate has no status of its own: ``None`` until its
-        delivery is acknowledged as a duplicate, and ``None`` after.
-        Records are forgotten after ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
-
-        Raises:
-            IdempotencyStoreError: the store could not be reached.
-            ConfigurationError: no store is configured.
-        """
-        from cloudjobs.idempotency.status import find_status
-
-        return find_status(self.idempotency_store, job_id, now=self._clock.now(), retention=self._retention)
-
     def result(self, job_id: str, *, timeout: timedelta | float = DEFAULT_RESULT_TIMEOUT) -> JsonValue:
         """Wait for a job's result: its handler's return value as JSON values (a model comes back as
         a dict), or None when it returned nothing or its result was not stored (too large).
@@ -765,6 +744,27 @@ class CloudJobs:
             Everything :meth:`result` raises.
         """
         return await asyncio.to_thread(self.result, job_id, timeout=timeout)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """The status (and result) of a job that keeps a record, or None if there is none (yet).
+
+        A job cancelled with :meth:`cancel` reads ``cancelled`` whether or not it keeps a record (its
+        marker says so; ``job_type`` is then empty: the marker does not know it). On DynamoDB this
+        is one Query on the job-id index, which is eventually consistent (a job that started a moment
+        ago may not be visible yet). When it finds no record: one GetItem for an alias (with
+        ``CLOUDJOBS_STATUS_TRACKING``, a duplicate enqueued under a live record's idempotency key is
+        pointed at that record, and reads its status: one more GetItem), and one for a cancellation
+        marker. Without status tracking a duplicate has no status of its own: ``None`` until its
+        delivery is acknowledged as a duplicate, and ``None`` after.
+        Records are forgotten after ``CLOUDJOBS_IDEMPOTENCY_RETENTION_SECONDS``.
+
+        Raises:
+            IdempotencyStoreError: the store could not be reached.
+            ConfigurationError: no store is configured.
+        """
+        from cloudjobs.idempotency.status import find_status
+
+        return find_status(self.idempotency_store, job_id, now=self._clock.now(), retention=self._retention)
 
     def cancel(self, job_id: str) -> Cancellation:
         """Cancel a job: a job that has not started never runs; a running one sees ``job.cancelled``.

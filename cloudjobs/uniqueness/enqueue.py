@@ -120,7 +120,14 @@ def uniqueness_of(
             setting="unique_until",
         ) from None
     if unique_key is None:
-        unique_key = "payload:" + payload_hash(job_type, payload)
+        try:
+            unique_key = "payload:" + payload_hash(job_type, payload)
+        except ValueError as exc:  # NaN, infinities or lone surrogates: no canonical JSON to hash
+            raise InvalidUniquenessError(
+                f"the payload cannot be hashed into a key ({exc}); give a unique_key",
+                job_name=job_type,
+                setting="unique_key",
+            ) from None
     return Uniqueness(key=unique_key, window=window, until=until)
 
 
@@ -173,9 +180,12 @@ def enqueue_unique(
             break
         if answer.is_lapsed(now(), clock_skew=clock_skew):
             logger.info("unique job %s: taking over a reservation never confirmed", answer.job_id)
+            seen = answer
             answer = store.take_over(
-                replace(claim, job_id=answer.job_id, record_key=record_key(answer.job_id)), answer
+                replace(claim, job_id=seen.job_id, record_key=record_key(seen.job_id)), seen
             )
+            if isinstance(answer, Held) and answer.token == seen.token and answer.state is seen.state:
+                return answer.job_id, answer  # not lapsed by the store's allowance for clock skew yet
         elif uniqueness.until is UniqueUntil.FINISHED and _has_finished(answer, records()):
             answer = store.reserve(claim, replacing=answer.job_id)
         else:

@@ -271,3 +271,30 @@ def test_the_job_handle_takes_the_unique_keywords(app: CloudJobs, backend: Memor
 
     assert handle.enqueue({"account": "7"}, unique_for=600, unique_key="k") == first
     assert len(backend.messages()) == 1
+
+
+def test_a_reservation_past_its_timeout_but_within_the_clock_skew_allowance_is_not_taken_over(
+    app: CloudJobs, backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    crashed = UniqueClaim(
+        key=unique_item_key("sync-contacts", "acct-7"),
+        job_id="crashed-job",
+        job_type="sync-contacts",
+        window=timedelta(minutes=10),
+        reservation=RESERVATION,
+    )
+    store.reserve(crashed)
+    clock.advance(RESERVATION + SKEW / 2)
+
+    assert (
+        app.enqueue("sync-contacts", {"account": "7"}, unique_for=600, unique_key="acct-7") == "crashed-job"
+    )
+    assert backend.messages() == []
+
+
+def test_a_payload_without_canonical_json_needs_a_unique_key(app: CloudJobs, backend: MemoryBackend) -> None:
+    with pytest.raises(InvalidUniquenessError) as refused:
+        app.enqueue("elsewhere", {"ratio": float("nan")}, unique_for=60)
+
+    assert refused.value.setting == "unique_key"
+    assert backend.messages() == []
