@@ -227,10 +227,15 @@ class CancelOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Cancellation:
-    """The answer to a cancellation: what happened, and the record after it (None for a marker)."""
+    """The answer to a cancellation: what happened, and the record after it (None for a marker).
+
+    ``schedule_deleted`` is True when the job waited in a one-time EventBridge Scheduler schedule
+    (``CLOUDJOBS_LONG_DELAYS=eventbridge``) that the cancellation deleted: it is never sent.
+    """
 
     outcome: CancelOutcome
     record: Record | None = None
+    schedule_deleted: bool = False
 
 
 class IdempotencyStore(Protocol):

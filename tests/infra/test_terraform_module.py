@@ -506,12 +506,17 @@ def test_environment_output_maps_outputs_onto_settings(module: Configuration) ->
         "CLOUDJOBS_DLQ_URL",
         "CLOUDJOBS_IDEMPOTENCY_TABLE",
         "CLOUDJOBS_STATUS_TRACKING",
+        "CLOUDJOBS_LONG_DELAYS",
+        "CLOUDJOBS_SCHEDULES_MODE",
+        "CLOUDJOBS_SCHEDULE_GROUP",
+        "CLOUDJOBS_SCHEDULER_ROLE_ARN",
     }
+    switches = {"CLOUDJOBS_STATUS_TRACKING", "CLOUDJOBS_LONG_DELAYS", "CLOUDJOBS_SCHEDULES_MODE"}
     for variable, value in entries.items():
         setting = variable.removeprefix(ENV_PREFIX).lower()
         assert setting in Settings.model_fields, f"{variable} is not a cloudjobs setting"
         assert setting in module.outputs, f"{variable} has no output of the same name"
-        if variable != "CLOUDJOBS_STATUS_TRACKING":
+        if variable not in switches:
             assert _compact(module.outputs[setting]["value"]) == f"${{{value}}}"
 
 
@@ -521,6 +526,21 @@ def test_environment_sets_status_tracking_exactly_when_the_policies_grant_it(mod
     expression = _compact(module.outputs["environment"]["value"])
     assert 'var.status_tracking?{CLOUDJOBS_STATUS_TRACKING="true"}:{}' in expression
     assert module.outputs["status_tracking"]["value"] == "${var.status_tracking}"
+
+
+def test_environment_sets_the_eventbridge_modes_exactly_when_the_policies_grant_them(
+    module: Configuration,
+) -> None:
+    # Producers may create schedules only with eventbridge_scheduler: the modes must follow it, and
+    # each switch's value must be one its setting accepts.
+    expression = _compact(module.outputs["environment"]["value"])
+    assert 'var.eventbridge_scheduler?{CLOUDJOBS_LONG_DELAYS="eventbridge"' in expression
+    assert 'CLOUDJOBS_SCHEDULES_MODE="eventbridge"' in expression
+    for output, setting in (("long_delays", "long_delays"), ("schedules_mode", "schedules_mode")):
+        values = re.findall(r'"([a-z-]+)"', module.outputs[output]["value"])
+        assert len(values) == 2
+        for value in values:
+            Settings(_env_file=None, **{setting: value})  # accepted, or this raises
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,12 +53,15 @@ from cloudjobs.provisioning import (
     provision_queue,
     provision_table,
 )
+from cloudjobs.scheduling.eventbridge import DELAY_PREFIX
+from cloudjobs.scheduling.sync import apply_sync, plan_sync, wanted_schedules
 from tests.behaviour.conftest import running, wait_for
 from tests.infra.terraform import MODULE, Configuration, parse, statements
 from tests.integration.test_lambda_end_to_end import EventSourceMapping
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_scheduler.client import EventBridgeSchedulerClient
     from mypy_boto3_sqs.client import SQSClient
 
 # ---------------------------------------------------------------------------------------------------
@@ -73,6 +77,9 @@ class Resource(StrEnum):
     TABLE = "${local.table_arn}"  # the table created here, or the shared one (create_table = false)
     INDEX = "${local.table_index_arn}"
     KEY = "${var.kms_key_arn}"
+    SCHEDULES = "${local.schedules_arn}"  # every schedule of the app's group
+    DELAY_SCHEDULES = "${local.delay_schedules_arn}"  # the one-time schedules of delayed jobs
+    SCHEDULER_ROLE = "${local.scheduler_role_arn}"
     ANY = "*"
 
 
@@ -147,6 +154,18 @@ OPERATIONS: Final[Mapping[str, Authorisation]] = {
     "dynamodb.Query": Authorisation("dynamodb:Query", "TableName", kms=_DYNAMODB_KMS),
     # GetMetricData has no resource-level permissions.
     "cloudwatch.GetMetricData": Authorisation("cloudwatch:GetMetricData", None),
+    # Creating or updating a schedule passes the role its target names
+    # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html).
+    "scheduler.CreateSchedule": Authorisation(
+        "scheduler:CreateSchedule", "Name", also=(("iam:PassRole", "RoleArn"),)
+    ),
+    "scheduler.UpdateSchedule": Authorisation(
+        "scheduler:UpdateSchedule", "Name", also=(("iam:PassRole", "RoleArn"),)
+    ),
+    "scheduler.DeleteSchedule": Authorisation("scheduler:DeleteSchedule", "Name"),
+    "scheduler.GetSchedule": Authorisation("scheduler:GetSchedule", "Name"),
+    # ListSchedules has no resource-level permissions.
+    "scheduler.ListSchedules": Authorisation("scheduler:ListSchedules", None),
 }
 
 GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
@@ -158,6 +177,7 @@ GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
     # tasks, and this test's stand-in reports each task finished, so the cancel is never reached here
     # (tests/infra checks the grant; tests/unit/test_dlq_move_task.py the call).
     "operator": frozenset({Grant("sqs:CancelMessageMoveTask", Resource.DLQ)}),
+    "scheduler": frozenset(),
 }
 """Grants no code path here uses, each kept for a reason given beside it."""
 
@@ -177,6 +197,8 @@ class Stack:
     queue: ProvisionedQueue
     table: str
     environment: Mapping[str, str]
+    group: str | None = None
+    """The EventBridge Scheduler schedule group (with ``eventbridge_scheduler`` only)."""
 
     def settings(self, **overrides: Any) -> Settings:
         """The settings the module's ``environment`` output gives (``CLOUDJOBS_*``), with overrides."""
@@ -188,6 +210,8 @@ class Stack:
             "backoff_base_seconds": 0.2,
             "backoff_cap_seconds": 0.5,
         }
+        if self.group is not None:
+            values.update(self.eventbridge_environment())
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -200,12 +224,37 @@ class Stack:
         }
         if status_tracking:
             variables["CLOUDJOBS_STATUS_TRACKING"] = "true"
+        if self.group is not None:
+            variables.update(
+                {f"CLOUDJOBS_{name.upper()}": value for name, value in self.eventbridge_environment().items()}
+            )
         return variables
+
+    def eventbridge_environment(self) -> dict[str, str]:
+        """The settings the module's ``environment`` output adds with ``eventbridge_scheduler``."""
+        assert self.group is not None
+        return {
+            "long_delays": "eventbridge",
+            "schedules_mode": "eventbridge",
+            "schedule_group": self.group,
+            "scheduler_role_arn": self.scheduler_role_arn,
+        }
+
+    @property
+    def scheduler_role_arn(self) -> str:
+        """The role the module creates for the scheduler (its name: the queue's, then -scheduler)."""
+        return f"arn:aws:iam::123456789012:role/{self.queue.name}-scheduler"
 
     def resource_of(self, call: Call, parameter: str) -> Resource:
         """The module's resource a call's ``parameter`` names; fails on anything the module lacks."""
         parameters = dict(call.parameters)
         value = parameters[parameter]
+        if call.operation.startswith("scheduler."):
+            assert parameters.get("GroupName") == self.group, f"{call.operation} outside the app's group"
+            if parameter == "RoleArn":
+                assert value == self.scheduler_role_arn, f"{call.operation} passes role {value!r}"
+                return Resource.SCHEDULER_ROLE
+            return Resource.DELAY_SCHEDULES if value.startswith(DELAY_PREFIX) else Resource.SCHEDULES
         if parameter == "TableName":
             assert value == self.table, f"{call.operation} on table {value!r}, which the module lacks"
             index = parameters.get("IndexName")
@@ -245,6 +294,8 @@ _RESOURCE_PARAMETERS: Final = (
     "DestinationArn",
     "TableName",
     "IndexName",
+    "Name",
+    "GroupName",
 )
 _MOVE_TASK_HANDLE: Final = "local-move-task"
 
@@ -282,6 +333,10 @@ def recording(calls: list[Call]) -> Iterator[None]:
         named = tuple((key, str(params[key])) for key in _RESOURCE_PARAMETERS if key in params)
         # Batch reads name their tables as the keys of RequestItems.
         named += tuple(("TableName", str(table)) for table in params.get("RequestItems", {}))
+        # A schedule's target names the role EventBridge Scheduler assumes (passed by the caller).
+        target = params.get("Target")
+        if isinstance(target, Mapping) and "RoleArn" in target:
+            named += (("RoleArn", str(target["RoleArn"])),)
         calls.append(Call(f"{service}.{model.name}", named))
 
     def create_recorded_client(self: botocore.session.Session, *args: Any, **kwargs: Any) -> Any:
@@ -314,6 +369,7 @@ class CodePath:
     status_tracking: bool = False
     unique_jobs: bool = False
     job_results: bool = False
+    eventbridge_scheduler: bool = False
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -322,6 +378,7 @@ class CodePath:
             "status_tracking": self.status_tracking,
             "unique_jobs": self.unique_jobs,
             "job_results": self.job_results,
+            "eventbridge_scheduler": self.eventbridge_scheduler,
         }
 
 
@@ -329,13 +386,20 @@ CODE_PATHS: list[CodePath] = []
 
 
 def code_path(
-    role: str, *, status_tracking: bool = False, unique_jobs: bool = False, job_results: bool = False
+    role: str,
+    *,
+    status_tracking: bool = False,
+    unique_jobs: bool = False,
+    job_results: bool = False,
+    eventbridge_scheduler: bool = False,
 ) -> Callable[[Callable[[Stack, Record], None]], None]:
     """Register a function as one of ``role``'s code paths."""
 
     def register(function: Callable[[Stack, Record], None]) -> None:
         name = function.__name__.removeprefix("_")
-        CODE_PATHS.append(CodePath(role, name, function, status_tracking, unique_jobs, job_results))
+        CODE_PATHS.append(
+            CodePath(role, name, function, status_tracking, unique_jobs, job_results, eventbridge_scheduler)
+        )
 
     return register
 
@@ -641,6 +705,94 @@ def _command_line_by_queue_name(stack: Stack, record: Record) -> None:
     assert codes == [EXIT_OK, EXIT_OK]
 
 
+@code_path("producer", eventbridge_scheduler=True)
+def _enqueue_long_delays_as_schedules(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    with record():
+        jobs.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+        jobs.enqueue_many([("ship", Order(order_id="o-2"))], delay=timedelta(hours=1))
+
+
+@code_path("consumer", eventbridge_scheduler=True)
+def _worker_enqueueing_and_cancelling_delayed_jobs(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    follow_ups: list[str] = []
+
+    @jobs.job("remind-later")
+    def remind_later(payload: Order) -> None:
+        follow_ups.append(jobs.enqueue("ship", payload, delay=timedelta(days=1)))
+
+    producer = CloudJobs(settings=stack.settings(long_delays="hops"))
+    producer.enqueue("remind-later", Order(order_id="o-1"))
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record():
+            with running(jobs, concurrency=1, queue_metrics_interval=0.2):
+                wait_for(lambda: _queue_counts(client, stack.queue.queue_url) == 0 and bool(follow_ups))
+            assert jobs.cancel(follow_ups[0]).schedule_deleted
+    finally:
+        client.close()
+
+
+@code_path("operator", eventbridge_scheduler=True)
+def _cancel_a_delayed_job_and_sync_schedules(stack: Stack, record: Record) -> None:
+    producer = CloudJobs(settings=stack.settings())
+    _register_jobs(producer)
+    job_id = producer.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+    before, after = CloudJobs(settings=stack.settings()), CloudJobs(settings=stack.settings())
+    for jobs in (before, after):
+        _register_jobs(jobs)
+    before.schedule("nightly", job_type="ship", payload={"order_id": "n"}, cron="0 2 * * *")
+    before.schedule("hourly", job_type="ship", payload={"order_id": "h"}, every=3600)
+    after.schedule("nightly", job_type="ship", payload={"order_id": "n"}, cron="0 3 * * *")
+    with record(), pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.environment_output().items():
+            patch.setenv(name, value)
+        assert cli_main(["cancel", job_id]) == EXIT_OK
+        # cloudjobs schedules sync, twice: creating both, then updating one and deleting the other.
+        for jobs in (before, after):
+            group = jobs.eventbridge_schedules
+            apply_sync(plan_sync(wanted_schedules(jobs, group.role_arn), group), group)
+
+
+@code_path("scheduler", eventbridge_scheduler=True)
+def _scheduler_sends_a_due_job(stack: Stack, record: Record) -> None:
+    # EventBridge Scheduler, assuming the module's role, calls SendMessage with the stored input.
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    job_id = jobs.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+    schedules: EventBridgeSchedulerClient = boto3.session.Session().client("scheduler")
+    try:
+        stored = schedules.get_schedule(Name=f"{DELAY_PREFIX}{job_id}", GroupName=stack.group or "")
+    finally:
+        schedules.close()
+    with record():
+        client: SQSClient = boto3.session.Session().client("sqs")
+        try:
+            client.send_message(**json.loads(stored["Target"]["Input"]))
+        finally:
+            client.close()
+
+
+def test_every_role_that_creates_schedules_may_pass_only_the_schedulers_role(module: Configuration) -> None:
+    # iam:PassRole is checked by IAM, not by the scheduler's API: grant it on the one role, to the one
+    # service, and to every role whose code creates or updates schedules.
+    for role in ("producer", "consumer", "operator"):
+        passing = [
+            statement
+            for statement in statements(module.data[f"aws_iam_policy_document.{role}"])
+            if "iam:PassRole" in statement.actions
+        ]
+        assert len(passing) == 1, role
+        assert passing[0].resources == (Resource.SCHEDULER_ROLE.value,)
+        assert passing[0].for_each == "${var.eventbridge_scheduler ? [true] : []}"
+        block = json.dumps(passing[0].block)
+        assert '"iam:PassedToService"' in block
+        assert '"scheduler.amazonaws.com"' in block
+
+
 # ---------------------------------------------------------------------------------------------------
 # Policies
 # ---------------------------------------------------------------------------------------------------
@@ -654,6 +806,7 @@ class ModuleInputs:
     has_kms_key: bool
     unique_jobs: bool = False
     job_results: bool = False
+    eventbridge_scheduler: bool = False
 
 
 # The dynamic statements' for_each expressions, each with when it generates its statement. An
@@ -663,6 +816,9 @@ _CONDITIONS: Final[Mapping[str, Callable[[ModuleInputs], bool]]] = {
     "${var.unique_jobs ? [true] : []}": lambda inputs: inputs.unique_jobs,
     "${var.job_results ? [true] : []}": lambda inputs: inputs.job_results,
     "${local.uses_sqs_managed_sse ? [] : [true]}": lambda inputs: inputs.has_kms_key,
+    "${var.eventbridge_scheduler ? [true] : []}": lambda inputs: inputs.eventbridge_scheduler,
+    # The app's other tiers' queues: not provisioned here (tests/infra checks that statement).
+    "${length(var.scheduler_queue_arns) > 0 ? [true] : []}": lambda inputs: False,
 }
 
 
@@ -703,17 +859,24 @@ class Recordings:
         dynamodb: DynamoDBClient = boto3.session.Session().client("dynamodb")
         spec = QueueSpec(f"iam-{uuid.uuid4().hex[:12]}", visibility_timeout_seconds=5, max_receive_count=5)
         table = TableSpec(f"{spec.name}-idempotency")
+        scheduler: EventBridgeSchedulerClient = boto3.session.Session().client("scheduler")
+        group = spec.name if path.eventbridge_scheduler else None  # the module names it after the queue
         calls: list[Call] = []
         try:
-            stack = Stack(provision_queue(spec, client=sqs), table.name, self.environment)
+            stack = Stack(provision_queue(spec, client=sqs), table.name, self.environment, group)
             provision_table(table, client=dynamodb)
+            if group is not None:
+                scheduler.create_schedule_group(Name=group)
             path.run(stack, lambda: recording(calls))
             return stack, calls
         finally:
+            if group is not None:
+                scheduler.delete_schedule_group(Name=group)
             delete_queue(spec, client=sqs)
             delete_table(table, client=dynamodb)
             sqs.close()
             dynamodb.close()
+            scheduler.close()
 
 
 @pytest.fixture(scope="module")
@@ -771,7 +934,15 @@ def test_every_grant_is_used_or_listed_for_review(
         stack, calls = recordings.of(path)
         used |= _required(stack, calls, has_kms_key=True)
     everything = granted(
-        module, role, ModuleInputs(status_tracking=True, has_kms_key=True, unique_jobs=True, job_results=True)
+        module,
+        role,
+        ModuleInputs(
+            status_tracking=True,
+            has_kms_key=True,
+            unique_jobs=True,
+            job_results=True,
+            eventbridge_scheduler=True,
+        ),
     )
     assert everything - used == GRANTED_BUT_UNUSED[role], "granted but never used: " + ", ".join(
         map(str, sorted(everything - used))

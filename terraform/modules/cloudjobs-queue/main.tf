@@ -12,9 +12,20 @@ locals {
   table_ttl_attribute    = "expires_at"
 
   uses_sqs_managed_sse = var.kms_key_arn == null
+
+  # EventBridge Scheduler: the app's schedule group, its schedules (recurring ones keep their names
+  # from code) and the one-time schedules of delayed jobs, whose names cloudjobs starts so.
+  schedule_group_name = local.base_name
+  schedules_arn       = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/*"
+  delay_schedules_arn = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/cloudjobs.delay.*"
+  scheduler_role_arn  = one(aws_iam_role.scheduler[*].arn)
 }
 
 data "aws_region" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
 
 ################################################################################
 # Queue
@@ -265,6 +276,32 @@ data "aws_iam_policy_document" "producer" {
     }
   }
 
+  # A job due later than 15 minutes waits in a one-time schedule (CLOUDJOBS_LONG_DELAYS=eventbridge)
+  # that the scheduler's role sends when due; creating it passes that role.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ScheduleJobs${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
+    }
+  }
+
   # Sending to an encrypted queue needs a data key, and KMS checks Decrypt too.
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
@@ -318,6 +355,33 @@ data "aws_iam_policy_document" "consumer" {
     sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
+  }
+
+  # A job due later than 15 minutes waits in a one-time schedule (CLOUDJOBS_LONG_DELAYS=eventbridge)
+  # that the scheduler's role sends when due (a handler enqueues it; cancelling deletes it);
+  # creating it passes that role.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ScheduleJobs${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
+    }
   }
 
   # Receiving decrypts; sending to the dead-letter queue needs a data key.
@@ -384,6 +448,52 @@ data "aws_iam_policy_document" "operator" {
     resources = ["*"]
   }
 
+  # Cancelling a delayed job deletes its one-time schedule.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "CancelScheduledJobs${local.sid_suffix}"
+      actions   = ["scheduler:DeleteSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  # cloudjobs schedules sync: the group's recurring schedules made to match the code. ListSchedules
+  # has no resource-level permissions: IAM accepts only "*" for it
+  # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridgescheduler.html).
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "SyncSchedules${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule", "scheduler:UpdateSchedule"]
+      resources = [local.schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ListSchedules${local.sid_suffix}"
+      actions   = ["scheduler:ListSchedules"]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
+    }
+  }
+
   # Receiving from the dead-letter queue decrypts; requeueing needs a data key.
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
@@ -399,6 +509,87 @@ data "aws_iam_policy_document" "operator" {
       }
     }
   }
+}
+
+################################################################################
+# EventBridge Scheduler
+################################################################################
+
+resource "aws_scheduler_schedule_group" "this" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name = local.schedule_group_name
+  tags = var.tags
+}
+
+# The scheduler assumes this role to send a schedule's message: only schedules of this account.
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    sid     = "SchedulerAssumes"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name               = "${local.base_name}-scheduler"
+  description        = "EventBridge Scheduler sends the scheduled jobs of ${var.name} with this role."
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  tags               = var.tags
+}
+
+# SendMessage on the app's queues, and nothing else (the universal target calls only SendMessage).
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "SendScheduledJobs"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(var.scheduler_queue_arns) > 0 ? [true] : []
+    content {
+      sid       = "SendScheduledJobsToTiers"
+      actions   = ["sqs:SendMessage"]
+      resources = var.scheduler_queue_arns
+    }
+  }
+
+  # Sending to an encrypted queue needs a data key, and KMS checks Decrypt too.
+  dynamic "statement" {
+    for_each = local.uses_sqs_managed_sse ? [] : [true]
+    content {
+      sid       = "UseJobsKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["sqs.${data.aws_region.current.region}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name   = "send-scheduled-jobs"
+  role   = aws_iam_role.scheduler[0].id
+  policy = data.aws_iam_policy_document.scheduler.json
 }
 
 ################################################################################

@@ -245,6 +245,23 @@ variable "job_results" {
   default     = false
 }
 
+variable "eventbridge_scheduler" {
+  description = "Schedule with EventBridge Scheduler: create a schedule group named after the queue (without .fifo) and a role the scheduler assumes to send to the queue; producer and consumer policies may then create and delete the one-time schedules of delayed jobs (cloudjobs.delay.*) and pass the role, the operator policy may also sync recurring schedules (cloudjobs schedules sync), and the environment output sets CLOUDJOBS_LONG_DELAYS and CLOUDJOBS_SCHEDULES_MODE to eventbridge with the group and the role. An app with several tiers enables it on its default tier and lists the other tiers' queue ARNs in scheduler_queue_arns."
+  type        = bool
+  default     = false
+}
+
+variable "scheduler_queue_arns" {
+  description = "With eventbridge_scheduler: ARNs of the app's other queues (its other tiers) the scheduler's role may send to as well."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.scheduler_queue_arns : can(regex("^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}(\\.fifo)?$", arn))])
+    error_message = "scheduler_queue_arns must hold SQS queue ARNs (arn:aws:sqs:<region>:<account>:<name>)."
+  }
+}
+
 ################################################################################
 # Lambda consumer
 ################################################################################
