@@ -179,7 +179,13 @@ class DeadLetterQueue:
             on_progress=on_progress,
         )
 
-    def purge(self, job_type: str | None = None, older_than: timedelta | float | None = None) -> int:
+    def purge(
+        self,
+        job_type: str | None = None,
+        older_than: timedelta | float | None = None,
+        *,
+        job_ids: Iterable[str] | None = None,
+    ) -> int:
         """Delete dead-lettered jobs; returns how many.
 
         Without filters the whole DLQ is purged with one PurgeQueue, and the count returned is the
@@ -188,7 +194,8 @@ class DeadLetterQueue:
         the rest released, and the count is exact. With a payload store every purge receives and
         deletes, and deletes the stored bodies of the pointer messages it deleted. ``older_than``
         compares with each job's ``last_failed_at``; a message without a recorded failure time never
-        matches it.
+        matches it. ``job_ids`` purges only those jobs (a message without a job id is matched by its
+        message id), as the dashboard's selection does.
 
         Raises:
             ConfigurationError: ``older_than`` is negative, or the queue has no dead-letter queue.
@@ -197,9 +204,12 @@ class DeadLetterQueue:
         age = as_timedelta(older_than, name="older_than")
         if age is not None and age < timedelta(0):
             raise ConfigurationError("must not be negative", setting="older_than")
-        if job_type is None and age is None and self._payloads is None:
+        chosen = frozenset(job_ids) if job_ids is not None else None
+        if chosen is not None and not chosen:
+            return 0
+        if job_type is None and age is None and chosen is None and self._payloads is None:
             return purge_all(self._admin)
-        type_matches = _matcher(job_ids=None, job_type=job_type, reason=None)
+        type_matches = _matcher(job_ids=chosen, job_type=job_type, reason=None)
         now = self._clock.now()
 
         def matches(job: DeadJob) -> bool:

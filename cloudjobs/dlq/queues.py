@@ -81,6 +81,7 @@ class DeadLetterQueues:
         older_than: timedelta | float | None = None,
         *,
         queue: str | None = None,
+        job_ids: Iterable[str] | None = None,
     ) -> int:
         """:meth:`DeadLetterQueue.purge` on ``queue``'s dead-letter queue.
 
@@ -94,4 +95,4 @@ class DeadLetterQueues:
                 "dead letters to purge",
                 setting="queue",
             )
-        return self.of(queue).purge(job_type=job_type, older_than=older_than)
+        return self.of(queue).purge(job_type=job_type, older_than=older_than, job_ids=job_ids)

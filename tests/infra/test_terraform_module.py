@@ -7,6 +7,7 @@ actions each role needs) and that the module's defaults and names are ``cloudjob
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -430,7 +431,7 @@ def test_producer_reaches_the_table_only_with_status_tracking_unique_jobs_or_job
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_and_dynamodb(
+def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_dynamodb_and_s3(
     module: Configuration, role: str
 ) -> None:
     (statement,) = [
@@ -442,7 +443,9 @@ def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_and_dynamodb(
     assert statement.block["condition"] == [
         {"test": "StringEquals", "variable": "kms:ViaService", "values": "${local.kms_via_services}"}
     ]
-    assert {service.split(".", 1)[0] for service in module.locals["kms_via_services"]} == {"sqs", "dynamodb"}
+    # S3 for the payload bucket's bodies, encrypted with the same key.
+    services = {service.split(".", 1)[0] for service in module.locals["kms_via_services"]}
+    assert services == {"sqs", "dynamodb", "s3"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -510,8 +513,16 @@ def test_environment_output_maps_outputs_onto_settings(module: Configuration) ->
         "CLOUDJOBS_SCHEDULES_MODE",
         "CLOUDJOBS_SCHEDULE_GROUP",
         "CLOUDJOBS_SCHEDULER_ROLE_ARN",
+        "CLOUDJOBS_PAYLOAD_BUCKET",
+        "CLOUDJOBS_PAYLOAD_KMS_KEY_ID",
+        "CLOUDJOBS_PAYLOAD_DELETE",
     }
-    switches = {"CLOUDJOBS_STATUS_TRACKING", "CLOUDJOBS_LONG_DELAYS", "CLOUDJOBS_SCHEDULES_MODE"}
+    switches = {
+        "CLOUDJOBS_STATUS_TRACKING",
+        "CLOUDJOBS_LONG_DELAYS",
+        "CLOUDJOBS_SCHEDULES_MODE",
+        "CLOUDJOBS_PAYLOAD_DELETE",
+    }
     for variable, value in entries.items():
         setting = variable.removeprefix(ENV_PREFIX).lower()
         assert setting in Settings.model_fields, f"{variable} is not a cloudjobs setting"
@@ -526,6 +537,30 @@ def test_environment_sets_status_tracking_exactly_when_the_policies_grant_it(mod
     expression = _compact(module.outputs["environment"]["value"])
     assert 'var.status_tracking?{CLOUDJOBS_STATUS_TRACKING="true"}:{}' in expression
     assert module.outputs["status_tracking"]["value"] == "${var.status_tracking}"
+
+
+def test_payload_bucket_is_private_encrypted_tls_only_and_expires_after_the_dead_letters(
+    module: Configuration,
+) -> None:
+    block = module.resources["aws_s3_bucket_public_access_block.payloads"]
+    assert all(
+        block[flag] is True
+        for flag in (
+            "block_public_acls",
+            "block_public_policy",
+            "ignore_public_acls",
+            "restrict_public_buckets",
+        )
+    )
+    (rule,) = module.resources["aws_s3_bucket_server_side_encryption_configuration.payloads"]["rule"]
+    assert "${var.kms_key_arn}" in json.dumps(rule)
+    (deny,) = statements(module.data["aws_iam_policy_document.payloads"])
+    assert deny.effect == "Deny"
+    assert '"aws:SecureTransport"' in json.dumps(deny.block)
+    expiry = module.variables["payload_expiration_days"]
+    assert "var.dlq_retention_seconds" in json.dumps(expiry["validation"])
+    (lifecycle,) = module.resources["aws_s3_bucket_lifecycle_configuration.payloads"]["rule"]
+    assert "${var.payload_expiration_days}" in json.dumps(lifecycle["expiration"])
 
 
 def test_environment_sets_the_eventbridge_modes_exactly_when_the_policies_grant_them(

@@ -61,6 +61,7 @@ from tests.integration.test_lambda_end_to_end import EventSourceMapping
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
     from mypy_boto3_scheduler.client import EventBridgeSchedulerClient
     from mypy_boto3_sqs.client import SQSClient
 
@@ -80,6 +81,8 @@ class Resource(StrEnum):
     SCHEDULES = "${local.schedules_arn}"  # every schedule of the app's group
     DELAY_SCHEDULES = "${local.delay_schedules_arn}"  # the one-time schedules of delayed jobs
     SCHEDULER_ROLE = "${local.scheduler_role_arn}"
+    PAYLOADS = "${local.payload_objects_arn}"  # bodies cloudjobs stores (under cloudjobs/)
+    ANY_PAYLOAD = "${local.payload_any_arn}"  # any body in the payload bucket
     ANY = "*"
 
 
@@ -166,6 +169,10 @@ OPERATIONS: Final[Mapping[str, Authorisation]] = {
     "scheduler.GetSchedule": Authorisation("scheduler:GetSchedule", "Name"),
     # ListSchedules has no resource-level permissions.
     "scheduler.ListSchedules": Authorisation("scheduler:ListSchedules", None),
+    # SSE-KMS: S3 asks KMS for a data key on a write and decrypts it on a read, with the caller's rights.
+    "s3.PutObject": Authorisation("s3:PutObject", "Key", kms=frozenset({"kms:GenerateDataKey"})),
+    "s3.GetObject": Authorisation("s3:GetObject", "Key", kms=frozenset({"kms:Decrypt"})),
+    "s3.DeleteObject": Authorisation("s3:DeleteObject", "Key"),
 }
 
 GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
@@ -199,6 +206,9 @@ class Stack:
     environment: Mapping[str, str]
     group: str | None = None
     """The EventBridge Scheduler schedule group (with ``eventbridge_scheduler`` only)."""
+    bucket: str | None = None
+    """The payload bucket (with ``payload_bucket`` only)."""
+    payload_delete: bool = False
 
     def settings(self, **overrides: Any) -> Settings:
         """The settings the module's ``environment`` output gives (``CLOUDJOBS_*``), with overrides."""
@@ -212,6 +222,8 @@ class Stack:
         }
         if self.group is not None:
             values.update(self.eventbridge_environment())
+        if self.bucket is not None:
+            values.update(self.payload_environment())
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -228,7 +240,19 @@ class Stack:
             variables.update(
                 {f"CLOUDJOBS_{name.upper()}": value for name, value in self.eventbridge_environment().items()}
             )
+        if self.bucket is not None:
+            variables.update(
+                {f"CLOUDJOBS_{name.upper()}": value for name, value in self.payload_environment().items()}
+            )
         return variables
+
+    def payload_environment(self) -> dict[str, str]:
+        """The settings the module's ``environment`` output adds with ``payload_bucket``."""
+        assert self.bucket is not None
+        values = {"payload_bucket": self.bucket}
+        if self.payload_delete:
+            values["payload_delete"] = "true"
+        return values
 
     def eventbridge_environment(self) -> dict[str, str]:
         """The settings the module's ``environment`` output adds with ``eventbridge_scheduler``."""
@@ -249,6 +273,12 @@ class Stack:
         """The module's resource a call's ``parameter`` names; fails on anything the module lacks."""
         parameters = dict(call.parameters)
         value = parameters[parameter]
+        if call.operation.startswith("s3."):
+            assert parameters.get("Bucket") == self.bucket, f"{call.operation} outside the payload bucket"
+            if call.operation == "s3.PutObject":
+                assert value.startswith("cloudjobs/"), f"a body stored outside cloudjobs/: {value!r}"
+                return Resource.PAYLOADS
+            return Resource.ANY_PAYLOAD
         if call.operation.startswith("scheduler."):
             assert parameters.get("GroupName") == self.group, f"{call.operation} outside the app's group"
             if parameter == "RoleArn":
@@ -296,6 +326,8 @@ _RESOURCE_PARAMETERS: Final = (
     "IndexName",
     "Name",
     "GroupName",
+    "Bucket",
+    "Key",
 )
 _MOVE_TASK_HANDLE: Final = "local-move-task"
 
@@ -370,6 +402,8 @@ class CodePath:
     unique_jobs: bool = False
     job_results: bool = False
     eventbridge_scheduler: bool = False
+    payload_bucket: bool = False
+    payload_delete: bool = False
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -379,6 +413,8 @@ class CodePath:
             "unique_jobs": self.unique_jobs,
             "job_results": self.job_results,
             "eventbridge_scheduler": self.eventbridge_scheduler,
+            "payload_bucket": self.payload_bucket,
+            "payload_delete": self.payload_delete,
         }
 
 
@@ -392,13 +428,25 @@ def code_path(
     unique_jobs: bool = False,
     job_results: bool = False,
     eventbridge_scheduler: bool = False,
+    payload_bucket: bool = False,
+    payload_delete: bool = False,
 ) -> Callable[[Callable[[Stack, Record], None]], None]:
     """Register a function as one of ``role``'s code paths."""
 
     def register(function: Callable[[Stack, Record], None]) -> None:
         name = function.__name__.removeprefix("_")
         CODE_PATHS.append(
-            CodePath(role, name, function, status_tracking, unique_jobs, job_results, eventbridge_scheduler)
+            CodePath(
+                role,
+                name,
+                function,
+                status_tracking,
+                unique_jobs,
+                job_results,
+                eventbridge_scheduler,
+                payload_bucket,
+                payload_delete,
+            )
         )
 
     return register
@@ -776,6 +824,54 @@ def _scheduler_sends_a_due_job(stack: Stack, record: Record) -> None:
             client.close()
 
 
+_LARGE: Final = "x" * (300 * 1024)  # past a 256 KiB threshold: stored in the payload bucket
+
+
+@code_path("producer", payload_bucket=True)
+def _enqueue_large_payloads(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    _register_jobs(jobs)
+    with record():
+        jobs.enqueue("ship", Order(order_id=_LARGE))
+        jobs.enqueue_many([("ship", Order(order_id=_LARGE)), ("ship", Order(order_id="small"))])
+
+
+@code_path("consumer", payload_bucket=True, payload_delete=True)
+def _worker_reading_and_deleting_large_payloads(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    _register_jobs(jobs)
+    done: list[str] = []
+
+    @jobs.job("fan-out")
+    def fan_out(payload: Order) -> None:
+        jobs.enqueue("ship", payload)  # a follow-up too large for the queue: stored as well
+        done.append(payload.order_id)
+
+    producer = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    producer.enqueue("fan-out", Order(order_id=_LARGE))
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record(), running(jobs, concurrency=1, queue_metrics_interval=0.2):
+            wait_for(lambda: bool(done) and _queue_counts(client, stack.queue.queue_url) == 0)
+    finally:
+        client.close()
+
+
+@code_path("operator", payload_bucket=True)
+def _purge_dead_letters_with_stored_bodies(stack: Stack, record: Record) -> None:
+    # A pointer message in the dead-letter queue, as a consumer's dead-lettering leaves it.
+    into_dlq = CloudJobs(
+        settings=stack.settings(
+            queue_url=stack.queue.dlq_url, dlq_url=None, payload_threshold_bytes=256 * 1024
+        )
+    )
+    into_dlq.enqueue("ship", Order(order_id=_LARGE))
+    with record(), pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.environment_output().items():
+            patch.setenv(name, value)
+        assert cli_main(["dlq", "purge", "--yes"]) == EXIT_OK
+
+
 def test_every_role_that_creates_schedules_may_pass_only_the_schedulers_role(module: Configuration) -> None:
     # iam:PassRole is checked by IAM, not by the scheduler's API: grant it on the one role, to the one
     # service, and to every role whose code creates or updates schedules.
@@ -807,6 +903,8 @@ class ModuleInputs:
     unique_jobs: bool = False
     job_results: bool = False
     eventbridge_scheduler: bool = False
+    payload_bucket: bool = False
+    payload_delete: bool = False
 
 
 # The dynamic statements' for_each expressions, each with when it generates its statement. An
@@ -817,6 +915,10 @@ _CONDITIONS: Final[Mapping[str, Callable[[ModuleInputs], bool]]] = {
     "${var.job_results ? [true] : []}": lambda inputs: inputs.job_results,
     "${local.uses_sqs_managed_sse ? [] : [true]}": lambda inputs: inputs.has_kms_key,
     "${var.eventbridge_scheduler ? [true] : []}": lambda inputs: inputs.eventbridge_scheduler,
+    "${var.payload_bucket ? [true] : []}": lambda inputs: inputs.payload_bucket,
+    "${var.payload_bucket && var.payload_delete ? [true] : []}": lambda inputs: (
+        inputs.payload_bucket and inputs.payload_delete
+    ),
     # The app's other tiers' queues: not provisioned here (tests/infra checks that statement).
     "${length(var.scheduler_queue_arns) > 0 ? [true] : []}": lambda inputs: False,
 }
@@ -861,17 +963,33 @@ class Recordings:
         table = TableSpec(f"{spec.name}-idempotency")
         scheduler: EventBridgeSchedulerClient = boto3.session.Session().client("scheduler")
         group = spec.name if path.eventbridge_scheduler else None  # the module names it after the queue
+        bucket = f"{spec.name}-payloads" if path.payload_bucket else None  # the module's default name
+        s3: S3Client = boto3.session.Session().client("s3")
         calls: list[Call] = []
         try:
-            stack = Stack(provision_queue(spec, client=sqs), table.name, self.environment, group)
+            stack = Stack(
+                provision_queue(spec, client=sqs),
+                table.name,
+                self.environment,
+                group,
+                bucket,
+                path.payload_delete,
+            )
             provision_table(table, client=dynamodb)
             if group is not None:
                 scheduler.create_schedule_group(Name=group)
+            if bucket is not None:
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
             path.run(stack, lambda: recording(calls))
             return stack, calls
         finally:
             if group is not None:
                 scheduler.delete_schedule_group(Name=group)
+            if bucket is not None:
+                for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=item["Key"])
+                s3.delete_bucket(Bucket=bucket)
+            s3.close()
             delete_queue(spec, client=sqs)
             delete_table(table, client=dynamodb)
             sqs.close()
@@ -942,6 +1060,8 @@ def test_every_grant_is_used_or_listed_for_review(
             unique_jobs=True,
             job_results=True,
             eventbridge_scheduler=True,
+            payload_bucket=True,
+            payload_delete=True,
         ),
     )
     assert everything - used == GRANTED_BUT_UNUSED[role], "granted but never used: " + ", ".join(

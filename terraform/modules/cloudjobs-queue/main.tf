@@ -19,6 +19,12 @@ locals {
   schedules_arn       = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/*"
   delay_schedules_arn = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/cloudjobs.delay.*"
   scheduler_role_arn  = one(aws_iam_role.scheduler[*].arn)
+
+  # Payload bucket: cloudjobs writes bodies under cloudjobs/; AWS's extended clients anywhere.
+  payload_bucket_name = coalesce(var.payload_bucket_name, "${local.base_name}-payloads")
+  payload_bucket_arn  = "arn:${data.aws_partition.current.partition}:s3:::${local.payload_bucket_name}"
+  payload_objects_arn = "${local.payload_bucket_arn}/cloudjobs/*"
+  payload_any_arn     = "${local.payload_bucket_arn}/*"
 }
 
 data "aws_region" "current" {}
@@ -214,6 +220,7 @@ locals {
   kms_via_services = [
     "sqs.${data.aws_region.current.region}.amazonaws.com",
     "dynamodb.${data.aws_region.current.region}.amazonaws.com",
+    "s3.${data.aws_region.current.region}.amazonaws.com",
   ]
 }
 
@@ -273,6 +280,16 @@ data "aws_iam_policy_document" "producer" {
       sid       = "FindJobResults${local.sid_suffix}"
       actions   = ["dynamodb:Query"]
       resources = [local.table_index_arn]
+    }
+  }
+
+  # A job's body too large for the queue goes to the payload bucket.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "StorePayloads${local.sid_suffix}"
+      actions   = ["s3:PutObject"]
+      resources = [local.payload_objects_arn]
     }
   }
 
@@ -355,6 +372,35 @@ data "aws_iam_policy_document" "consumer" {
     sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
+  }
+
+  # Pointer messages' bodies are read back (any key: AWS's extended clients choose their own), and
+  # the follow-up jobs handlers enqueue may be stored; with payload_delete, a completed job's is deleted.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "ReadPayloads${local.sid_suffix}"
+      actions   = ["s3:GetObject"]
+      resources = [local.payload_any_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "StorePayloads${local.sid_suffix}"
+      actions   = ["s3:PutObject"]
+      resources = [local.payload_objects_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.payload_bucket && var.payload_delete ? [true] : []
+    content {
+      sid       = "DeletePayloads${local.sid_suffix}"
+      actions   = ["s3:DeleteObject"]
+      resources = [local.payload_any_arn]
+    }
   }
 
   # A job due later than 15 minutes waits in a one-time schedule (CLOUDJOBS_LONG_DELAYS=eventbridge)
@@ -448,6 +494,16 @@ data "aws_iam_policy_document" "operator" {
     resources = ["*"]
   }
 
+  # A purge deletes the bodies of the pointer messages it deletes.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "PurgePayloads${local.sid_suffix}"
+      actions   = ["s3:DeleteObject"]
+      resources = [local.payload_any_arn]
+    }
+  }
+
   # Cancelling a delayed job deletes its one-time schedule.
   dynamic "statement" {
     for_each = var.eventbridge_scheduler ? [true] : []
@@ -509,6 +565,98 @@ data "aws_iam_policy_document" "operator" {
       }
     }
   }
+}
+
+################################################################################
+# Payload bucket
+################################################################################
+
+resource "aws_s3_bucket" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  # checkov:skip=CKV_AWS_18:Bodies are written and read by the queue's own roles; CloudTrail data events audit them where needed.
+  # checkov:skip=CKV_AWS_144:Bodies live as long as their messages (days); a replica in another region outlives no queue.
+  # checkov:skip=CKV_AWS_21:A body is written once under its job's key; versions would keep purged and expired bodies.
+  # checkov:skip=CKV2_AWS_62:Nothing reacts to a body being stored: the queue's message is the event.
+  # checkov:skip=CKV_AWS_145:SSE-S3 unless kms_key_arn is given, as for the queues (see the encryption configuration).
+  bucket = local.payload_bucket_name
+  tags   = var.tags
+}
+
+resource "aws_s3_bucket_public_access_block" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket                  = aws_s3_bucket.payloads[0].id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = local.uses_sqs_managed_sse ? "AES256" : "aws:kms"
+      kms_master_key_id = var.kms_key_arn
+    }
+    bucket_key_enabled = !local.uses_sqs_managed_sse
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    id     = "expire-bodies"
+    status = "Enabled"
+    filter {}
+    expiration {
+      days = var.payload_expiration_days
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+}
+
+data "aws_iam_policy_document" "payloads" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [local.payload_bucket_arn, local.payload_any_arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  policy = data.aws_iam_policy_document.payloads.json
 }
 
 ################################################################################
