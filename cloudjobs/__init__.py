@@ -23,10 +23,12 @@ from cloudjobs.errors import (
     CredentialsError,
     DecodeError,
     EnqueueError,
+    FlowTooLargeError,
     IdempotencyError,
     IdempotencyKeyReusedError,
     IdempotencyStoreError,
     InvalidDelayError,
+    InvalidFlowError,
     InvalidGroupIdError,
     InvalidScheduleError,
     InvalidUniquenessError,
@@ -47,6 +49,7 @@ from cloudjobs.errors import (
     UnknownJobError,
     UnknownQueueError,
 )
+from cloudjobs.flows.definition import Flow
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job, current_job
@@ -72,10 +75,13 @@ __all__ = [
     "Delivery",
     "EnqueueError",
     "Envelope",
+    "Flow",
+    "FlowTooLargeError",
     "IdempotencyError",
     "IdempotencyKeyReusedError",
     "IdempotencyStoreError",
     "InvalidDelayError",
+    "InvalidFlowError",
     "InvalidGroupIdError",
     "InvalidScheduleError",
     "InvalidUniquenessError",

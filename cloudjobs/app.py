@@ -22,6 +22,7 @@ from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError, UnknownQueueError
+from cloudjobs.flows.definition import Flow, JobSpec, OnChildFailure, SubFlow
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
@@ -47,6 +48,7 @@ from cloudjobs.uniqueness.state import UniqueUntil
 
 if TYPE_CHECKING:
     from cloudjobs.dlq.queues import DeadLetterQueues
+    from cloudjobs.flows.store import FlowState, FlowStore
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
@@ -934,7 +936,9 @@ class CloudJobs:
 
             # Before the record middleware, so that it deletes after the record says completed.
             middleware.append(PayloadDeletion(payloads))
-        middleware += list(self._middleware) + record_middleware(
+        # Flows before the record middleware, so that a child is counted after its record is final.
+        middleware += list(self._middleware) + self._flow_middleware(backend)
+        middleware += record_middleware(
             self._registry,
             self.settings,
             queue_visibility=queue.visibility_timeout,
@@ -954,6 +958,86 @@ class CloudJobs:
             payloads=payloads,
             is_completed=self._is_completed if deletes else None,
         )
+
+    def _flow_middleware(self, backend: Backend) -> list[Middleware]:
+        """The flow middleware when a store is configured (see :mod:`cloudjobs.flows.middleware`)."""
+        if self._idempotency_store is None and not self.settings.idempotency_table:
+            return []
+        from cloudjobs.flows.middleware import FlowMiddleware
+
+        # A memory queue's time moves on with drain() and advance(): the flow's deadline follows it.
+        now = backend.now if isinstance(backend, MemoryBackend) else self._clock.now
+        return [FlowMiddleware(self._flow_store, send_parent=self._send_flow_parent, now=now)]
+
+    def _flow_store(self) -> FlowStore:
+        from cloudjobs.flows.store import KeepsFlows
+
+        store = self.idempotency_store
+        if not isinstance(store, KeepsFlows):
+            raise ConfigurationError(f"{type(store).__name__} keeps no flows")
+        return store.flows
+
+    def _send_flow_parent(self, state: FlowState) -> None:
+        """Send a ready flow's parent now (its ``early`` message, under its job id)."""
+        from cloudjobs.flows.definition import EARLY_ROUTE
+
+        request = EnqueueRequest(
+            job_type=state.parent_type,
+            payload=state.parent_payload,
+            queue=state.parent_queue,
+            job_id=state.parent_id,
+            track_status=True,
+            flow_parent=state.member_of,
+            flow_route=EARLY_ROUTE,
+        )
+        self._send(self._check([request]))
+
+    def flow(
+        self,
+        parent: JobSpec,
+        children: Sequence[JobSpec | SubFlow],
+        *,
+        on_child_failure: OnChildFailure | Literal["fail", "ignore"] = OnChildFailure.FAIL,
+        timeout: timedelta | float | None = None,
+    ) -> Flow:
+        """Enqueue ``children`` now and ``parent`` to run once, after the last of them finished;
+        the parent's handler reads their results with ``job.child_results()``.
+
+        Every job of a flow keeps a status record (they are enqueued with ``track_status=True``);
+        ``jobs.status(flow.parent_id)`` reads ``waiting_children`` with counts until the children
+        finished. See docs/flows.md.
+
+        Args:
+            parent: ``(job type or handle, payload)`` of the parent.
+            children: ``(job type or handle, payload)`` pairs, or nested flows
+                (:func:`cloudjobs.flows.subflow`): 1 to 1,000 per flow.
+            on_child_failure: ``"fail"`` (default): once a child went to the dead-letter queue, the
+                parent goes there too, with the reason ``child_failed``, without running;
+                ``"ignore"``: the parent runs with the results that exist.
+            timeout: how long the parent waits for its children, seconds or timedelta (default one
+                hour, less than the records' retention): then it follows ``on_child_failure``.
+
+        Raises:
+            InvalidFlowError: no children, an unknown rule, or a timeout out of range.
+            FlowTooLargeError: more than 1,000 children in one flow.
+            IdempotencyStoreError: a flow's record could not be written (nothing was sent).
+            ConfigurationError: no store is configured, or it keeps no flows.
+            Everything :meth:`enqueue` raises for one of the messages.
+        """
+        from cloudjobs.flows.create import FlowSender, create_flow
+
+        sender = FlowSender(
+            build=self._requests.build,
+            record_key=lambda request, job_id: record_key_of(
+                self._envelope_of(request, job_id), self._registry
+            ),
+            check=self._check,
+            send=self._send,
+            store=self._flow_store(),
+            now=self._clock.now,
+            retention=self._retention,
+        )
+        return create_flow(sender, SubFlow(parent, tuple(children), on_child_failure, timeout))
 
     def _is_completed(self, job_id: str) -> bool:
         status = self.status(job_id)

@@ -84,6 +84,10 @@ class Envelope:
             for every other job, whose message delay says when it runs.
         track_status: keep a status record (and result) for this job, whatever its type's
             registration says (``enqueue(..., track_status=True)``).
+        flow_parent: the store key of the flow parent waiting for this job (a flow's child; see
+            :mod:`cloudjobs.flows`).
+        flow_route: set on a flow parent's two messages, ``"timeout"`` (sent at the flow's creation,
+            due at its timeout) or ``"early"`` (sent when its children finished).
     """
 
     id: str
@@ -96,6 +100,8 @@ class Envelope:
     redrive_count: int = 0
     due_at: datetime | None = None
     track_status: bool = False
+    flow_parent: str | None = None
+    flow_route: str | None = None
 
 
 class EnvelopeModel(BaseModel):
@@ -120,6 +126,12 @@ class EnvelopeModel(BaseModel):
     track_status: bool = Field(
         default=False,
         description="Keep a status record (and result) for this job alone (absent when false).",
+    )
+    flow_parent: str | None = Field(
+        default=None, max_length=2048, description="The store key of the flow parent waiting for this job."
+    )
+    flow_route: str | None = Field(
+        default=None, max_length=16, description="Which of a flow parent's two messages this is."
     )
 
 
@@ -154,6 +166,10 @@ def encode(envelope: Envelope) -> str:
         fields["due_at"] = _format_time(envelope.due_at)
     if envelope.track_status:
         fields["track_status"] = True
+    if envelope.flow_parent is not None:
+        fields["flow_parent"] = envelope.flow_parent
+    if envelope.flow_route is not None:
+        fields["flow_route"] = envelope.flow_route
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -191,6 +207,8 @@ def decode(body: str) -> Envelope:
         redrive_count=model.redrive_count,
         due_at=due_at,
         track_status=model.track_status,
+        flow_parent=model.flow_parent,
+        flow_route=model.flow_route,
     )
 
 

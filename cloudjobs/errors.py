@@ -22,8 +22,10 @@ fields besides its message, so callers can handle it without parsing text::
     │  ├─ InvalidDelayError      a delay outside 0–900 s, or any per-message delay on FIFO
     │  ├─ InvalidGroupIdError    a message group id SQS refuses, or a tenant and a group that differ
     │  ├─ BatchEnqueueError      some entries of a batch could not be sent (per entry)
-    │  └─ InvalidUniquenessError unique_key without unique_for, a window out of range, or a
-    │                            unique job asked of a call that cannot make one
+    │  ├─ InvalidUniquenessError unique_key without unique_for, a window out of range, or a
+    │  │                         unique job asked of a call that cannot make one
+    │  └─ InvalidFlowError       a flow that cannot be made as asked (names the setting)
+    │     └─ FlowTooLargeError   more children than one flow holds
     ├─ BackendError              the queue service failed or refused a request
     │  ├─ QueueNotFoundError     the queue (or its DLQ) does not exist
     │  └─ BackendUnavailableError the endpoint could not be reached
@@ -279,6 +281,40 @@ class InvalidUniquenessError(EnqueueError):
         super().__init__(f"job {job_name!r}: {message}")
         self.job_name = job_name
         self.setting = setting
+
+
+class InvalidFlowError(EnqueueError):
+    """A flow (``jobs.flow(...)``) that cannot be made as asked: no children, an unknown
+    ``on_child_failure``, a timeout out of range, or too many children (:class:`FlowTooLargeError`).
+
+    Attributes:
+        job_name: the parent's job type.
+        setting: the argument to change (``children``, ``on_child_failure``, ``timeout``).
+    """
+
+    def __init__(self, message: str, *, job_name: str, setting: str) -> None:
+        super().__init__(f"flow of {job_name!r}: {message}")
+        self.job_name = job_name
+        self.setting = setting
+
+
+class FlowTooLargeError(InvalidFlowError):
+    """A flow with more children than its record can hold (DynamoDB's 400 KB item limit).
+
+    Attributes:
+        children: how many children were asked for.
+        limit: the most one flow holds.
+    """
+
+    def __init__(self, *, job_name: str, children: int, limit: int) -> None:
+        super().__init__(
+            f"{children} children, at most {limit} (the flow's record holds every child's id and "
+            "DynamoDB items hold at most 400 KB); split it into nested flows",
+            job_name=job_name,
+            setting="children",
+        )
+        self.children = children
+        self.limit = limit
 
 
 class BackendError(CloudjobsError):

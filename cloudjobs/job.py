@@ -8,8 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pydantic import JsonValue
+
 from cloudjobs.backends.base import Delivery
 from cloudjobs.envelope import Envelope
+from cloudjobs.errors import ConfigurationError
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("cloudjobs_job", default=None)
 
@@ -33,6 +36,7 @@ class Job:
         envelope: the decoded envelope.
         progress_reporter: where :meth:`progress` goes (set by the consumer for jobs with a record).
         cancel_signal: set when ``jobs.cancel`` reached the running job (read :attr:`cancelled`).
+        child_results_reader: reads a flow parent's children's results (set by the flow middleware).
     """
 
     id: str
@@ -48,6 +52,26 @@ class Job:
     envelope: Envelope
     progress_reporter: Callable[[Job, int], None] | None = field(default=None, repr=False, compare=False)
     cancel_signal: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    child_results_reader: Callable[[], dict[str, JsonValue]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def child_results(self) -> dict[str, JsonValue]:
+        """A flow parent's children's results: child id → result (JSON values), for every child that
+        completed (a child that failed, or had not finished when the flow timed out, is left out).
+
+        Strongly consistent reads of the children's records (on DynamoDB one BatchGetItem per
+        hundred children), each call.
+
+        Raises:
+            ConfigurationError: this job is not a flow's parent (see ``jobs.flow``).
+            IdempotencyStoreError: the store could not be reached.
+        """
+        if self.child_results_reader is None:
+            raise ConfigurationError(
+                f"job {self.id} ({self.type}) is not a flow's parent: it has no children"
+            )
+        return self.child_results_reader()
 
     @property
     def cancelled(self) -> bool:

@@ -48,6 +48,8 @@ class EnqueueRequest:
         job_id: the job id to send under (default: a new UUID); a schedule's fire derives it from
             the tick, so that every fire of one tick is one job.
         track_status: keep a status record (and result) for this job alone (carried in the envelope).
+        flow_parent: the store key of the flow parent waiting for this job (see :mod:`cloudjobs.flows`).
+        flow_route: which of a flow parent's two messages this is (``"timeout"`` or ``"early"``).
     """
 
     job_type: str
@@ -61,6 +63,8 @@ class EnqueueRequest:
     run_at: datetime | None = None
     job_id: str | None = None
     track_status: bool = False
+    flow_parent: str | None = None
+    flow_route: str | None = None
 
 
 class LaterSends(Protocol):
@@ -228,6 +232,8 @@ class Producer:
             # Past SQS's 15 minutes, the job hops until it is due (see cloudjobs.hops).
             due_at=now + delay if delay > self._hop and not later else None,
             track_status=request.track_status,
+            flow_parent=request.flow_parent,
+            flow_route=request.flow_route,
         )
         body = encode(envelope)
         trace_attributes, system_attributes = trace.stamp(index, envelope)

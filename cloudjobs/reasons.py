@@ -42,6 +42,9 @@ class Reason(enum.StrEnum):
     """The message points to a stored body (S3) that is not there, or no payload store is configured."""
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     """The idempotency key is held by a job with another payload."""
+    CHILD_FAILED = "child_failed"
+    """A flow parent with ``on_child_failure="fail"``: a child went to the dead-letter queue, or the
+    flow's timeout passed with children unfinished (see :mod:`cloudjobs.flows`)."""
     # Deferred: not run now, not an attempt.
     LEASE_HELD = "lease_held"
     """Another run holds the job's idempotency lease."""

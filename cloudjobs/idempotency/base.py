@@ -79,6 +79,26 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ChildCounts:
+    """How far a flow parent's children are (see :mod:`cloudjobs.flows`).
+
+    Attributes:
+        total: children in the flow.
+        succeeded: children that completed.
+        failed: children that went to the dead-letter queue (or were cancelled).
+    """
+
+    total: int
+    succeeded: int
+    failed: int
+
+    @property
+    def remaining(self) -> int:
+        """Children not finished yet."""
+        return max(0, self.total - self.succeeded - self.failed)
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """One idempotency (and status) record.
 
@@ -101,6 +121,7 @@ class Record:
         due_at: when a job delayed past 15 minutes is due (written with its pending record).
         correlation_id: the job's correlation id (from its first pending record or lease).
         trace_id: the W3C trace id the job's message carried (32 hex digits), when it carried one.
+        children: a flow parent's children counts (None for other jobs).
     """
 
     key: str
@@ -121,6 +142,7 @@ class Record:
     due_at: datetime | None = None
     correlation_id: str | None = None
     trace_id: str | None = None
+    children: ChildCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from botocore.config import Config
 
 from cloudjobs.aws_clients import create_client
 from cloudjobs.errors import IdempotencyStoreError
+from cloudjobs.flows.dynamodb import DynamoDbFlowStore
 from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
@@ -143,6 +144,12 @@ class DynamoDbIdempotencyStore:
         )
         self._schedules = DynamoDbScheduleStore(table, client=lambda: self.client, clock_skew=clock_skew)
         self._unique = DynamoDbUniquenessStore(table, client=lambda: self.client, clock_skew=clock_skew)
+        self._flows = DynamoDbFlowStore(table, client=lambda: self.client)
+
+    @property
+    def flows(self) -> DynamoDbFlowStore:
+        """The flows kept on this table's records (see :mod:`cloudjobs.flows`)."""
+        return self._flows
 
     @property
     def client(self) -> DynamoDBClient:

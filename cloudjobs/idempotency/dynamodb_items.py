@@ -19,7 +19,7 @@ import botocore.exceptions
 
 from cloudjobs.aws_errors import setup_error, setup_errors
 from cloudjobs.errors import IdempotencyStoreError, LeaseLostError
-from cloudjobs.idempotency.base import Record, Status
+from cloudjobs.idempotency.base import ChildCounts, Record, Status
 from cloudjobs.idempotency.dynamodb_schema import (
     TABLE_JOB_ID_ATTRIBUTE,
     TABLE_PARTITION_KEY,
@@ -190,7 +190,18 @@ def record_of(item: Mapping[str, AttributeValueTypeDef]) -> Record:
         due_at=time_of(item.get("due_at")),
         correlation_id=_text(item, "correlation_id") or None,
         trace_id=_text(item, "trace_id") or None,
+        children=_children(item),
     )
+
+
+def _children(item: Mapping[str, AttributeValueTypeDef]) -> ChildCounts | None:
+    """A flow parent's counts (the attributes :mod:`cloudjobs.flows.dynamodb` writes), or None."""
+    total = item.get("flow_total")
+    if total is None or "N" not in total:
+        return None
+    done = int(item.get("flow_done", {}).get("N", "0"))
+    failed = int(item.get("flow_failed_count", {}).get("N", "0"))
+    return ChildCounts(total=int(total["N"]), succeeded=done - failed, failed=failed)
 
 
 def _text(item: Mapping[str, AttributeValueTypeDef], name: str) -> str | None:

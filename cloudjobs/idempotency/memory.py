@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import LeaseLostError
+from cloudjobs.flows.memory import MemoryFlowStore
 from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
     Acquired,
@@ -65,7 +66,18 @@ class MemoryIdempotencyStore:
         self._version = 0
         self._schedules = MemoryScheduleStore(clock=self._clock)
         self._unique = MemoryUniquenessStore(clock=self._clock, clock_skew=clock_skew)
+        self._flows: MemoryFlowStore | None = None
         self.requests = 0
+
+    @property
+    def flows(self) -> MemoryFlowStore:
+        """The flows kept on this store's records (see :mod:`cloudjobs.flows`)."""
+        with self._lock:
+            if self._flows is None:
+                self._flows = MemoryFlowStore(
+                    records=self._records, lock=self._lock, on_change=self._note_change, clock=self._clock
+                )
+            return self._flows
 
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
         """Take the lease on ``claim.key``; see :meth:`IdempotencyStore.acquire`."""
@@ -104,6 +116,7 @@ class MemoryIdempotencyStore:
                 # Like if_not_exists: the first correlation and trace ids written stay.
                 correlation_id=(old.correlation_id if old is not None else None) or claim.correlation_id,
                 trace_id=(old.trace_id if old is not None else None) or claim.trace_id,
+                children=old.children if old is not None else None,
             )
             self._tokens[claim.key] = token
             self._note_change()

@@ -179,6 +179,8 @@ class _LeaseRun(RunHandle):
         has_record = definition.has_record or prepared.envelope.track_status
         if not has_record or job.idempotency_key is None:
             return None
+        # A flow's parent has two messages (see cloudjobs.flows): it runs once, whatever its type says.
+        is_deduplicated = definition.idempotent or prepared.envelope.flow_route is not None
         middleware = self._middleware
         try:
             fingerprint = payload_hash(job.type, prepared.envelope.payload)
@@ -204,7 +206,7 @@ class _LeaseRun(RunHandle):
                 claim, lease=run.lease_limit or middleware.lease, retention=middleware.retention
             )
         except IdempotencyError as exc:
-            if not definition.idempotent:
+            if not is_deduplicated:
                 logger.warning("status record of job %s not written: %s", job.id, exc)
                 return None
             # Fail closed: without the record there is no telling whether the job ran already.
@@ -217,7 +219,7 @@ class _LeaseRun(RunHandle):
             case CancelRequested():
                 logger.info("job %s was cancelled: acknowledged without running", job.id)
                 return Cancelled()
-            case _ if not definition.idempotent:
+            case _ if not is_deduplicated:
                 return None  # status only: at-least-once, the record stays the first run's
             case AlreadyCompleted(result=result):
                 logger.info(

@@ -10,6 +10,7 @@ from pydantic import JsonValue
 
 from cloudjobs.idempotency.base import (
     DEFAULT_CLOCK_SKEW,
+    ChildCounts,
     IdempotencyStore,
     JobControlStore,
     Record,
@@ -22,7 +23,7 @@ from cloudjobs.idempotency.base import (
 class JobState(enum.Enum):
     """A job's state as seen through its record; one state machine for every job::
 
-        scheduled ──▶ pending ──▶ running ──┬──▶ succeeded
+        scheduled / waiting_children ──▶ pending ──▶ running ──┬──▶ succeeded
                      ▲        ├──▶ retrying ──▶ running …
                      │        ├──▶ failed (in the dead-letter queue; a redrive makes it retrying)
                      │        └──▶ cancelled (a cancellation the handler saw, see ``job.cancelled``)
@@ -35,6 +36,8 @@ class JobState(enum.Enum):
 
     SCHEDULED = "scheduled"
     """Enqueued with status tracking on and a delay past 15 minutes; not due yet (``due_at``)."""
+    WAITING_CHILDREN = "waiting_children"
+    """A flow's parent whose children are not all finished (``JobStatus.children`` counts them)."""
     PENDING = "pending"
     """Enqueued with status tracking on; no attempt has started."""
     RUNNING = "running"
@@ -71,6 +74,8 @@ class JobStatus:
         due_at: when a job delayed past 15 minutes is due (None for others).
         correlation_id: the job's correlation id, when its record keeps it.
         trace_id: the W3C trace id (32 hex digits) of the job's trace, when its message carried one.
+        children: a flow parent's children counts (total, succeeded, failed, remaining); None for
+            other jobs.
     """
 
     job_id: str
@@ -88,6 +93,7 @@ class JobStatus:
     due_at: datetime | None = None
     correlation_id: str | None = None
     trace_id: str | None = None
+    children: ChildCounts | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -102,6 +108,9 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
             # Stored as pending, read as scheduled until due: older workers know only "pending".
             is_due = record.due_at is None or record.due_at <= now
             state = JobState.PENDING if is_due else JobState.SCHEDULED
+            if record.children is not None and record.children.remaining > 0:
+                # Derived like SCHEDULED: older workers see a pending record and nothing else.
+                state = JobState.WAITING_CHILDREN
         case Status.CANCELLED:
             state = JobState.CANCELLED
         case Status.COMPLETED:
@@ -132,6 +141,7 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
         due_at=record.due_at,
         correlation_id=record.correlation_id,
         trace_id=record.trace_id,
+        children=record.children,
     )
 
 

@@ -56,6 +56,7 @@ def test_old_state_names_are_aliases_of_the_new_ones() -> None:
     assert JobState["DEAD_LETTERED"] is JobState.FAILED
     assert [state.value for state in JobState] == [
         "scheduled",
+        "waiting_children",
         "pending",
         "running",
         "retrying",
