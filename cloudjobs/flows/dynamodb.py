@@ -189,15 +189,16 @@ class DynamoDbFlowStore:
         opened = _state_of(response.get("Attributes", {}))
         return Opened(opened) if opened is not None else None
 
-    def fail_parent(self, key: str, error: str) -> None:
+    def fail_parent(self, key: str, error: str, *, is_redrive: bool) -> bool:
         """One conditional UpdateItem; see :meth:`FlowStore.fail_parent`."""
+        markable = "(:pending, :retrying, :dead_lettered)" if is_redrive else "(:pending, :retrying)"
         try:
             with wrap_dynamodb_errors(self.table, key):
                 self._client().update_item(
                     TableName=self.table,
                     Key={TABLE_PARTITION_KEY: {"S": key}},
                     UpdateExpression="SET #status = :dead_lettered, #error = :error, #updated_at = :now",
-                    ConditionExpression="#status IN (:pending, :retrying)",
+                    ConditionExpression=f"#status IN {markable}",
                     ExpressionAttributeNames=_names("#status", "#error", "#updated_at"),
                     ExpressionAttributeValues={
                         ":dead_lettered": {"S": Status.DEAD_LETTERED.value},
@@ -208,7 +209,8 @@ class DynamoDbFlowStore:
                     },
                 )
         except ConditionFailedError:
-            pass  # a run holds it, or it finished: its own settle decides
+            return False  # another copy marked it, or a run holds it: that one settles it
+        return True
 
     def results(self, children: Mapping[str, str]) -> dict[str, JsonValue]:
         """Strongly consistent BatchGetItems, a hundred keys each; see :meth:`FlowStore.results`."""

@@ -110,18 +110,20 @@ class MemoryFlowStore:
             flow.opened_by = route
             return Opened(dataclasses.replace(state, opened_by=route))
 
-    def fail_parent(self, key: str, error: str) -> None:
+    def fail_parent(self, key: str, error: str, *, is_redrive: bool) -> bool:
         """Mark a parent dead-lettered without a run; see :meth:`FlowStore.fail_parent`."""
+        markable = {Status.PENDING, Status.RETRYING} | ({Status.DEAD_LETTERED} if is_redrive else set())
         with self._lock:
             self.requests += 1
             record = self._records.get(key)
-            if record is None or record.status not in (Status.PENDING, Status.RETRYING):
-                return
+            if record is None or record.status not in markable:
+                return False
             now = self._clock.now()
             self._records[key] = dataclasses.replace(
                 record, status=Status.DEAD_LETTERED, error=error, updated_at=now
             )
             self._on_change()
+            return True
 
     def results(self, children: Mapping[str, str]) -> dict[str, JsonValue]:
         """Child id → result of each completed child; see :meth:`FlowStore.results`."""

@@ -149,10 +149,15 @@ class _FlowRun(RunHandle):
         assert run.prepared is not None
         job = run.prepared.job
         try:
-            self._flows.store.fail_parent(key, error)
+            is_ours = self._flows.store.fail_parent(key, error, is_redrive=job.envelope.redrive_count > 0)
         except IdempotencyError as exc:
-            logger.warning("recording the failure of flow parent %s failed: %s", job.id, exc)
+            logger.warning("flow parent %s deferred: store unavailable: %s", job.id, exc)
+            return Deferred(delay=_STORE_DOWN_DEFERRAL, reason=Reason.IDEMPOTENCY_STORE_UNAVAILABLE)
         self._known_final = Status.DEAD_LETTERED
+        if not is_ours:
+            # Two copies of the early message raced: the other one dead-letters the parent.
+            self._is_skipped = True
+            return Completed(result=None)
         return DeadLetter(
             reason=Reason.CHILD_FAILED, error=error, attempt=job.attempt, job_type=job.type, job_id=job.id
         )

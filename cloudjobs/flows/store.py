@@ -115,8 +115,10 @@ class FlowStore(Protocol):
         other route passed before (a redrive passes whatever the route); None without a record."""
         ...
 
-    def fail_parent(self, key: str, error: str) -> None:
-        """Mark a parent that goes to the dead-letter queue without running (``child_failed``)."""
+    def fail_parent(self, key: str, error: str, *, is_redrive: bool) -> bool:
+        """Mark a parent that goes to the dead-letter queue without running (``child_failed``), unless
+        a run or another copy of its message settled it first (a redrive may mark it again); True
+        when this call marked it: only that copy dead-letters the parent."""
         ...
 
     def results(self, children: Mapping[str, str]) -> dict[str, JsonValue]:
