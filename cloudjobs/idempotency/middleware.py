@@ -179,8 +179,11 @@ class _LeaseRun(RunHandle):
         has_record = definition.has_record or prepared.envelope.track_status
         if not has_record or job.idempotency_key is None:
             return None
-        # A flow's parent has two messages (see cloudjobs.flows): it runs once, whatever its type says.
-        is_deduplicated = definition.idempotent or prepared.envelope.flow_route is not None
+        # A flow's jobs run once whatever their type says (see cloudjobs.flows): the parent has two
+        # messages, and a child's record must hold the result its parent reads.
+        envelope = prepared.envelope
+        is_flow_job = envelope.flow_route is not None or envelope.flow_parent is not None
+        is_deduplicated = definition.idempotent or is_flow_job
         middleware = self._middleware
         try:
             fingerprint = payload_hash(job.type, prepared.envelope.payload)

@@ -4,10 +4,15 @@ themselves with concurrent conditional writes to one item, which moto's DynamoDB
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
@@ -18,8 +23,10 @@ from cloudjobs.envelope import decode
 from cloudjobs.flows import subflow
 from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
 from cloudjobs.provisioning import ProvisionedQueue, TableSpec, delete_table, provision_table
+from cloudjobs.settings import ENV_PREFIX
 from tests.behaviour.conftest import running, wait_for
 from tests.dynamodb_local import DynamoDbLocal
+from tests.integration.worker_app import LEDGER_VARIABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -213,3 +220,93 @@ def test_nested_flow_completes_in_order(
     assert events.count("report outer") == 1
     [inner_id] = flow.subflows
     assert events.parent_results[-1] == {flow.child_ids[0]: {"n": 1000}, inner_id: 5}
+
+
+# -- a worker killed during the flow -----------------------------------------------------------------
+
+_REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+_FLOW_WORKER = (
+    str(Path(sys.executable).parent / "cloudjobs"),
+    "worker",
+    "tests.integration.flow_worker_app:jobs",
+)
+
+
+def _spawn(environment: dict[str, str], stderr_path: Path) -> subprocess.Popen[bytes]:
+    with stderr_path.open("wb") as stderr:
+        return subprocess.Popen(
+            _FLOW_WORKER,
+            cwd=_REPOSITORY_ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def _ledger(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+
+
+def test_worker_killed_during_the_flow_changes_nothing(
+    make_queue: Callable[..., ProvisionedQueue],
+    local_store: DynamoDbIdempotencyStore,
+    dynamodb_local: DynamoDbLocal,
+    aws_environment: dict[str, str],
+    sqs_client: SQSClient,
+    tmp_path: Path,
+) -> None:
+    queue = make_queue(visibility_timeout_seconds=3, max_receive_count=5)
+    ledger = tmp_path / "ledger.jsonl"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    environment.update(aws_environment)
+    environment.update(
+        {
+            LEDGER_VARIABLE: str(ledger),
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local.endpoint_url,
+            "CLOUDJOBS_QUEUE_URL": queue.queue_url,
+            "CLOUDJOBS_DLQ_URL": queue.dlq_url,
+            "CLOUDJOBS_IDEMPOTENCY_TABLE": local_store.table,
+            "CLOUDJOBS_WAIT_TIME_SECONDS": "1",
+            "CLOUDJOBS_CONCURRENCY": "4",
+        }
+    )
+    producer = CloudJobs(
+        settings=Settings(_env_file=None, queue_url=queue.queue_url, dlq_url=queue.dlq_url),
+        idempotency_store=local_store,
+    )
+    children = [("slow-fetch", {"n": n, "seconds": 0.2}) for n in range(30)]
+    flow = producer.flow(("collect", {"name": "r"}), children=children)
+
+    first = _spawn(environment, tmp_path / "first.stderr")
+    try:
+        wait_for(
+            lambda: sum(1 for event in _ledger(ledger) if event["event"] == "end") >= 8,
+            timeout=60,
+            message="some children to finish in the first worker",
+        )
+    finally:
+        first.kill()
+        assert first.wait(10) == -signal.SIGKILL
+    second = _spawn(environment, tmp_path / "second.stderr")
+    try:
+        wait_for(
+            lambda: any(event["event"] == "completed" for event in _ledger(ledger)),
+            timeout=90,
+            message="the parent to run in the second worker",
+        )
+        wait_for(lambda: _is_finished(producer, flow.parent_id), timeout=30)
+    finally:
+        second.terminate()
+        second.wait(20)
+
+    completed = [event for event in _ledger(ledger) if event["event"] == "completed"]
+    assert [event["job"] for event in completed] == ["report-30"]
+    assert completed[0]["pid"] == second.pid
+    status = producer.status(flow.parent_id)
+    assert status is not None
+    assert status.state is JobState.SUCCEEDED
+    assert status.result == 30
+    assert _dead_letter_reasons(sqs_client, queue.dlq_url) == []

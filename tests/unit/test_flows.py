@@ -10,6 +10,7 @@ import pytest
 from cloudjobs import (
     CloudJobs,
     ConfigurationError,
+    Deferred,
     FlowTooLargeError,
     InvalidFlowError,
     Job,
@@ -287,3 +288,23 @@ def test_testing_runs_flows_without_aws() -> None:
         jobs.flow(("total", {}), children=[("part", {"n": n}) for n in range(4)])
         jobs.drain()
     assert ran == [6]
+
+
+def test_child_held_by_a_dead_run_waits_for_its_lease_and_keeps_its_result(
+    app: CloudJobs, backend: MemoryBackend, clock: ManualClock, log: _Log
+) -> None:
+    flow = app.flow(("report", {"name": "r"}), children=[("fetch", {"n": 1})])
+    consumer = app.consumer()
+    [child] = [d for d in backend.receive(max_messages=10, wait=timedelta(0)) if flow.child_ids[0] in d.body]
+    # A run that took the lease and died: a second copy must not run beside it (the record would
+    # keep no result for the parent), even though "fetch" is not an idempotent type.
+    assert not isinstance(consumer.prepare(child), Deferred)
+    assert isinstance(consumer.process(child), Deferred)
+    assert log.events == []
+
+    clock.advance(timedelta(minutes=5))
+    backend.advance(timedelta(minutes=5))
+    app.drain()
+
+    assert log.events == ["fetch 1", "report r"]
+    assert log.parent_results == [{flow.child_ids[0]: {"n": 10}}]
