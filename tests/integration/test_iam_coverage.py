@@ -587,6 +587,51 @@ def _wait_for_results(stack: Stack, record: Record) -> None:
             elsewhere.result(uuid.uuid4().hex, timeout=5)
 
 
+def _register_flow_jobs(app: CloudJobs) -> None:
+    @app.job("flow-part")
+    def part(payload: dict[str, int]) -> int:
+        return payload["n"]
+
+    @app.job("flow-total")
+    def total(payload: dict[str, int], job: Job) -> int:
+        return sum(value for value in job.child_results().values() if isinstance(value, int))
+
+
+@code_path("producer", job_results=True)
+def _create_a_flow(stack: Stack, record: Record) -> None:
+    # The flow's record (PutItem, the parent's pending record with its children), each child's
+    # pending record (PutItem), the parent's due-at-timeout message and the children's messages;
+    # jobs.status reads the parent's counts (Query).
+    jobs = CloudJobs(settings=stack.settings())
+    _register_flow_jobs(jobs)
+    with record():
+        flow = jobs.flow(("flow-total", {}), children=[("flow-part", {"n": n}) for n in range(3)])
+        status = jobs.status(flow.parent_id)
+    assert status is not None
+
+
+@code_path("consumer")
+def _run_a_flow(stack: Stack, record: Record) -> None:
+    # Each child counts itself on the flow (UpdateItem) after its record; the last one sends the
+    # parent (PutItem refused: its record exists); the parent's gate (UpdateItem) and its
+    # child_results() (BatchGetItem).
+    producer = CloudJobs(settings=stack.settings())
+    _register_flow_jobs(producer)
+    flow = producer.flow(("flow-total", {}), children=[("flow-part", {"n": n}) for n in range(3)])
+    jobs = CloudJobs(settings=stack.settings())
+    _register_flow_jobs(jobs)
+
+    def is_finished() -> bool:
+        status = producer.status(flow.parent_id)
+        return status is not None and status.is_finished
+
+    with record(), running(jobs, concurrency=2, queue_metrics_interval=0.2):
+        wait_for(is_finished, message="the flow's parent to finish")
+    status = producer.status(flow.parent_id)
+    assert status is not None
+    assert status.result == 3
+
+
 @code_path("consumer", status_tracking=True)
 def _worker(stack: Stack, record: Record) -> None:
     # Configured by the queue's name: the worker finds both URLs itself (the DLQ's from the redrive
