@@ -308,3 +308,23 @@ def test_child_held_by_a_dead_run_waits_for_its_lease_and_keeps_its_result(
 
     assert log.events == ["fetch 1", "report r"]
     assert log.parent_results == [{flow.child_ids[0]: {"n": 10}}]
+
+
+def test_the_docs_example_runs_in_testing_and_its_result_is_readable() -> None:
+    jobs = CloudJobs()
+
+    @jobs.job("fetch")
+    def fetch(page: dict[str, int]) -> dict[str, int]:
+        return {"rows": page["number"] * 100}
+
+    @jobs.job("report")
+    def report(request: dict[str, str], job: Job) -> int:
+        results = job.child_results()
+        return sum(result["rows"] for result in results.values() if isinstance(result, dict))  # type: ignore[misc]
+
+    with jobs.testing():
+        flow = jobs.flow(
+            ("report", {"name": "weekly"}), children=[("fetch", {"number": n}) for n in (1, 2, 3)]
+        )
+        jobs.drain()
+        assert jobs.result(flow.parent_id) == 600
