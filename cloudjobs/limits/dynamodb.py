@@ -70,7 +70,8 @@ _IDLE_UPDATE: Final = "SET #tat = :next, #expires_at = :expires_at"
 _IS_BUSY: Final = "#tat > :now AND #tat <= :latest"
 _BUSY_UPDATE: Final = "SET #tat = #tat + :interval, #expires_at = :expires_at"
 # Concurrency.
-_HAS_ROOM: Final = "size(#holders) < :limit"
+# attribute_exists first: size() of a missing attribute is false on DynamoDB, an error on moto.
+_HAS_ROOM: Final = "attribute_exists(#holders) AND size(#holders) < :limit"
 _IS_HOLDER: Final = "attribute_exists(#holders.#token)"
 
 

@@ -159,14 +159,24 @@ class _LimitRun(RunHandle):
                 match middleware.limiter.acquire(slot_key, limits.concurrency, lease=lease):
                     case Slot(token=token):
                         self._key, self._token = slot_key, token
-                        logger.debug("job %s (%s): concurrency slot taken", job.id, job.type)
+                        logger.debug(
+                            "job %s (%s): concurrency slot taken",
+                            job.id,
+                            job.type,
+                            extra={"job_id": job.id, "job_type": job.type, "limit": "concurrency"},
+                        )
                     case SlotsFull(lapses_at=lapses_at):
                         until = min(lapses_at, middleware.now() + SLOT_POLL)
                         return middleware.defer(prepared, until, Reason.CONCURRENCY_LIMITED, "concurrency")
             if limits.rate is not None:
                 match middleware.limiter.take(rate_key(job.type, key), limits.rate):
                     case Granted():
-                        logger.debug("job %s (%s): rate start granted", job.id, job.type)
+                        logger.debug(
+                            "job %s (%s): rate start granted",
+                            job.id,
+                            job.type,
+                            extra={"job_id": job.id, "job_type": job.type, "limit": "rate"},
+                        )
                     case RateExceeded(retry_at=retry_at):
                         self._give_back()
                         return middleware.defer(prepared, retry_at, Reason.RATE_LIMITED, "rate")

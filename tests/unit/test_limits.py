@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -454,3 +457,66 @@ def test_a_limited_type_does_not_block_other_types_in_the_worker(gate: threading
             gate.set()
             worker.stop()
             thread.join(20)
+
+
+# -- the Lambda runtime and the lean import path ----------------------------------------------------
+
+
+def test_a_limited_record_in_lambda_is_deferred_by_a_copy_and_acknowledged(clock: ManualClock) -> None:
+    from tests.unit.test_aws_lambda import FakeContext, event_of, receive_all
+
+    backend = MemoryBackend("jobs", clock=clock)
+    jobs = CloudJobs(
+        settings=Settings(_env_file=None),
+        backend=backend,
+        clock=clock,
+        random=lambda: 0.5,
+        idempotency_store=MemoryIdempotencyStore(clock=clock),
+    )
+    ran: list[str] = []
+
+    @jobs.job("send-email", rate_limit=RateLimit(1, timedelta(minutes=1), burst=1))
+    def send(payload: Mail) -> None:
+        ran.append(payload.to)
+
+    send.enqueue(Mail(to="a@example.com"))
+    send.enqueue(Mail(to="b@example.com"))
+    handler = jobs.lambda_handler()
+    try:
+        response = handler(event_of(receive_all(backend)), FakeContext())
+    finally:
+        handler.close()
+
+    assert ran == ["a@example.com"]
+    # The limited record is not reported (Lambda deletes it): its copy waits out the minute.
+    assert response == {"batchItemFailures": []}
+    [copy] = [message for message in backend.messages() if message.receive_count == 0]
+    assert decode(copy.body).payload == {"to": "b@example.com"}
+    assert timedelta(seconds=60) <= copy.visible_at - backend.now() <= timedelta(seconds=61)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [("", []), ("rate_limit='1/s'", ["cloudjobs.limits.middleware", "cloudjobs.limits.spec"])],
+    ids=["without-limits", "with-a-limit"],
+)
+def test_only_an_app_with_limits_imports_the_limits_package(options: str, expected: list[str]) -> None:
+    script = (
+        "import json, sys\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs(backend=cloudjobs.MemoryBackend('jobs'),"
+        " idempotency_store=cloudjobs.MemoryIdempotencyStore())\n"
+        f"jobs.job('noop', {options})(lambda payload: None)\n"
+        "jobs.lambda_handler().close()\n"
+        "jobs.consumer()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cloudjobs.limits'))))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    loaded = json.loads(completed.stdout)
+    assert [module for module in expected if module not in loaded] == []
+    assert bool(loaded) == bool(expected)
+    assert "cloudjobs.limits.dynamodb" not in loaded  # a memory store needs no boto3
