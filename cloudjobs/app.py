@@ -310,7 +310,7 @@ class CloudJobs:
                 tenant=tenant,
             )
             if limits is not None:
-                check_key_field(name, limits, definition.payload_type, limit_key)
+                check_key_field(name, definition.payload_type, limit_key)
                 definition = dataclasses.replace(definition, limits=limits)
             self._registry[name] = definition
             return JobHandle(self, definition)

@@ -58,7 +58,9 @@ class SlotsFull:
 
 
 RateAnswer = Granted | RateExceeded
+"""What :meth:`Limiter.take` answers."""
 SlotAnswer = Slot | SlotsFull
+"""What :meth:`Limiter.acquire` answers."""
 
 
 class Limiter(Protocol):

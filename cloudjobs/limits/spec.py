@@ -181,7 +181,7 @@ def job_limits(
     return JobLimits(rate=rate, concurrency=concurrency_limit, key_of=_key_function(name, limit_key))
 
 
-def check_key_field(name: str, limits: JobLimits, payload_type: Any, limit_key: LimitKey | None) -> None:
+def check_key_field(name: str, payload_type: Any, limit_key: LimitKey | None) -> None:
     """Refuse a ``limit_key`` field name the payload's model does not have.
 
     Only a pydantic model or a dataclass names its fields; any other payload type is not checked.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -520,3 +521,68 @@ def test_only_an_app_with_limits_imports_the_limits_package(options: str, expect
     assert [module for module in expected if module not in loaded] == []
     assert bool(loaded) == bool(expected)
     assert "cloudjobs.limits.dynamodb" not in loaded  # a memory store needs no boto3
+
+
+class _Lines(logging.Handler):
+    """Sets ``event`` when a log line containing ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_sync_handler_past_its_timeout_keeps_its_slot_until_it_returns(gate: threading.Event) -> None:
+    backend = MemoryBackend("jobs")
+    jobs = CloudJobs(settings=Settings(_env_file=None, wait_time_seconds=1), backend=backend)
+    ran: list[tuple[str, float]] = []
+    first_started = threading.Event()
+
+    @jobs.job("export", concurrency_limit=1, timeout=0.2, max_attempts=1)
+    def export(payload: Export) -> None:
+        if payload.n == 0:
+            first_started.set()
+            gate.wait(20)
+        ran.append((payload.tenant_id, time.monotonic()))
+
+    timed_out = _Lines("passed its timeout")
+    deferred = _Lines("deferred")
+    consumer_logger, limits_logger = (
+        logging.getLogger("cloudjobs.consumer"),
+        logging.getLogger("cloudjobs.limits"),
+    )
+    consumer_logger.addHandler(timed_out)
+    limits_logger.addHandler(deferred)
+    level = limits_logger.level
+    limits_logger.setLevel(logging.DEBUG)
+    try:
+        with jobs.testing(backend):
+            export.enqueue(Export(tenant_id="first", n=0))
+            worker = jobs.worker(concurrency=2, prefetch=10, queue_metrics_interval=None)
+            thread = threading.Thread(target=worker.run)
+            thread.start()
+            try:
+                assert first_started.wait(20)
+                assert timed_out.event.wait(20)
+                export.enqueue(Export(tenant_id="second", n=1))
+                assert deferred.event.wait(20)  # the timed-out run still holds the only slot
+                released_at = time.monotonic()
+                gate.set()
+                deadline = time.monotonic() + 20
+                while len(ran) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            finally:
+                gate.set()
+                worker.stop()
+                thread.join(20)
+    finally:
+        consumer_logger.removeHandler(timed_out)
+        limits_logger.removeHandler(deferred)
+        limits_logger.setLevel(level)
+
+    assert [tenant for tenant, _ in ran] == ["first", "second"]
+    assert ran[1][1] >= released_at
