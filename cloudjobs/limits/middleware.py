@@ -113,10 +113,11 @@ class LimitMiddleware:
             kind,
             extra={"job_id": job.id, "job_type": job.type, "limit": kind},
         )
-        if job.attempt > 1 or self._is_fifo or delay > MAX_DELAY:
+        if job.attempt > 1 or self._is_fifo:
             return Deferred(delay=delay, reason=reason)
         # A copy whose receive count starts from zero: the deferral spends none of the job's attempts.
-        copy = resend_copy(prepared.delivery, prepared.envelope, delay)
+        # SQS delays a message by 900 s at most: a longer wait is deferred again when it comes back.
+        copy = resend_copy(prepared.delivery, prepared.envelope, min(delay, MAX_DELAY))
         return Deferred(delay=delay, reason=reason, requeue=copy)
 
     def now(self) -> datetime:

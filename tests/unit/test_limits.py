@@ -586,3 +586,25 @@ def test_a_sync_handler_past_its_timeout_keeps_its_slot_until_it_returns(gate: t
 
     assert [tenant for tenant, _ in ran] == ["first", "second"]
     assert ran[1][1] >= released_at
+
+
+def test_a_wait_longer_than_sqs_delays_is_re_sent_every_fifteen_minutes_until_it_fits(
+    jobs: CloudJobs, backend: MemoryBackend
+) -> None:
+    starts: list[tuple[datetime, int]] = []
+
+    @jobs.job("report", rate_limit="1/h")
+    def report(payload: Mail, job: Job) -> None:
+        starts.append((backend.now(), job.attempt))
+
+    with jobs.testing(backend):
+        report.enqueue(Mail(to="a"))
+        report.enqueue(Mail(to="b"))
+        drained = jobs.drain()
+
+    assert drained.completed == 2
+    assert drained.dead_lettered == 0
+    assert drained.counts["requeued"] == 4  # at 0, 15, 30 and 45 minutes
+    (first, _), (second, attempt) = starts
+    assert timedelta(hours=1) <= second - first <= timedelta(hours=1, seconds=61)
+    assert attempt == 1
