@@ -53,7 +53,7 @@ from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import DeadLetter, Deferred, Outcome, Reason
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import Settings
-from cloudjobs.telemetry.metrics import limit_metrics
+from cloudjobs.telemetry.metrics import JOB_TYPE_KEY, LIMIT_KIND_KEY, limit_metrics
 
 logger = logging.getLogger("cloudjobs.limits")
 
@@ -104,7 +104,7 @@ class LimitMiddleware:
         delay = min(timedelta(seconds=max(1, math.ceil(wait))), MAX_VISIBILITY)
         job = prepared.job
         if self._is_metered:
-            limit_metrics().deferred.add(1, {"cloudjobs.job.type": job.type, "cloudjobs.limit.kind": kind})
+            limit_metrics().deferred.add(1, {JOB_TYPE_KEY: job.type, LIMIT_KIND_KEY: kind})
         logger.debug(
             "job %s (%s) deferred %ss by its %s limit",
             job.id,

@@ -57,6 +57,7 @@ ERROR_TYPE_KEY: Final = "error.type"
 REASON_KEY: Final = "cloudjobs.dead_letter.reason"
 STALL_KEY: Final = "cloudjobs.worker.stall"
 SCHEDULE_KEY: Final = "cloudjobs.schedule.name"
+LIMIT_KIND_KEY: Final = "cloudjobs.limit.kind"
 
 DEFAULT_QUEUE_METRICS_INTERVAL: Final = timedelta(seconds=60)
 """How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
