@@ -10,13 +10,14 @@ Needs ``CLOUDJOBS_IDEMPOTENCY_TABLE`` (limits live in that table). Handlers appe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Final
 
 from pydantic import BaseModel
 
 from cloudjobs import CloudJobs
-from tests.integration.worker_app import record
+from tests.integration.worker_app import LEDGER_VARIABLE, record
 
 RATE_JOB: Final = "limited-send"
 """At most 20 starts a second (burst 20), across every worker."""
@@ -44,15 +45,21 @@ class _Grants(logging.Handler):
     """Appends a ``granted`` event for each rate-limit grant the limits stage logs."""
 
     def emit(self, record_: logging.LogRecord) -> None:
-        if record_.getMessage().endswith("rate start granted"):
-            record("granted", str(record_.__dict__.get("job_id", "")))
+        try:
+            if record_.getMessage().endswith("rate start granted"):
+                record("granted", str(record_.__dict__.get("job_id", "")))
+        except Exception:
+            self.handleError(record_)
 
 
-_limits_logger = logging.getLogger("cloudjobs.limits")
-_limits_logger.setLevel(logging.DEBUG)
-_limits_logger.addHandler(_Grants(logging.DEBUG))
-# The worker's own log stays at INFO: the DEBUG lines go to the ledger only.
-_limits_logger.propagate = False
+if os.environ.get(LEDGER_VARIABLE):
+    # Only in a worker process started with a ledger: importing this module elsewhere (the test
+    # session collects it) must leave the limits' logger alone.
+    _limits_logger = logging.getLogger("cloudjobs.limits")
+    _limits_logger.setLevel(logging.DEBUG)
+    _limits_logger.addHandler(_Grants(logging.DEBUG))
+    # The worker's own log stays at INFO: the DEBUG lines go to the ledger only.
+    _limits_logger.propagate = False
 
 
 @jobs.job(RATE_JOB, rate_limit=f"{RATE}/s")
