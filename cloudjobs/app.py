@@ -24,10 +24,11 @@ from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobContro
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.pending import write_pending
 from cloudjobs.idempotency.record_middleware import record_middleware
-from cloudjobs.idempotency.status import JobStatus
+from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
-from cloudjobs.producer import EnqueueRequest, Producer
+from cloudjobs.payloads.store import PayloadStore
+from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.retry import RetryPolicy
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
+    from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
     from cloudjobs.scheduling.scheduler import Scheduler
     from cloudjobs.scheduling.state import ScheduleStore
     from cloudjobs.stats import QueueStats
@@ -92,6 +94,9 @@ class CloudJobs:
             :class:`~cloudjobs.errors.UnknownJobError` (a misspelt type fails at once). By default
             such a type is sent, for a consumer elsewhere that registers it, and its first enqueue
             logs a warning on ``cloudjobs.producer`` (unless the app registers no type at all).
+        payload_store: where message bodies too large for their queue are kept (see
+            docs/payloads.md); an :class:`~cloudjobs.payloads.s3.S3PayloadStore` on
+            ``CLOUDJOBS_PAYLOAD_BUCKET`` is built on first use when omitted and that is set.
 
     Construction does no I/O and reads no environment, so a module-level ``jobs = CloudJobs()``
     is safe to import anywhere, including before a web server forks.
@@ -108,6 +113,7 @@ class CloudJobs:
         telemetry: Telemetry | None = None,
         refuse_unregistered: bool = False,
         queues: Mapping[str, str | Backend] | None = None,
+        payload_store: PayloadStore | None = None,
     ) -> None:
         if queues is not None:
             for name in queues:
@@ -120,6 +126,7 @@ class CloudJobs:
         self._named_backends: dict[str, Backend] = {}
         self._telemetry = telemetry or default_telemetry()
         self._idempotency_store = idempotency_store
+        self._payload_store = payload_store
         self._settings = settings
         self._backend = backend
         self._clock: Clock = clock or SystemClock()
@@ -128,6 +135,7 @@ class CloudJobs:
         self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
         self._middleware: list[Middleware] = []
         self._schedules = ScheduleRegistry(self._registry)
+        self._eventbridge: EventBridgeSchedules | None = None
         self._limiter: Limiter | None = None
         self._lock = threading.Lock()
 
@@ -198,6 +206,22 @@ class CloudJobs:
         if self._idempotency_store is None:
             self._idempotency_store = build_idempotency_store(self.settings)
         return self._idempotency_store
+
+    @property
+    def payload_store(self) -> PayloadStore | None:
+        """Where message bodies too large for their queue are kept: the one given, else an S3 store
+        on ``CLOUDJOBS_PAYLOAD_BUCKET`` (built on first use, no I/O), else None (such bodies raise
+        :class:`~cloudjobs.errors.PayloadTooLargeError`)."""
+        with self._lock:
+            if self._payload_store is None and self.settings.payload_bucket:
+                from cloudjobs.payloads.s3 import S3PayloadStore
+
+                self._payload_store = S3PayloadStore(
+                    self.settings.payload_bucket,
+                    kms_key_id=self.settings.payload_kms_key_id,
+                    region=self.settings.region,
+                )
+            return self._payload_store
 
     @property
     def clock(self) -> Clock:
@@ -401,11 +425,18 @@ class CloudJobs:
         Raises:
             InvalidScheduleError: a payload does not fit its job type, or ``overlap="skip"`` names a
                 job type not registered here with a status record.
-            ConfigurationError: no store is configured, or it keeps no schedule records.
+            ConfigurationError: no store is configured, or it keeps no schedule records, or
+                ``CLOUDJOBS_SCHEDULES_MODE=eventbridge`` (EventBridge Scheduler fires them).
         """
         from cloudjobs.scheduling.scheduler import DEFAULT_CLAIM_LEASE, Scheduler, default_metrics
         from cloudjobs.scheduling.state import ScheduleStore
 
+        if self.settings.schedules_mode == "eventbridge":
+            raise ConfigurationError(
+                "EventBridge Scheduler fires this app's schedules (cloudjobs schedules sync): a "
+                "self-hosted scheduler would fire each tick a second time",
+                setting="CLOUDJOBS_SCHEDULES_MODE",
+            )
         schedules = self._schedules.checked()
         chosen = store if store is not None else self.idempotency_store
         if not isinstance(chosen, ScheduleStore):
@@ -426,11 +457,15 @@ class CloudJobs:
         The pending record of a job that keeps one is written whatever ``CLOUDJOBS_STATUS_TRACKING``
         says: ``overlap="skip"`` reads the run's status from its enqueue on.
         """
-        job_id = schedule.job_id(tick)
-        request = self._requests.build(schedule.job_type, schedule.payload, idempotency_key=job_id)
-        request = dataclasses.replace(request, job_id=job_id)
+        request = self._tick_request(schedule, schedule.job_id(tick))
         producer = self._producer(request.queue, write_pending=True)
         return producer.send(producer.check([request]))[0]
+
+    def _tick_request(self, schedule: Schedule, job_id: str) -> EnqueueRequest:
+        """The request of a schedule's fire under ``job_id``, also its idempotency key (its queue,
+        tenant and group from the job type's registration)."""
+        request = self._requests.build(schedule.job_type, schedule.payload, idempotency_key=job_id)
+        return dataclasses.replace(request, job_id=job_id)
 
     # -- producer ---------------------------------------------------------------------------------
 
@@ -575,14 +610,50 @@ class CloudJobs:
 
     def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
         before_send = self._write_pending if write_pending or self.settings.status_tracking else None
+        backend = self.backend_of(queue)
         return Producer(
-            self.backend_of(queue),
+            backend,
             self._clock,
             default_group_id=self.settings.message_group_id,
             before_send=before_send,
             telemetry=self._telemetry,
             hop=self.settings.hop,
+            later=self._later_sends(backend),
+            offload=self._offload,
         )
+
+    @property
+    def _offload(self) -> Offload | None:
+        store = self.payload_store
+        return None if store is None else Offload(store, self.settings.payload_threshold_bytes)
+
+    def _later_sends(self, backend: Backend) -> LaterSends | None:
+        """EventBridge Scheduler's one-time schedules for jobs due past 15 minutes, when
+        ``CLOUDJOBS_LONG_DELAYS=eventbridge`` and the queue is an SQS queue (memory queues hop)."""
+        if self.settings.long_delays != "eventbridge":
+            return None
+        from cloudjobs.backends.sqs import SqsBackend
+
+        if not isinstance(backend, SqsBackend):
+            return None
+        from cloudjobs.scheduling.eventbridge import EventBridgeDelays
+
+        return EventBridgeDelays(self.eventbridge_schedules, backend.queue_url)
+
+    @property
+    def eventbridge_schedules(self) -> EventBridgeSchedules:
+        """The app's EventBridge Scheduler schedule group (``CLOUDJOBS_SCHEDULE_GROUP``), built on
+        first use.
+
+        Raises:
+            ConfigurationError: the group or the scheduler's role is not configured.
+        """
+        if self._eventbridge is None:
+            from cloudjobs.aws_defaults import build_eventbridge_schedules
+
+            # Two threads may both build one: harmless, the second replaces the first.
+            self._eventbridge = build_eventbridge_schedules(self.settings)
+        return self._eventbridge
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
         """Write a ``pending`` record for each job that keeps one (see :func:`write_pending`)."""
@@ -624,20 +695,31 @@ class CloudJobs:
         A job with a record (``idempotent`` / ``track_status``) is cancelled through it, found by
         job id on the index (one Query, then a conditional UpdateItem). Without a record a marker is
         written, which consumers check before running jobs that keep no record. See
-        docs/operations.md.
+        docs/operations.md. With ``CLOUDJOBS_LONG_DELAYS=eventbridge`` the job's one-time schedule,
+        if it has one, is deleted too (one DeleteSchedule).
 
         Returns:
-            What happened (``.outcome``: cancelled, requested, marked or already finished) and the
-            record after it (``.record``; None for a marker).
+            What happened (``.outcome``: cancelled, requested, marked or already finished), the
+            record after it (``.record``; None for a marker), and whether a waiting schedule was
+            deleted (``.schedule_deleted``).
 
         Raises:
             IdempotencyStoreError: the store could not be reached.
             ConfigurationError: no store is configured, or it does not support cancellation.
+            BackendError: EventBridge Scheduler could not delete the job's schedule (the record or
+                marker is written: a delivery is still cancelled).
         """
         store = self.idempotency_store
         if not isinstance(store, JobControlStore):
             raise ConfigurationError(f"{type(store).__name__} does not support cancellation")
-        return store.cancel(job_id, retention=self._retention)
+        cancellation = store.cancel(job_id, retention=self._retention)
+        if self.settings.long_delays == "eventbridge":
+            from cloudjobs.scheduling.eventbridge import delay_schedule_name
+
+            # After the record: a schedule that fires meanwhile delivers a job that is cancelled.
+            if self.eventbridge_schedules.delete(delay_schedule_name(job_id)):
+                cancellation = dataclasses.replace(cancellation, schedule_deleted=True)
+        return cancellation
 
     def stats(self, *, include_age: bool = False, queue: str | None = None) -> QueueStats:
         """A queue's depths (visible, in flight, delayed), its DLQ's depth, and its health.
@@ -673,7 +755,9 @@ class CloudJobs:
         """
         from cloudjobs.dlq.queues import DeadLetterQueues
 
-        return DeadLetterQueues(self.backend_of, self.queue_names, clock=self._clock)
+        return DeadLetterQueues(
+            self.backend_of, self.queue_names, clock=self._clock, payloads=self.payload_store
+        )
 
     # -- consumers --------------------------------------------------------------------------------
 
@@ -694,8 +778,17 @@ class CloudJobs:
             BackendError: the queue's configuration could not be read.
         """
         queue = backend.info()
+        payloads = self.payload_store
+        deletes = payloads is not None and self.settings.payload_delete
+        middleware: list[Middleware] = []
+        if deletes and payloads is not None:
+            from cloudjobs.payloads.resolve import PayloadDeletion
+
+            # Before the record middleware, so that it deletes after the record says completed.
+            middleware.append(PayloadDeletion(payloads))
+        middleware += list(self._middleware)
         # Limits come before the records: a deferred job takes no lease and leaves its status alone.
-        middleware = list(self._middleware) + self._limit_middleware(backend, queue)
+        middleware += self._limit_middleware(backend, queue)
         middleware += record_middleware(
             self._registry,
             self.settings,
@@ -713,7 +806,13 @@ class CloudJobs:
             telemetry=self._telemetry,
             # A memory queue's time moves on with drain() and advance(): due times follow it.
             clock=backend if isinstance(backend, MemoryBackend) else self._clock,
+            payloads=payloads,
+            is_completed=self._is_completed if deletes else None,
         )
+
+    def _is_completed(self, job_id: str) -> bool:
+        status = self.status(job_id)
+        return status is not None and status.state is JobState.COMPLETED
 
     def _limit_middleware(self, backend: Backend, queue: QueueInfo) -> list[Middleware]:
         """The limits stage (see :mod:`cloudjobs.limits.middleware`), when a job type has limits."""
@@ -891,12 +990,18 @@ class CloudJobs:
                 self._named_backends[name] = memory.sibling(queue_name_of(value))
         if self._idempotency_store is None:
             self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
+        saved_payloads = self._payload_store
+        if self._payload_store is None and self._settings.payload_bucket:
+            from cloudjobs.payloads.store import MemoryPayloadStore
+
+            self._payload_store = MemoryPayloadStore(self._settings.payload_bucket)
         try:
             yield memory
         finally:
             self._backend, self._settings = saved_backend, saved_settings
             self._idempotency_store = saved_store
             self._named_backends, self._limiter = saved_named, saved_limiter
+            self._payload_store = saved_payloads
 
 
 def _check_name(name: str) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
     from cloudjobs.backends.sqs import SqsBackend
+    from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
 
 
 def build_sqs_backend(settings: Settings) -> Backend:
@@ -75,6 +76,36 @@ def build_event_source_backend(settings: Settings, queue: QueueArn) -> SqsBacken
         region=queue.region,
         max_pool_connections=max(10, settings.concurrency + 4),
         wait_time_seconds=settings.wait_time_seconds,
+    )
+
+
+def build_eventbridge_schedules(settings: Settings) -> EventBridgeSchedules:
+    """The app's EventBridge Scheduler schedule group (no I/O; the client is built on first use).
+
+    Raises:
+        ConfigurationError: ``CLOUDJOBS_SCHEDULE_GROUP`` or ``CLOUDJOBS_SCHEDULER_ROLE_ARN`` is unset.
+    """
+    from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
+
+    if not settings.schedule_group:
+        raise ConfigurationError(
+            "EventBridge Scheduler needs the app's schedule group (the Terraform module's "
+            "schedule_group output)",
+            setting="CLOUDJOBS_SCHEDULE_GROUP",
+        )
+    if not settings.scheduler_role_arn:
+        raise ConfigurationError(
+            "EventBridge Scheduler needs the role it assumes to send to the queue (the Terraform "
+            "module's scheduler_role_arn output)",
+            setting="CLOUDJOBS_SCHEDULER_ROLE_ARN",
+        )
+    client = None
+    if settings.region:
+        from cloudjobs.aws_clients import create_client
+
+        client = create_client("scheduler", region=settings.region)
+    return EventBridgeSchedules(
+        group=settings.schedule_group, role_arn=settings.scheduler_role_arn, client=client
     )
 
 

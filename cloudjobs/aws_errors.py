@@ -41,3 +41,13 @@ def setup_error(exc: Exception) -> ConfigurationError:
     if isinstance(exc, botocore.exceptions.ProfileNotFound):
         return ConfigurationError(str(exc), setting="AWS_PROFILE")
     return CredentialsError(f"{CREDENTIAL_CHAIN_HINT}: {exc}")
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The service's error code of a botocore ``ClientError`` (``"ConflictException"``...), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error")
+    code = error.get("Code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None

@@ -44,6 +44,8 @@ from cloudjobs.hops import resend_copy
 from cloudjobs.invocation import INLINE, HandlerExit, Invocation, call_handler, call_handler_async
 from cloudjobs.middleware import BatchMiddleware, ConsumerMiddleware, Middleware, RunHandle, as_middleware
 from cloudjobs.outcomes import Cancelled, Completed, Deferred, Outcome, Reason
+from cloudjobs.payloads.resolve import IsCompleted
+from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.preparation import Preparation
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
@@ -74,6 +76,8 @@ class Consumer:
         telemetry: spans and metrics of each run (default: on, through the global providers); the
             outermost middleware.
         clock: the time due times are compared with (a memory queue's own time in tests).
+        payloads: where pointer messages' bodies are read (see :mod:`cloudjobs.payloads`).
+        is_completed: with bodies deleted after completion, whether a job's record says it completed.
     """
 
     def __init__(
@@ -86,6 +90,8 @@ class Consumer:
         middleware: Sequence[Middleware | ConsumerMiddleware] = (),
         telemetry: Telemetry | None = None,
         clock: Clock | None = None,
+        payloads: PayloadStore | None = None,
+        is_completed: IsCompleted | None = None,
     ) -> None:
         self._queue = queue
         self._middleware: tuple[Middleware, ...] = (
@@ -94,7 +100,13 @@ class Consumer:
         )
         self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
         self._preparation = Preparation(
-            registry=registry, settings=settings, queue=queue, random=random, clock=clock
+            registry=registry,
+            settings=settings,
+            queue=queue,
+            random=random,
+            clock=clock,
+            payloads=payloads,
+            is_completed=is_completed,
         )
 
     @property

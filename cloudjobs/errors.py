@@ -300,6 +300,24 @@ class BackendUnavailableError(BackendError):
     """The queue endpoint could not be reached."""
 
 
+class PayloadStoreError(BackendError):
+    """The payload store (S3) failed or refused to store, read or delete a message's body.
+
+    Attributes:
+        bucket: the bucket concerned.
+        key: the object's key, when known.
+    """
+
+    def __init__(self, message: str, *, bucket: str, key: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.bucket = bucket
+        self.key = key
+
+
+class PayloadMissingError(PayloadStoreError):
+    """A message points to a stored body that is not there (deleted, expired, or another bucket)."""
+
+
 class IdempotencyError(CloudjobsError):
     """Base of the idempotency store's errors.
 

@@ -37,6 +37,7 @@ from typing import Final
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.envelope import Envelope, encode
 from cloudjobs.outcomes import Deferred, Reason
+from cloudjobs.payloads.pointer import is_pointer_message, override_attribute, read_pointer
 
 MAX_SCHEDULE_DELAY: Final = timedelta(days=366)
 """The longest delay (or the furthest ``run_at``) a job may be enqueued with: a year and a day."""
@@ -94,11 +95,22 @@ def resend_copy(
     group, trace header and typed attributes kept, its receive count starting again from zero.
 
     On a FIFO queue (no per-message delay) it is sent at once, under a fresh deduplication id, so
-    SQS does not drop it as a repeat of the original.
+    SQS does not drop it as a repeat of the original. A pointer message keeps its pointer (see
+    :mod:`cloudjobs.payloads.pointer`).
     """
+    body, attributes = encode(envelope), dict(delivery.attributes)
+    if is_pointer_message(delivery) and read_pointer(delivery.body) is not None:
+        # The body stays where it is stored; the fields a re-send changes travel beside the pointer.
+        body = delivery.body
+        attributes = override_attribute(
+            attributes,
+            attempt_offset=envelope.attempt_offset,
+            redrive_count=envelope.redrive_count,
+            due_at=envelope.due_at,
+        )
     return OutgoingMessage(
-        body=encode(envelope),
-        attributes=dict(delivery.attributes),
+        body=body,
+        attributes=attributes,
         delay=timedelta(0) if is_fifo else delay,
         group_id=delivery.group_id,
         deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if is_fifo else None,

@@ -8,19 +8,23 @@ raised on, and retried); an unknown job type is retried, since a rolling deploy 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from cloudjobs.backends.base import QueueInfo
+from cloudjobs.backends.base import Delivery, QueueInfo
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE
-from cloudjobs.errors import DecodeError, MessageError, UnknownJobError
+from cloudjobs.envelope import ID_ATTRIBUTE, MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE
+from cloudjobs.errors import DecodeError, MessageError, PayloadMissingError, UnknownJobError
 from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
 from cloudjobs.job import Job
 from cloudjobs.outcomes import Outcome, Reason
+from cloudjobs.payloads.pointer import Pointer, with_overrides
+from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, pointer_of, read_stored
+from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of, decode_delivery
 from cloudjobs.run import Prepared, Run
@@ -38,6 +42,9 @@ class Preparation:
         queue: the queue's configuration (its maxReceiveCount bounds the attempts).
         random: source of jitter in ``[0, 1)`` (injectable for tests).
         clock: the time a job's due time is compared with (see :mod:`cloudjobs.hops`).
+        payloads: where the bodies of pointer messages are read (see :mod:`cloudjobs.payloads`).
+        is_completed: with bodies deleted after completion, whether a job's record says it
+            completed (a pointer whose body is gone is then acknowledged, not dead-lettered).
     """
 
     def __init__(
@@ -48,7 +55,11 @@ class Preparation:
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
         clock: Clock | None = None,
+        payloads: PayloadStore | None = None,
+        is_completed: IsCompleted | None = None,
     ) -> None:
+        self._payloads = payloads
+        self._is_completed = is_completed
         self._clock: Clock = clock or SystemClock()
         self._registry = registry
         self._settings = settings
@@ -81,6 +92,52 @@ class Preparation:
                     queue.max_receive_count,
                 )
 
+    def _read_stored(self, delivery: Delivery, pointer: Pointer) -> Stored | Outcome:
+        """A pointer message's stored body, or the outcome when it cannot be read: acknowledged (its
+        body deleted after it completed), dead-lettered (``payload_missing``, or not text), or
+        retried with backoff (the store failed)."""
+        job_type, job_id = attribute_of(delivery, TYPE_ATTRIBUTE), attribute_of(delivery, ID_ATTRIBUTE)
+        if self._payloads is None:
+            error: Exception = PayloadMissingError(
+                f"the body is stored at s3://{pointer.bucket}/{pointer.key} and no payload store is "
+                "configured (set CLOUDJOBS_PAYLOAD_BUCKET)",
+                bucket=pointer.bucket,
+                key=pointer.key,
+            )
+            return dead_letter_of(
+                error, Reason.PAYLOAD_MISSING, delivery.receive_count, job_type, job_id=job_id
+            )
+        try:
+            return read_stored(self._payloads, pointer)
+        except MemoryError:
+            raise
+        except PayloadMissingError as exc:
+            acknowledged = missing_body_outcome(job_id, self._is_completed)
+            if acknowledged is not None:
+                return acknowledged
+            return dead_letter_of(
+                exc,
+                Reason.PAYLOAD_MISSING,
+                delivery.receive_count,
+                job_type,
+                job_id=job_id,
+                is_message_error=True,
+            )
+        except UnicodeDecodeError as exc:
+            return dead_letter_of(
+                exc, Reason.MALFORMED_ENVELOPE, delivery.receive_count, job_type, job_id=job_id
+            )
+        except Exception as exc:
+            return failure_outcome(
+                delivery,
+                exc,
+                job_type=job_type,
+                attempt=delivery.receive_count,
+                policy=self.default_policy,
+                max_receive_count=self._queue.max_receive_count,
+                job_id=job_id,
+            )
+
     def timeout_of(self, definition: JobDefinition) -> timedelta:
         """The time limit of a job's handler."""
         return definition.timeout or self._default_timeout
@@ -94,8 +151,20 @@ class Preparation:
         and is retried.
         """
         delivery = run.delivery
+        stored: Stored | None = None
+        if (pointer := pointer_of(delivery)) is not None:
+            read = self._read_stored(delivery, pointer)
+            if not isinstance(read, Stored):
+                return read
+            stored = read
         try:
-            envelope = decode_delivery(delivery, self._settings)
+            if stored is None:
+                envelope = decode_delivery(delivery, self._settings)
+            else:
+                # Decoded from the stored body; the delivery itself keeps its pointer, which every
+                # copy of it (hops, re-sends, dead letters) carries on.
+                stored_delivery = dataclasses.replace(delivery, body=stored.body)
+                envelope = with_overrides(decode_delivery(stored_delivery, self._settings), delivery)
         except MemoryError:
             raise
         except Exception as exc:

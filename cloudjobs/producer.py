@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from pydantic import JsonValue
 
@@ -15,16 +16,20 @@ from cloudjobs.backends.base import (
     MAX_BATCH_ENTRIES,
     MAX_BATCH_REQUEST_SIZE,
     MAX_DELAY,
+    MAX_MESSAGE_ATTRIBUTES,
     Backend,
     OutgoingMessage,
     QueueInfo,
+    TypedAttribute,
     message_size,
 )
 from cloudjobs.clock import Clock
 from cloudjobs.envelope import Envelope, encode, envelope_attributes
-from cloudjobs.errors import BatchEnqueueError, InvalidDelayError, PayloadTooLargeError
+from cloudjobs.errors import BatchEnqueueError, CloudjobsError, InvalidDelayError, PayloadTooLargeError
 from cloudjobs.groups import message_group
 from cloudjobs.hops import MAX_SCHEDULE_DELAY
+from cloudjobs.payloads.pointer import Pointer, size_attribute
+from cloudjobs.payloads.store import PayloadStore, object_key
 from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
 from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
@@ -56,12 +61,45 @@ class EnqueueRequest:
     job_id: str | None = None
 
 
+class LaterSends(Protocol):
+    """Sends a message at a later time through a scheduling service (the AWS mode of long delays:
+    :class:`cloudjobs.scheduling.eventbridge.EventBridgeDelays`)."""
+
+    def send_at(self, job_id: str, at: datetime, message: OutgoingMessage) -> None:
+        """Arrange for ``message`` to be sent at ``at``; a repeat for one job id changes nothing.
+
+        Raises:
+            BackendError, ConfigurationError: the service refused or is not set up.
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     job_id: str
     message: OutgoingMessage
     size: int
     envelope: Envelope
+    send_at: datetime | None = None
+    """Set for a job sent later by :class:`LaterSends` rather than now to the queue."""
+    upload: tuple[str, bytes] | None = None
+    """For a body kept in the payload store: its key and bytes, stored before the message is sent."""
+
+    @property
+    def recorded(self) -> Envelope:
+        """The envelope as its pending record sees it: with its due time when sent later."""
+        if self.send_at is None:
+            return self.envelope
+        return dataclasses.replace(self.envelope, due_at=self.send_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Offload:
+    """Message bodies larger than ``threshold`` bytes (default: what the queue takes) go to ``store``
+    and the message carries a pointer (see :mod:`cloudjobs.payloads`)."""
+
+    store: PayloadStore
+    threshold: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +122,10 @@ class Producer:
             send (the app writes pending status records there); what it raises fails the call.
         hop: a job delayed longer than this hops until it is due (SQS's 900 s; see
             :mod:`cloudjobs.hops`).
+        later: when given, a job delayed longer than ``hop`` (and, on a FIFO queue, any delayed
+            job) is handed to it to be sent when due, instead of hopping.
+        offload: when given, bodies too large for the queue (or its threshold) are stored and sent
+            as pointers instead of raising :class:`PayloadTooLargeError`.
     """
 
     def __init__(
@@ -95,8 +137,12 @@ class Producer:
         telemetry: Telemetry | None = None,
         before_send: Callable[[Sequence[Envelope]], None] | None = None,
         hop: timedelta = MAX_DELAY,
+        later: LaterSends | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self._hop = hop
+        self._later = later
+        self._offload = offload
         self._before_send = before_send
         self._backend = backend
         self._clock = clock
@@ -144,11 +190,18 @@ class Producer:
         prepared, trace = checked.items, checked.trace
         try:
             if self._before_send is not None:
-                self._before_send([item.envelope for item in prepared])
+                self._before_send([item.recorded for item in prepared])
             sent: list[str | None] = [None] * len(prepared)
             failures: dict[int, str] = {}
-            for batch in _batches(list(enumerate(prepared))):
-                self._send_batch(batch, sent, failures, trace)
+            now = [(index, item) for index, item in enumerate(prepared) if item.send_at is None]
+            for batch in _batches(now):
+                if stored := self._store_bodies(batch, failures, single=len(prepared) == 1):
+                    self._send_batch(stored, sent, failures, trace)
+            for index, item in enumerate(prepared):
+                if item.send_at is not None and self._store_bodies(
+                    [(index, item)], failures, single=len(prepared) == 1
+                ):
+                    self._send_later(index, item, sent, failures)
             if failures:
                 raise BatchEnqueueError(sent=sent, failures=failures)
         except BaseException as exc:
@@ -161,7 +214,8 @@ class Producer:
         self, request: EnqueueRequest, info: QueueInfo, trace: EnqueueTrace, index: int
     ) -> _Prepared:
         now = self._clock.now()
-        delay = _delay_of(request, info, now)
+        delay = _delay_of(request, info, now, can_send_later=self._later is not None)
+        later = self._later is not None and (delay > self._hop or (info.is_fifo and delay > timedelta(0)))
         envelope = Envelope(
             id=request.job_id or str(uuid.uuid4()),
             type=request.job_type,
@@ -170,16 +224,35 @@ class Producer:
             enqueued_at=now,
             idempotency_key=request.idempotency_key,
             # Past SQS's 15 minutes, the job hops until it is due (see cloudjobs.hops).
-            due_at=now + delay if delay > self._hop else None,
+            due_at=now + delay if delay > self._hop and not later else None,
         )
         body = encode(envelope)
         trace_attributes, system_attributes = trace.stamp(index, envelope)
         attributes = {**envelope_attributes(envelope), **trace_attributes}
         size = message_size(body, attributes)
-        if size > info.max_message_size or not is_within_budget(attributes):
+        upload: tuple[str, bytes] | None = None
+        typed: dict[str, TypedAttribute] = {}
+        offload = self._offload
+        if offload is not None and size > min(
+            offload.threshold or info.max_message_size, info.max_message_size
+        ):
+            # Too large for the queue: the body goes to the payload store, a pointer to the queue.
+            stored = body.encode("utf-8")
+            key = object_key(request.job_type, envelope.id)
+            upload = (key, stored)
+            body = Pointer(offload.store.bucket, key).body()
+            typed = size_attribute(len(stored))
+            size = message_size(body, attributes, typed)
+        count = MAX_MESSAGE_ATTRIBUTES - len(typed)  # a pointer's size attribute takes a slot
+        if size > info.max_message_size or not is_within_budget(attributes, max_count=count):
             # Telemetry never fails a send: past SQS's limits its lowest-priority attributes go.
-            attributes = fit_attributes(attributes, body=body, max_size=info.max_message_size)
-            size = message_size(body, attributes)
+            attributes = fit_attributes(
+                attributes,
+                body=body,
+                max_size=info.max_message_size - message_size("", {}, typed),
+                max_count=count,
+            )
+            size = message_size(body, attributes, typed)
         if size > info.max_message_size:
             raise PayloadTooLargeError(job_name=request.job_type, size=size, limit=info.max_message_size)
         group_id = message_group(
@@ -197,12 +270,53 @@ class Producer:
         message = OutgoingMessage(
             body=body,
             attributes=attributes,
-            delay=min(delay, self._hop),
+            delay=timedelta(0) if later else min(delay, self._hop),
             group_id=group_id,
             deduplication_id=deduplication_id,
             system_attributes=system_attributes,
+            typed_attributes=typed,
         )
-        return _Prepared(job_id=envelope.id, message=message, size=size, envelope=envelope)
+        return _Prepared(
+            job_id=envelope.id,
+            message=message,
+            size=size,
+            envelope=envelope,
+            send_at=now + delay if later else None,
+            upload=upload,
+        )
+
+    def _store_bodies(
+        self, batch: list[tuple[int, _Prepared]], failures: dict[int, str], *, single: bool
+    ) -> list[tuple[int, _Prepared]]:
+        """Store the bodies of ``batch`` kept in the payload store; the entries whose body could
+        not be stored fail (a single job raises), the rest are returned to be sent."""
+        ready: list[tuple[int, _Prepared]] = []
+        for index, item in batch:
+            if item.upload is not None:
+                assert self._offload is not None
+                try:
+                    self._offload.store.put(*item.upload)
+                except CloudjobsError as exc:
+                    if single:
+                        raise
+                    failures[index] = str(exc)
+                    continue
+            ready.append((index, item))
+        return ready
+
+    def _send_later(
+        self, index: int, item: _Prepared, sent: list[str | None], failures: dict[int, str]
+    ) -> None:
+        assert self._later is not None
+        assert item.send_at is not None
+        try:
+            self._later.send_at(item.job_id, item.send_at, item.message)
+        except CloudjobsError as exc:
+            if len(sent) == 1:
+                raise  # one job: its own error says more than a batch report
+            failures[index] = str(exc)
+        else:
+            sent[index] = item.job_id
 
     def _send_batch(
         self,
@@ -232,12 +346,13 @@ class Producer:
             pending = retry
 
 
-def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime) -> timedelta:
+def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime, *, can_send_later: bool) -> timedelta:
     """The request's delay from now (``run_at`` in the past: none).
 
     Raises:
         InvalidDelayError: the delay is negative or past :data:`~cloudjobs.hops.MAX_SCHEDULE_DELAY`,
-            ``run_at`` is naive or given with a delay, or a FIFO queue is asked for any delay.
+            ``run_at`` is naive or given with a delay, or a FIFO queue is asked for any delay
+            (unless jobs can be sent later, ``can_send_later``).
     """
     delay = request.delay
     if request.run_at is not None:
@@ -256,9 +371,10 @@ def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime) -> timede
             delay=delay,
             queue=info.name,
         )
-    if info.is_fifo and delay:
+    if info.is_fifo and delay and not can_send_later:
         raise InvalidDelayError(
-            "FIFO queues refuse per-message delays; set DelaySeconds on the queue instead",
+            "FIFO queues refuse per-message delays; set DelaySeconds on the queue instead, or send "
+            "delayed jobs through EventBridge Scheduler (CLOUDJOBS_LONG_DELAYS=eventbridge)",
             delay=delay,
             queue=info.name,
         )

@@ -38,6 +38,8 @@ class Reason(enum.StrEnum):
     """The job's idempotency key cannot be derived from its payload, or is too long."""
     PAYLOAD_TOO_LARGE = "payload_too_large"
     """The payload is larger than the queue accepts."""
+    PAYLOAD_MISSING = "payload_missing"
+    """The message points to a stored body (S3) that is not there, or no payload store is configured."""
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     """The idempotency key is held by a job with another payload."""
     # Deferred: not run now, not an attempt.

@@ -8,7 +8,7 @@ everywhere else. ``CLOUDJOBS_REGION`` only overrides the region when set.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -114,6 +114,46 @@ class Settings(BaseSettings):
         le=MAX_DELAY_SECONDS,
         description="A job delayed longer than this hops until it is due, each hop at most this long "
         "(SQS's 900 s; shorter only to exercise hops in tests, see cloudjobs.hops).",
+    )
+    long_delays: Literal["hops", "eventbridge"] = Field(
+        default="hops",
+        description="How jobs due later than 15 minutes wait: 'hops' (in the queue, no extra "
+        "infrastructure) or 'eventbridge' (a one-time EventBridge Scheduler schedule each; see "
+        "docs/scheduling.md).",
+    )
+    schedules_mode: Literal["self-hosted", "eventbridge"] = Field(
+        default="self-hosted",
+        description="Who fires recurring schedules: 'self-hosted' (cloudjobs scheduler) or "
+        "'eventbridge' (EventBridge Scheduler, kept in step by cloudjobs schedules sync).",
+    )
+    schedule_group: str | None = Field(
+        default=None,
+        description="EventBridge Scheduler schedule group of the app's schedules (the Terraform "
+        "module's, named after the app).",
+    )
+    scheduler_role_arn: str | None = Field(
+        default=None,
+        description="Role EventBridge Scheduler assumes to send the app's scheduled messages.",
+    )
+    payload_bucket: str | None = Field(
+        default=None,
+        description="S3 bucket for message bodies too large for their queue (sent as pointers in "
+        "the format of AWS's SQS extended client libraries; see docs/payloads.md).",
+    )
+    payload_threshold_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_048_576,
+        description="Bodies larger than this (with their attributes) go to the payload bucket; "
+        "default: what fits the queue's MaximumMessageSize.",
+    )
+    payload_kms_key_id: str | None = Field(
+        default=None, description="KMS key for stored bodies (SSE-KMS); SSE-S3 if unset."
+    )
+    payload_delete: bool = Field(
+        default=False,
+        description="Delete a stored body once its job completed (default: keep it; the bucket's "
+        "lifecycle rule expires it).",
     )
     default_job_type: str | None = Field(
         default=None, description="Job type for messages not sent by cloudjobs (plain JSON bodies)."

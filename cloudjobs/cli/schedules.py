@@ -17,16 +17,68 @@ from cloudjobs.errors import ConfigurationError, IdempotencyStoreError
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
     from cloudjobs.scheduling.definition import Schedule
+    from cloudjobs.scheduling.eventbridge import StoredSchedule
     from cloudjobs.scheduling.state import ScheduleStore
 
-SELF_HOSTED: Final = "self-hosted"
-"""The mode of schedules fired by ``cloudjobs scheduler`` (the only mode so far)."""
 _HEADERS: Final = ("NAME", "EXPRESSION", "TIME ZONE", "NEXT FIRES", "LAST FIRE", "MODE")
+_SYNC_HEADERS: Final = ("ACTION", "NAME", "EXPRESSION", "TIME ZONE")
 
 
-@click.group(short_help="List an app's recurring schedules.")
+@click.group(short_help="List an app's recurring schedules, or sync them to EventBridge Scheduler.")
 def schedules() -> None:
     """The recurring schedules an app declares with jobs.schedule(...)."""
+
+
+@schedules.command(name="sync", short_help="Make EventBridge Scheduler's schedules match the code.")
+@click.argument("app_reference", metavar="APP")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@json_option
+def sync_schedules(app_reference: str, dry_run: bool, as_json: bool) -> int:
+    """Create, update and delete the EventBridge Scheduler schedules of APP's schedule group
+    (CLOUDJOBS_SCHEDULE_GROUP) so that they match the schedules APP declares; the one-time
+    schedules of delayed jobs are left alone. Needs CLOUDJOBS_SCHEDULES_MODE=eventbridge (so that
+    no self-hosted scheduler fires the same ticks) and CLOUDJOBS_SCHEDULER_ROLE_ARN.
+
+    A schedule EventBridge cannot fire as declared (an interval under a minute or not in whole
+    minutes, a cron restricting both day fields, overlap='skip') is refused with its reason, and
+    then nothing is changed. See docs/scheduling.md.
+
+    \b
+    Exit codes:
+      0    the group matches the code (--dry-run: the changes were listed)
+      1    EventBridge Scheduler refused a change or could not be reached
+      2    configuration error (mode, group or role unset, a schedule that cannot be synced)
+    """
+    from cloudjobs.scheduling.sync import apply_sync, plan_sync, wanted_schedules
+
+    app = load_app(app_reference)
+    if app.settings.schedules_mode != "eventbridge":
+        raise ConfigurationError(
+            "schedules are fired by the self-hosted scheduler: set CLOUDJOBS_SCHEDULES_MODE=eventbridge "
+            "to have EventBridge Scheduler fire them (and stop every cloudjobs scheduler)",
+            setting="CLOUDJOBS_SCHEDULES_MODE",
+        )
+    group = app.eventbridge_schedules
+    plan = plan_sync(wanted_schedules(app, group.role_arn), group)
+    if not dry_run:
+        apply_sync(plan, group)
+    rows: list[dict[str, str | None]] = [
+        *(_change("create", item.name, item) for item in plan.create),
+        *(_change("update", item.name, item) for item in plan.update),
+        *(_change("delete", name) for name in plan.delete),
+        *(_change("unchanged", name) for name in plan.unchanged),
+    ]
+    if as_json:
+        echo_json({"group": group.group, "dry_run": dry_run, "changes": rows})
+        return EXIT_OK
+    if rows:
+        table = [[row["action"], row["name"], row["expression"], row["time_zone"]] for row in rows]
+        click.echo(render_table(_SYNC_HEADERS, table))
+    verb = "would change" if dry_run else "changed"
+    click.echo(
+        f"schedule group {group.group}: {verb} {plan.changes} schedule(s), {len(plan.unchanged)} unchanged"
+    )
+    return EXIT_OK
 
 
 @schedules.command(name="list", short_help="Schedules with their next and last fires.")
@@ -48,8 +100,9 @@ def list_schedules(app_reference: str, count: int, as_json: bool) -> int:
     """
     app = load_app(app_reference)
     now = app.clock.now()
-    store = _store(app)
-    rows = [_row(schedule, store, now, count) for schedule in app.schedules]
+    mode = app.settings.schedules_mode
+    store = _store(app) if mode == "self-hosted" else None
+    rows = [_row(schedule, store, now, count, mode) for schedule in app.schedules]
     if as_json:
         echo_json(rows)
         return EXIT_OK
@@ -67,6 +120,15 @@ def list_schedules(app_reference: str, count: int, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _change(action: str, name: str, wanted: StoredSchedule | None = None) -> dict[str, str | None]:
+    return {
+        "action": action,
+        "name": name,
+        "expression": wanted.expression if wanted else None,
+        "time_zone": wanted.timezone if wanted else None,
+    }
+
+
 def _store(app: CloudJobs) -> ScheduleStore | None:
     from cloudjobs.scheduling.state import ScheduleStore
 
@@ -77,7 +139,9 @@ def _store(app: CloudJobs) -> ScheduleStore | None:
     return store if isinstance(store, ScheduleStore) else None
 
 
-def _row(schedule: Schedule, store: ScheduleStore | None, now: datetime, count: int) -> dict[str, Any]:
+def _row(
+    schedule: Schedule, store: ScheduleStore | None, now: datetime, count: int, mode: str
+) -> dict[str, Any]:
     zone = ZoneInfo(schedule.tz)
     ticks = schedule.ticks()
     nexts: list[datetime] = []
@@ -87,6 +151,7 @@ def _row(schedule: Schedule, store: ScheduleStore | None, now: datetime, count: 
         tick = ticks.after(tick)
     last: datetime | None = None
     last_job_id: str | None = None
+    # In EventBridge mode the service keeps no last fire cloudjobs could read: it shows as unknown.
     is_unknown = store is None
     if store is not None:
         try:
@@ -105,7 +170,7 @@ def _row(schedule: Schedule, store: ScheduleStore | None, now: datetime, count: 
         "last_fire": last,
         "last_fire_unknown": is_unknown,
         "last_job_id": last_job_id,
-        "mode": SELF_HOSTED,
+        "mode": mode,
         "job_type": schedule.job_type,
         "overlap": schedule.overlap,
         "catch_up": schedule.catch_up,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from cloudjobs.backends.base import DeadLetterAdmin
+from cloudjobs.backends.base import DeadLetterAdmin, Delivery
 from cloudjobs.dlq.browse import holding
 from cloudjobs.dlq.models import DeadJob, read_dead_job
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.payloads.resolve import pointer_of
+from cloudjobs.payloads.store import PayloadStore
+
+logger = logging.getLogger("cloudjobs.dlq")
 
 
 def purge_all(admin: DeadLetterAdmin) -> int:
@@ -25,8 +30,18 @@ def purge_all(admin: DeadLetterAdmin) -> int:
     return counts.total
 
 
-def purge_matching(admin: DeadLetterAdmin, *, matches: Callable[[DeadJob], bool], hold: timedelta) -> int:
-    """Delete the DLQ messages that ``matches``, release the rest; returns the exact number deleted."""
+def purge_matching(
+    admin: DeadLetterAdmin,
+    *,
+    matches: Callable[[DeadJob], bool],
+    hold: timedelta,
+    payloads: PayloadStore | None = None,
+) -> int:
+    """Delete the DLQ messages that ``matches``, release the rest; returns the exact number deleted.
+
+    With ``payloads``, the stored body of each deleted pointer message is deleted after it (a failed
+    object delete is logged: the bucket's lifecycle rule expires it).
+    """
     deleted = 0
     with holding(admin, hold=hold) as held:
         while deliveries := held.receive():
@@ -38,4 +53,22 @@ def purge_matching(admin: DeadLetterAdmin, *, matches: Callable[[DeadJob], bool]
                 if delivery.receipt not in failed:
                     held.forget(delivery.message_id)
                     deleted += 1
+                    if payloads is not None:
+                        _delete_body(payloads, delivery)
     return deleted
+
+
+def _delete_body(payloads: PayloadStore, delivery: Delivery) -> None:
+    pointer = pointer_of(delivery)
+    if pointer is None:
+        return
+    try:
+        payloads.delete(pointer)
+    except Exception:
+        logger.warning(
+            "deleting the stored body %s/%s of a purged message failed; the bucket's lifecycle rule "
+            "expires it",
+            pointer.bucket,
+            pointer.key,
+            exc_info=True,
+        )

@@ -29,6 +29,7 @@ from cloudjobs.dlq.move_task import redrive_with_move_task
 from cloudjobs.dlq.purge import purge_all, purge_matching
 from cloudjobs.dlq.redrive import Pacer, redrive_by_receiving
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.payloads.store import PayloadStore
 
 DEFAULT_HOLD: Final = timedelta(minutes=5)
 """How long an operation keeps the DLQ messages it read invisible, at most (all are released at
@@ -46,6 +47,8 @@ class DeadLetterQueue:
         poll_interval: how often a move task's progress is read (seconds or timedelta).
         sleep: waits the given seconds (rate limit, move-task polling); injectable for tests.
         monotonic: a monotonic clock in seconds, for the rate limit; injectable for tests.
+        payloads: the payload store: a purge deletes the stored bodies of the pointer messages it
+            deletes (receiving them: no PurgeQueue then).
 
     Raises:
         ConfigurationError: the backend offers no dead-letter administration, or ``hold`` is
@@ -61,7 +64,9 @@ class DeadLetterQueue:
         poll_interval: timedelta | float = timedelta(seconds=5),
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        payloads: PayloadStore | None = None,
     ) -> None:
+        self._payloads = payloads
         if not isinstance(backend, DeadLetterAdmin):
             raise ConfigurationError(
                 f"{type(backend).__name__} offers no dead-letter administration (DeadLetterAdmin)"
@@ -174,14 +179,23 @@ class DeadLetterQueue:
             on_progress=on_progress,
         )
 
-    def purge(self, job_type: str | None = None, older_than: timedelta | float | None = None) -> int:
+    def purge(
+        self,
+        job_type: str | None = None,
+        older_than: timedelta | float | None = None,
+        *,
+        job_ids: Iterable[str] | None = None,
+    ) -> int:
         """Delete dead-lettered jobs; returns how many.
 
         Without filters the whole DLQ is purged with one PurgeQueue, and the count returned is the
         DLQ's *approximate* depth read just before (SQS's counts lag, and messages may arrive in
         between). With filters, matching messages are received and deleted one batch at a time,
-        the rest released, and the count is exact. ``older_than`` compares with each job's
-        ``last_failed_at``; a message without a recorded failure time never matches it.
+        the rest released, and the count is exact. With a payload store every purge receives and
+        deletes, and deletes the stored bodies of the pointer messages it deleted. ``older_than``
+        compares with each job's ``last_failed_at``; a message without a recorded failure time never
+        matches it. ``job_ids`` purges only those jobs (a message without a job id is matched by its
+        message id), as the dashboard's selection does.
 
         Raises:
             ConfigurationError: ``older_than`` is negative, or the queue has no dead-letter queue.
@@ -190,9 +204,12 @@ class DeadLetterQueue:
         age = as_timedelta(older_than, name="older_than")
         if age is not None and age < timedelta(0):
             raise ConfigurationError("must not be negative", setting="older_than")
-        if job_type is None and age is None:
+        chosen = frozenset(job_ids) if job_ids is not None else None
+        if chosen is not None and not chosen:
+            return 0
+        if job_type is None and age is None and chosen is None and self._payloads is None:
             return purge_all(self._admin)
-        type_matches = _matcher(job_ids=None, job_type=job_type, reason=None)
+        type_matches = _matcher(job_ids=chosen, job_type=job_type, reason=None)
         now = self._clock.now()
 
         def matches(job: DeadJob) -> bool:
@@ -202,7 +219,7 @@ class DeadLetterQueue:
                 return True
             return job.last_failed_at is not None and now - job.last_failed_at > age
 
-        return purge_matching(self._admin, matches=matches, hold=self._hold)
+        return purge_matching(self._admin, matches=matches, hold=self._hold, payloads=self._payloads)
 
 
 def _matcher(

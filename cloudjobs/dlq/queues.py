@@ -15,6 +15,7 @@ from cloudjobs.clock import Clock
 from cloudjobs.dlq.models import DeadJob, Progress, RedriveReport
 from cloudjobs.dlq.queue import DeadLetterQueue
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.payloads.store import PayloadStore
 
 
 class DeadLetterQueues:
@@ -24,6 +25,7 @@ class DeadLetterQueues:
         backend_of: the backend of a queue by name (None: the default queue).
         queue_names: the app's queues.
         clock: the time ``purge(older_than=...)`` measures ages against.
+        payloads: the payload store, whose bodies a purge deletes with their messages.
     """
 
     def __init__(
@@ -32,7 +34,9 @@ class DeadLetterQueues:
         queue_names: Sequence[str],
         *,
         clock: Clock | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
+        self._payloads = payloads
         self._backend_of = backend_of
         self._queue_names = tuple(queue_names)
         self._clock = clock
@@ -44,7 +48,7 @@ class DeadLetterQueues:
             UnknownQueueError: the queue is not one of the app's.
             ConfigurationError: its backend offers no dead-letter administration.
         """
-        return DeadLetterQueue(self._backend_of(queue), clock=self._clock)
+        return DeadLetterQueue(self._backend_of(queue), clock=self._clock, payloads=self._payloads)
 
     def list(
         self,
@@ -77,6 +81,7 @@ class DeadLetterQueues:
         older_than: timedelta | float | None = None,
         *,
         queue: str | None = None,
+        job_ids: Iterable[str] | None = None,
     ) -> int:
         """:meth:`DeadLetterQueue.purge` on ``queue``'s dead-letter queue.
 
@@ -90,4 +95,4 @@ class DeadLetterQueues:
                 "dead letters to purge",
                 setting="queue",
             )
-        return self.of(queue).purge(job_type=job_type, older_than=older_than)
+        return self.of(queue).purge(job_type=job_type, older_than=older_than, job_ids=job_ids)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from cloudjobs.backends.base import (
@@ -49,6 +49,13 @@ from cloudjobs.dlq.models import (
 )
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, encode
 from cloudjobs.errors import CloudjobsError
+from cloudjobs.payloads.pointer import (
+    ENVELOPE_ATTRIBUTE,
+    is_pointer_message,
+    override_attribute,
+    read_pointer,
+    redrive_count_of,
+)
 
 
 class Pacer:
@@ -104,19 +111,22 @@ class OwnCopies:
     def __init__(self) -> None:
         self._marks: set[tuple[str, int] | bytes] = set()
 
-    def add(self, body: str) -> None:
-        """Remember the body of a copy the run has sent back."""
-        self._marks.add(_mark(body))
+    def add(self, message: OutgoingMessage) -> None:
+        """Remember a copy the run has sent back."""
+        self._marks.add(_mark(message.body, message.attributes))
 
     def is_own(self, delivery: Delivery) -> bool:
         """True when ``delivery`` is a copy this run sent back (or looks exactly like one)."""
-        return _mark(delivery.body) in self._marks
+        return _mark(delivery.body, delivery.attributes) in self._marks
 
 
-def _mark(body: str) -> tuple[str, int] | bytes:
+def _mark(body: str, attributes: Mapping[str, str]) -> tuple[str, int] | bytes:
     envelope = decode_or_none(body)
     if envelope is not None:
         return (envelope.id, envelope.redrive_count)
+    if ENVELOPE_ATTRIBUTE in attributes and read_pointer(body) is not None:
+        # A pointer's body never changes: the redrive count the run gave it is beside it.
+        return (body, redrive_count_of(attributes))
     return hashlib.sha256(body.encode("utf-8")).digest()
 
 
@@ -134,6 +144,11 @@ def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> Outg
     if envelope is not None:
         body = encode(
             dataclasses.replace(envelope, redrive_count=envelope.redrive_count + 1, attempt_offset=0)
+        )
+    elif is_pointer_message(delivery) and read_pointer(body) is not None:
+        # The stored body stays: the redrive's changes travel beside the pointer.
+        attributes = override_attribute(
+            attributes, redrive_count=redrive_count_of(attributes) + 1, attempt_offset=0
         )
     return OutgoingMessage(
         body=body,
@@ -235,7 +250,7 @@ def _move(
     for (delivery, job), message, result in zip(chunk, messages, results, strict=True):
         if result.is_sent:
             # Marked even when the delete below fails: the copy is out there and may come back.
-            own.add(message.body)
+            own.add(message)
             sent.append((delivery, job))
         else:
             errors.append(f"{_name(job)}: not sent: {result.error}")

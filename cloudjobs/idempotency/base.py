@@ -99,6 +99,8 @@ class Record:
         error: the last failed attempt's error.
         cancel_requested_at: when ``jobs.cancel`` asked a running job to stop (None otherwise).
         due_at: when a job delayed past 15 minutes is due (written with its pending record).
+        correlation_id: the job's correlation id (from its first pending record or lease).
+        trace_id: the W3C trace id the job's message carried (32 hex digits), when it carried one.
     """
 
     key: str
@@ -117,6 +119,8 @@ class Record:
     error: str | None = None
     cancel_requested_at: datetime | None = None
     due_at: datetime | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,8 @@ class Claim:
         job_type: its type.
         payload_hash: :func:`payload_hash` of its type and payload.
         due_at: when a job delayed past 15 minutes is due (pending records only).
+        correlation_id: the job's correlation id, kept on the record (the first one written stays).
+        trace_id: the W3C trace id of the job's message, kept on the record (the first one stays).
     """
 
     key: str
@@ -199,6 +205,8 @@ class Claim:
     job_type: str
     payload_hash: str
     due_at: datetime | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +235,15 @@ class CancelOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Cancellation:
-    """The answer to a cancellation: what happened, and the record after it (None for a marker)."""
+    """The answer to a cancellation: what happened, and the record after it (None for a marker).
+
+    ``schedule_deleted`` is True when the job waited in a one-time EventBridge Scheduler schedule
+    (``CLOUDJOBS_LONG_DELAYS=eventbridge``) that the cancellation deleted: it is never sent.
+    """
 
     outcome: CancelOutcome
     record: Record | None = None
+    schedule_deleted: bool = False
 
 
 class IdempotencyStore(Protocol):

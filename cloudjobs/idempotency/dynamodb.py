@@ -82,7 +82,9 @@ _ACQUIRE_CONDITION: Final = (
 _ACQUIRE_UPDATE: Final = (
     "SET #status = :in_progress, #token = :token, #lease_expires_at = :lease_expires_at, "
     "#payload_hash = :payload_hash, #job_id = if_not_exists(#job_id, :job_id), #job_type = :job_type, "
-    "#created_at = if_not_exists(#created_at, :now), #updated_at = :now, #expires_at = :expires_at "
+    "#created_at = if_not_exists(#created_at, :now), #updated_at = :now, #expires_at = :expires_at, "
+    "#correlation_id = if_not_exists(#correlation_id, :correlation_id), "
+    "#trace_id = if_not_exists(#trace_id, :trace_id) "
     "ADD #attempts :one REMOVE #result, #result_omitted"
 )
 
@@ -180,6 +182,8 @@ class DynamoDbIdempotencyStore:
                 "result",
                 "result_omitted",
                 "cancel_requested_at",
+                "correlation_id",
+                "trace_id",
             ),
             "ExpressionAttributeValues": {
                 ":in_progress": {"S": Status.IN_PROGRESS.value},
@@ -195,6 +199,9 @@ class DynamoDbIdempotencyStore:
                 ":now": time_value(now),
                 ":expires_at": ttl_value(now + retention),
                 ":one": {"N": "1"},
+                # Empty when unknown (read back as None): the first value written stays.
+                ":correlation_id": {"S": claim.correlation_id or ""},
+                ":trace_id": {"S": claim.trace_id or ""},
             },
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }

@@ -98,6 +98,10 @@ class DynamoDbJobControl:
         }
         if claim.due_at is not None:
             item["due_at"] = time_value(claim.due_at)
+        if claim.correlation_id:
+            item["correlation_id"] = {"S": claim.correlation_id}
+        if claim.trace_id:
+            item["trace_id"] = {"S": claim.trace_id}
         try:
             with wrap_dynamodb_errors(self._table, claim.key):
                 self._client().put_item(

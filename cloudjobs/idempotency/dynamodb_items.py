@@ -51,6 +51,8 @@ ATTRIBUTE_NAMES: Final = {
     "error": "error",
     "cancel_requested_at": "cancel_requested_at",
     "due_at": "due_at",
+    "correlation_id": "correlation_id",
+    "trace_id": "trace_id",
 }
 """Attribute names; every expression refers to them through "#name" placeholders, as several
 (status, error, result, ...) are DynamoDB reserved words."""
@@ -186,6 +188,8 @@ def record_of(item: Mapping[str, AttributeValueTypeDef]) -> Record:
         error=_text(item, "error"),
         cancel_requested_at=time_of(item.get("cancel_requested_at")),
         due_at=time_of(item.get("due_at")),
+        correlation_id=_text(item, "correlation_id") or None,
+        trace_id=_text(item, "trace_id") or None,
     )
 
 

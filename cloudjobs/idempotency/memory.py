@@ -91,6 +91,10 @@ class MemoryIdempotencyStore:
                 lease_expires_at=lease_expires_at,
                 progress=old.progress if old is not None else None,
                 error=old.error if old is not None else None,
+                due_at=old.due_at if old is not None else None,
+                # Like if_not_exists: the first correlation and trace ids written stay.
+                correlation_id=(old.correlation_id if old is not None else None) or claim.correlation_id,
+                trace_id=(old.trace_id if old is not None else None) or claim.trace_id,
             )
             self._tokens[claim.key] = token
             return Acquired(token=token, lease_expires_at=lease_expires_at)
@@ -163,6 +167,8 @@ class MemoryIdempotencyStore:
                 updated_at=now,
                 expires_at=max(now, claim.due_at or now) + retention,
                 due_at=claim.due_at,
+                correlation_id=claim.correlation_id,
+                trace_id=claim.trace_id,
             )
             return True
 

@@ -49,6 +49,7 @@ from cloudjobs.job import Job
 from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Released, Retry
 from cloudjobs.run import Run
+from cloudjobs.telemetry.propagation import trace_id_of
 
 logger = logging.getLogger("cloudjobs.idempotency")
 
@@ -194,6 +195,8 @@ class _LeaseRun(RunHandle):
             job_id=job.id,
             job_type=job.type,
             payload_hash=fingerprint,
+            correlation_id=job.correlation_id,
+            trace_id=trace_id_of(run.delivery.attributes),
         )
         try:
             answer = middleware.store.acquire(

@@ -58,6 +58,7 @@ def write_pending(
             job_type=envelope.type,
             payload_hash=payload_hash(envelope.type, envelope.payload),
             due_at=envelope.due_at,
+            correlation_id=envelope.correlation_id,
         )
         if not control.put_pending(claim, retention=retention):
             logger.info("job %s: a record under its key exists; no pending record written", envelope.id)

@@ -69,6 +69,8 @@ class JobStatus:
         expires_at: when the record is forgotten.
         is_cancel_requested: ``jobs.cancel`` asked the running job to stop (``job.cancelled``).
         due_at: when a job delayed past 15 minutes is due (None for others).
+        correlation_id: the job's correlation id, when its record keeps it.
+        trace_id: the W3C trace id (32 hex digits) of the job's trace, when its message carried one.
     """
 
     job_id: str
@@ -84,6 +86,8 @@ class JobStatus:
     expires_at: datetime
     is_cancel_requested: bool = False
     due_at: datetime | None = None
+    correlation_id: str | None = None
+    trace_id: str | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -126,6 +130,8 @@ def status_of(record: Record, *, now: datetime, clock_skew: timedelta) -> JobSta
         expires_at=record.expires_at,
         is_cancel_requested=record.cancel_requested_at is not None,
         due_at=record.due_at,
+        correlation_id=record.correlation_id,
+        trace_id=record.trace_id,
     )
 
 

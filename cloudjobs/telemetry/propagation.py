@@ -298,3 +298,20 @@ def fit_attributes(
         # Keep the caller's order among what is left.
         return {name: value for name, value in attributes.items() if name in kept}
     return kept
+
+
+def trace_id_of(attributes: Mapping[str, str]) -> str | None:
+    """The W3C trace id (32 lowercase hex digits) of a message's ``traceparent`` attribute, or None
+    when it carries none or an invalid one."""
+    header = attributes.get("traceparent")
+    if header is None:
+        return None
+    parts = header.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32:
+        return None
+    trace_id = parts[1].lower()
+    try:
+        is_zero = int(trace_id, 16) == 0
+    except ValueError:
+        return None
+    return None if is_zero else trace_id

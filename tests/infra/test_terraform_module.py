@@ -7,6 +7,7 @@ actions each role needs) and that the module's defaults and names are ``cloudjob
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -424,7 +425,7 @@ def test_producer_reaches_the_table_only_with_status_tracking(module: Configurat
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_and_dynamodb(
+def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_dynamodb_and_s3(
     module: Configuration, role: str
 ) -> None:
     (statement,) = [
@@ -436,7 +437,9 @@ def test_kms_grants_exist_only_with_a_kms_key_and_only_through_sqs_and_dynamodb(
     assert statement.block["condition"] == [
         {"test": "StringEquals", "variable": "kms:ViaService", "values": "${local.kms_via_services}"}
     ]
-    assert {service.split(".", 1)[0] for service in module.locals["kms_via_services"]} == {"sqs", "dynamodb"}
+    # S3 for the payload bucket's bodies, encrypted with the same key.
+    services = {service.split(".", 1)[0] for service in module.locals["kms_via_services"]}
+    assert services == {"sqs", "dynamodb", "s3"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -500,12 +503,25 @@ def test_environment_output_maps_outputs_onto_settings(module: Configuration) ->
         "CLOUDJOBS_DLQ_URL",
         "CLOUDJOBS_IDEMPOTENCY_TABLE",
         "CLOUDJOBS_STATUS_TRACKING",
+        "CLOUDJOBS_LONG_DELAYS",
+        "CLOUDJOBS_SCHEDULES_MODE",
+        "CLOUDJOBS_SCHEDULE_GROUP",
+        "CLOUDJOBS_SCHEDULER_ROLE_ARN",
+        "CLOUDJOBS_PAYLOAD_BUCKET",
+        "CLOUDJOBS_PAYLOAD_KMS_KEY_ID",
+        "CLOUDJOBS_PAYLOAD_DELETE",
+    }
+    switches = {
+        "CLOUDJOBS_STATUS_TRACKING",
+        "CLOUDJOBS_LONG_DELAYS",
+        "CLOUDJOBS_SCHEDULES_MODE",
+        "CLOUDJOBS_PAYLOAD_DELETE",
     }
     for variable, value in entries.items():
         setting = variable.removeprefix(ENV_PREFIX).lower()
         assert setting in Settings.model_fields, f"{variable} is not a cloudjobs setting"
         assert setting in module.outputs, f"{variable} has no output of the same name"
-        if variable != "CLOUDJOBS_STATUS_TRACKING":
+        if variable not in switches:
             assert _compact(module.outputs[setting]["value"]) == f"${{{value}}}"
 
 
@@ -515,6 +531,45 @@ def test_environment_sets_status_tracking_exactly_when_the_policies_grant_it(mod
     expression = _compact(module.outputs["environment"]["value"])
     assert 'var.status_tracking?{CLOUDJOBS_STATUS_TRACKING="true"}:{}' in expression
     assert module.outputs["status_tracking"]["value"] == "${var.status_tracking}"
+
+
+def test_payload_bucket_is_private_encrypted_tls_only_and_expires_after_the_dead_letters(
+    module: Configuration,
+) -> None:
+    block = module.resources["aws_s3_bucket_public_access_block.payloads"]
+    assert all(
+        block[flag] is True
+        for flag in (
+            "block_public_acls",
+            "block_public_policy",
+            "ignore_public_acls",
+            "restrict_public_buckets",
+        )
+    )
+    (rule,) = module.resources["aws_s3_bucket_server_side_encryption_configuration.payloads"]["rule"]
+    assert "${var.kms_key_arn}" in json.dumps(rule)
+    (deny,) = statements(module.data["aws_iam_policy_document.payloads"])
+    assert deny.effect == "Deny"
+    assert '"aws:SecureTransport"' in json.dumps(deny.block)
+    expiry = module.variables["payload_expiration_days"]
+    assert "var.dlq_retention_seconds" in json.dumps(expiry["validation"])
+    (lifecycle,) = module.resources["aws_s3_bucket_lifecycle_configuration.payloads"]["rule"]
+    assert "${var.payload_expiration_days}" in json.dumps(lifecycle["expiration"])
+
+
+def test_environment_sets_the_eventbridge_modes_exactly_when_the_policies_grant_them(
+    module: Configuration,
+) -> None:
+    # Producers may create schedules only with eventbridge_scheduler: the modes must follow it, and
+    # each switch's value must be one its setting accepts.
+    expression = _compact(module.outputs["environment"]["value"])
+    assert 'var.eventbridge_scheduler?{CLOUDJOBS_LONG_DELAYS="eventbridge"' in expression
+    assert 'CLOUDJOBS_SCHEDULES_MODE="eventbridge"' in expression
+    for output, setting in (("long_delays", "long_delays"), ("schedules_mode", "schedules_mode")):
+        values = re.findall(r'"([a-z-]+)"', module.outputs[output]["value"])
+        assert len(values) == 2
+        for value in values:
+            Settings(_env_file=None, **{setting: value})  # accepted, or this raises
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,12 +45,16 @@ from cloudjobs.provisioning import (
     provision_queue,
     provision_table,
 )
+from cloudjobs.scheduling.eventbridge import DELAY_PREFIX
+from cloudjobs.scheduling.sync import apply_sync, plan_sync, wanted_schedules
 from tests.behaviour.conftest import running, wait_for
 from tests.infra.terraform import MODULE, Configuration, parse, statements
 from tests.integration.test_lambda_end_to_end import EventSourceMapping
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_scheduler.client import EventBridgeSchedulerClient
     from mypy_boto3_sqs.client import SQSClient
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,6 +70,11 @@ class Resource(StrEnum):
     TABLE = "${local.table_arn}"  # the table created here, or the shared one (create_table = false)
     INDEX = "${local.table_index_arn}"
     KEY = "${var.kms_key_arn}"
+    SCHEDULES = "${local.schedules_arn}"  # every schedule of the app's group
+    DELAY_SCHEDULES = "${local.delay_schedules_arn}"  # the one-time schedules of delayed jobs
+    SCHEDULER_ROLE = "${local.scheduler_role_arn}"
+    PAYLOADS = "${local.payload_objects_arn}"  # bodies cloudjobs stores (under cloudjobs/)
+    ANY_PAYLOAD = "${local.payload_any_arn}"  # any body in the payload bucket
     ANY = "*"
 
 
@@ -139,6 +149,22 @@ OPERATIONS: Final[Mapping[str, Authorisation]] = {
     "dynamodb.Query": Authorisation("dynamodb:Query", "TableName", kms=_DYNAMODB_KMS),
     # GetMetricData has no resource-level permissions.
     "cloudwatch.GetMetricData": Authorisation("cloudwatch:GetMetricData", None),
+    # Creating or updating a schedule passes the role its target names
+    # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html).
+    "scheduler.CreateSchedule": Authorisation(
+        "scheduler:CreateSchedule", "Name", also=(("iam:PassRole", "RoleArn"),)
+    ),
+    "scheduler.UpdateSchedule": Authorisation(
+        "scheduler:UpdateSchedule", "Name", also=(("iam:PassRole", "RoleArn"),)
+    ),
+    "scheduler.DeleteSchedule": Authorisation("scheduler:DeleteSchedule", "Name"),
+    "scheduler.GetSchedule": Authorisation("scheduler:GetSchedule", "Name"),
+    # ListSchedules has no resource-level permissions.
+    "scheduler.ListSchedules": Authorisation("scheduler:ListSchedules", None),
+    # SSE-KMS: S3 asks KMS for a data key on a write and decrypts it on a read, with the caller's rights.
+    "s3.PutObject": Authorisation("s3:PutObject", "Key", kms=frozenset({"kms:GenerateDataKey"})),
+    "s3.GetObject": Authorisation("s3:GetObject", "Key", kms=frozenset({"kms:Decrypt"})),
+    "s3.DeleteObject": Authorisation("s3:DeleteObject", "Key"),
 }
 
 GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
@@ -150,6 +176,7 @@ GRANTED_BUT_UNUSED: Final[Mapping[str, frozenset[Grant]]] = {
     # tasks, and this test's stand-in reports each task finished, so the cancel is never reached here
     # (tests/infra checks the grant; tests/unit/test_dlq_move_task.py the call).
     "operator": frozenset({Grant("sqs:CancelMessageMoveTask", Resource.DLQ)}),
+    "scheduler": frozenset(),
 }
 """Grants no code path here uses, each kept for a reason given beside it."""
 
@@ -169,6 +196,11 @@ class Stack:
     queue: ProvisionedQueue
     table: str
     environment: Mapping[str, str]
+    group: str | None = None
+    """The EventBridge Scheduler schedule group (with ``eventbridge_scheduler`` only)."""
+    bucket: str | None = None
+    """The payload bucket (with ``payload_bucket`` only)."""
+    payload_delete: bool = False
 
     def settings(self, **overrides: Any) -> Settings:
         """The settings the module's ``environment`` output gives (``CLOUDJOBS_*``), with overrides."""
@@ -180,6 +212,10 @@ class Stack:
             "backoff_base_seconds": 0.2,
             "backoff_cap_seconds": 0.5,
         }
+        if self.group is not None:
+            values.update(self.eventbridge_environment())
+        if self.bucket is not None:
+            values.update(self.payload_environment())
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -192,12 +228,55 @@ class Stack:
         }
         if status_tracking:
             variables["CLOUDJOBS_STATUS_TRACKING"] = "true"
+        if self.group is not None:
+            variables.update(
+                {f"CLOUDJOBS_{name.upper()}": value for name, value in self.eventbridge_environment().items()}
+            )
+        if self.bucket is not None:
+            variables.update(
+                {f"CLOUDJOBS_{name.upper()}": value for name, value in self.payload_environment().items()}
+            )
         return variables
+
+    def payload_environment(self) -> dict[str, str]:
+        """The settings the module's ``environment`` output adds with ``payload_bucket``."""
+        assert self.bucket is not None
+        values = {"payload_bucket": self.bucket}
+        if self.payload_delete:
+            values["payload_delete"] = "true"
+        return values
+
+    def eventbridge_environment(self) -> dict[str, str]:
+        """The settings the module's ``environment`` output adds with ``eventbridge_scheduler``."""
+        assert self.group is not None
+        return {
+            "long_delays": "eventbridge",
+            "schedules_mode": "eventbridge",
+            "schedule_group": self.group,
+            "scheduler_role_arn": self.scheduler_role_arn,
+        }
+
+    @property
+    def scheduler_role_arn(self) -> str:
+        """The role the module creates for the scheduler (its name: the queue's, then -scheduler)."""
+        return f"arn:aws:iam::123456789012:role/{self.queue.name}-scheduler"
 
     def resource_of(self, call: Call, parameter: str) -> Resource:
         """The module's resource a call's ``parameter`` names; fails on anything the module lacks."""
         parameters = dict(call.parameters)
         value = parameters[parameter]
+        if call.operation.startswith("s3."):
+            assert parameters.get("Bucket") == self.bucket, f"{call.operation} outside the payload bucket"
+            if call.operation == "s3.PutObject":
+                assert value.startswith("cloudjobs/"), f"a body stored outside cloudjobs/: {value!r}"
+                return Resource.PAYLOADS
+            return Resource.ANY_PAYLOAD
+        if call.operation.startswith("scheduler."):
+            assert parameters.get("GroupName") == self.group, f"{call.operation} outside the app's group"
+            if parameter == "RoleArn":
+                assert value == self.scheduler_role_arn, f"{call.operation} passes role {value!r}"
+                return Resource.SCHEDULER_ROLE
+            return Resource.DELAY_SCHEDULES if value.startswith(DELAY_PREFIX) else Resource.SCHEDULES
         if parameter == "TableName":
             assert value == self.table, f"{call.operation} on table {value!r}, which the module lacks"
             index = parameters.get("IndexName")
@@ -237,6 +316,10 @@ _RESOURCE_PARAMETERS: Final = (
     "DestinationArn",
     "TableName",
     "IndexName",
+    "Name",
+    "GroupName",
+    "Bucket",
+    "Key",
 )
 _MOVE_TASK_HANDLE: Final = "local-move-task"
 
@@ -274,6 +357,10 @@ def recording(calls: list[Call]) -> Iterator[None]:
         named = tuple((key, str(params[key])) for key in _RESOURCE_PARAMETERS if key in params)
         # Batch reads name their tables as the keys of RequestItems.
         named += tuple(("TableName", str(table)) for table in params.get("RequestItems", {}))
+        # A schedule's target names the role EventBridge Scheduler assumes (passed by the caller).
+        target = params.get("Target")
+        if isinstance(target, Mapping) and "RoleArn" in target:
+            named += (("RoleArn", str(target["RoleArn"])),)
         calls.append(Call(f"{service}.{model.name}", named))
 
     def create_recorded_client(self: botocore.session.Session, *args: Any, **kwargs: Any) -> Any:
@@ -304,19 +391,31 @@ class CodePath:
     name: str
     run: Callable[[Stack, Record], None]
     status_tracking: bool = False
+    eventbridge_scheduler: bool = False
+    payload_bucket: bool = False
+    payload_delete: bool = False
 
 
 CODE_PATHS: list[CodePath] = []
 
 
 def code_path(
-    role: str, *, status_tracking: bool = False
+    role: str,
+    *,
+    status_tracking: bool = False,
+    eventbridge_scheduler: bool = False,
+    payload_bucket: bool = False,
+    payload_delete: bool = False,
 ) -> Callable[[Callable[[Stack, Record], None]], None]:
     """Register a function as one of ``role``'s code paths."""
 
     def register(function: Callable[[Stack, Record], None]) -> None:
         name = function.__name__.removeprefix("_")
-        CODE_PATHS.append(CodePath(role, name, function, status_tracking))
+        CODE_PATHS.append(
+            CodePath(
+                role, name, function, status_tracking, eventbridge_scheduler, payload_bucket, payload_delete
+            )
+        )
 
     return register
 
@@ -602,6 +701,142 @@ def _command_line_by_queue_name(stack: Stack, record: Record) -> None:
     assert codes == [EXIT_OK, EXIT_OK]
 
 
+@code_path("producer", eventbridge_scheduler=True)
+def _enqueue_long_delays_as_schedules(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    with record():
+        jobs.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+        jobs.enqueue_many([("ship", Order(order_id="o-2"))], delay=timedelta(hours=1))
+
+
+@code_path("consumer", eventbridge_scheduler=True)
+def _worker_enqueueing_and_cancelling_delayed_jobs(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    follow_ups: list[str] = []
+
+    @jobs.job("remind-later")
+    def remind_later(payload: Order) -> None:
+        follow_ups.append(jobs.enqueue("ship", payload, delay=timedelta(days=1)))
+
+    producer = CloudJobs(settings=stack.settings(long_delays="hops"))
+    producer.enqueue("remind-later", Order(order_id="o-1"))
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record():
+            with running(jobs, concurrency=1, queue_metrics_interval=0.2):
+                wait_for(lambda: _queue_counts(client, stack.queue.queue_url) == 0 and bool(follow_ups))
+            assert jobs.cancel(follow_ups[0]).schedule_deleted
+    finally:
+        client.close()
+
+
+@code_path("operator", eventbridge_scheduler=True)
+def _cancel_a_delayed_job_and_sync_schedules(stack: Stack, record: Record) -> None:
+    producer = CloudJobs(settings=stack.settings())
+    _register_jobs(producer)
+    job_id = producer.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+    before, after = CloudJobs(settings=stack.settings()), CloudJobs(settings=stack.settings())
+    for jobs in (before, after):
+        _register_jobs(jobs)
+    before.schedule("nightly", job_type="ship", payload={"order_id": "n"}, cron="0 2 * * *")
+    before.schedule("hourly", job_type="ship", payload={"order_id": "h"}, every=3600)
+    after.schedule("nightly", job_type="ship", payload={"order_id": "n"}, cron="0 3 * * *")
+    with record(), pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.environment_output().items():
+            patch.setenv(name, value)
+        assert cli_main(["cancel", job_id]) == EXIT_OK
+        # cloudjobs schedules sync, twice: creating both, then updating one and deleting the other.
+        for jobs in (before, after):
+            group = jobs.eventbridge_schedules
+            apply_sync(plan_sync(wanted_schedules(jobs, group.role_arn), group), group)
+
+
+@code_path("scheduler", eventbridge_scheduler=True)
+def _scheduler_sends_a_due_job(stack: Stack, record: Record) -> None:
+    # EventBridge Scheduler, assuming the module's role, calls SendMessage with the stored input.
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    job_id = jobs.enqueue("ship", Order(order_id="o-1"), delay=timedelta(days=2))
+    schedules: EventBridgeSchedulerClient = boto3.session.Session().client("scheduler")
+    try:
+        stored = schedules.get_schedule(Name=f"{DELAY_PREFIX}{job_id}", GroupName=stack.group or "")
+    finally:
+        schedules.close()
+    with record():
+        client: SQSClient = boto3.session.Session().client("sqs")
+        try:
+            client.send_message(**json.loads(stored["Target"]["Input"]))
+        finally:
+            client.close()
+
+
+_LARGE: Final = "x" * (300 * 1024)  # past a 256 KiB threshold: stored in the payload bucket
+
+
+@code_path("producer", payload_bucket=True)
+def _enqueue_large_payloads(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    _register_jobs(jobs)
+    with record():
+        jobs.enqueue("ship", Order(order_id=_LARGE))
+        jobs.enqueue_many([("ship", Order(order_id=_LARGE)), ("ship", Order(order_id="small"))])
+
+
+@code_path("consumer", payload_bucket=True, payload_delete=True)
+def _worker_reading_and_deleting_large_payloads(stack: Stack, record: Record) -> None:
+    jobs = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    _register_jobs(jobs)
+    done: list[str] = []
+
+    @jobs.job("fan-out")
+    def fan_out(payload: Order) -> None:
+        jobs.enqueue("ship", payload)  # a follow-up too large for the queue: stored as well
+        done.append(payload.order_id)
+
+    producer = CloudJobs(settings=stack.settings(payload_threshold_bytes=256 * 1024))
+    producer.enqueue("fan-out", Order(order_id=_LARGE))
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record(), running(jobs, concurrency=1, queue_metrics_interval=0.2):
+            wait_for(lambda: bool(done) and _queue_counts(client, stack.queue.queue_url) == 0)
+    finally:
+        client.close()
+
+
+@code_path("operator", payload_bucket=True)
+def _purge_dead_letters_with_stored_bodies(stack: Stack, record: Record) -> None:
+    # A pointer message in the dead-letter queue, as a consumer's dead-lettering leaves it.
+    into_dlq = CloudJobs(
+        settings=stack.settings(
+            queue_url=stack.queue.dlq_url, dlq_url=None, payload_threshold_bytes=256 * 1024
+        )
+    )
+    into_dlq.enqueue("ship", Order(order_id=_LARGE))
+    with record(), pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.environment_output().items():
+            patch.setenv(name, value)
+        assert cli_main(["dlq", "purge", "--yes"]) == EXIT_OK
+
+
+def test_every_role_that_creates_schedules_may_pass_only_the_schedulers_role(module: Configuration) -> None:
+    # iam:PassRole is checked by IAM, not by the scheduler's API: grant it on the one role, to the one
+    # service, and to every role whose code creates or updates schedules.
+    for role in ("producer", "consumer", "operator"):
+        passing = [
+            statement
+            for statement in statements(module.data[f"aws_iam_policy_document.{role}"])
+            if "iam:PassRole" in statement.actions
+        ]
+        assert len(passing) == 1, role
+        assert passing[0].resources == (Resource.SCHEDULER_ROLE.value,)
+        assert passing[0].for_each == "${var.eventbridge_scheduler ? [true] : []}"
+        block = json.dumps(passing[0].block)
+        assert '"iam:PassedToService"' in block
+        assert '"scheduler.amazonaws.com"' in block
+
+
 # ---------------------------------------------------------------------------------------------------
 # Policies
 # ---------------------------------------------------------------------------------------------------
@@ -613,6 +848,9 @@ class ModuleInputs:
 
     status_tracking: bool
     has_kms_key: bool
+    eventbridge_scheduler: bool = False
+    payload_bucket: bool = False
+    payload_delete: bool = False
 
 
 # The dynamic statements' for_each expressions, each with when it generates its statement. An
@@ -620,6 +858,13 @@ class ModuleInputs:
 _CONDITIONS: Final[Mapping[str, Callable[[ModuleInputs], bool]]] = {
     "${var.status_tracking ? [true] : []}": lambda inputs: inputs.status_tracking,
     "${local.uses_sqs_managed_sse ? [] : [true]}": lambda inputs: inputs.has_kms_key,
+    "${var.eventbridge_scheduler ? [true] : []}": lambda inputs: inputs.eventbridge_scheduler,
+    "${var.payload_bucket ? [true] : []}": lambda inputs: inputs.payload_bucket,
+    "${var.payload_bucket && var.payload_delete ? [true] : []}": lambda inputs: (
+        inputs.payload_bucket and inputs.payload_delete
+    ),
+    # The app's other tiers' queues: not provisioned here (tests/infra checks that statement).
+    "${length(var.scheduler_queue_arns) > 0 ? [true] : []}": lambda inputs: False,
 }
 
 
@@ -660,17 +905,40 @@ class Recordings:
         dynamodb: DynamoDBClient = boto3.session.Session().client("dynamodb")
         spec = QueueSpec(f"iam-{uuid.uuid4().hex[:12]}", visibility_timeout_seconds=5, max_receive_count=5)
         table = TableSpec(f"{spec.name}-idempotency")
+        scheduler: EventBridgeSchedulerClient = boto3.session.Session().client("scheduler")
+        group = spec.name if path.eventbridge_scheduler else None  # the module names it after the queue
+        bucket = f"{spec.name}-payloads" if path.payload_bucket else None  # the module's default name
+        s3: S3Client = boto3.session.Session().client("s3")
         calls: list[Call] = []
         try:
-            stack = Stack(provision_queue(spec, client=sqs), table.name, self.environment)
+            stack = Stack(
+                provision_queue(spec, client=sqs),
+                table.name,
+                self.environment,
+                group,
+                bucket,
+                path.payload_delete,
+            )
             provision_table(table, client=dynamodb)
+            if group is not None:
+                scheduler.create_schedule_group(Name=group)
+            if bucket is not None:
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
             path.run(stack, lambda: recording(calls))
             return stack, calls
         finally:
+            if group is not None:
+                scheduler.delete_schedule_group(Name=group)
+            if bucket is not None:
+                for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=item["Key"])
+                s3.delete_bucket(Bucket=bucket)
+            s3.close()
             delete_queue(spec, client=sqs)
             delete_table(table, client=dynamodb)
             sqs.close()
             dynamodb.close()
+            scheduler.close()
 
 
 @pytest.fixture(scope="module")
@@ -712,7 +980,17 @@ def test_each_call_a_role_makes_is_granted_by_its_policy(
     stack, calls = recordings.of(path)
     assert calls, f"{path.name} made no AWS call: the recording is not working"
     required = _required(stack, calls, has_kms_key=has_kms_key)
-    allowed = granted(module, path.role, ModuleInputs(path.status_tracking, has_kms_key))
+    allowed = granted(
+        module,
+        path.role,
+        ModuleInputs(
+            path.status_tracking,
+            has_kms_key,
+            path.eventbridge_scheduler,
+            path.payload_bucket,
+            path.payload_delete,
+        ),
+    )
     missing = sorted(required - allowed)
     assert not missing, f"the {path.role} policy lacks: " + ", ".join(map(str, missing))
 
@@ -727,7 +1005,17 @@ def test_every_grant_is_used_or_listed_for_review(
     for path in paths:
         stack, calls = recordings.of(path)
         used |= _required(stack, calls, has_kms_key=True)
-    everything = granted(module, role, ModuleInputs(status_tracking=True, has_kms_key=True))
+    everything = granted(
+        module,
+        role,
+        ModuleInputs(
+            status_tracking=True,
+            has_kms_key=True,
+            eventbridge_scheduler=True,
+            payload_bucket=True,
+            payload_delete=True,
+        ),
+    )
     assert everything - used == GRANTED_BUT_UNUSED[role], "granted but never used: " + ", ".join(
         map(str, sorted(everything - used))
     )

@@ -12,9 +12,26 @@ locals {
   table_ttl_attribute    = "expires_at"
 
   uses_sqs_managed_sse = var.kms_key_arn == null
+
+  # EventBridge Scheduler: the app's schedule group, its schedules (recurring ones keep their names
+  # from code) and the one-time schedules of delayed jobs, whose names cloudjobs starts so.
+  schedule_group_name = local.base_name
+  schedules_arn       = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/*"
+  delay_schedules_arn = "arn:${data.aws_partition.current.partition}:scheduler:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:schedule/${local.schedule_group_name}/cloudjobs.delay.*"
+  scheduler_role_arn  = one(aws_iam_role.scheduler[*].arn)
+
+  # Payload bucket: cloudjobs writes bodies under cloudjobs/; AWS's extended clients anywhere.
+  payload_bucket_name = coalesce(var.payload_bucket_name, "${local.base_name}-payloads")
+  payload_bucket_arn  = "arn:${data.aws_partition.current.partition}:s3:::${local.payload_bucket_name}"
+  payload_objects_arn = "${local.payload_bucket_arn}/cloudjobs/*"
+  payload_any_arn     = "${local.payload_bucket_arn}/*"
 }
 
 data "aws_region" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
 
 ################################################################################
 # Queue
@@ -203,6 +220,7 @@ locals {
   kms_via_services = [
     "sqs.${data.aws_region.current.region}.amazonaws.com",
     "dynamodb.${data.aws_region.current.region}.amazonaws.com",
+    "s3.${data.aws_region.current.region}.amazonaws.com",
   ]
 }
 
@@ -230,6 +248,42 @@ data "aws_iam_policy_document" "producer" {
       sid       = "ReadJobStatus${local.sid_suffix}"
       actions   = ["dynamodb:Query"]
       resources = [local.table_index_arn]
+    }
+  }
+
+  # A job's body too large for the queue goes to the payload bucket.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "StorePayloads${local.sid_suffix}"
+      actions   = ["s3:PutObject"]
+      resources = [local.payload_objects_arn]
+    }
+  }
+
+  # A job due later than 15 minutes waits in a one-time schedule (CLOUDJOBS_LONG_DELAYS=eventbridge)
+  # that the scheduler's role sends when due; creating it passes that role.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ScheduleJobs${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
     }
   }
 
@@ -286,6 +340,62 @@ data "aws_iam_policy_document" "consumer" {
     sid       = "FindJobsById${local.sid_suffix}"
     actions   = ["dynamodb:Query"]
     resources = [local.table_index_arn]
+  }
+
+  # Pointer messages' bodies are read back (any key: AWS's extended clients choose their own), and
+  # the follow-up jobs handlers enqueue may be stored; with payload_delete, a completed job's is deleted.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "ReadPayloads${local.sid_suffix}"
+      actions   = ["s3:GetObject"]
+      resources = [local.payload_any_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "StorePayloads${local.sid_suffix}"
+      actions   = ["s3:PutObject"]
+      resources = [local.payload_objects_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.payload_bucket && var.payload_delete ? [true] : []
+    content {
+      sid       = "DeletePayloads${local.sid_suffix}"
+      actions   = ["s3:DeleteObject"]
+      resources = [local.payload_any_arn]
+    }
+  }
+
+  # A job due later than 15 minutes waits in a one-time schedule (CLOUDJOBS_LONG_DELAYS=eventbridge)
+  # that the scheduler's role sends when due (a handler enqueues it; cancelling deletes it);
+  # creating it passes that role.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ScheduleJobs${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
+    }
   }
 
   # Receiving decrypts; sending to the dead-letter queue needs a data key.
@@ -352,6 +462,62 @@ data "aws_iam_policy_document" "operator" {
     resources = ["*"]
   }
 
+  # A purge deletes the bodies of the pointer messages it deletes.
+  dynamic "statement" {
+    for_each = var.payload_bucket ? [true] : []
+    content {
+      sid       = "PurgePayloads${local.sid_suffix}"
+      actions   = ["s3:DeleteObject"]
+      resources = [local.payload_any_arn]
+    }
+  }
+
+  # Cancelling a delayed job deletes its one-time schedule.
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "CancelScheduledJobs${local.sid_suffix}"
+      actions   = ["scheduler:DeleteSchedule"]
+      resources = [local.delay_schedules_arn]
+    }
+  }
+
+  # cloudjobs schedules sync: the group's recurring schedules made to match the code. ListSchedules
+  # has no resource-level permissions: IAM accepts only "*" for it
+  # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridgescheduler.html).
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "SyncSchedules${local.sid_suffix}"
+      actions   = ["scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule", "scheduler:UpdateSchedule"]
+      resources = [local.schedules_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "ListSchedules${local.sid_suffix}"
+      actions   = ["scheduler:ListSchedules"]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.eventbridge_scheduler ? [true] : []
+    content {
+      sid       = "PassSchedulerRole${local.sid_suffix}"
+      actions   = ["iam:PassRole"]
+      resources = [local.scheduler_role_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "iam:PassedToService"
+        values   = ["scheduler.amazonaws.com"]
+      }
+    }
+  }
+
   # Receiving from the dead-letter queue decrypts; requeueing needs a data key.
   dynamic "statement" {
     for_each = local.uses_sqs_managed_sse ? [] : [true]
@@ -367,6 +533,179 @@ data "aws_iam_policy_document" "operator" {
       }
     }
   }
+}
+
+################################################################################
+# Payload bucket
+################################################################################
+
+resource "aws_s3_bucket" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  # checkov:skip=CKV_AWS_18:Bodies are written and read by the queue's own roles; CloudTrail data events audit them where needed.
+  # checkov:skip=CKV_AWS_144:Bodies live as long as their messages (days); a replica in another region outlives no queue.
+  # checkov:skip=CKV_AWS_21:A body is written once under its job's key; versions would keep purged and expired bodies.
+  # checkov:skip=CKV2_AWS_62:Nothing reacts to a body being stored: the queue's message is the event.
+  # checkov:skip=CKV_AWS_145:SSE-S3 unless kms_key_arn is given, as for the queues (see the encryption configuration).
+  bucket = local.payload_bucket_name
+  tags   = var.tags
+}
+
+resource "aws_s3_bucket_public_access_block" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket                  = aws_s3_bucket.payloads[0].id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = local.uses_sqs_managed_sse ? "AES256" : "aws:kms"
+      kms_master_key_id = var.kms_key_arn
+    }
+    bucket_key_enabled = !local.uses_sqs_managed_sse
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  rule {
+    id     = "expire-bodies"
+    status = "Enabled"
+    filter {}
+    expiration {
+      days = var.payload_expiration_days
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+}
+
+data "aws_iam_policy_document" "payloads" {
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [local.payload_bucket_arn, local.payload_any_arn]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "payloads" {
+  count = var.payload_bucket ? 1 : 0
+
+  bucket = aws_s3_bucket.payloads[0].id
+  policy = data.aws_iam_policy_document.payloads.json
+}
+
+################################################################################
+# EventBridge Scheduler
+################################################################################
+
+resource "aws_scheduler_schedule_group" "this" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name = local.schedule_group_name
+  tags = var.tags
+}
+
+# The scheduler assumes this role to send a schedule's message: only schedules of this account.
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    sid     = "SchedulerAssumes"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name               = "${local.base_name}-scheduler"
+  description        = "EventBridge Scheduler sends the scheduled jobs of ${var.name} with this role."
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+  tags               = var.tags
+}
+
+# SendMessage on the app's queues, and nothing else (the universal target calls only SendMessage).
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "SendScheduledJobs"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(var.scheduler_queue_arns) > 0 ? [true] : []
+    content {
+      sid       = "SendScheduledJobsToTiers"
+      actions   = ["sqs:SendMessage"]
+      resources = var.scheduler_queue_arns
+    }
+  }
+
+  # Sending to an encrypted queue needs a data key, and KMS checks Decrypt too.
+  dynamic "statement" {
+    for_each = local.uses_sqs_managed_sse ? [] : [true]
+    content {
+      sid       = "UseJobsKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [var.kms_key_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["sqs.${data.aws_region.current.region}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  count = var.eventbridge_scheduler ? 1 : 0
+
+  name   = "send-scheduled-jobs"
+  role   = aws_iam_role.scheduler[0].id
+  policy = data.aws_iam_policy_document.scheduler.json
 }
 
 ################################################################################

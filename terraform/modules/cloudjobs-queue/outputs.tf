@@ -65,7 +65,7 @@ output "queues_entry" {
 }
 
 output "environment" {
-  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources, this queue as the app's default queue; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on. An app with tiers takes the default tier's environment and adds CLOUDJOBS_QUEUES, the other tiers' queues_entry joined with commas."
+  description = "The CLOUDJOBS_* variables that point a producer, worker or Lambda function at these resources, this queue as the app's default queue; each one is the output of the same name (CLOUDJOBS_QUEUE_URL is queue_url). CLOUDJOBS_STATUS_TRACKING is present only when status_tracking is on; CLOUDJOBS_LONG_DELAYS, CLOUDJOBS_SCHEDULES_MODE, CLOUDJOBS_SCHEDULE_GROUP and CLOUDJOBS_SCHEDULER_ROLE_ARN only with eventbridge_scheduler; CLOUDJOBS_PAYLOAD_BUCKET (with CLOUDJOBS_PAYLOAD_KMS_KEY_ID under a customer-managed key, CLOUDJOBS_PAYLOAD_DELETE with payload_delete) only with payload_bucket. An app with tiers takes the default tier's environment and adds CLOUDJOBS_QUEUES, the other tiers' queues_entry joined with commas."
   value = merge(
     {
       CLOUDJOBS_QUEUE_URL         = aws_sqs_queue.this.url
@@ -74,7 +74,55 @@ output "environment" {
     },
     # The policies grant producers status access only with status_tracking: the setting must follow.
     var.status_tracking ? { CLOUDJOBS_STATUS_TRACKING = "true" } : {},
+    var.payload_bucket ? { CLOUDJOBS_PAYLOAD_BUCKET = one(aws_s3_bucket.payloads[*].bucket) } : {},
+    var.payload_bucket && !local.uses_sqs_managed_sse ? { CLOUDJOBS_PAYLOAD_KMS_KEY_ID = var.kms_key_arn } : {},
+    var.payload_bucket && var.payload_delete ? { CLOUDJOBS_PAYLOAD_DELETE = "true" } : {},
+    var.eventbridge_scheduler ? {
+      CLOUDJOBS_LONG_DELAYS        = "eventbridge"
+      CLOUDJOBS_SCHEDULES_MODE     = "eventbridge"
+      CLOUDJOBS_SCHEDULE_GROUP     = one(aws_scheduler_schedule_group.this[*].name)
+      CLOUDJOBS_SCHEDULER_ROLE_ARN = local.scheduler_role_arn
+    } : {},
   )
+}
+
+################################################################################
+# EventBridge Scheduler
+################################################################################
+
+output "payload_bucket" {
+  description = "Name of the payload bucket (CLOUDJOBS_PAYLOAD_BUCKET), or null without payload_bucket."
+  value       = one(aws_s3_bucket.payloads[*].bucket)
+}
+
+output "payload_kms_key_id" {
+  description = "KMS key of stored bodies (CLOUDJOBS_PAYLOAD_KMS_KEY_ID): kms_key_arn, or null for SSE-S3."
+  value       = var.kms_key_arn
+}
+
+output "payload_delete" {
+  description = "Whether consumers delete a completed job's stored body (CLOUDJOBS_PAYLOAD_DELETE)."
+  value       = var.payload_bucket && var.payload_delete
+}
+
+output "long_delays" {
+  description = "How jobs due later than 15 minutes wait (CLOUDJOBS_LONG_DELAYS): \"eventbridge\" with eventbridge_scheduler, else \"hops\"."
+  value       = var.eventbridge_scheduler ? "eventbridge" : "hops"
+}
+
+output "schedules_mode" {
+  description = "Who fires recurring schedules (CLOUDJOBS_SCHEDULES_MODE): \"eventbridge\" with eventbridge_scheduler, else \"self-hosted\"."
+  value       = var.eventbridge_scheduler ? "eventbridge" : "self-hosted"
+}
+
+output "schedule_group" {
+  description = "Name of the EventBridge Scheduler schedule group (CLOUDJOBS_SCHEDULE_GROUP), or null without eventbridge_scheduler."
+  value       = one(aws_scheduler_schedule_group.this[*].name)
+}
+
+output "scheduler_role_arn" {
+  description = "ARN of the role EventBridge Scheduler assumes to send scheduled jobs (CLOUDJOBS_SCHEDULER_ROLE_ARN), or null without eventbridge_scheduler."
+  value       = local.scheduler_role_arn
 }
 
 ################################################################################

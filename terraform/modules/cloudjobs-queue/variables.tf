@@ -233,6 +233,52 @@ variable "status_tracking" {
   default     = false
 }
 
+variable "payload_bucket" {
+  description = "Create a bucket for message bodies too large for the queue (cloudjobs sends them as pointers, in the format of AWS's SQS extended client libraries): encrypted (with kms_key_arn when given), public access blocked, TLS only, objects expiring after payload_expiration_days. Producers and consumers may write bodies under cloudjobs/ and consumers read any; operators delete (a purge deletes its bodies). The environment output then sets CLOUDJOBS_PAYLOAD_BUCKET."
+  type        = bool
+  default     = false
+}
+
+variable "payload_bucket_name" {
+  description = "Name of the payload bucket; default \"<name without .fifo>-payloads\" (bucket names are global: set one that is yours)."
+  type        = string
+  default     = null
+}
+
+variable "payload_expiration_days" {
+  description = "Days after which a stored body expires. Re-sends, dead letters and redrives reuse a body, so it must outlive the dead-letter queue's retention (checked)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = floor(var.payload_expiration_days) == var.payload_expiration_days && var.payload_expiration_days * 86400 > var.dlq_retention_seconds
+    error_message = "payload_expiration_days must be a whole number of days longer than dlq_retention_seconds."
+  }
+}
+
+variable "payload_delete" {
+  description = "Consumers delete a stored body once its job completed (CLOUDJOBS_PAYLOAD_DELETE); consumer_policy_json then allows s3:DeleteObject too."
+  type        = bool
+  default     = false
+}
+
+variable "eventbridge_scheduler" {
+  description = "Schedule with EventBridge Scheduler: create a schedule group named after the queue (without .fifo) and a role the scheduler assumes to send to the queue; producer and consumer policies may then create and delete the one-time schedules of delayed jobs (cloudjobs.delay.*) and pass the role, the operator policy may also sync recurring schedules (cloudjobs schedules sync), and the environment output sets CLOUDJOBS_LONG_DELAYS and CLOUDJOBS_SCHEDULES_MODE to eventbridge with the group and the role. An app with several tiers enables it on its default tier and lists the other tiers' queue ARNs in scheduler_queue_arns."
+  type        = bool
+  default     = false
+}
+
+variable "scheduler_queue_arns" {
+  description = "With eventbridge_scheduler: ARNs of the app's other queues (its other tiers) the scheduler's role may send to as well."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.scheduler_queue_arns : can(regex("^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}(\\.fifo)?$", arn))])
+    error_message = "scheduler_queue_arns must hold SQS queue ARNs (arn:aws:sqs:<region>:<account>:<name>)."
+  }
+}
+
 ################################################################################
 # Lambda consumer
 ################################################################################
