@@ -31,6 +31,7 @@ EXPECTED_ALL = [
     "IdempotencyStoreError",
     "InvalidDelayError",
     "InvalidGroupIdError",
+    "InvalidLimitError",
     "InvalidScheduleError",
     "InvalidUniquenessError",
     "Job",
