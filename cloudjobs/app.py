@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 from pydantic import JsonValue
 
 from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
-from cloudjobs.backends.base import Backend
+from cloudjobs.backends.base import Backend, QueueInfo
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer
@@ -49,6 +49,8 @@ from cloudjobs.uniqueness.state import UniqueUntil
 if TYPE_CHECKING:
     from cloudjobs.dlq.queues import DeadLetterQueues
     from cloudjobs.flows.store import FlowState, FlowStore
+    from cloudjobs.limits.base import Limiter
+    from cloudjobs.limits.spec import LimitKey, RateLimit
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
@@ -143,6 +145,7 @@ class CloudJobs:
         self._schedules = ScheduleRegistry(self._registry)
         self._remembered = RememberedJobs()
         self._eventbridge: EventBridgeSchedules | None = None
+        self._limiter: Limiter | None = None
         self._lock = threading.Lock()
 
     # -- configuration ----------------------------------------------------------------------------
@@ -206,9 +209,12 @@ class CloudJobs:
             ConfigurationError: none was given and ``CLOUDJOBS_IDEMPOTENCY_TABLE`` is not set.
         """
         with self._lock:
-            if self._idempotency_store is None:
-                self._idempotency_store = build_idempotency_store(self.settings)
-            return self._idempotency_store
+            return self._store_unlocked()
+
+    def _store_unlocked(self) -> IdempotencyStore:
+        if self._idempotency_store is None:
+            self._idempotency_store = build_idempotency_store(self.settings)
+        return self._idempotency_store
 
     @property
     def payload_store(self) -> PayloadStore | None:
@@ -271,6 +277,9 @@ class CloudJobs:
         track_status: bool = False,
         queue: str | None = None,
         tenant: TenantKey | None = None,
+        rate_limit: str | RateLimit | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
     ) -> Register:
         """Register a handler under the job type ``name``.
 
@@ -294,14 +303,29 @@ class CloudJobs:
                 against the configured queues when a job is enqueued.
             tenant: the fairness key of each job, a payload field's name or a function of the
                 payload, sent as its message group (see :mod:`cloudjobs.groups`).
+            rate_limit: at most this many starts per period, across every worker and Lambda:
+                ``"100/m"``, ``"20/s"``, ``"5/10s"``, or a
+                :class:`~cloudjobs.limits.spec.RateLimit` choosing the burst (see docs/limits.md).
+            concurrency_limit: at most this many runs at once, across every worker and Lambda.
+            limit_key: count the limits per key: a payload field's name or a function of the
+                payload (default: one count for the job type).
 
         Raises:
             ConfigurationError: the name is taken, the queue name is malformed, or the handler's
                 signature does not fit.
+            InvalidLimitError: a malformed rate, a concurrency limit below 1, or a ``limit_key``
+                field the payload's model does not have.
         """
         timeout_delta = as_timedelta(timeout, name="timeout")
         if queue is not None:
             _check_name(queue)
+        limits = None
+        if rate_limit is not None or concurrency_limit is not None or limit_key is not None:
+            from cloudjobs.limits.spec import check_key_field, job_limits
+
+            limits = job_limits(
+                name, rate_limit=rate_limit, concurrency_limit=concurrency_limit, limit_key=limit_key
+            )
 
         def register(function: Callable[..., Any]) -> JobHandle[Any, Any]:
             if name in self._registry:
@@ -318,6 +342,9 @@ class CloudJobs:
                 queue=None if queue == DEFAULT_QUEUE else queue,
                 tenant=tenant,
             )
+            if limits is not None:
+                check_key_field(name, definition.payload_type, limit_key)
+                definition = dataclasses.replace(definition, limits=limits)
             self._registry[name] = definition
             return JobHandle(self, definition)
 
@@ -936,8 +963,11 @@ class CloudJobs:
 
             # Before the record middleware, so that it deletes after the record says completed.
             middleware.append(PayloadDeletion(payloads))
+        middleware += list(self._middleware)
+        # Limits come before the records: a deferred job takes no lease and leaves its status alone.
+        middleware += self._limit_middleware(backend, queue)
         # Flows before the record middleware, so that a child is counted after its record is final.
-        middleware += list(self._middleware) + self._flow_middleware(backend)
+        middleware += self._flow_middleware(backend)
         middleware += record_middleware(
             self._registry,
             self.settings,
@@ -1042,6 +1072,32 @@ class CloudJobs:
     def _is_completed(self, job_id: str) -> bool:
         status = self.status(job_id)
         return status is not None and status.state is JobState.COMPLETED
+
+    def _limit_middleware(self, backend: Backend, queue: QueueInfo) -> list[Middleware]:
+        """The limits stage (see :mod:`cloudjobs.limits.middleware`), when a job type has limits."""
+        if not any(definition.limits is not None for definition in self._registry.values()):
+            return []
+        from cloudjobs.limits.middleware import build_limiter, limit_middleware
+
+        def limiter(clock: Clock) -> Limiter:
+            with self._lock:
+                if self._limiter is None:
+                    self._limiter = build_limiter(self._store_unlocked(), clock)
+                return self._limiter
+
+        return list(
+            limit_middleware(
+                self._registry,
+                self.settings,
+                backend=backend,
+                is_fifo=queue.is_fifo,
+                queue_visibility=queue.visibility_timeout,
+                limiter=limiter,
+                clock=self._clock,
+                random=self._random,
+                is_metered=self._telemetry.is_enabled,
+            )
+        )
 
     def worker(
         self,
@@ -1183,7 +1239,8 @@ class CloudJobs:
         """
         memory = backend if backend is not None else MemoryBackend(clock=self._clock)
         saved_backend, saved_settings, saved_store = self._backend, self._settings, self._idempotency_store
-        saved_named = dict(self._named_backends)
+        saved_named, saved_limiter = dict(self._named_backends), self._limiter
+        self._limiter = None  # limits are counted beside the store: a fresh one for the block
         if self._settings is None:
             self._settings = Settings(_env_file=None)
         self._backend = memory
@@ -1202,7 +1259,7 @@ class CloudJobs:
         finally:
             self._backend, self._settings = saved_backend, saved_settings
             self._idempotency_store = saved_store
-            self._named_backends = saved_named
+            self._named_backends, self._limiter = saved_named, saved_limiter
             self._payload_store = saved_payloads
 
 

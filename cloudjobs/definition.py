@@ -18,6 +18,7 @@ from cloudjobs.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
+    from cloudjobs.limits.spec import JobLimits
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -60,6 +61,7 @@ class JobDefinition:
         tenant_of: derives the tenant from the payload (None: only ``enqueue(..., tenant=)``).
         tenant_from_model: ``tenant_of`` takes the validated payload (a function); otherwise the
             payload's JSON (a field name).
+        limits: the job type's rate and concurrency limits (None: none; see :mod:`cloudjobs.limits`).
     """
 
     name: str
@@ -76,6 +78,7 @@ class JobDefinition:
     queue: str | None = None
     tenant_of: Callable[[Any], str | None] | None = None
     tenant_from_model: bool = False
+    limits: JobLimits | None = None
 
     @property
     def has_record(self) -> bool:

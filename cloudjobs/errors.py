@@ -8,7 +8,8 @@ fields besides its message, so callers can handle it without parsing text::
     │  ├─ CredentialsError       no AWS credentials could be found
     │  ├─ PortInUseError         the port asked for a local server is taken
     │  ├─ UnknownQueueError      a queue name the app does not configure (``CLOUDJOBS_QUEUES``)
-    │  └─ InvalidScheduleError   a recurring schedule that cannot be declared as given (names it)
+    │  ├─ InvalidScheduleError   a recurring schedule that cannot be declared as given (names it)
+    │  └─ InvalidLimitError      a rate or concurrency limit that cannot be registered as given
     ├─ JobError                  raised by handlers to steer the outcome
     │  ├─ PermanentError         → dead-letter queue now, no retry
     │  └─ RetryableError         → retry, optionally after ``delay``
@@ -123,6 +124,23 @@ class InvalidScheduleError(ConfigurationError):
         super().__init__(f"schedule {schedule!r}: {message}")
         self.setting = setting
         self.schedule = schedule
+
+
+class InvalidLimitError(ConfigurationError):
+    """A rate or concurrency limit that cannot be registered as given (``@jobs.job(rate_limit=...,
+    concurrency_limit=..., limit_key=...)``): a malformed rate (``"100/x"``, ``"0/m"``), a
+    concurrency limit below 1, or a ``limit_key`` field the payload's model does not have.
+
+    Attributes:
+        job_name: the job type, when known.
+        setting: the argument to change (``rate_limit``, ``concurrency_limit``, ``limit_key``).
+    """
+
+    def __init__(self, message: str, *, job_name: str | None = None, setting: str | None = None) -> None:
+        # The job leads the message: "job 'export': concurrency_limit ..." names both.
+        super().__init__(f"job {job_name!r}: {message}" if job_name else message)
+        self.setting = setting
+        self.job_name = job_name
 
 
 class JobError(CloudjobsError):

@@ -52,6 +52,12 @@ class Reason(enum.StrEnum):
     """The idempotency store could not be reached (fail closed)."""
     NOT_DUE = "not_due"
     """The job was enqueued with a delay past 15 minutes and is not due yet (see cloudjobs.hops)."""
+    RATE_LIMITED = "rate_limited"
+    """The job type's rate limit (for its key) has no start left now (see cloudjobs.limits)."""
+    CONCURRENCY_LIMITED = "concurrency_limited"
+    """The job type's concurrency limit (for its key) is reached (see cloudjobs.limits)."""
+    LIMITER_UNAVAILABLE = "limiter_unavailable"
+    """The limits' store could not be reached (fail closed: a limited job does not run)."""
     # Released: never started, visible again at once.
     SHUTDOWN = "shutdown"
     """The worker is stopping."""

@@ -23,6 +23,7 @@ instrument                              kind, unit     meaning (attributes)
 ``cloudjobs.schedule.skipped_overlap``  counter        ticks skipped: the previous run still going
 ``cloudjobs.schedule.missed``           counter        ticks later than the misfire grace, not fired
 ``cloudjobs.schedule.lateness``         histogram, s   a fired tick's time → its enqueue
+``cloudjobs.limit.deferred``            counter        jobs deferred by a limit (job type, limit kind)
 ======================================= ============== ==============================================
 
 Job metrics carry ``cloudjobs.job.type`` and ``messaging.destination.name``; queue gauges carry
@@ -30,7 +31,9 @@ Job metrics carry ``cloudjobs.job.type`` and ``messaging.destination.name``; que
 carries ``messaging.destination.name`` and ``cloudjobs.worker.stall`` (``handlers_overdue``,
 ``receiver_stalled``, ``heartbeat_stalled``; see :mod:`cloudjobs.runtimes.health`). Schedule
 metrics carry ``cloudjobs.schedule.name`` (see :mod:`cloudjobs.scheduling.scheduler`); each tick is
-counted once, by the scheduler that claimed it, however many schedulers run.
+counted once, by the scheduler that claimed it, however many schedulers run. The limit counter
+carries ``cloudjobs.job.type`` and ``cloudjobs.limit.kind`` (``rate``, ``concurrency``, or
+``unavailable`` when the limits' store could not be reached; see :mod:`cloudjobs.limits`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ ERROR_TYPE_KEY: Final = "error.type"
 REASON_KEY: Final = "cloudjobs.dead_letter.reason"
 STALL_KEY: Final = "cloudjobs.worker.stall"
 SCHEDULE_KEY: Final = "cloudjobs.schedule.name"
+LIMIT_KIND_KEY: Final = "cloudjobs.limit.kind"
 
 DEFAULT_QUEUE_METRICS_INTERVAL: Final = timedelta(seconds=60)
 """How often the worker reads the queue's counts for its gauges (CloudWatch's own period)."""
@@ -139,6 +143,15 @@ class SchedulerMetrics:
         )
 
 
+class LimitMetrics:
+    """The limits' instruments (see the module docstring)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.deferred = meter.create_counter(
+            "cloudjobs.limit.deferred", "{job}", "Jobs deferred by a rate or concurrency limit."
+        )
+
+
 @functools.cache
 def job_metrics() -> JobMetrics:
     """The process's job instruments (created on first use, on the global meter provider)."""
@@ -155,6 +168,12 @@ def queue_gauges() -> QueueGauges:
 def scheduler_metrics() -> SchedulerMetrics:
     """The process's scheduler instruments (created on first use, on the global meter provider)."""
     return SchedulerMetrics(metrics.get_meter(METER_NAME))
+
+
+@functools.cache
+def limit_metrics() -> LimitMetrics:
+    """The process's limit instruments (created on first use, on the global meter provider)."""
+    return LimitMetrics(metrics.get_meter(METER_NAME))
 
 
 @functools.cache

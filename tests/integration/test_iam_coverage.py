@@ -42,6 +42,7 @@ from cloudjobs import (
 )
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cloudjobs.cli.main import main as cli_main
+from cloudjobs.limits import RateLimit
 from cloudjobs.local import LocalAwsServer, local_environment
 from cloudjobs.provisioning import (
     TABLE_JOB_ID_INDEX,
@@ -727,6 +728,25 @@ def _scheduler(stack: Stack, record: Record) -> None:
         second = scheduler.run_pending(now + timedelta(seconds=60))
     assert len(first.fired) == 1
     assert len(second.skipped_overlap) == 1
+
+
+@code_path("consumer")
+def _worker_with_limits(stack: Stack, record: Record) -> None:
+    # Rate and concurrency limits live in the idempotency table; over the limit a job is re-sent.
+    jobs = CloudJobs(settings=stack.settings())
+
+    @jobs.job("limited", rate_limit=RateLimit(1, timedelta(seconds=1), burst=1), concurrency_limit=1)
+    def limited(payload: Order) -> str:
+        return payload.order_id
+
+    jobs.enqueue_many([("limited", Order(order_id=f"o-{n}")) for n in range(3)])
+    client: SQSClient = boto3.session.Session().client("sqs")
+    try:
+        with record(), running(jobs, concurrency=2, queue_metrics_interval=0.2):
+            wait_for(lambda: _queue_counts(client, stack.queue.queue_url) == 0, message="the queue to empty")
+        assert _queue_counts(client, stack.queue.dlq_url) == 0
+    finally:
+        client.close()
 
 
 def _enqueue_unrecorded(stack: Stack) -> list[str]:

@@ -42,7 +42,7 @@ class Gated(BaseModel):
     max_seconds: float
 
 
-def record(event: Literal["start", "end", "completed"], job: str) -> None:
+def record(event: Literal["start", "end", "completed", "granted"], job: str) -> None:
     """Append one event for ``job`` by this process to the ledger."""
     line = json.dumps({"event": event, "job": job, "pid": os.getpid(), "time": time.time()}) + "\n"
     descriptor = os.open(os.environ[LEDGER_VARIABLE], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

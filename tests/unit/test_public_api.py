@@ -34,6 +34,7 @@ EXPECTED_ALL = [
     "InvalidDelayError",
     "InvalidFlowError",
     "InvalidGroupIdError",
+    "InvalidLimitError",
     "InvalidScheduleError",
     "InvalidUniquenessError",
     "Job",
