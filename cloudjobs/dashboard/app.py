@@ -37,6 +37,10 @@ _SECURITY_HEADERS: Final = {
 }
 
 
+_CHILD_LINKS: Final = 100
+"""A flow parent's page links this many of its children (a flow holds up to 1,000)."""
+
+
 def create_app(
     jobs: CloudJobs,
     *,
@@ -167,6 +171,7 @@ def create_app(
             error=error,
             trace_link=link,
             cancelled=request.query_params.get("cancelled"),
+            child_links=_CHILD_LINKS,
         )
 
     async def cancel(request: Request) -> Response:

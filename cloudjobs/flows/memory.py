@@ -68,7 +68,9 @@ class MemoryFlowStore:
                 created_at=now,
                 updated_at=now,
                 expires_at=now + retention,
-                children=ChildCounts(total=len(flow.children), succeeded=0, failed=0),
+                children=ChildCounts(
+                    total=len(flow.children), succeeded=0, failed=0, child_ids=tuple(flow.children)
+                ),
             )
             self._flows[flow.key] = _Flow(flow)
             self._on_change()
@@ -87,7 +89,10 @@ class MemoryFlowStore:
                     flow.failed.add(child_id)
                 total = len(flow.record.children)
                 counts = ChildCounts(
-                    total=total, succeeded=len(flow.seen) - len(flow.failed), failed=len(flow.failed)
+                    total=total,
+                    succeeded=len(flow.seen) - len(flow.failed),
+                    failed=len(flow.failed),
+                    child_ids=tuple(flow.record.children),
                 )
                 self._records[key] = dataclasses.replace(record, children=counts)
                 self._on_change()

@@ -86,11 +86,13 @@ class ChildCounts:
         total: children in the flow.
         succeeded: children that completed.
         failed: children that went to the dead-letter queue (or were cancelled).
+        child_ids: the children's job ids.
     """
 
     total: int
     succeeded: int
     failed: int
+    child_ids: tuple[str, ...] = ()
 
     @property
     def remaining(self) -> int:

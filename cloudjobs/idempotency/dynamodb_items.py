@@ -201,7 +201,8 @@ def _children(item: Mapping[str, AttributeValueTypeDef]) -> ChildCounts | None:
         return None
     done = int(item.get("flow_done", {}).get("N", "0"))
     failed = int(item.get("flow_failed_count", {}).get("N", "0"))
-    return ChildCounts(total=int(total["N"]), succeeded=done - failed, failed=failed)
+    children = tuple(item.get("flow_children", {}).get("M", {}))
+    return ChildCounts(total=int(total["N"]), succeeded=done - failed, failed=failed, child_ids=children)
 
 
 def _text(item: Mapping[str, AttributeValueTypeDef], name: str) -> str | None:

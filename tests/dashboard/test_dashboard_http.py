@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from pydantic import BaseModel
 
-from cloudjobs import CloudJobs, Settings
+from cloudjobs import CloudJobs, Job, Settings
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.cli.exit_codes import EXIT_USAGE
 from cloudjobs.cli.main import main as cli_main
@@ -165,3 +166,31 @@ def test_the_command_refuses_a_non_loopback_address_without_a_token(monkeypatch:
 
 
 APP = _jobs()[0]
+
+
+def test_a_flow_parent_shows_its_children_counts_and_links_to_them() -> None:
+    jobs, backend = _jobs()
+
+    @jobs.job("collect")
+    def collect(payload: Note, job: Job) -> int:
+        return len(job.child_results())
+
+    flow = jobs.flow(("collect", Note(text="all")), children=[("note", Note(text=f"n{n}")) for n in range(3)])
+    [first, *_] = [
+        delivery
+        for delivery in backend.receive(max_messages=10, wait=timedelta(0))
+        if flow.child_ids[0] in delivery.body
+    ]
+    jobs.consumer().process(first)
+    backend.delete([first.receipt])
+    with serving(create_app(jobs, auth=NoAuth("tests"))) as url, httpx.Client(base_url=url) as test_client:
+        page = test_client.get("/jobs", params={"id": flow.parent_id}).text
+        child_page = test_client.get("/jobs", params={"id": flow.child_ids[0]}).text
+    assert 'data-state="waiting_children"' in page
+    assert re.search(r'data-field="children-total">3<', page)
+    assert re.search(r'data-field="children-succeeded">1<', page)
+    assert re.search(r'data-field="children-remaining">2<', page)
+    for child_id in flow.child_ids:
+        assert f'href="/jobs?id={child_id}"' in page
+    assert 'data-state="succeeded"' in child_page
+    assert 'aria-label="flow"' not in child_page

@@ -310,3 +310,19 @@ def test_worker_killed_during_the_flow_changes_nothing(
     assert status.state is JobState.SUCCEEDED
     assert status.result == 30
     assert _dead_letter_reasons(sqs_client, queue.dlq_url) == []
+
+
+def test_status_of_a_waiting_parent_counts_its_children_on_dynamodb(
+    queue: ProvisionedQueue, local_store: DynamoDbIdempotencyStore
+) -> None:
+    events = Events()
+    jobs = _app(queue, local_store, events)
+    flow = jobs.flow(("report", {"name": "r"}), children=[("fetch", {"n": n}) for n in range(3)])
+
+    status = jobs.status(flow.parent_id)
+
+    assert status is not None
+    assert status.state is JobState.WAITING_CHILDREN
+    assert status.children is not None
+    assert (status.children.total, status.children.remaining) == (3, 3)
+    assert set(status.children.child_ids) == set(flow.child_ids)
