@@ -16,7 +16,9 @@ The consumer acknowledges a completed message only after ``complete`` returned: 
 redelivers the message, and the next delivery re-runs the handler once the lease lapses (that is the
 crash window :doc:`docs/idempotency.md` describes). Jobs with ``track_status=True`` alone keep the
 record for status but are not deduplicated: on a conflict they run without touching it, and a store
-failure does not stop them.
+failure does not stop them. The jobs of a flow (see :mod:`cloudjobs.flows`) are deduplicated whatever
+their registration says: a parent has two messages, and a child's record holds the result its parent
+reads.
 """
 
 from __future__ import annotations
