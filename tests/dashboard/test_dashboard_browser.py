@@ -23,6 +23,7 @@ from cloudjobs.dashboard.serving import serving
 from cloudjobs.errors import PermanentError
 from cloudjobs.provisioning import ProvisionedQueue, TableSpec, delete_table, provision_table
 from tests.behaviour.conftest import running, wait_for
+from tests.queue_depths import queue_depths
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -127,22 +128,6 @@ def page(browser: Browser, stack: Stack) -> Iterator[tuple[Page, str]]:
         assert dialogs == [], f"a script ran in the page: {dialogs}"
 
 
-def _sqs_depths(client: SQSClient, queue_url: str) -> tuple[int, int, int]:
-    attributes = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        int(attributes["ApproximateNumberOfMessagesDelayed"]),
-    )
-
-
 def test_the_overview_shows_the_depths_sqs_reports(
     page: tuple[Page, str], stack: Stack, sqs_client: SQSClient
 ) -> None:
@@ -150,7 +135,7 @@ def test_the_overview_shows_the_depths_sqs_reports(
     for n in range(3):
         stack.jobs.enqueue("remind", Order(order_id=f"o-{n}"))
     stack.jobs.enqueue("remind", Order(order_id="later"), delay=120)
-    visible, in_flight, delayed = _sqs_depths(sqs_client, stack.queue.queue_url)
+    visible, in_flight, delayed = queue_depths(sqs_client, stack.queue.queue_url)
     browser_page.goto(url + "/")
     card = browser_page.locator('dl[data-queue="default"]')
     expect(card.locator('[data-depth="visible"]')).to_have_text(str(visible))
@@ -165,7 +150,7 @@ def test_a_poison_message_shows_under_its_reason_and_a_redrive_runs_the_fixed_jo
     browser_page, url = page
     job_id = stack.jobs.enqueue("charge", Order(order_id="o-42"))
     with running(stack.jobs, concurrency=2):
-        wait_for(lambda: _sqs_depths(sqs_client, stack.queue.dlq_url)[0] == 1, message="the dead letter")
+        wait_for(lambda: queue_depths(sqs_client, stack.queue.dlq_url)[0] == 1, message="the dead letter")
         browser_page.goto(url + "/dead-letters")
         expect(browser_page.locator('tr[data-reason="permanent_error"]')).to_contain_text("charge")
         letter = browser_page.locator(f'article[data-job-id="{job_id}"]')
@@ -175,9 +160,9 @@ def test_a_poison_message_shows_under_its_reason_and_a_redrive_runs_the_fixed_jo
         browser_page.get_by_role("button", name="Redrive selected").click()
         expect(browser_page.get_by_role("status")).to_contain_text("Redriven: 1 job(s)")
         wait_for(lambda: stack.charged == ["o-42"], message="the redriven job to run")
-        wait_for(lambda: sum(_sqs_depths(sqs_client, stack.queue.queue_url)) == 0)
+        wait_for(lambda: sum(queue_depths(sqs_client, stack.queue.queue_url)) == 0)
     assert stack.charged == ["o-42"]
-    assert _sqs_depths(sqs_client, stack.queue.dlq_url)[0] == 0
+    assert queue_depths(sqs_client, stack.queue.dlq_url)[0] == 0
 
 
 def test_purge_asks_first_and_removes_only_the_selected_messages(
@@ -187,7 +172,7 @@ def test_purge_asks_first_and_removes_only_the_selected_messages(
     doomed = stack.jobs.enqueue("charge", Order(order_id="doomed"))
     kept = stack.jobs.enqueue("charge", Order(order_id="kept", note="<script>alert('owned')</script>"))
     with running(stack.jobs, concurrency=2):
-        wait_for(lambda: _sqs_depths(sqs_client, stack.queue.dlq_url)[0] == 2, message="two dead letters")
+        wait_for(lambda: queue_depths(sqs_client, stack.queue.dlq_url)[0] == 2, message="two dead letters")
     browser_page.goto(url + "/dead-letters")
     kept_letter = browser_page.locator(f'article[data-job-id="{kept}"]')
     kept_letter.locator("summary", has_text="Payload").click()
@@ -196,7 +181,8 @@ def test_purge_asks_first_and_removes_only_the_selected_messages(
     browser_page.get_by_role("button", name="Purge selected…").click()
     expect(browser_page.get_by_role("heading", level=1)).to_have_text("Purge 1 message(s)?")
     assert (
-        _sqs_depths(sqs_client, stack.queue.dlq_url)[0] + _sqs_depths(sqs_client, stack.queue.dlq_url)[1] == 2
+        queue_depths(sqs_client, stack.queue.dlq_url)[0] + queue_depths(sqs_client, stack.queue.dlq_url)[1]
+        == 2
     )
     browser_page.get_by_role("button", name="Delete 1 message(s)").click()
     expect(browser_page.get_by_role("status")).to_contain_text("Purged: 1 message(s)")

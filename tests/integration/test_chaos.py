@@ -48,6 +48,7 @@ from cloudjobs.settings import ENV_PREFIX, Settings
 from tests.dynamodb_local import DynamoDbLocal
 from tests.integration.idempotent_worker_app import CHAOS_JOB, GATED_ONCE_JOB
 from tests.integration.worker_app import LEDGER_VARIABLE
+from tests.queue_depths import queue_depths
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -181,22 +182,6 @@ def _errors(log_directory: Path) -> list[str]:
     ]
 
 
-def _counts(client: SQSClient, queue_url: str) -> tuple[int, int, int]:
-    attributes = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        int(attributes["ApproximateNumberOfMessagesDelayed"]),
-    )
-
-
 def _environment(
     resources: Resources, aws_environment: dict[str, str], ledger: Path, **settings: str
 ) -> dict[str, str]:
@@ -253,7 +238,7 @@ def test_an_idempotent_job_of_a_killed_worker_runs_once_more_after_its_lease_lap
             what="completion in the second worker",
         )
         _poll(
-            lambda: _counts(sqs_client, resources.queue_url) == (0, 0, 0),
+            lambda: queue_depths(sqs_client, resources.queue_url) == (0, 0, 0),
             seconds=30,
             what="both messages acknowledged",
         )
@@ -273,7 +258,7 @@ def test_an_idempotent_job_of_a_killed_worker_runs_once_more_after_its_lease_lap
     status = producer.status(job_id)
     assert status is not None
     assert (status.state, status.attempts) == (JobState.COMPLETED, 2)
-    assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
+    assert queue_depths(sqs_client, resources.dlq_url) == (0, 0, 0)
 
 
 def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
@@ -306,8 +291,8 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
                 pytest.fail(
                     f"only {len(completed)} of {JOBS} jobs completed in {RUN_DEADLINE_SECONDS}s; "
                     f"missing {missing}: {history}; kills {workers.kills}; "
-                    f"queue {_counts(sqs_client, resources.queue_url)}, "
-                    f"dlq {_counts(sqs_client, resources.dlq_url)}"
+                    f"queue {queue_depths(sqs_client, resources.queue_url)}, "
+                    f"dlq {queue_depths(sqs_client, resources.dlq_url)}"
                 )
             # The ledger's "completed" follows the completion write: a kill in between loses the event
             # (the redelivery is then acknowledged unrun), so the table is the source of truth.
@@ -329,9 +314,9 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
             time.sleep(0.2)
         # Duplicates deferred behind a lease come back later: wait until they are acknowledged too.
         deadline = time.monotonic() + 30
-        while _counts(sqs_client, resources.queue_url) != (0, 0, 0):
+        while queue_depths(sqs_client, resources.queue_url) != (0, 0, 0):
             assert time.monotonic() < deadline, (
-                f"queue not drained: {_counts(sqs_client, resources.queue_url)}"
+                f"queue not drained: {queue_depths(sqs_client, resources.queue_url)}"
             )
             time.sleep(0.2)
     finally:
@@ -389,4 +374,4 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
     print(f"\nchaos report: {json.dumps(report)}")
     assert unexplained == [], unexplained
     assert len(workers.kills) >= 5
-    assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
+    assert queue_depths(sqs_client, resources.dlq_url) == (0, 0, 0)

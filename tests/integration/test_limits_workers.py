@@ -38,6 +38,7 @@ from cloudjobs.settings import ENV_PREFIX, Settings
 from tests.dynamodb_local import DynamoDbLocal
 from tests.integration.limits_worker_app import CONCURRENCY, CONCURRENCY_JOB, RATE, RATE_JOB, TENANT_JOB
 from tests.integration.worker_app import LEDGER_VARIABLE
+from tests.queue_depths import queue_depths
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -191,22 +192,6 @@ def _poll(condition: Callable[[], bool], *, seconds: float, what: str, workers: 
         time.sleep(0.1)
 
 
-def _counts(client: SQSClient, queue_url: str) -> tuple[int, int, int]:
-    attributes = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        int(attributes["ApproximateNumberOfMessagesDelayed"]),
-    )
-
-
 def _busiest_second(times: list[float]) -> int:
     """The most events in any window of one second."""
     ordered = sorted(times)
@@ -267,7 +252,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
 
         _poll(all_started, seconds=120, what="start of every job", workers=workers)
         _poll(
-            lambda: _counts(sqs_client, resources.queue_url) == (0, 0, 0),
+            lambda: queue_depths(sqs_client, resources.queue_url) == (0, 0, 0),
             seconds=30,
             what="every message acknowledged",
             workers=workers,
@@ -288,7 +273,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
     assert _busiest_second(grants) <= RATE + BURST + 2
     elapsed = max(starts) - min(grants)
     assert 27 <= elapsed <= 40, elapsed
-    assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
+    assert queue_depths(sqs_client, resources.dlq_url) == (0, 0, 0)
     print(
         f"\nrate: {jobs} jobs in {elapsed:.1f}s, busiest second {_busiest_second(starts)} starts, "
         f"{_busiest_second(grants)} grants ({len(grants) - jobs} grants to copies delivered twice)"
@@ -350,7 +335,7 @@ def test_a_concurrency_limit_holds_across_workers_and_a_killed_workers_slots_com
     # Once the killed worker's lease lapsed, its slot came back: two ran at once again.
     lapsed = next(iter(killed.values())) + LEASE_SECONDS + CLOCK_SKEW_SECONDS
     assert _most_at_once([(start, end) for start, end in intervals if start >= lapsed]) == CONCURRENCY
-    assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
+    assert queue_depths(sqs_client, resources.dlq_url) == (0, 0, 0)
 
 
 def test_a_per_tenant_limit_runs_one_job_per_tenant_and_the_tenants_in_parallel(
@@ -393,4 +378,4 @@ def test_a_per_tenant_limit_runs_one_job_per_tenant_and_the_tenants_in_parallel(
     )
     assert all(_most_at_once(tenant_runs) == 1 for tenant_runs in by_tenant.values())
     assert _most_at_once(by_tenant["acme"] + by_tenant["globex"]) == 2  # the tenants ran side by side
-    assert _counts(sqs_client, resources.dlq_url) == (0, 0, 0)
+    assert queue_depths(sqs_client, resources.dlq_url) == (0, 0, 0)
