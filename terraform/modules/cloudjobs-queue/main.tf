@@ -359,9 +359,10 @@ data "aws_iam_policy_document" "consumer" {
     resources = [aws_sqs_queue.dlq.arn]
   }
 
-  # UpdateItem takes, renews and settles leases; BatchGetItem reads a received batch's cancellation
-  # markers and GetItem a running job's; PutItem writes the pending record of a job a handler
-  # enqueues with status tracking on.
+  # UpdateItem takes, renews and settles leases (and counts a flow's children, and gates its parent);
+  # BatchGetItem reads a received batch's cancellation markers (and a flow parent's child results)
+  # and GetItem a running job's; PutItem writes the pending record of a job a handler enqueues with
+  # status tracking on (or a flow's parent, sent by its last child).
   statement {
     sid       = "TrackJobs${local.sid_suffix}"
     actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
