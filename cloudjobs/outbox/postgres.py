@@ -119,17 +119,16 @@ class PostgresRelayStore:
                     return
                 remaining -= slice_seconds
         except Exception as exc:  # a dropped connection: listen again next time, poll meanwhile
-            logger.warning("lost the notification connection (%s); polling until it is back", exc)
+            logger.warning("lost the notification connection (%r); polling until it is back", exc)
             self.close()
             stop.wait(timeout)
 
     def _listen(self) -> Any:
         if self._listener is None:
             pooled = self._engine.raw_connection()
+            listener: Any = pooled.driver_connection
             # Out of the pool for good: it stays in LISTEN with autocommit on.
             pooled.detach()
-            listener = pooled.driver_connection
-            assert listener is not None
             listener.autocommit = True
             channel = self._engine.dialect.identifier_preparer.quote(self._table.name)
             listener.execute(f"LISTEN {channel}")

@@ -22,11 +22,18 @@ STALL_FILE_VARIABLE: Final = "OUTBOX_APP_STALL_FILE"
 
 
 class StallAfterFirstSend:
-    """An SQS backend whose first send, once done, announces itself and blocks forever."""
+    """An SQS backend (on ``$CLOUDJOBS_QUEUE_URL``, read on first use) whose first send, once
+    done, announces itself and blocks forever."""
 
-    def __init__(self, inner: SqsBackend, stall_file: Path | None) -> None:
-        self._inner = inner
+    def __init__(self, stall_file: Path | None) -> None:
+        self._backend: SqsBackend | None = None
         self._stall_file = stall_file
+
+    @property
+    def _inner(self) -> SqsBackend:
+        if self._backend is None:
+            self._backend = SqsBackend(queue_url=os.environ["CLOUDJOBS_QUEUE_URL"])
+        return self._backend
 
     def info(self) -> QueueInfo:
         """The queue's configuration."""
@@ -61,10 +68,7 @@ class StallAfterFirstSend:
 
 def _build() -> CloudJobs:
     stall = os.environ.get(STALL_FILE_VARIABLE)
-    backend = StallAfterFirstSend(
-        SqsBackend(queue_url=os.environ.get("CLOUDJOBS_QUEUE_URL")), Path(stall) if stall else None
-    )
-    return CloudJobs(backend=backend)
+    return CloudJobs(backend=StallAfterFirstSend(Path(stall) if stall else None))
 
 
 jobs = _build()
