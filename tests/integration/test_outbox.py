@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from opentelemetry import trace
 from pydantic import BaseModel
 from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, func, insert, select
 from sqlalchemy.orm import Session
@@ -25,6 +26,8 @@ from cloudjobs.envelope import decode
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.outbox import Outbox
 from cloudjobs.provisioning import ProvisionedQueue
+from cloudjobs.telemetry.propagation import correlation_scope
+from tests.otel import Capture
 from tests.outbox_postgres import PostgresServer
 
 if TYPE_CHECKING:
@@ -326,3 +329,29 @@ def test_each_job_reaches_the_queue_of_its_type(
     assert relay_until_empty(outbox) == 2
     assert [decode(message.body).id for message in critical.messages()] == [paged]
     assert [decode(message.body).id for message in default.messages()] == [reminded]
+
+
+def test_the_trace_context_and_correlation_id_are_those_of_the_enqueue_and_the_send_is_counted(
+    make_engine: Callable[[], Engine], names: tuple[str, str], otel: Capture
+) -> None:
+    backend = MemoryBackend(names[0])  # metrics are told apart by queue name
+    jobs = CloudJobs(backend=backend)
+    engine = make_engine()
+    outbox = Outbox(jobs, engine, table_name=names[0])
+    outbox.create_table()
+    queue = {"messaging.destination.name": backend.info().name, "cloudjobs.job.type": "remind"}
+
+    with (
+        trace.get_tracer("tests").start_as_current_span("place order") as request,
+        correlation_scope("req-42"),
+    ):
+        with Session(engine) as session, session.begin():
+            outbox.enqueue(session, "remind", {"order": "o-1"})
+        trace_id = format(request.get_span_context().trace_id, "032x")
+    assert otel.value("cloudjobs.jobs.enqueued", **queue) == 0
+    relay_until_empty(outbox)
+
+    [message] = backend.messages()
+    assert decode(message.body).correlation_id == "req-42"
+    assert message.attributes["traceparent"].split("-")[1] == trace_id
+    assert otel.value("cloudjobs.jobs.enqueued", **queue) == 1
