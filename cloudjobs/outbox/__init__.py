@@ -147,7 +147,7 @@ class Outbox:
             retention: how long sent rows stay in the table; zero deletes each row once sent.
             poll_interval: the longest wait between two looks at the table (default 5 s on
                 PostgreSQL, where commits wake the relay; 1 s on SQLite, reached by backoff).
-            clock: the time source (a :class:`cloudjobs.clock.Clock`).
+            clock: the time source of backoff, marks and retention (default: the app's clock).
         """
         store: RelayStore
         if self._engine.dialect.name == "postgresql":

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cloudjobs.app import CloudJobs
 from cloudjobs.backends.base import MAX_BATCH_ENTRIES
-from cloudjobs.clock import Clock, SystemClock
+from cloudjobs.clock import Clock
 from cloudjobs.errors import BatchEnqueueError, CloudjobsError
 from cloudjobs.outbox.rows import PendingRow
 
@@ -92,7 +92,7 @@ class Relay:
         store: the database kind's way to claim and wait.
         retention: how long sent rows stay; zero deletes each row as it is sent.
         poll_interval: the longest wait between two looks at the table.
-        clock: the time source of backoff and marks.
+        clock: the time source of backoff and marks (default: the app's).
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class Relay:
         self._store = store
         self._retention = retention
         self._poll_interval = poll_interval
-        self._clock = clock or SystemClock()
+        self._clock = clock or jobs.clock
         self._stop = threading.Event()
         self._sent = 0
         self._failed = 0
