@@ -108,7 +108,11 @@ class PostgresRelayStore:
             stop.wait(timeout)
             return
         try:
-            listener = self._listen()
+            if self._listener is None:
+                # A commit between the last claim and this LISTEN notified nobody: claim again first.
+                self._listen()
+                return
+            listener = self._listener
             remaining = timeout
             while remaining > 0 and not stop.is_set():
                 slice_seconds = min(remaining, _WAIT_SLICE_SECONDS)
@@ -123,7 +127,7 @@ class PostgresRelayStore:
             self.close()
             stop.wait(timeout)
 
-    def _listen(self) -> Any:
+    def _listen(self) -> None:
         if self._listener is None:
             pooled = self._engine.raw_connection()
             listener: Any = pooled.driver_connection
@@ -133,10 +137,15 @@ class PostgresRelayStore:
             channel = self._engine.dialect.identifier_preparer.quote(self._table.name)
             listener.execute(f"LISTEN {channel}")
             self._listener = listener
-        return self._listener
 
     def hold(self, stop: threading.Event) -> bool:
-        """Several relays may run at once: nothing to hold (always True)."""
+        """Start listening, before the first claim (several relays may run at once: nothing else
+        to hold; always True)."""
+        if self._can_listen:
+            try:
+                self._listen()
+            except Exception as exc:  # the relay polls until listening works
+                logger.warning("cannot listen for new rows yet (%r); polling meanwhile", exc)
         return True
 
     def release(self) -> None:
