@@ -79,14 +79,18 @@ class StoredJob:
     """A job as :meth:`Producer.check` built it, kept to be sent later by :meth:`Producer.resume`.
 
     Attributes:
-        envelope: the job's envelope (``message.body`` is its encoding).
+        envelope: the job's envelope (``message.body`` is its encoding, or a pointer to it when
+            ``upload`` is set).
         message: the message as checked, its delay counted from ``envelope.enqueued_at``.
         send_at: set for a job handed to :class:`LaterSends` rather than sent to the queue.
+        upload: for a body kept in the payload store, its key and bytes: stored when the job is
+            sent, not before.
     """
 
     envelope: Envelope
     message: OutgoingMessage
     send_at: datetime | None = None
+    upload: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,7 @@ class CheckedJobs:
     @property
     def stored(self) -> list[StoredJob]:
         """Each job as :meth:`Producer.resume` takes it back, to be sent later."""
-        return [StoredJob(item.envelope, item.message, item.send_at) for item in self.items]
+        return [StoredJob(item.envelope, item.message, item.send_at, item.upload) for item in self.items]
 
 
 class Producer:
@@ -220,7 +224,9 @@ class Producer:
             trace.adopt(index, job.envelope)
             remaining = max(job.message.delay - (now - job.envelope.enqueued_at), timedelta(0))
             message = dataclasses.replace(job.message, delay=remaining)
-            items.append(_Prepared(job.envelope.id, message, message.size, job.envelope, job.send_at))
+            items.append(
+                _Prepared(job.envelope.id, message, message.size, job.envelope, job.send_at, job.upload)
+            )
         return CheckedJobs(items, trace)
 
     def send(self, checked: CheckedJobs) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from cloudjobs.backends.base import OutgoingMessage
+from cloudjobs.backends.base import OutgoingMessage, TypedAttribute
 from cloudjobs.envelope import decode
 from cloudjobs.producer import StoredJob
 
@@ -25,6 +26,11 @@ def values_of(queue: str, job: StoredJob) -> dict[str, Any]:
         "body": message.body,
         "attributes": json.dumps(dict(message.attributes), ensure_ascii=False),
         "system_attributes": json.dumps(dict(message.system_attributes), ensure_ascii=False),
+        "typed_attributes": json.dumps(
+            {name: _typed_json(attribute) for name, attribute in message.typed_attributes.items()}
+        ),
+        "payload_key": job.upload[0] if job.upload is not None else None,
+        "payload": job.upload[1] if job.upload is not None else None,
         "delay_seconds": message.delay.total_seconds(),
         "deduplication_id": message.deduplication_id,
         "send_at": job.send_at,
@@ -63,19 +69,37 @@ class PendingRow:
             group_id=row["group_id"],
             deduplication_id=row["deduplication_id"],
             system_attributes=json.loads(row["system_attributes"]),
+            typed_attributes={
+                name: _typed_of(value) for name, value in json.loads(row["typed_attributes"]).items()
+            },
         )
+        upload = (row["payload_key"], bytes(row["payload"])) if row["payload_key"] is not None else None
+        # The envelope is the body, or what the body points to.
+        envelope = decode(upload[1].decode("utf-8") if upload is not None else row["body"])
         return cls(
             id=row["id"],
             queue=row["queue"],
             group_id=row["group_id"],
             attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"],
-            job=StoredJob(decode(row["body"]), message, row["send_at"]),
+            job=StoredJob(envelope, message, row["send_at"], upload),
         )
 
     def is_due(self, now: datetime) -> bool:
         """True when the row may be sent at ``now`` (it never failed, or its backoff is over)."""
         return self.next_attempt_at is None or self.next_attempt_at <= now
+
+
+def _typed_json(attribute: TypedAttribute) -> dict[str, str]:
+    if isinstance(attribute.value, bytes):
+        return {"type": attribute.data_type, "base64": base64.b64encode(attribute.value).decode("ascii")}
+    return {"type": attribute.data_type, "text": attribute.value}
+
+
+def _typed_of(value: dict[str, str]) -> TypedAttribute:
+    if "base64" in value:
+        return TypedAttribute(value["type"], base64.b64decode(value["base64"]))
+    return TypedAttribute(value["type"], value["text"])
 
 
 def take_in_order(rows: Iterable[PendingRow], now: datetime, limit: int) -> list[PendingRow]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -54,8 +55,10 @@ def outbox_table(metadata: MetaData, name: str = DEFAULT_TABLE) -> Table:
 
     Columns: ``id`` (insertion order), ``job_id``, ``queue`` (the app's queue name), ``group_id``
     (FIFO message group or tenant: rows of one group are sent in ``id`` order), the message as
-    checked (``body``, ``attributes`` and ``system_attributes`` as JSON, ``delay_seconds``,
-    ``deduplication_id``, ``send_at``), ``enqueued_at``, the relay's bookkeeping (``attempts``,
+    checked (``body``, ``attributes``, ``system_attributes`` and ``typed_attributes`` as JSON,
+    ``delay_seconds``, ``deduplication_id``, ``send_at``; for a body kept in the payload store,
+    ``body`` is the pointer and ``payload_key`` and ``payload`` what is stored when it is sent),
+    ``enqueued_at``, the relay's bookkeeping (``attempts``,
     ``next_attempt_at``, ``last_error``) and ``sent_at`` (None until sent).
     """
     if name in metadata.tables:
@@ -70,6 +73,9 @@ def outbox_table(metadata: MetaData, name: str = DEFAULT_TABLE) -> Table:
         Column("body", Text, nullable=False),
         Column("attributes", Text, nullable=False),
         Column("system_attributes", Text, nullable=False),
+        Column("typed_attributes", Text, nullable=False),
+        Column("payload_key", String(1024)),
+        Column("payload", LargeBinary),
         Column("delay_seconds", Float, nullable=False),
         Column("deduplication_id", String(128)),
         Column("send_at", UtcDateTime),

@@ -18,13 +18,15 @@ from pydantic import BaseModel
 from sqlalchemy import Column, Engine, MetaData, String, Table, create_engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from cloudjobs import CloudJobs, MemoryBackend, PayloadValidationError
+from cloudjobs import CloudJobs, MemoryBackend, PayloadValidationError, Settings
 from cloudjobs.backends.base import OutgoingMessage, SendResult
 from cloudjobs.backends.sqs import SqsBackend
 from cloudjobs.clock import ManualClock
 from cloudjobs.envelope import decode
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.outbox import Outbox
+from cloudjobs.payloads.pointer import is_pointer_message
+from cloudjobs.payloads.store import MemoryPayloadStore, object_key
 from cloudjobs.provisioning import ProvisionedQueue
 from cloudjobs.telemetry.propagation import correlation_scope
 from tests.otel import Capture
@@ -355,3 +357,42 @@ def test_the_trace_context_and_correlation_id_are_those_of_the_enqueue_and_the_s
     assert decode(message.body).correlation_id == "req-42"
     assert message.attributes["traceparent"].split("-")[1] == trace_id
     assert otel.value("cloudjobs.jobs.enqueued", **queue) == 1
+
+
+def test_a_body_too_large_for_the_queue_is_stored_by_the_relay_and_runs_in_full(
+    make_engine: Callable[[], Engine], names: tuple[str, str]
+) -> None:
+    store = MemoryPayloadStore()
+    backend = MemoryBackend()
+    jobs = CloudJobs(
+        settings=Settings(_env_file=None, payload_threshold_bytes=4096),
+        backend=backend,
+        payload_store=store,
+    )
+    seen: list[int] = []
+
+    @jobs.job("export")
+    def export(payload: dict[str, str]) -> None:
+        seen.append(len(payload["rows"]))
+
+    engine = make_engine()
+    outbox = Outbox(jobs, engine, table_name=names[0])
+    outbox.create_table()
+
+    def rolled_back() -> None:
+        with Session(engine) as session, session.begin():
+            outbox.enqueue(session, "export", {"rows": "x" * 10_000})
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError, match="rolled back"):
+        rolled_back()
+    with Session(engine) as session, session.begin():
+        job_id = outbox.enqueue(session, "export", {"rows": "y" * 10_000})
+    assert store.keys() == []  # nothing is stored before the relay sends
+    relay_until_empty(outbox)
+
+    assert store.keys() == [object_key("export", job_id)]
+    [message] = backend.messages()
+    assert is_pointer_message(message)  # type: ignore[arg-type]
+    assert jobs.drain().completed == 1
+    assert seen == [10_000]
