@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import threading
+import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+from pydantic import JsonValue
 
 from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
 from cloudjobs.backends.base import Backend
@@ -22,7 +25,7 @@ from cloudjobs.errors import ConfigurationError, UnknownQueueError
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
-from cloudjobs.idempotency.pending import write_pending
+from cloudjobs.idempotency.pending import record_key_of, write_pending
 from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job
@@ -31,6 +34,7 @@ from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
 from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
+from cloudjobs.results import DEFAULT_RESULT_TIMEOUT, RememberedJobs
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
 from cloudjobs.scheduling.registry import ScheduleRegistry
@@ -38,6 +42,8 @@ from cloudjobs.sending import QueueShare, check_by_queue, send_by_queue
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
+from cloudjobs.uniqueness.enqueue import Uniqueness, uniqueness_of
+from cloudjobs.uniqueness.state import UniqueUntil
 
 if TYPE_CHECKING:
     from cloudjobs.dlq.queues import DeadLetterQueues
@@ -133,6 +139,7 @@ class CloudJobs:
         self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
         self._middleware: list[Middleware] = []
         self._schedules = ScheduleRegistry(self._registry)
+        self._remembered = RememberedJobs()
         self._eventbridge: EventBridgeSchedules | None = None
         self._lock = threading.Lock()
 
@@ -454,8 +461,12 @@ class CloudJobs:
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        unique_for: timedelta | float | None = None,
+        unique_key: str | None = None,
+        unique_until: UniqueUntil | Literal["window", "finished"] | None = None,
+        track_status: bool = False,
     ) -> str:
-        """Enqueue one job; returns its job id.
+        """Enqueue one job; returns its job id (a unique job's repeat: the id of the window's job).
 
         Args:
             job_type: the registered name (or its handle). A type registered only elsewhere is
@@ -473,6 +484,17 @@ class CloudJobs:
                 queues); default: what the job's registration derives from the payload.
             run_at: when the job is due, a timezone-aware datetime, instead of ``delay`` (in the
                 past: now).
+            unique_for: make the job unique for this long (seconds or timedelta, 1 s – 366 days):
+                while the window lasts, another enqueue of the same job type and ``unique_key``
+                sends nothing and returns this job's id (see docs/limits.md).
+            unique_key: the key of a unique job, per job type (default: a hash of the payload);
+                needs ``unique_for``.
+            unique_until: ``"window"`` (default): the key is free when the window ends;
+                ``"finished"``: also as soon as the job succeeded, failed or was cancelled (the job
+                then keeps a status record, as with ``track_status=True``).
+            track_status: keep a status record (and result) for this job alone, readable with
+                :meth:`status` and :meth:`result` (needs the idempotency table; older consumers
+                ignore it).
 
         Raises:
             UnknownJobError: the type is not registered here and the app refuses unregistered types.
@@ -483,9 +505,14 @@ class CloudJobs:
             InvalidDelayError: the delay is out of range or given on a FIFO queue, or ``run_at`` is
                 naive or given with a delay.
             InvalidGroupIdError: ``group_id`` is not one SQS accepts, or differs from the tenant.
+            InvalidUniquenessError: ``unique_key`` or ``unique_until`` without ``unique_for``, or a
+                value out of range.
             BackendError: the queue refused the message.
+            IdempotencyStoreError: a unique job's reservation or a tracked job's record could not be
+                written (nothing was sent).
+            ConfigurationError: a unique or tracked job and no idempotency store configured.
         """
-        request = self._requests.build(
+        request, uniqueness = self._build_one(
             job_type,
             payload,
             delay=delay,
@@ -495,8 +522,12 @@ class CloudJobs:
             queue=queue,
             tenant=tenant,
             run_at=run_at,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            unique_until=unique_until,
+            track_status=track_status,
         )
-        return self._send(self._check([request]))[0]
+        return self._enqueue_one(request, uniqueness)
 
     def check_enqueue(
         self,
@@ -549,12 +580,16 @@ class CloudJobs:
         *,
         delay: timedelta | float | None = None,
         queue: str | None = None,
+        track_status: bool = False,
     ) -> list[str]:
         """Enqueue ``(job_type, payload)`` pairs in batches of ten; returns job ids in order.
 
         Every message is checked before any is sent. Each job goes to its type's queue (or to
         ``queue``), in batches per queue. Entries the queue refuses are resent when the failure was
-        on the service's side; what still fails is reported entry by entry.
+        on the service's side; what still fails is reported entry by entry. ``track_status=True``
+        keeps a status record for every job of the call (see :meth:`enqueue`). Unique jobs are
+        not batched (each needs its own reservation before its send): enqueue them one by one with
+        :meth:`enqueue`.
 
         Raises:
             BatchEnqueueError: some entries could not be sent (``.sent`` holds the ids of the rest).
@@ -562,7 +597,8 @@ class CloudJobs:
             InvalidDelayError, InvalidGroupIdError: as for :meth:`enqueue`, before anything is sent.
         """
         requests = [
-            self._requests.build(job_type, payload, delay=delay, queue=queue) for job_type, payload in jobs
+            self._requests.build(job_type, payload, delay=delay, queue=queue, track_status=track_status)
+            for job_type, payload in jobs
         ]
         if not requests:
             return []
@@ -580,14 +616,19 @@ class CloudJobs:
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        unique_for: timedelta | float | None = None,
+        unique_key: str | None = None,
+        unique_until: UniqueUntil | Literal["window", "finished"] | None = None,
+        track_status: bool = False,
     ) -> str:
         """:meth:`enqueue` for async code: the payload is checked here, and the blocking requests
-        (the send, a pending status record) run in a worker thread, so the event loop never waits.
+        (a unique job's reservation, the send, a pending status record) run in a worker thread, so
+        the event loop never waits.
 
         Raises:
             Everything :meth:`enqueue` raises.
         """
-        request = self._requests.build(
+        request, uniqueness = self._build_one(
             job_type,
             payload,
             delay=delay,
@@ -597,9 +638,12 @@ class CloudJobs:
             queue=queue,
             tenant=tenant,
             run_at=run_at,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            unique_until=unique_until,
+            track_status=track_status,
         )
-        job_ids = await asyncio.to_thread(lambda: self._send(self._check([request])))
-        return job_ids[0]
+        return await asyncio.to_thread(self._enqueue_one, request, uniqueness)
 
     async def enqueue_many_async(
         self,
@@ -607,6 +651,7 @@ class CloudJobs:
         *,
         delay: timedelta | float | None = None,
         queue: str | None = None,
+        track_status: bool = False,
     ) -> list[str]:
         """:meth:`enqueue_many` for async code; the sends run in a worker thread.
 
@@ -614,11 +659,83 @@ class CloudJobs:
             Everything :meth:`enqueue_many` raises.
         """
         requests = [
-            self._requests.build(job_type, payload, delay=delay, queue=queue) for job_type, payload in jobs
+            self._requests.build(job_type, payload, delay=delay, queue=queue, track_status=track_status)
+            for job_type, payload in jobs
         ]
         if not requests:
             return []
         return await asyncio.to_thread(lambda: self._send(self._check(requests)))
+
+    def _build_one(
+        self,
+        job_type: str | JobHandle[Any, Any],
+        payload: Any,
+        *,
+        unique_for: timedelta | float | None,
+        unique_key: str | None,
+        unique_until: UniqueUntil | str | None,
+        track_status: bool,
+        **options: Any,
+    ) -> tuple[EnqueueRequest, Uniqueness | None]:
+        """One job's request and the uniqueness it asks for (checked before anything is sent)."""
+        request = self._requests.build(job_type, payload, track_status=track_status, **options)
+        uniqueness = uniqueness_of(
+            request.job_type,
+            request.payload,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            unique_until=unique_until,
+        )
+        if uniqueness is not None and uniqueness.until is UniqueUntil.FINISHED:
+            # Whether the first job finished is read from its status record.
+            request = dataclasses.replace(request, track_status=True)
+        return request, uniqueness
+
+    def _enqueue_one(self, request: EnqueueRequest, uniqueness: Uniqueness | None) -> str:
+        if uniqueness is None:
+            return self._send(self._check([request]))[0]
+        from cloudjobs.idempotency.base import RecordReader
+        from cloudjobs.uniqueness.enqueue import enqueue_unique
+        from cloudjobs.uniqueness.state import UniquenessStore
+
+        store = self.idempotency_store
+        if not isinstance(store, UniquenessStore):
+            raise ConfigurationError(f"{type(store).__name__} keeps no unique-job reservations")
+
+        def send(job_id: str) -> str:
+            return self._send(self._check([dataclasses.replace(request, job_id=job_id)]))[0]
+
+        def record_key(job_id: str) -> str | None:
+            return record_key_of(self._envelope_of(request, job_id), self._registry)
+
+        job_id, held = enqueue_unique(
+            uniqueness,
+            job_type=request.job_type,
+            job_id=str(uuid.uuid4()),
+            store=store,
+            records=lambda: store if isinstance(store, RecordReader) else None,
+            send=send,
+            record_key=record_key,
+            reservation=timedelta(seconds=self.settings.unique_reservation_seconds),
+            now=self._clock.now,
+            # The store's own conditions allow for clock skew; the producer just asks.
+            clock_skew=timedelta(0),
+        )
+        if held is not None:
+            self._remembered.remember(held.job_id, held.record_key)
+        return job_id
+
+    def _envelope_of(self, request: EnqueueRequest, job_id: str) -> Envelope:
+        """The envelope fields a record key is derived from (the rest is never read)."""
+        return Envelope(
+            id=job_id,
+            type=request.job_type,
+            payload=request.payload,
+            correlation_id="-",
+            enqueued_at=self._clock.now(),
+            idempotency_key=request.idempotency_key,
+            track_status=request.track_status,
+        )
 
     def _check(self, requests: Sequence[EnqueueRequest]) -> list[QueueShare]:
         return check_by_queue(requests, self._producer)
@@ -627,8 +744,19 @@ class CloudJobs:
         return send_by_queue(shares)
 
     def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
-        before_send = self._write_pending if write_pending or self.settings.status_tracking else None
         backend = self.backend_of(queue)
+        is_tracking = write_pending or self.settings.status_tracking
+
+        def before_send(envelopes: Sequence[Envelope]) -> None:
+            tracked = (
+                envelopes if is_tracking else [envelope for envelope in envelopes if envelope.track_status]
+            )
+            if tracked:
+                self._write_pending(tracked)
+            self._remembered.remember_sent(
+                envelopes, lambda envelope: record_key_of(envelope, self._registry)
+            )
+
         return Producer(
             backend,
             self._clock,
@@ -685,6 +813,53 @@ class CloudJobs:
     @property
     def _retention(self) -> timedelta:
         return timedelta(seconds=self.settings.idempotency_retention_seconds)
+
+    def result(self, job_id: str, *, timeout: timedelta | float = DEFAULT_RESULT_TIMEOUT) -> JsonValue:
+        """Wait for a job's result: its handler's return value as JSON values (a model comes back as
+        a dict), or None when it returned nothing or its result was not stored (too large).
+
+        Works for jobs that keep a record: registered with ``track_status=True`` or
+        ``idempotent=True``, or enqueued with ``track_status=True``. On DynamoDB the record is polled
+        with one strongly consistent GetItem, at once, then after 0.1, 0.2, 0.4, 0.8 s and every
+        second after that: about 5 reads in the first second, then one per second of waiting. A job
+        id this process did not enqueue is first found on the job-id index (a Query, repeated for up
+        to 2 s while the index catches up). On the memory store the wait ends at the store's next
+        write: in a single-threaded test, ``drain()`` first, then ``result(job_id)`` answers at once
+        (``timeout=0`` never waits). See :mod:`cloudjobs.results`.
+
+        Args:
+            job_id: the job (a duplicate's id reads the first job's record).
+            timeout: how long to wait, seconds or timedelta (default 30 s; 0: read once).
+
+        Raises:
+            JobFailedError: the job went to the dead-letter queue (``.error`` says why).
+            JobCancelledError: the job was cancelled.
+            ResultTimeoutError: the job did not finish within ``timeout`` (also a ``TimeoutError``).
+            JobNotTrackedError: the job keeps no record, so there is no result to wait for.
+            IdempotencyStoreError: the store could not be reached.
+            ConfigurationError: no store is configured.
+        """
+        from cloudjobs.results import wait_for_result
+
+        return wait_for_result(
+            self.idempotency_store,
+            job_id,
+            timeout=as_timedelta(timeout, name="timeout") or timedelta(0),
+            remembered=self._remembered,
+            now=self._clock.now,
+            retention=self._retention,
+        )
+
+    async def result_async(
+        self, job_id: str, *, timeout: timedelta | float = DEFAULT_RESULT_TIMEOUT
+    ) -> JsonValue:
+        """:meth:`result` for async code: the wait runs in a worker thread (one thread of the
+        default executor per waiting call), so the event loop never blocks.
+
+        Raises:
+            Everything :meth:`result` raises.
+        """
+        return await asyncio.to_thread(self.result, job_id, timeout=timeout)
 
     def status(self, job_id: str) -> JobStatus | None:
         """The status (and result) of a job that keeps a record, or None if there is none (yet).

@@ -7,7 +7,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
@@ -272,6 +272,10 @@ class JobHandle(Generic[P, R]):
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        unique_for: timedelta | float | None = None,
+        unique_key: str | None = None,
+        unique_until: Literal["window", "finished"] | None = None,
+        track_status: bool = False,
     ) -> str:
         """Enqueue one job of this type; returns its job id. See :meth:`CloudJobs.enqueue`."""
         return self._app.enqueue(
@@ -284,6 +288,10 @@ class JobHandle(Generic[P, R]):
             queue=queue,
             tenant=tenant,
             run_at=run_at,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            unique_until=unique_until,
+            track_status=track_status,
         )
 
     def enqueue_many(self, payloads: Iterable[P], *, delay: timedelta | float | None = None) -> list[str]:

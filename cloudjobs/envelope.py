@@ -16,6 +16,11 @@ A job delayed past 15 minutes also carries ``"due_at"`` (RFC 3339, UTC): a consu
 it earlier hides or re-sends it without running it (see :mod:`cloudjobs.hops`). Readers before it
 ignore the field, so consumers are upgraded before producers send such delays.
 
+A job enqueued with ``track_status=True`` carries ``"track_status": true``: its consumer keeps a
+status record (and result) for this job alone, as it does for every job of a type registered with
+``track_status=True``. Readers before it ignore the field and keep no record, so ``jobs.result`` on
+such a job times out until consumers are upgraded.
+
 The attempt number is deliberately *not* in the body: a retry only changes the message's visibility,
 so the body cannot change between attempts. The attempt is the message's receive count minus
 ``attempt_offset`` (set when a message is re-sent, e.g. by a DLQ redrive).
@@ -77,6 +82,8 @@ class Envelope:
         redrive_count: how many times the job was moved back from the dead-letter queue.
         due_at: when a job delayed past 15 minutes is due (UTC; see :mod:`cloudjobs.hops`); None
             for every other job, whose message delay says when it runs.
+        track_status: keep a status record (and result) for this job, whatever its type's
+            registration says (``enqueue(..., track_status=True)``).
     """
 
     id: str
@@ -88,6 +95,7 @@ class Envelope:
     attempt_offset: int = 0
     redrive_count: int = 0
     due_at: datetime | None = None
+    track_status: bool = False
 
 
 class EnvelopeModel(BaseModel):
@@ -108,6 +116,10 @@ class EnvelopeModel(BaseModel):
         default=None,
         description="RFC 3339 time a job delayed past 15 minutes is due (absent otherwise); a "
         "consumer that receives it earlier hides it again without running it.",
+    )
+    track_status: bool = Field(
+        default=False,
+        description="Keep a status record (and result) for this job alone (absent when false).",
     )
 
 
@@ -140,6 +152,8 @@ def encode(envelope: Envelope) -> str:
     }
     if envelope.due_at is not None:
         fields["due_at"] = _format_time(envelope.due_at)
+    if envelope.track_status:
+        fields["track_status"] = True
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -176,6 +190,7 @@ def decode(body: str) -> Envelope:
         attempt_offset=model.attempt_offset,
         redrive_count=model.redrive_count,
         due_at=due_at,
+        track_status=model.track_status,
     )
 
 

@@ -21,14 +21,21 @@ fields besides its message, so callers can handle it without parsing text::
     ├─ EnqueueError              a producer-side request the queue cannot take
     │  ├─ InvalidDelayError      a delay outside 0–900 s, or any per-message delay on FIFO
     │  ├─ InvalidGroupIdError    a message group id SQS refuses, or a tenant and a group that differ
-    │  └─ BatchEnqueueError      some entries of a batch could not be sent (per entry)
+    │  ├─ BatchEnqueueError      some entries of a batch could not be sent (per entry)
+    │  └─ InvalidUniquenessError unique_key without unique_for, a window out of range, or a
+    │                            unique job asked of a call that cannot make one
     ├─ BackendError              the queue service failed or refused a request
     │  ├─ QueueNotFoundError     the queue (or its DLQ) does not exist
     │  └─ BackendUnavailableError the endpoint could not be reached
-    └─ IdempotencyError          effectively-once processing (cloudjobs.idempotency)
-       ├─ IdempotencyStoreError  the store could not be reached or refused a request
-       ├─ IdempotencyKeyReusedError a key came back with a different payload (→ DLQ)
-       └─ LeaseLostError         a lease was taken over or released before its holder finished
+    ├─ IdempotencyError          effectively-once processing (cloudjobs.idempotency)
+    │  ├─ IdempotencyStoreError  the store could not be reached or refused a request
+    │  ├─ IdempotencyKeyReusedError a key came back with a different payload (→ DLQ)
+    │  └─ LeaseLostError         a lease was taken over or released before its holder finished
+    └─ ResultError               ``jobs.result(job_id)`` has no result to give (cloudjobs.results)
+       ├─ JobFailedError         the job went to the dead-letter queue (its error)
+       ├─ JobCancelledError      the job was cancelled
+       ├─ ResultTimeoutError     the job did not finish in time (also a built-in TimeoutError)
+       └─ JobNotTrackedError     the job keeps no record to read a result from
 
 Botocore exceptions are wrapped at the edge (``raise QueueNotFoundError(queue=...) from exc``), so
 user code never imports botocore to handle cloudjobs errors.
@@ -257,6 +264,23 @@ class BatchEnqueueError(EnqueueError):
         self.failures = dict(failures)
 
 
+class InvalidUniquenessError(EnqueueError):
+    """A unique job (``enqueue(..., unique_for=..., unique_key=...)``) that cannot be made as asked:
+    a ``unique_key`` or ``unique_until`` without ``unique_for``, a window outside 1 s – 366 days,
+    a key that is empty or too long, an unknown ``unique_until``, or a call that takes no unique
+    jobs (``enqueue_many``).
+
+    Attributes:
+        job_name: the job type.
+        setting: the argument to change (``unique_for``, ``unique_key``, ``unique_until``).
+    """
+
+    def __init__(self, message: str, *, job_name: str, setting: str) -> None:
+        super().__init__(f"job {job_name!r}: {message}")
+        self.job_name = job_name
+        self.setting = setting
+
+
 class BackendError(CloudjobsError):
     """The queue service failed or refused a request.
 
@@ -354,3 +378,81 @@ class IdempotencyKeyReusedError(IdempotencyError):
 
 class LeaseLostError(IdempotencyError):
     """A lease token no longer holds its record (it lapsed and was taken over, or was released)."""
+
+
+class ResultError(CloudjobsError):
+    """``jobs.result(job_id)`` has no result to give: the job failed, was cancelled, did not finish
+    in time, or keeps no record.
+
+    Attributes:
+        job_id: the job asked about.
+    """
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailedError(ResultError):
+    """The job went to the dead-letter queue: it will not run again unless it is redriven.
+
+    Attributes:
+        job_type: the job's type.
+        error: its last attempt's error (the dead-letter reason when the handler never ran).
+        attempts: attempts started.
+    """
+
+    def __init__(self, *, job_id: str, job_type: str, error: str | None, attempts: int) -> None:
+        super().__init__(
+            f"job {job_id} ({job_type}) failed after {attempts} attempt(s): {error or 'no error recorded'}",
+            job_id=job_id,
+        )
+        self.job_type = job_type
+        self.error = error
+        self.attempts = attempts
+
+
+class JobCancelledError(ResultError):
+    """The job was cancelled (``jobs.cancel``): it has no result and will not run (again).
+
+    Attributes:
+        job_type: the job's type (empty when only a cancellation marker knows the job).
+    """
+
+    def __init__(self, *, job_id: str, job_type: str) -> None:
+        super().__init__(f"job {job_id} ({job_type or 'type unknown'}) was cancelled", job_id=job_id)
+        self.job_type = job_type
+
+
+class ResultTimeoutError(ResultError, TimeoutError):
+    """The job did not finish within the time ``jobs.result`` waited; it may still finish later.
+
+    Attributes:
+        timeout: how long the call waited.
+        state: the job's state when the wait ended (a :class:`~cloudjobs.idempotency.status.JobState`
+            value such as ``"pending"`` or ``"running"``; None when no record was seen).
+    """
+
+    def __init__(self, *, job_id: str, timeout: timedelta, state: str | None) -> None:
+        super().__init__(
+            f"job {job_id} did not finish within {timeout.total_seconds():g}s "
+            f"(last seen: {state or 'no record yet'})",
+            job_id=job_id,
+        )
+        self.timeout = timeout
+        self.state = state
+
+
+class JobNotTrackedError(ResultError):
+    """The job keeps no record, so it has no result to read: register its type with
+    ``track_status=True`` or ``idempotent=True``, or enqueue it with ``track_status=True``.
+
+    Raised at once for a job this process enqueued without a record; for another job id, when no
+    record (nor cancellation marker) appears within the discovery grace (see
+    :func:`cloudjobs.results.wait_for_result`), which also covers an id that was never enqueued or
+    whose record was forgotten after its retention.
+    """
+
+    def __init__(self, *, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} has no result to wait for: {reason}", job_id=job_id)
+        self.reason = reason

@@ -212,6 +212,8 @@ class Preparation:
             key = definition.idempotency_key_of(
                 job_id=envelope.id, producer_key=envelope.idempotency_key, payload=payload
             )
+            if key is None and envelope.track_status:
+                key = envelope.id  # tracked for this enqueue alone: the record is the job's own
         except MemoryError:
             raise
         except Exception as exc:
@@ -237,6 +239,6 @@ class Preparation:
             idempotency_key=key,
             message=delivery,
             envelope=envelope,
-            progress_reporter=run.record_progress if definition.has_record else None,
+            progress_reporter=run.record_progress if definition.has_record or envelope.track_status else None,
         )
         return Prepared(delivery, envelope, definition, payload, job, policy)

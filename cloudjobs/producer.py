@@ -47,6 +47,7 @@ class EnqueueRequest:
         tenant: the fairness key, sent as the message group (see :mod:`cloudjobs.groups`).
         job_id: the job id to send under (default: a new UUID); a schedule's fire derives it from
             the tick, so that every fire of one tick is one job.
+        track_status: keep a status record (and result) for this job alone (carried in the envelope).
     """
 
     job_type: str
@@ -59,6 +60,7 @@ class EnqueueRequest:
     tenant: str | None = None
     run_at: datetime | None = None
     job_id: str | None = None
+    track_status: bool = False
 
 
 class LaterSends(Protocol):
@@ -273,6 +275,7 @@ class Producer:
             idempotency_key=request.idempotency_key,
             # Past SQS's 15 minutes, the job hops until it is due (see cloudjobs.hops).
             due_at=now + delay if delay > self._hop and not later else None,
+            track_status=request.track_status,
         )
         body = encode(envelope)
         trace_attributes, system_attributes = trace.stamp(index, envelope)

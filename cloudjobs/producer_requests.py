@@ -53,6 +53,7 @@ class RequestBuilder:
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        track_status: bool = False,
     ) -> EnqueueRequest:
         """The request for one job, its payload serialised to JSON values.
 
@@ -90,6 +91,7 @@ class RequestBuilder:
             queue=queue or DEFAULT_QUEUE,
             tenant=tenant,
             run_at=run_at,
+            track_status=track_status,
         )
 
     def _check_unregistered(self, name: str) -> None:

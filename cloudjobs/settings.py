@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         description="The producer writes a pending status record for each job that keeps one "
         "(idempotent or track_status, registered in the producing app); needs PutItem on the table.",
     )
+    unique_reservation_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_DELAY_SECONDS,
+        description="How long a unique job's reservation stands unconfirmed (its producer died between "
+        "the reservation and the send) before another enqueue of the key takes it over and sends the job.",
+    )
     max_dlq_depth: int = Field(
         default=0, ge=0, description="Messages the DLQ may hold before jobs.stats() calls it unhealthy."
     )

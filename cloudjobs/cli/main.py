@@ -8,6 +8,7 @@ from typing import Any, Final
 import click
 
 from cloudjobs.cli.cancel import cancel
+from cloudjobs.cli.dashboard import dashboard
 from cloudjobs.cli.demo import demo
 from cloudjobs.cli.dlq import dlq
 from cloudjobs.cli.enqueue import enqueue
@@ -70,6 +71,7 @@ cli.add_command(cancel)
 cli.add_command(stats)
 cli.add_command(scheduler)
 cli.add_command(schedules)
+cli.add_command(dashboard)
 cli.add_command(relay)
 
 

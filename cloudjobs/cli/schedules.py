@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Final
 
 import click
 
@@ -12,13 +11,10 @@ from cloudjobs.cli.apps import load_app
 from cloudjobs.cli.exit_codes import EXIT_OK
 from cloudjobs.cli.options import json_option
 from cloudjobs.cli.output import echo_json, render_table
-from cloudjobs.errors import ConfigurationError, IdempotencyStoreError
+from cloudjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from cloudjobs.app import CloudJobs
-    from cloudjobs.scheduling.definition import Schedule
     from cloudjobs.scheduling.eventbridge import StoredSchedule
-    from cloudjobs.scheduling.state import ScheduleStore
 
 _HEADERS: Final = ("NAME", "EXPRESSION", "TIME ZONE", "NEXT FIRES", "LAST FIRE", "MODE")
 _SYNC_HEADERS: Final = ("ACTION", "NAME", "EXPRESSION", "TIME ZONE")
@@ -98,11 +94,10 @@ def list_schedules(app_reference: str, count: int, as_json: bool) -> int:
     The last fire is read from the table CLOUDJOBS_IDEMPOTENCY_TABLE names (one GetItem per
     schedule); without one it shows as unknown.
     """
+    from cloudjobs.scheduling.listing import schedule_rows
+
     app = load_app(app_reference)
-    now = app.clock.now()
-    mode = app.settings.schedules_mode
-    store = _store(app) if mode == "self-hosted" else None
-    rows = [_row(schedule, store, now, count, mode) for schedule in app.schedules]
+    rows = schedule_rows(app, count=count, warn=lambda line: click.echo(f"cloudjobs: {line}", err=True))
     if as_json:
         echo_json(rows)
         return EXIT_OK
@@ -126,54 +121,6 @@ def _change(action: str, name: str, wanted: StoredSchedule | None = None) -> dic
         "name": name,
         "expression": wanted.expression if wanted else None,
         "time_zone": wanted.timezone if wanted else None,
-    }
-
-
-def _store(app: CloudJobs) -> ScheduleStore | None:
-    from cloudjobs.scheduling.state import ScheduleStore
-
-    try:
-        store = app.idempotency_store
-    except ConfigurationError:
-        return None
-    return store if isinstance(store, ScheduleStore) else None
-
-
-def _row(
-    schedule: Schedule, store: ScheduleStore | None, now: datetime, count: int, mode: str
-) -> dict[str, Any]:
-    zone = ZoneInfo(schedule.tz)
-    ticks = schedule.ticks()
-    nexts: list[datetime] = []
-    tick = ticks.after(now)
-    while tick is not None and len(nexts) < count:
-        nexts.append(tick.astimezone(zone))
-        tick = ticks.after(tick)
-    last: datetime | None = None
-    last_job_id: str | None = None
-    # In EventBridge mode the service keeps no last fire cloudjobs could read: it shows as unknown.
-    is_unknown = store is None
-    if store is not None:
-        try:
-            state = store.schedule_state(schedule.name)
-        except IdempotencyStoreError as exc:
-            click.echo(f"cloudjobs: schedule {schedule.name}: last fire unknown: {exc}", err=True)
-            is_unknown = True
-        else:
-            if state is not None and state.last_fired_tick is not None:
-                last, last_job_id = state.last_fired_tick.astimezone(zone), state.last_job_id
-    return {
-        "name": schedule.name,
-        "expression": schedule.expression,
-        "time_zone": schedule.tz,
-        "next_fires": nexts,
-        "last_fire": last,
-        "last_fire_unknown": is_unknown,
-        "last_job_id": last_job_id,
-        "mode": mode,
-        "job_type": schedule.job_type,
-        "overlap": schedule.overlap,
-        "catch_up": schedule.catch_up,
     }
 
 

@@ -334,6 +334,17 @@ class JobControlStore(Protocol):
         ...
 
 
+@runtime_checkable
+class RecordReader(Protocol):
+    """Reading one record by its store key: what ``jobs.result`` polls, and what a unique enqueue
+    with ``unique_until="finished"`` reads of the first job. May raise
+    :class:`~cloudjobs.errors.IdempotencyStoreError`."""
+
+    def get_record(self, key: str) -> Record | None:
+        """The live record under ``key``, or None (one strongly consistent GetItem on DynamoDB)."""
+        ...
+
+
 def alias_key(job_id: str) -> str:
     """The key of the item that points a duplicate job (refused by a live record under its
     idempotency key) at that record (never a :func:`store_key`: ``#`` starts no job type)."""

@@ -17,7 +17,8 @@ so each request defines exactly the names and values its expressions use.
 
 The item shape is in :mod:`cloudjobs.idempotency.dynamodb_items`; pending records and cancellation
 (the JobControlStore protocol) are in :mod:`cloudjobs.idempotency.dynamodb_control`, and schedule
-records (the ScheduleStore protocol) in :mod:`cloudjobs.scheduling.dynamodb`.
+records (the ScheduleStore protocol) in :mod:`cloudjobs.scheduling.dynamodb`, and unique-job
+reservations (the UniquenessStore protocol) in :mod:`cloudjobs.uniqueness.dynamodb`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ from cloudjobs.idempotency.dynamodb_items import (
 from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
 from cloudjobs.scheduling.dynamodb import DynamoDbScheduleStore
 from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
+from cloudjobs.uniqueness.dynamodb import DynamoDbUniquenessStore
+from cloudjobs.uniqueness.state import Held, ReserveResult, UniqueClaim
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -139,6 +142,7 @@ class DynamoDbIdempotencyStore:
             table, client=lambda: self.client, clock_skew=clock_skew, find=self.find
         )
         self._schedules = DynamoDbScheduleStore(table, client=lambda: self.client, clock_skew=clock_skew)
+        self._unique = DynamoDbUniquenessStore(table, client=lambda: self.client, clock_skew=clock_skew)
 
     @property
     def client(self) -> DynamoDBClient:
@@ -301,6 +305,37 @@ class DynamoDbIdempotencyStore:
         records = [record_of(item) for item in response.get("Items", [])]
         live = [record for record in records if record.expires_at >= now]
         return max(live, key=lambda record: record.updated_at) if live else None
+
+    def get_record(self, key: str) -> Record | None:
+        """The live record under ``key``: one strongly consistent GetItem on the table (1 read unit
+        per 4 KB of record; a stored result counts)."""
+        with wrap_dynamodb_errors(self.table, key):
+            response = self.client.get_item(
+                TableName=self.table, Key={TABLE_PARTITION_KEY: {"S": key}}, ConsistentRead=True
+            )
+        item = response.get("Item")
+        if item is None or ATTRIBUTE_NAMES["status"] not in item:
+            return None
+        record = record_of(item)
+        return record if record.expires_at >= utc_now() else None
+
+    # -- UniquenessStore protocol -----------------------------------------------------------------
+
+    def reserve(self, claim: UniqueClaim, *, replacing: str | None = None) -> ReserveResult:
+        """See :meth:`DynamoDbUniquenessStore.reserve`."""
+        return self._unique.reserve(claim, replacing=replacing)
+
+    def take_over(self, claim: UniqueClaim, held: Held) -> ReserveResult:
+        """See :meth:`DynamoDbUniquenessStore.take_over`."""
+        return self._unique.take_over(claim, held)
+
+    def confirm_reservation(self, key: str, token: str) -> bool:
+        """See :meth:`DynamoDbUniquenessStore.confirm_reservation`."""
+        return self._unique.confirm_reservation(key, token)
+
+    def release_reservation(self, key: str, token: str) -> None:
+        """See :meth:`DynamoDbUniquenessStore.release_reservation`."""
+        self._unique.release_reservation(key, token)
 
     # -- JobControlStore protocol -----------------------------------------------------------------
 

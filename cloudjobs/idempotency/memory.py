@@ -4,7 +4,10 @@ Leases expire, clock skew is allowed for, records expire after their retention, 
 hashes are kept and compared exactly as :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore`
 does, so the consumer behaves the same on both. It also keeps schedule records with the same claim
 semantics (the ScheduleStore protocol, through a :class:`~cloudjobs.scheduling.memory.MemoryScheduleStore`
-on the same clock). For tests and single-process use.
+on the same clock) and reservations of unique jobs (the UniquenessStore protocol, through a
+:class:`~cloudjobs.uniqueness.memory.MemoryUniquenessStore`). Readers of a record may wait for the
+next write (:meth:`MemoryIdempotencyStore.wait_for_change`) instead of polling. For tests and
+single-process use.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from cloudjobs.idempotency.base import (
 )
 from cloudjobs.scheduling.memory import MemoryScheduleStore
 from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
+from cloudjobs.uniqueness.memory import MemoryUniquenessStore
+from cloudjobs.uniqueness.state import Held, ReserveResult, UniqueClaim
 
 _RELEASED = frozenset({Status.PENDING, Status.RETRYING, Status.DEAD_LETTERED})
 _FINISHED = frozenset({Status.COMPLETED, Status.DEAD_LETTERED, Status.CANCELLED})
@@ -55,7 +60,11 @@ class MemoryIdempotencyStore:
         self._markers: dict[str, datetime] = {}
         self._aliases: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
+        # Every write of a record moves the version on and wakes the readers waiting for a change.
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
         self._schedules = MemoryScheduleStore(clock=self._clock)
+        self._unique = MemoryUniquenessStore(clock=self._clock, clock_skew=clock_skew)
         self.requests = 0
 
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
@@ -97,6 +106,7 @@ class MemoryIdempotencyStore:
                 trace_id=(old.trace_id if old is not None else None) or claim.trace_id,
             )
             self._tokens[claim.key] = token
+            self._note_change()
             return Acquired(token=token, lease_expires_at=lease_expires_at)
 
     def renew(self, key: str, token: str, *, lease: timedelta, progress: int | None = None) -> Renewal:
@@ -130,6 +140,7 @@ class MemoryIdempotencyStore:
                 expires_at=now + retention,
             )
             del self._tokens[key]
+            self._note_change()
 
     def release(self, key: str, token: str, *, error: str, is_final: bool) -> None:
         """Give the lease up; see :meth:`IdempotencyStore.release`."""
@@ -143,6 +154,7 @@ class MemoryIdempotencyStore:
                 updated_at=self._clock.now(),
             )
             del self._tokens[key]
+            self._note_change()
 
     # -- JobControlStore ---------------------------------------------------------------------------
 
@@ -170,6 +182,7 @@ class MemoryIdempotencyStore:
                 correlation_id=claim.correlation_id,
                 trace_id=claim.trace_id,
             )
+            self._note_change()
             return True
 
     def find_through_alias(self, job_id: str) -> Record | None:
@@ -202,12 +215,14 @@ class MemoryIdempotencyStore:
                         record, cancel_requested_at=record.cancel_requested_at or now, updated_at=now
                     )
                     self._records[record.key] = requested
+                    self._note_change()
                     return Cancellation(CancelOutcome.REQUESTED, requested)
             cancelled = dataclasses.replace(
                 record, status=Status.CANCELLED, lease_expires_at=None, updated_at=now
             )
             self._records[record.key] = cancelled
             self._tokens.pop(record.key, None)
+            self._note_change()
             return Cancellation(CancelOutcome.CANCELLED, cancelled)
 
     def is_marked_cancelled(self, job_id: str) -> bool:
@@ -246,6 +261,7 @@ class MemoryIdempotencyStore:
                 updated_at=now,
             )
             del self._tokens[key]
+            self._note_change()
 
     def find(self, job_id: str) -> Record | None:
         """The live record of a job; see :meth:`IdempotencyStore.find`."""
@@ -256,6 +272,46 @@ class MemoryIdempotencyStore:
                 if record.job_id == job_id and record.expires_at >= now:
                     return record
             return None
+
+    def get_record(self, key: str) -> Record | None:
+        """The live record under ``key``; see :meth:`RecordReader.get_record`."""
+        with self._lock:
+            self.requests += 1
+            record = self._records.get(key)
+            return record if record is not None and record.expires_at >= self._clock.now() else None
+
+    def changes(self) -> int:
+        """How many writes records have had: pass it to :meth:`wait_for_change`."""
+        with self._lock:
+            return self._version
+
+    def wait_for_change(self, seen: int, timeout: float) -> None:
+        """Wait until a record is written after ``changes()`` returned ``seen``, at most ``timeout``
+        seconds of real time (any write wakes it: read what you wait for again)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != seen, timeout=timeout)
+
+    def _note_change(self) -> None:
+        self._version += 1
+        self._changed.notify_all()
+
+    # -- UniquenessStore ---------------------------------------------------------------------------
+
+    def reserve(self, claim: UniqueClaim, *, replacing: str | None = None) -> ReserveResult:
+        """See :meth:`MemoryUniquenessStore.reserve`."""
+        return self._unique.reserve(claim, replacing=replacing)
+
+    def take_over(self, claim: UniqueClaim, held: Held) -> ReserveResult:
+        """See :meth:`MemoryUniquenessStore.take_over`."""
+        return self._unique.take_over(claim, held)
+
+    def confirm_reservation(self, key: str, token: str) -> bool:
+        """See :meth:`MemoryUniquenessStore.confirm_reservation`."""
+        return self._unique.confirm_reservation(key, token)
+
+    def release_reservation(self, key: str, token: str) -> None:
+        """See :meth:`MemoryUniquenessStore.release_reservation`."""
+        self._unique.release_reservation(key, token)
 
     # -- ScheduleStore ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """IdempotencyMiddleware: the consumer-side flow of effectively-once processing and job status.
 
 Around each run of a job that keeps a record (``idempotent=True``, ``idempotency_key=...`` or
-``track_status=True``)::
+``track_status=True`` at registration, or a job enqueued with ``track_status=True``)::
 
     before_run: acquire ─┬─ Acquired          → run the handler, holding the lease
                          ├─ AlreadyCompleted  → Completed(stored result), handler not run
@@ -176,7 +176,8 @@ class _LeaseRun(RunHandle):
         assert run.prepared is not None
         prepared = run.prepared
         definition, job = prepared.definition, prepared.job
-        if not definition.has_record or job.idempotency_key is None:
+        has_record = definition.has_record or prepared.envelope.track_status
+        if not has_record or job.idempotency_key is None:
             return None
         middleware = self._middleware
         try:

@@ -29,7 +29,8 @@ def write_pending(
 
     Args:
         envelopes: the messages about to be sent.
-        registry: job type → definition; types not in it keep no record here.
+        registry: job type → definition; types not in it keep no record here unless enqueued with
+            ``track_status=True``.
         store: the store, asked for only when a job keeps a record; one that is not a
             :class:`JobControlStore` gets no pending records.
         retention: how long a pending record is kept.
@@ -40,20 +41,14 @@ def write_pending(
     """
     control: IdempotencyStore | None = None
     for envelope in envelopes:
-        definition = registry.get(envelope.type)
-        if definition is None or not definition.has_record:
+        key = record_key_of(envelope, registry)
+        if key is None:
             continue
-        key = definition.idempotency_key_of(
-            job_id=envelope.id,
-            producer_key=envelope.idempotency_key,
-            payload=definition.validate(envelope.payload),
-        )
-        assert key is not None  # jobs with a record always have a key
         control = control or store()
         if not isinstance(control, JobControlStore):
             return
         claim = Claim(
-            key=store_key(envelope.type, key),
+            key=key,
             job_id=envelope.id,
             job_type=envelope.type,
             payload_hash=payload_hash(envelope.type, envelope.payload),
@@ -62,3 +57,23 @@ def write_pending(
         )
         if not control.put_pending(claim, retention=retention):
             logger.info("job %s: a record under its key exists; no pending record written", envelope.id)
+
+
+def record_key_of(envelope: Envelope, registry: Mapping[str, JobDefinition]) -> str | None:
+    """The store key of the record a job keeps, or None when it keeps none.
+
+    A job keeps a record when its type is registered (in ``registry``) with one, or when it was
+    enqueued with ``track_status=True``; the key is the one its consumer derives (the producer's
+    idempotency key, else the one derived from the payload, else the job id).
+    """
+    definition = registry.get(envelope.type)
+    key: str | None = None
+    if definition is not None and definition.has_record:
+        key = definition.idempotency_key_of(
+            job_id=envelope.id,
+            producer_key=envelope.idempotency_key,
+            payload=definition.validate(envelope.payload),
+        )
+    elif envelope.track_status:
+        key = envelope.idempotency_key or envelope.id
+    return store_key(envelope.type, key) if key is not None else None

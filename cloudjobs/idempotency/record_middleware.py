@@ -22,8 +22,9 @@ def record_middleware(
     store: Callable[[], IdempotencyStore],
     has_store: bool,
 ) -> list[Middleware]:
-    """The idempotency middleware when a job keeps a record, then the cancellation middleware when
-    the store supports cancellation (markers name jobs with or without a record).
+    """The idempotency middleware when a job type keeps a record or a store is configured (a job
+    enqueued with ``track_status=True`` keeps one whatever its type), then the cancellation
+    middleware when the store supports cancellation (markers name jobs with or without a record).
 
     Args:
         registry: job type → definition.
@@ -37,7 +38,7 @@ def record_middleware(
         ConfigurationError: a job keeps a record and no store is configured.
     """
     middleware: list[Middleware] = []
-    if any(definition.has_record for definition in registry.values()):
+    if has_store or any(definition.has_record for definition in registry.values()):
         middleware.append(_idempotency_middleware(store(), settings, queue_visibility, clock))
     control = store() if has_store else None
     if isinstance(control, JobControlStore):

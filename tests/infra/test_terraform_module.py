@@ -413,15 +413,21 @@ def test_the_operator_may_cancel_the_move_task_its_redrive_started(module: Confi
     assert any("sqs:StartMessageMoveTask" in statement.actions for statement in on_the_dlq)
 
 
-def test_producer_reaches_the_table_only_with_status_tracking(module: Configuration) -> None:
+def test_producer_reaches_the_table_only_with_status_tracking_unique_jobs_or_job_results(
+    module: Configuration,
+) -> None:
     on_the_table = [
         statement
         for statement in statements(module.data["aws_iam_policy_document.producer"])
         if {_TABLE, _INDEX} & set(statement.resources)
     ]
+    names = ("status_tracking", "unique_jobs", "job_results")
     assert on_the_table
-    assert all(statement.for_each == "${var.status_tracking ? [true] : []}" for statement in on_the_table)
-    assert module.variables["status_tracking"]["default"] is False
+    assert {statement.for_each for statement in on_the_table} == {
+        f"${{var.{name} ? [true] : []}}" for name in names
+    }
+    for name in names:
+        assert module.variables[name]["default"] is False
 
 
 @pytest.mark.parametrize("role", ROLES)

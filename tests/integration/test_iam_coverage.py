@@ -30,7 +30,16 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from pydantic import BaseModel
 
-from cloudjobs import CloudJobs, Job, JobState, PermanentError, RetryableError, Settings
+from cloudjobs import (
+    CloudJobs,
+    Job,
+    JobNotTrackedError,
+    JobState,
+    PermanentError,
+    ResultTimeoutError,
+    RetryableError,
+    Settings,
+)
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from cloudjobs.cli.main import main as cli_main
 from cloudjobs.local import LocalAwsServer, local_environment
@@ -390,9 +399,23 @@ class CodePath:
     name: str
     run: Callable[[Stack, Record], None]
     status_tracking: bool = False
+    unique_jobs: bool = False
+    job_results: bool = False
     eventbridge_scheduler: bool = False
     payload_bucket: bool = False
     payload_delete: bool = False
+
+    @property
+    def inputs(self) -> dict[str, bool]:
+        """The module's switches this code path is deployed with."""
+        return {
+            "status_tracking": self.status_tracking,
+            "unique_jobs": self.unique_jobs,
+            "job_results": self.job_results,
+            "eventbridge_scheduler": self.eventbridge_scheduler,
+            "payload_bucket": self.payload_bucket,
+            "payload_delete": self.payload_delete,
+        }
 
 
 CODE_PATHS: list[CodePath] = []
@@ -402,6 +425,8 @@ def code_path(
     role: str,
     *,
     status_tracking: bool = False,
+    unique_jobs: bool = False,
+    job_results: bool = False,
     eventbridge_scheduler: bool = False,
     payload_bucket: bool = False,
     payload_delete: bool = False,
@@ -412,7 +437,15 @@ def code_path(
         name = function.__name__.removeprefix("_")
         CODE_PATHS.append(
             CodePath(
-                role, name, function, status_tracking, eventbridge_scheduler, payload_bucket, payload_delete
+                role,
+                name,
+                function,
+                status_tracking,
+                unique_jobs,
+                job_results,
+                eventbridge_scheduler,
+                payload_bucket,
+                payload_delete,
             )
         )
 
@@ -515,6 +548,43 @@ def _enqueue_with_status_tracking_and_read_status(stack: Stack, record: Record) 
         status = jobs.status(job_id)  # the 202 example's GET /jobs/{id}
     assert status is not None
     assert status.state is JobState.PENDING
+
+
+@code_path("producer", unique_jobs=True)
+def _enqueue_unique_jobs(stack: Stack, record: Record) -> None:
+    # A reservation (UpdateItem), its confirm; a repeat (a refused UpdateItem); with
+    # unique_until="finished" the pending record (PutItem) and, on a repeat, the first job's record
+    # (GetItem).
+    jobs = CloudJobs(settings=stack.settings())
+    _register_jobs(jobs)
+    with record():
+        first = jobs.enqueue("ship", Order(order_id="o-1"), unique_for=60, unique_key="o-1")
+        repeat = jobs.enqueue("ship", Order(order_id="o-1"), unique_for=60, unique_key="o-1")
+        until_finished = [
+            jobs.enqueue("ship", Order(order_id="o-2"), unique_for=60, unique_until="finished")
+            for _ in range(2)
+        ]
+    assert repeat == first
+    assert until_finished[0] == until_finished[1]
+
+
+@code_path("producer", job_results=True)
+def _wait_for_results(stack: Stack, record: Record) -> None:
+    # enqueue(track_status=True) writes the pending record (PutItem); result() polls it (GetItem);
+    # another process finds it by job id (Query), and an id with no record also reads the alias and
+    # the cancellation marker (GetItem) before it gives up.
+    jobs = CloudJobs(settings=stack.settings())
+    elsewhere = CloudJobs(settings=stack.settings())
+    for app in (jobs, elsewhere):
+        _register_jobs(app)
+    with record():
+        job_id = jobs.enqueue("ship", Order(order_id="o-1"), track_status=True)
+        with pytest.raises(ResultTimeoutError):
+            jobs.result(job_id, timeout=0.3)
+        with pytest.raises(ResultTimeoutError):
+            elsewhere.result(job_id, timeout=0.3)
+        with pytest.raises(JobNotTrackedError):
+            elsewhere.result(uuid.uuid4().hex, timeout=5)
 
 
 @code_path("consumer", status_tracking=True)
@@ -638,6 +708,8 @@ def _command_line(stack: Stack, record: Record) -> None:
         (["dlq", "redrive"], EXIT_OK),  # one move task
         (["dlq", "purge", "--type", "refuse", "--yes"], EXIT_OK),  # message by message
         (["dlq", "purge", "--yes"], EXIT_OK),  # PurgeQueue
+        (["enqueue", "ship", '{"order_id": "o-7"}', "--unique-for", "60", "--unique-key", "o-7"], EXIT_OK),
+        (["enqueue", "ship", '{"order_id": "o-8"}', "--track-status"], EXIT_OK),
         (["cancel", to_cancel], EXIT_OK),  # through its record
         (["cancel", uuid.uuid4().hex], EXIT_OK),  # no record: a marker
     ]
@@ -828,6 +900,8 @@ class ModuleInputs:
 
     status_tracking: bool
     has_kms_key: bool
+    unique_jobs: bool = False
+    job_results: bool = False
     eventbridge_scheduler: bool = False
     payload_bucket: bool = False
     payload_delete: bool = False
@@ -837,6 +911,8 @@ class ModuleInputs:
 # expression missing here fails the test: teach it the new condition.
 _CONDITIONS: Final[Mapping[str, Callable[[ModuleInputs], bool]]] = {
     "${var.status_tracking ? [true] : []}": lambda inputs: inputs.status_tracking,
+    "${var.unique_jobs ? [true] : []}": lambda inputs: inputs.unique_jobs,
+    "${var.job_results ? [true] : []}": lambda inputs: inputs.job_results,
     "${local.uses_sqs_managed_sse ? [] : [true]}": lambda inputs: inputs.has_kms_key,
     "${var.eventbridge_scheduler ? [true] : []}": lambda inputs: inputs.eventbridge_scheduler,
     "${var.payload_bucket ? [true] : []}": lambda inputs: inputs.payload_bucket,
@@ -960,17 +1036,7 @@ def test_each_call_a_role_makes_is_granted_by_its_policy(
     stack, calls = recordings.of(path)
     assert calls, f"{path.name} made no AWS call: the recording is not working"
     required = _required(stack, calls, has_kms_key=has_kms_key)
-    allowed = granted(
-        module,
-        path.role,
-        ModuleInputs(
-            path.status_tracking,
-            has_kms_key,
-            path.eventbridge_scheduler,
-            path.payload_bucket,
-            path.payload_delete,
-        ),
-    )
+    allowed = granted(module, path.role, ModuleInputs(has_kms_key=has_kms_key, **path.inputs))
     missing = sorted(required - allowed)
     assert not missing, f"the {path.role} policy lacks: " + ", ".join(map(str, missing))
 
@@ -991,6 +1057,8 @@ def test_every_grant_is_used_or_listed_for_review(
         ModuleInputs(
             status_tracking=True,
             has_kms_key=True,
+            unique_jobs=True,
+            job_results=True,
             eventbridge_scheduler=True,
             payload_bucket=True,
             payload_delete=True,

@@ -624,3 +624,46 @@ def test_purge_with_older_than_keeps_recent_failures_and_without_filters_empties
     assert (old_code, json.loads(old)) == (EXIT_OK, {"purged": 0})
     assert (all_code, everything) == (EXIT_OK, "purged 1 messages from the dead-letter queue\n")
     assert jobs.stats().dlq_depth == 0
+
+
+def test_enqueue_with_unique_for_sends_one_job_and_prints_its_id_for_the_repeat(
+    app: tuple[CloudJobs, MemoryBackend],
+) -> None:
+    arguments = [
+        "enqueue",
+        "greet",
+        '{"name": "Ada"}',
+        "--app",
+        APP,
+        "--unique-for",
+        "600",
+        "--unique-key",
+        "ada",
+    ]
+    first = CliRunner().invoke(cli, [*arguments, "--json"])
+    repeat = CliRunner().invoke(cli, [*arguments, "--json"])
+
+    [body] = _sent_bodies(app[1])
+    assert first.exit_code == repeat.exit_code == EXIT_OK
+    assert json.loads(first.output)["job_id"] == json.loads(repeat.output)["job_id"] == decode(body).id
+
+
+def test_enqueue_refuses_a_unique_key_without_a_window(
+    app: tuple[CloudJobs, MemoryBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["enqueue", "greet", '{"name": "Ada"}', "--app", APP, "--unique-key", "ada"])
+
+    assert code == EXIT_USAGE
+    assert "--unique-key needs --unique-for" in capsys.readouterr().err
+    assert _sent_bodies(app[1]) == []
+
+
+def test_enqueue_with_track_status_marks_the_envelope(app: tuple[CloudJobs, MemoryBackend]) -> None:
+    result = CliRunner().invoke(
+        cli, ["enqueue", "unregistered", "{}", "--app", APP, "--allow-unregistered", "--track-status"]
+    )
+
+    envelope = decode(_sent_bodies(app[1])[0])
+    assert result.exit_code == EXIT_OK
+    assert envelope.track_status is True
+    assert app[0].status(envelope.id) is not None

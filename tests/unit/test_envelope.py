@@ -218,3 +218,20 @@ def test_the_schema_requires_the_version_marker_and_declares_draft_2020_12() -> 
     required = schema["required"]
     assert isinstance(required, list)
     assert {"cloudjobs", "id", "type", "payload", "correlation_id", "enqueued_at"} <= set(required)
+
+
+def test_track_status_is_written_only_when_set_and_read_back() -> None:
+    tracked = _envelope(track_status=True)
+
+    assert json.loads(encode(tracked))["track_status"] is True
+    assert "track_status" not in json.loads(encode(_envelope()))
+    assert decode(encode(tracked)).track_status is True
+    assert decode(encode(_envelope())).track_status is False
+
+
+def test_a_reader_that_knows_no_track_status_ignores_it() -> None:
+    # Older readers ignore unknown fields; a body without the field reads as untracked.
+    body = json.loads(encode(_envelope(track_status=True)))
+    body["a_field_from_the_future"] = 1
+
+    assert decode(json.dumps(body)).track_status is True

@@ -251,6 +251,38 @@ data "aws_iam_policy_document" "producer" {
     }
   }
 
+  # A unique job is a reservation on the table before its send (UpdateItem, conditional); with
+  # unique_until="finished" a repeat reads the first job's record (GetItem), and the job's pending
+  # record is written at enqueue (PutItem).
+  dynamic "statement" {
+    for_each = var.unique_jobs ? [true] : []
+    content {
+      sid       = "ReserveUniqueJobs${local.sid_suffix}"
+      actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      resources = [local.table_arn]
+    }
+  }
+
+  # jobs.result polls a job's record by key (GetItem) after finding it by job id (Query on the
+  # index) or cancellation marker (GetItem); enqueue(track_status=True) writes the pending record.
+  dynamic "statement" {
+    for_each = var.job_results ? [true] : []
+    content {
+      sid       = "ReadJobResults${local.sid_suffix}"
+      actions   = ["dynamodb:GetItem", "dynamodb:PutItem"]
+      resources = [local.table_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.job_results ? [true] : []
+    content {
+      sid       = "FindJobResults${local.sid_suffix}"
+      actions   = ["dynamodb:Query"]
+      resources = [local.table_index_arn]
+    }
+  }
+
   # A job's body too large for the queue goes to the payload bucket.
   dynamic "statement" {
     for_each = var.payload_bucket ? [true] : []

@@ -130,7 +130,7 @@ output "scheduler_role_arn" {
 ################################################################################
 
 output "producer_policy_json" {
-  description = "IAM policy (JSON) for code that enqueues jobs: send to the queue and, when status_tracking is on, write status records and read them by job id."
+  description = "IAM policy (JSON) for code that enqueues jobs: send to the queue and, when status_tracking is on, write status records and read them by job id; with unique_jobs, reserve unique jobs on the table; with job_results, wait for results."
   value       = data.aws_iam_policy_document.producer.json
 }
 

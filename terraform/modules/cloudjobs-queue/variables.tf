@@ -233,6 +233,18 @@ variable "status_tracking" {
   default     = false
 }
 
+variable "unique_jobs" {
+  description = "The producer enqueues unique jobs (enqueue(unique_for=...)), so producer_policy_json also allows UpdateItem on the idempotency table (the reservation), GetItem (unique_until=\"finished\" reads the first job's record) and PutItem (that job's pending record)."
+  type        = bool
+  default     = false
+}
+
+variable "job_results" {
+  description = "The producer waits for results (jobs.result) and enqueues with track_status=True, so producer_policy_json also allows GetItem and PutItem on the idempotency table and Query on its job_id index."
+  type        = bool
+  default     = false
+}
+
 variable "payload_bucket" {
   description = "Create a bucket for message bodies too large for the queue (cloudjobs sends them as pointers, in the format of AWS's SQS extended client libraries): encrypted (with kms_key_arn when given), public access blocked, TLS only, objects expiring after payload_expiration_days. Producers and consumers may write bodies under cloudjobs/ and consumers read any; operators delete (a purge deletes its bodies). The environment output then sets CLOUDJOBS_PAYLOAD_BUCKET."
   type        = bool
