@@ -541,6 +541,7 @@ class CloudJobs:
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        track_status: bool = False,
     ) -> QueueShare:
         """Build and check one job exactly as :meth:`enqueue` does, sending nothing.
 
@@ -548,6 +549,8 @@ class CloudJobs:
         (:mod:`cloudjobs.outbox`): the result's ``jobs.stored`` is what
         :meth:`~cloudjobs.producer.Producer.resume` takes back. The enqueue's trace is left open:
         finish it (``share.jobs.trace.finish()``) once the job is stored.
+
+        Unique jobs (``unique_for``) are not built here: their reservation is part of the send.
 
         Raises:
             Everything :meth:`enqueue` raises before sending (not ``BackendError`` for a refused send).
@@ -562,6 +565,7 @@ class CloudJobs:
             queue=queue,
             tenant=tenant,
             run_at=run_at,
+            track_status=track_status,
         )
         return self._check([request])[0]
 

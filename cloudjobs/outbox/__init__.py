@@ -96,13 +96,17 @@ class Outbox:
         queue: str | None = None,
         tenant: str | None = None,
         run_at: datetime | None = None,
+        track_status: bool = False,
     ) -> str:
         """Write one job into the outbox in ``session``'s transaction; returns its job id.
 
         Takes the arguments of :meth:`CloudJobs.enqueue` and checks them the same way, before
         anything is written; the message, its trace context and correlation id are those of this
         call. The job is sent after the transaction commits, never if it rolls back. A delay
-        counts from this call, not from the send.
+        counts from this call, not from the send. A tracked job's pending record
+        (``track_status=True``, or status tracking on) is written when the relay sends it. Unique
+        jobs (``unique_for``) are not taken: their reservation in the idempotency table cannot join
+        the database transaction.
 
         Raises:
             Everything :meth:`CloudJobs.enqueue` raises before sending (``PayloadValidationError``,
@@ -120,6 +124,7 @@ class Outbox:
             queue=queue,
             tenant=tenant,
             run_at=run_at,
+            track_status=track_status,
         )
         trace = share.jobs.trace
         try:

@@ -24,6 +24,7 @@ from cloudjobs.backends.sqs import SqsBackend
 from cloudjobs.clock import ManualClock
 from cloudjobs.envelope import decode
 from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+from cloudjobs.idempotency.status import JobState
 from cloudjobs.outbox import Outbox
 from cloudjobs.payloads.pointer import is_pointer_message
 from cloudjobs.payloads.store import MemoryPayloadStore, object_key
@@ -396,3 +397,28 @@ def test_a_body_too_large_for_the_queue_is_stored_by_the_relay_and_runs_in_full(
     assert is_pointer_message(message)  # type: ignore[arg-type]
     assert jobs.drain().completed == 1
     assert seen == [10_000]
+
+
+def test_a_tracked_job_keeps_its_record_from_the_relay_send_and_reports_its_result(
+    make_engine: Callable[[], Engine], names: tuple[str, str]
+) -> None:
+    backend = MemoryBackend()
+    jobs = CloudJobs(backend=backend, idempotency_store=MemoryIdempotencyStore(clock=backend))
+
+    @jobs.job("export")
+    def export(payload: dict[str, int]) -> int:
+        return payload["rows"] * 2
+
+    engine = make_engine()
+    outbox = Outbox(jobs, engine, table_name=names[0])
+    outbox.create_table()
+    with Session(engine) as session, session.begin():
+        job_id = outbox.enqueue(session, "export", {"rows": 21}, track_status=True)
+    assert jobs.status(job_id) is None  # not sent yet
+
+    relay_until_empty(outbox)
+    status = jobs.status(job_id)
+    assert status is not None
+    assert status.state is JobState.PENDING
+    assert jobs.drain().completed == 1
+    assert jobs.result(job_id, timeout=5) == 42
