@@ -1,4 +1,5 @@
-"""Limits' cost: DynamoDB requests per rate-limited and per concurrency-limited job.
+"""Limits' cost: DynamoDB requests per rate-limited and per concurrency-limited job, then (from
+bench/limits_enqueue.py, unless ``--limits-only``) per unique enqueue and per ``result()`` wait.
 
 Each measurement runs jobs through the consumer core (inline, on a memory queue: only DynamoDB is
 measured) with the limits on a fresh idempotency table in DynamoDB Local (``--dynamodb moto`` for
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--dynamodb", choices=("dynamodb-local", "moto"), default="dynamodb-local")
+    parser.add_argument(
+        "--limits-only", action="store_true", help="skip the unique-enqueue and result() rows"
+    )
     arguments = parser.parse_args(argv)
     with LocalAwsServer() as server, contextlib.ExitStack() as stack:
         os.environ.update(local_environment(server.endpoint_url))
@@ -217,7 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {row.what} | {row.limit_requests:.2f} | {row.per} | {row.marker_reads:.2f} | {operations} |"
         )
-    return 0
+    if arguments.limits_only:
+        return 0
+    # Unique enqueues and result() waits: the producer side, measured by its own module.
+    print()
+    return _run_module("limits_enqueue", ["--dynamodb", arguments.dynamodb])
+
+
+def _run_module(name: str, argv: list[str]) -> int:
+    """``main(argv)`` of a sibling benchmark module (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(argv))
 
 
 if __name__ == "__main__":

@@ -558,6 +558,55 @@ class CloudJobs:
         )
         return self._enqueue_one(request, uniqueness)
 
+    def check_enqueue(
+        self,
+        job_type: str | JobHandle[Any, Any],
+        payload: Any,
+        *,
+        delay: timedelta | float | None = None,
+        idempotency_key: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        run_at: datetime | None = None,
+        track_status: bool = False,
+    ) -> QueueShare:
+        """Build and check one job exactly as :meth:`enqueue` does, sending nothing.
+
+        For integrations that send later, such as the transactional outbox
+        (:mod:`cloudjobs.outbox`): the result's ``jobs.stored`` is what
+        :meth:`~cloudjobs.producer.Producer.resume` takes back. The enqueue's trace is left open:
+        finish it (``share.jobs.trace.finish()``) once the job is stored.
+
+        Unique jobs (``unique_for``) are not built here: their reservation is part of the send.
+
+        Raises:
+            Everything :meth:`enqueue` raises before sending (not ``BackendError`` for a refused send).
+        """
+        request = self._requests.build(
+            job_type,
+            payload,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+            queue=queue,
+            tenant=tenant,
+            run_at=run_at,
+            track_status=track_status,
+        )
+        return self._check([request])[0]
+
+    def producer_of(self, queue: str = DEFAULT_QUEUE) -> Producer:
+        """The producer :meth:`enqueue` sends through to one of the app's queues (pending status
+        records written as ``CLOUDJOBS_STATUS_TRACKING`` says).
+
+        Raises:
+            UnknownQueueError: the app configures no queue of that name.
+        """
+        return self._producer(queue)
+
     def enqueue_many(
         self,
         jobs: Iterable[tuple[str | JobHandle[Any, Any], Any]],

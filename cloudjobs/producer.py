@@ -81,6 +81,25 @@ class LaterSends(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as :meth:`Producer.check` built it, kept to be sent later by :meth:`Producer.resume`.
+
+    Attributes:
+        envelope: the job's envelope (``message.body`` is its encoding, or a pointer to it when
+            ``upload`` is set).
+        message: the message as checked, its delay counted from ``envelope.enqueued_at``.
+        send_at: set for a job handed to :class:`LaterSends` rather than sent to the queue.
+        upload: for a body kept in the payload store, its key and bytes: stored when the job is
+            sent, not before.
+    """
+
+    envelope: Envelope
+    message: OutgoingMessage
+    send_at: datetime | None = None
+    upload: tuple[str, bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     job_id: str
     message: OutgoingMessage
@@ -114,6 +133,11 @@ class CheckedJobs:
 
     items: list[_Prepared]
     trace: EnqueueTrace
+
+    @property
+    def stored(self) -> list[StoredJob]:
+        """Each job as :meth:`Producer.resume` takes it back, to be sent later."""
+        return [StoredJob(item.envelope, item.message, item.send_at, item.upload) for item in self.items]
 
 
 class Producer:
@@ -186,6 +210,30 @@ class Producer:
             trace.finish(exc)
             raise
         return CheckedJobs(prepared, trace)
+
+    def resume(self, jobs: Sequence[StoredJob]) -> CheckedJobs:
+        """Checked jobs rebuilt from what :meth:`check` built earlier, perhaps in another process
+        (the outbox stores them and its relay sends them), ready for :meth:`send`.
+
+        Nothing is built, checked or stamped again: each message keeps the body, attributes and
+        trace context of its first check. The delay is what remains of it: ``delay`` less the time
+        since the envelope's ``enqueued_at``.
+
+        Raises:
+            BackendError: the queue's configuration could not be read.
+        """
+        info = self._backend.info()
+        trace = self._telemetry.resume_enqueue(info, len(jobs))
+        now = self._clock.now()
+        items = []
+        for index, job in enumerate(jobs):
+            trace.adopt(index, job.envelope)
+            remaining = max(job.message.delay - (now - job.envelope.enqueued_at), timedelta(0))
+            message = dataclasses.replace(job.message, delay=remaining)
+            items.append(
+                _Prepared(job.envelope.id, message, message.size, job.envelope, job.send_at, job.upload)
+            )
+        return CheckedJobs(items, trace)
 
     def send(self, checked: CheckedJobs) -> list[str]:
         """Send checked jobs (the second half of :meth:`enqueue`); returns job ids in order.

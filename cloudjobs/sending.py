@@ -11,11 +11,13 @@ from cloudjobs.producer import CheckedJobs, EnqueueRequest, Producer
 
 @dataclass(frozen=True, slots=True)
 class QueueShare:
-    """The jobs of one call that go to one queue: their positions in the call, checked."""
+    """The jobs of one call that go to one queue (the app's name for it): their positions in the
+    call, checked."""
 
     producer: Producer
     positions: list[int]
     jobs: CheckedJobs
+    queue: str
 
 
 def check_by_queue(
@@ -33,7 +35,7 @@ def check_by_queue(
     shares = []
     for name, indexes in positions.items():
         producer = producer_of(name)
-        shares.append(QueueShare(producer, indexes, producer.check([requests[i] for i in indexes])))
+        shares.append(QueueShare(producer, indexes, producer.check([requests[i] for i in indexes]), name))
     return shares
 
 

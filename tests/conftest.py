@@ -31,6 +31,7 @@ from cloudjobs.provisioning import (
 )
 from tests.dynamodb_local import DynamoDbLocal, DynamoDbLocalMissingError
 from tests.otel import Capture, capture
+from tests.outbox_postgres import PostgresMissingError, PostgresServer, find_binaries
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -53,6 +54,18 @@ _FOREIGN_AWS_VARIABLES = (
 def aws_server() -> Iterator[LocalAwsServer]:
     """A moto server on 127.0.0.1 at a free port, for the whole session."""
     with LocalAwsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own on 127.0.0.1 at a free port, for the whole session (started
+    on first use); the test fails, naming the package to install, when the binaries are missing."""
+    try:
+        find_binaries()
+    except PostgresMissingError as exc:
+        pytest.fail(str(exc))
+    with PostgresServer() as server:
         yield server
 
 

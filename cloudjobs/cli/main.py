@@ -15,6 +15,7 @@ from cloudjobs.cli.enqueue import enqueue
 from cloudjobs.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from cloudjobs.cli.local import local
 from cloudjobs.cli.provision import provision
+from cloudjobs.cli.relay import relay
 from cloudjobs.cli.scheduler import scheduler
 from cloudjobs.cli.schedules import schedules
 from cloudjobs.cli.stats import stats
@@ -71,6 +72,7 @@ cli.add_command(stats)
 cli.add_command(scheduler)
 cli.add_command(schedules)
 cli.add_command(dashboard)
+cli.add_command(relay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -140,6 +140,11 @@ class Telemetry:
         """Begin tracing one producer call of ``count`` messages to ``info``'s queue."""
         return EnqueueTrace(info, count, is_enabled=self.is_enabled)
 
+    def resume_enqueue(self, info: QueueInfo, count: int) -> EnqueueTrace:
+        """Meter the send of ``count`` messages stamped by an earlier call (the outbox relay's);
+        no span is started: each message carries the trace context of its first call."""
+        return EnqueueTrace(info, count, is_enabled=self.is_enabled, is_traced=False)
+
     def start(self, run: Run) -> RunTrace:
         """The run's CONSUMER span and metrics, as a middleware handle (the pipeline's outermost)."""
         return RunTrace(run.delivery, run.queue, is_enabled=self.is_enabled)
@@ -166,7 +171,7 @@ class EnqueueTrace:
         "_send",
     )
 
-    def __init__(self, info: QueueInfo, count: int, *, is_enabled: bool) -> None:
+    def __init__(self, info: QueueInfo, count: int, *, is_enabled: bool, is_traced: bool = True) -> None:
         self._info = info
         self._is_enabled = is_enabled
         self._is_batch = count > 1
@@ -175,7 +180,7 @@ class EnqueueTrace:
         self._send: Span | None = None
         self._is_recording = False
         # Without a tracer provider (no SDK installed) no span is started: context is only passed on.
-        self._is_traced = is_enabled and providers.is_tracing()
+        self._is_traced = is_traced and is_enabled and providers.is_tracing()
         self._is_metered = is_enabled and providers.is_metering()
         if self._is_traced and not self._is_batch:
             self._send = _tracer().start_span(
@@ -213,6 +218,12 @@ class EnqueueTrace:
             }
         )
         return propagation.inject(trace.set_span_in_context(span), envelope.correlation_id)
+
+    def adopt(self, index: int, envelope: Envelope) -> None:
+        """Count message ``index``, stamped by an earlier call, under its job type (no span: its
+        trace context is the one it was stamped with)."""
+        if self._is_metered:
+            self._job_types[index] = envelope.type
 
     def record_batch(self, indices: Sequence[int], results: Sequence[SendResult]) -> None:
         """Record one SendMessageBatch of messages ``indices`` and its per-entry results."""

@@ -71,7 +71,16 @@ EXPECTED_ALL = [
 ]
 
 # croniter is light, but only apps that declare cron schedules need it: it loads on first use.
-HEAVY_MODULES = ("boto3", "botocore", "moto", "opentelemetry.sdk", "cloudjobs.cli", "croniter")
+HEAVY_MODULES = (
+    "boto3",
+    "botocore",
+    "moto",
+    "opentelemetry.sdk",
+    "cloudjobs.cli",
+    "croniter",
+    "sqlalchemy",
+    "psycopg",
+)
 
 
 def test_the_public_names_are_exactly_the_pinned_list() -> None:
