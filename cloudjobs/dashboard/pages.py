@@ -96,7 +96,8 @@ def dead_letters(
 
     SQS cannot page a queue: page ``n`` reads ``n`` pages' worth of messages (held invisible while
     read, then released) and shows the last, so a page never reads more than it shows before it;
-    messages may move between pages as SQS returns them in its own order.
+    messages may move between pages as SQS returns them in its own order. Unfiltered pages within
+    the sample are cut from it, with no second read.
     """
     dlq = jobs.dlq.of(queue)
     depth = jobs.stats(queue=queue).dlq_depth
@@ -104,7 +105,10 @@ def dead_letters(
     counts = Counter((job.reason or "unrecorded", job.type or "unknown") for job in sample)
     groups = [Group(reason, job_type, count) for (reason, job_type), count in counts.most_common()]
     wanted = PAGE_SIZE * page_number + 1  # one more tells whether a next page exists
-    listed = dlq.list(limit=wanted, job_type=job_type, reason=reason)
+    if reason is None and job_type is None and (wanted <= len(sample) or len(sample) < sample_size):
+        listed = sample  # the sample already holds this page (or the whole DLQ): no second read
+    else:
+        listed = dlq.list(limit=wanted, job_type=job_type, reason=reason)
     page = listed[PAGE_SIZE * (page_number - 1) : PAGE_SIZE * page_number]
     filters = {name: value for name, value in (("reason", reason), ("type", job_type)) if value}
     return DeadLetters(
