@@ -119,7 +119,6 @@ def test_the_installed_worker_command_reports_an_app_it_cannot_import(environmen
     assert line.startswith("cloudjobs: configuration error: cannot import 'tests.no_such_module'")
 
 
-@pytest.mark.slow
 def test_demo_runs_its_jobs_on_an_embedded_server() -> None:
     environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
 

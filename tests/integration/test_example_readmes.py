@@ -142,7 +142,6 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[list[str]]
             process.stdout.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda example: example.name)
 def test_example_runs_as_its_readme_says(
     example: Example, local_stack: Callable[[list[str]], dict[str, str]], tmp_path: Path

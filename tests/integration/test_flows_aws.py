@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
 
-pytestmark = pytest.mark.slow
-
 
 class Events:
     """What the handlers did, in order, across the worker's threads."""

@@ -34,7 +34,6 @@ from tests.integration.worker_app import GATED_JOB, LEDGER_VARIABLE, WORK_JOB
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
-pytestmark = pytest.mark.slow
 
 MakeQueue = Callable[..., ProvisionedQueue]
 MakeBackend = Callable[..., SqsBackend]
