@@ -47,7 +47,7 @@ from cloudjobs.provisioning import (
 from cloudjobs.settings import ENV_PREFIX, Settings
 from tests.dynamodb_local import DynamoDbLocal
 from tests.integration.idempotent_worker_app import CHAOS_JOB, GATED_ONCE_JOB
-from tests.integration.worker_app import LEDGER_VARIABLE
+from tests.integration.worker_app import LEDGER_VARIABLE, Event, read_ledger
 from tests.queue_depths import queue_depths
 
 if TYPE_CHECKING:
@@ -72,23 +72,6 @@ _COMMAND: Final = (
     "worker",
     "tests.integration.idempotent_worker_app:jobs",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A ledger line: ``start``, ``end`` or ``completed`` of ``job`` in process ``pid`` at ``time``."""
-
-    event: str
-    job: str
-    pid: int
-    time: float
-
-
-def _read_ledger(path: Path) -> list[Event]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines(keepends=True)
-    return [Event(**json.loads(line)) for line in lines if line.endswith("\n")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +210,13 @@ def test_an_idempotent_job_of_a_killed_worker_runs_once_more_after_its_lease_lap
     workers = Workers(environment, tmp_path)
     try:
         first = workers.start()
-        _poll(lambda: bool(_read_ledger(ledger)), seconds=20, what="start in the first worker")
+        _poll(lambda: bool(read_ledger(ledger)), seconds=20, what="start in the first worker")
         workers.kill(first)
         producer.enqueue(GATED_ONCE_JOB, gated)  # a duplicate send must not make it run twice
         release.touch()
         second = workers.start()
         _poll(
-            lambda: any(event.event == "completed" for event in _read_ledger(ledger)),
+            lambda: any(event.event == "completed" for event in read_ledger(ledger)),
             seconds=30,
             what="completion in the second worker",
         )
@@ -245,7 +228,7 @@ def test_an_idempotent_job_of_a_killed_worker_runs_once_more_after_its_lease_lap
     finally:
         workers.stop_all()
 
-    events = _read_ledger(ledger)
+    events = read_ledger(ledger)
     starts = [event for event in events if event.event == "start"]
     assert [event.pid for event in starts] == [first.pid, second.pid]
     # The second run waited for the lease (the 3-second visibility) to lapse, not only for the kill.
@@ -287,7 +270,7 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
         while len(completed) < JOBS:
             if time.monotonic() - started > RUN_DEADLINE_SECONDS:
                 missing = sorted(set(names) - completed)[:5]
-                history = [event for event in _read_ledger(ledger) if event.job in missing]
+                history = [event for event in read_ledger(ledger) if event.job in missing]
                 pytest.fail(
                     f"only {len(completed)} of {JOBS} jobs completed in {RUN_DEADLINE_SECONDS}s; "
                     f"missing {missing}: {history}; kills {workers.kills}; "
@@ -296,7 +279,7 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
                 )
             # The ledger's "completed" follows the completion write: a kill in between loses the event
             # (the redelivery is then acknowledged unrun), so the table is the source of truth.
-            completed = {event.job for event in _read_ledger(ledger) if event.event == "completed"}
+            completed = {event.job for event in read_ledger(ledger) if event.event == "completed"}
             if len(completed) >= len(sent) - LOW_WATER:
                 completed |= set(_completed_records(dynamodb, resources.table))
             if len(sent) < JOBS and len(sent) - len(completed) < LOW_WATER:
@@ -323,7 +306,7 @@ def test_chaos_every_job_completes_and_every_extra_run_is_explained_by_a_kill(
         workers.stop_all()
     elapsed = time.monotonic() - started
 
-    events = _read_ledger(ledger)
+    events = read_ledger(ledger)
     records = _completed_records(dynamodb, resources.table)
     dynamodb.close()
     runs: dict[str, list[Event]] = defaultdict(list)

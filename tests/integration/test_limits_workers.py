@@ -8,7 +8,6 @@ every count below is taken from what the worker processes did, not from inside t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -37,7 +36,7 @@ from cloudjobs.provisioning import (
 from cloudjobs.settings import ENV_PREFIX, Settings
 from tests.dynamodb_local import DynamoDbLocal
 from tests.integration.limits_worker_app import CONCURRENCY, CONCURRENCY_JOB, RATE, RATE_JOB, TENANT_JOB
-from tests.integration.worker_app import LEDGER_VARIABLE
+from tests.integration.worker_app import LEDGER_VARIABLE, Event, read_ledger
 from tests.queue_depths import queue_depths
 
 if TYPE_CHECKING:
@@ -57,21 +56,6 @@ _COMMAND: Final = (
     "worker",
     "tests.integration.limits_worker_app:jobs",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    event: str
-    job: str
-    pid: int
-    time: float
-
-
-def _read_ledger(path: Path) -> list[Event]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines(keepends=True)
-    return [Event(**json.loads(line)) for line in lines if line.endswith("\n")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +232,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
         _producer(resources).enqueue_many([(RATE_JOB, {"id": f"send-{index:03d}"}) for index in range(jobs)])
 
         def all_started() -> bool:
-            return len({event.job for event in _read_ledger(ledger) if event.event == "start"}) >= jobs
+            return len({event.job for event in read_ledger(ledger) if event.event == "start"}) >= jobs
 
         _poll(all_started, seconds=120, what="start of every job", workers=workers)
         _poll(
@@ -260,7 +244,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
     finally:
         workers.stop_all()
 
-    events = _read_ledger(ledger)
+    events = read_ledger(ledger)
     starts = [event.time for event in events if event.event == "start"]
     grants = [event.time for event in events if event.event == "granted"]
     started = Counter(event.job for event in events if event.event == "start")
@@ -299,7 +283,7 @@ def test_a_concurrency_limit_holds_across_workers_and_a_killed_workers_slots_com
         live = [workers.start() for _ in range(3)]
 
         def running_in_a_worker() -> bool:
-            events = _read_ledger(ledger)
+            events = read_ledger(ledger)
             ended = {(event.job, event.pid) for event in events if event.event == "end"}
             pids = {process.pid for process in live}
             return sum(1 for event in events if event.event == "end") >= 30 and any(
@@ -308,7 +292,7 @@ def test_a_concurrency_limit_holds_across_workers_and_a_killed_workers_slots_com
             )
 
         _poll(running_in_a_worker, seconds=60, what="a third of the jobs done", workers=workers)
-        events = _read_ledger(ledger)
+        events = read_ledger(ledger)
         ended = {(event.job, event.pid) for event in events if event.event == "end"}
         victim_pid = next(
             event.pid
@@ -321,13 +305,13 @@ def test_a_concurrency_limit_holds_across_workers_and_a_killed_workers_slots_com
         victim.wait()
 
         def all_ended() -> bool:
-            return len({event.job for event in _read_ledger(ledger) if event.event == "end"}) >= jobs
+            return len({event.job for event in read_ledger(ledger) if event.event == "end"}) >= jobs
 
         _poll(all_ended, seconds=150, what="end of every job", workers=workers)
     finally:
         workers.stop_all()
 
-    events = _read_ledger(ledger)
+    events = read_ledger(ledger)
     runs = _runs(events, killed=killed)
     intervals = [run for job_runs in runs.values() for run in job_runs]
     assert len(runs) == jobs
@@ -361,14 +345,14 @@ def test_a_per_tenant_limit_runs_one_job_per_tenant_and_the_tenants_in_parallel(
         workers.start()
 
         def all_ended() -> bool:
-            ended = {event.job for event in _read_ledger(ledger) if event.event == "end"}
+            ended = {event.job for event in read_ledger(ledger) if event.event == "end"}
             return len(ended) >= per_tenant * len(tenants)
 
         _poll(all_ended, seconds=90, what="end of every job", workers=workers)
     finally:
         workers.stop_all()
 
-    runs = _runs(_read_ledger(ledger), killed={})
+    runs = _runs(read_ledger(ledger), killed={})
     by_tenant = {
         tenant: [run for job, job_runs in runs.items() if job.startswith(f"{tenant}/") for run in job_runs]
         for tenant in tenants

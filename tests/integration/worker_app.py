@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -51,6 +52,25 @@ def record(event: Literal["start", "end", "completed", "granted"], job: str) -> 
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A ledger line: ``start``, ``end``, ``completed`` or ``granted`` of ``job`` in process ``pid`` at
+    ``time``."""
+
+    event: str
+    job: str
+    pid: int
+    time: float
+
+
+def read_ledger(path: Path) -> list[Event]:
+    """The ledger's complete lines so far (a line still being written is left out)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines(keepends=True)
+    return [Event(**json.loads(line)) for line in lines if line.endswith("\n")]
 
 
 @jobs.job(WORK_JOB)
