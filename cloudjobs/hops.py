@@ -37,7 +37,7 @@ from typing import Final
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.envelope import Envelope, encode
 from cloudjobs.outcomes import Deferred, Reason
-from cloudjobs.payloads.pointer import is_pointer_message, override_attribute, read_pointer
+from cloudjobs.payloads.pointer import override_attribute, pointer_of
 
 MAX_SCHEDULE_DELAY: Final = timedelta(days=366)
 """The longest delay (or the furthest ``run_at``) a job may be enqueued with: a year and a day."""
@@ -99,7 +99,7 @@ def resend_copy(
     :mod:`cloudjobs.payloads.pointer`).
     """
     body, attributes = encode(envelope), dict(delivery.attributes)
-    if is_pointer_message(delivery) and read_pointer(delivery.body) is not None:
+    if pointer_of(delivery) is not None:
         # The body stays where it is stored; the fields a re-send changes travel beside the pointer.
         body = delivery.body
         attributes = override_attribute(

@@ -22,8 +22,8 @@ from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
 from cloudjobs.job import Job
 from cloudjobs.outcomes import Outcome, Reason
-from cloudjobs.payloads.pointer import Pointer, with_overrides
-from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, pointer_of, read_stored
+from cloudjobs.payloads.pointer import Pointer, pointer_of, with_overrides
+from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, read_stored
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of, decode_delivery

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from cloudjobs.dashboard import csrf
+from cloudjobs.dashboard import chart, csrf
 from cloudjobs.dashboard.auth import DashboardAuth
 from cloudjobs.dashboard.pages import DEFAULT_SAMPLE, dead_letters, overview
 from cloudjobs.dashboard.samples import DEFAULT_INTERVAL, DepthSamples
@@ -72,6 +72,8 @@ def create_app(
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     environment.filters["when"] = _when
+    # The chart's coordinates are computed for this box (cloudjobs.dashboard.chart).
+    environment.globals.update(chart_width=chart.WIDTH, chart_height=chart.HEIGHT, bar_width=chart.BAR_WIDTH)
     samples = DepthSamples(jobs, interval=sample_interval)
 
     def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:

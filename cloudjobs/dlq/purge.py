@@ -10,7 +10,7 @@ from cloudjobs.backends.base import DeadLetterAdmin, Delivery
 from cloudjobs.dlq.browse import holding
 from cloudjobs.dlq.models import DeadJob, read_dead_job
 from cloudjobs.errors import ConfigurationError
-from cloudjobs.payloads.resolve import pointer_of
+from cloudjobs.payloads.pointer import pointer_of
 from cloudjobs.payloads.store import PayloadStore
 
 logger = logging.getLogger("cloudjobs.dlq")

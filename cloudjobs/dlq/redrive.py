@@ -51,8 +51,8 @@ from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE, encode
 from cloudjobs.errors import CloudjobsError
 from cloudjobs.payloads.pointer import (
     ENVELOPE_ATTRIBUTE,
-    is_pointer_message,
     override_attribute,
+    pointer_of,
     read_pointer,
     redrive_count_of,
 )
@@ -145,7 +145,7 @@ def redriven_message(delivery: Delivery, job: DeadJob, *, is_fifo: bool) -> Outg
         body = encode(
             dataclasses.replace(envelope, redrive_count=envelope.redrive_count + 1, attempt_offset=0)
         )
-    elif is_pointer_message(delivery) and read_pointer(body) is not None:
+    elif pointer_of(delivery) is not None:
         # The stored body stays: the redrive's changes travel beside the pointer.
         attributes = override_attribute(
             attributes, redrive_count=redrive_count_of(attributes) + 1, attempt_offset=0

@@ -77,6 +77,14 @@ def read_pointer(body: str) -> Pointer | None:
     return Pointer(bucket, key)
 
 
+def pointer_of(delivery: Delivery) -> Pointer | None:
+    """The pointer a message carries (its size attribute and a pointer body), or None for a message
+    whose body is its own."""
+    if not is_pointer_message(delivery):
+        return None
+    return read_pointer(delivery.body)
+
+
 def with_overrides(envelope: Envelope, delivery: Delivery) -> Envelope:
     """The stored envelope with the fields a re-send changed (from ``cloudjobs.envelope``)."""
     overrides = _overrides(delivery.attributes)

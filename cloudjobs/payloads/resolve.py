@@ -7,10 +7,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloudjobs.backends.base import Delivery
 from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Completed, Outcome
-from cloudjobs.payloads.pointer import Pointer, is_pointer_message, read_pointer
+from cloudjobs.payloads.pointer import Pointer, pointer_of
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.run import Run
 
@@ -23,13 +22,6 @@ class Stored:
 
     pointer: Pointer
     body: str
-
-
-def pointer_of(delivery: Delivery) -> Pointer | None:
-    """The pointer a message carries, or None for a message whose body is its own."""
-    if not is_pointer_message(delivery):
-        return None
-    return read_pointer(delivery.body)
 
 
 def read_stored(store: PayloadStore, pointer: Pointer) -> Stored:

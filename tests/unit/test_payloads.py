@@ -23,9 +23,9 @@ from cloudjobs.payloads.pointer import (
     POINTER_CLASS,
     SIZE_ATTRIBUTE,
     Pointer,
+    pointer_of,
     read_pointer,
 )
-from cloudjobs.payloads.resolve import pointer_of
 from cloudjobs.payloads.store import MemoryPayloadStore, object_key
 
 MIB = 1024 * 1024
