@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import UTC, datetime
-from typing import Final
+from typing import IO, Final
 
 from cloudjobs.telemetry.logging import JobLogFilter
 
@@ -22,6 +24,8 @@ _JOB_FIELDS: Final = (
 )
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PACKAGE_LOGGER: Final = "cloudjobs"
+GATHER_SECONDS: Final = 0.2
+"""How long :class:`GatheringStreamHandler` may hold a line back under load."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,9 +48,92 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes lines at once while they are sparse and gathers them under load.
+
+    A worker logs a line per job: written one by one, each line costs a write call, and the handler
+    threads queue on the handler's lock behind each other's writes. Here a line that comes within
+    :data:`GATHER_SECONDS` of the last write is held back and written with the others of that moment,
+    in one call, at most :data:`GATHER_SECONDS` later (by a flusher thread, started on the first
+    gathered line). A WARNING or worse is written at once, after everything gathered before it, and
+    :meth:`flush` (which ``logging.shutdown`` calls at exit) writes what is gathered: only a process
+    killed outright loses the last fraction of a second of its INFO lines.
+
+    Args:
+        stream: where lines go (default ``sys.stderr``).
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._written_at = float("-inf")
+        self._gathered = threading.Event()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record's line now, or gather it (called with the handler's lock held)."""
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        now = time.monotonic()
+        if record.levelno >= logging.WARNING or now - self._written_at >= GATHER_SECONDS:
+            self._write(now)
+        elif not self._gathered.is_set():
+            self._gathered.set()
+            self._start_flusher()
+
+    def flush(self) -> None:
+        """Write every gathered line now."""
+        with self.lock or _NO_LOCK:
+            self._write(time.monotonic())
+
+    def close(self) -> None:
+        """Write what is gathered and stop the flusher."""
+        self._closing.set()
+        self._gathered.set()
+        super().close()
+
+    def _write(self, now: float) -> None:
+        self._written_at = now
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stream: nothing else can take the lines
+
+    def _start_flusher(self) -> None:
+        # Not alive after a fork either: the child starts its own.
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(
+                target=self._flush_gathered, name="cloudjobs-log-flusher", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_gathered(self) -> None:
+        while not self._closing.is_set():
+            self._gathered.wait()
+            # The gathering window: lines logged meanwhile go out in the same write.
+            self._closing.wait(GATHER_SECONDS)
+            with self.lock or _NO_LOCK:
+                self._gathered.clear()
+                self._write(time.monotonic())
+
+
+_NO_LOCK: Final = threading.Lock()
+"""Stands in for a handler's lock where it has none (never shared)."""
+
+
 def configure_logging(*, level: str = "INFO", json_lines: bool = True) -> None:
     """Send cloudjobs' logs (and the root logger's) to stderr, as JSON lines or plain text."""
-    handler = logging.StreamHandler()
+    handler = GatheringStreamHandler()
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
@@ -60,7 +147,7 @@ def configure_logging(*, level: str = "INFO", json_lines: bool = True) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
-class _DefaultHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _DefaultHandler(GatheringStreamHandler):
     """The handler :func:`install_default_logging` adds (a class of its own, so it is added once)."""
 
 
@@ -78,8 +165,8 @@ def install_default_logging() -> bool:
     if logging.getLogger().handlers or _has_own_handlers():
         return False
     handler = _DefaultHandler()
+    # Text without job fields: the job id and type are in the messages themselves.
     handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    handler.addFilter(JobLogFilter())
     package.addHandler(handler)
     if package.level == logging.NOTSET:
         package.setLevel(logging.INFO)

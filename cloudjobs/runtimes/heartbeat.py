@@ -30,6 +30,9 @@ from cloudjobs.errors import CloudjobsError
 
 logger = logging.getLogger("cloudjobs.worker")
 
+_COMPACT_AFTER = 64
+"""Cancelled deadlines the heap may hold before it is compacted (when they are most of it)."""
+
 
 @dataclass(slots=True)
 class _Held:
@@ -49,8 +52,8 @@ class _Lease:
 class _Deadline:
     at: float
     sequence: int
-    action: Callable[[], None] = field(compare=False)
-    is_cancelled: bool = field(default=False, compare=False)
+    action: Callable[[], None] | None = field(compare=False)
+    """None once cancelled: a cancelled deadline lets go of its run at once, not when it falls due."""
     has_fired: bool = field(default=False, compare=False)
 
 
@@ -82,6 +85,9 @@ class Heartbeat:
         self._held: dict[str, _Held] = {}
         self._leases: dict[str, _Lease] = {}
         self._deadlines: list[_Deadline] = []
+        self._cancelled = 0
+        """Cancelled deadlines still in the heap (removed when due, or all at once when they are
+        most of it)."""
         self._sequence = itertools.count()
         self._wake = threading.Condition()
         self._stopped = False
@@ -159,9 +165,19 @@ class Heartbeat:
 
         def cancel() -> None:
             with self._wake:
-                if deadline.has_fired and not deadline.is_cancelled:
+                if deadline.action is None:
+                    return
+                deadline.action = None
+                if deadline.has_fired:
                     self._overdue -= 1
-                deadline.is_cancelled = True
+                    return
+                self._cancelled += 1
+                if self._cancelled > _COMPACT_AFTER and 2 * self._cancelled > len(self._deadlines):
+                    # Most of the heap is cancelled (every job that ends in time cancels its
+                    # deadline): rebuild it from the live ones, in linear time.
+                    self._deadlines = [d for d in self._deadlines if d.action is not None]
+                    heapq.heapify(self._deadlines)
+                    self._cancelled = 0
 
         return cancel
 
@@ -172,22 +188,32 @@ class Heartbeat:
                 if self._stopped:
                     return
                 now = self._last_tick = time.monotonic()
-                due = [heapq.heappop(self._deadlines) for _ in range(_count_due(self._deadlines, now))]
+                due = self._pop_due(now)
                 sleep = min(next_beat, self._deadlines[0].at if self._deadlines else next_beat) - now
                 if not due and sleep > 0:
                     self._wake.wait(min(sleep, self._tick))
                     now = self._last_tick = time.monotonic()
-                due = [deadline for deadline in due if not deadline.is_cancelled]
-                for deadline in due:
+                for _, deadline in due:
                     # Counted before the action runs: its caller is past its deadline from now on.
                     deadline.has_fired = True
                     self._overdue += 1
-            for deadline in due:
-                _run_safely(deadline.action)
+            for action, _ in due:
+                _run_safely(action)
             if now >= next_beat:
                 self._beat(now)
                 next_beat = now + self._interval
             _run_safely(self._on_tick)
+
+    def _pop_due(self, now: float) -> list[tuple[Callable[[], None], _Deadline]]:
+        """Take the deadlines due by ``now`` off the heap: the live ones with their actions."""
+        due: list[tuple[Callable[[], None], _Deadline]] = []
+        while self._deadlines and self._deadlines[0].at <= now:
+            deadline = heapq.heappop(self._deadlines)
+            if deadline.action is None:
+                self._cancelled -= 1
+            else:
+                due.append((deadline.action, deadline))
+        return due
 
     def _beat(self, now: float) -> None:
         self._renew_leases(now)
@@ -224,10 +250,6 @@ class Heartbeat:
                 lease.renewed_at = now
         for lease in due:
             _run_safely(lease.renew)
-
-
-def _count_due(deadlines: list[_Deadline], now: float) -> int:
-    return sum(1 for deadline in deadlines if deadline.at <= now)
 
 
 def _run_safely(action: Callable[[], None]) -> None:

@@ -1,0 +1,90 @@
+"""GatheringStreamHandler: sparse lines are written at once, a burst in one write, warnings at once."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from cloudjobs.logs import GatheringStreamHandler
+
+
+class _Stream(io.StringIO):
+    """Records every write call; signals each one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.wrote = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        self.wrote.set()
+        return super().write(text)
+
+
+@pytest.fixture
+def stream() -> _Stream:
+    return _Stream()
+
+
+@pytest.fixture
+def logger(stream: _Stream) -> Iterator[logging.Logger]:
+    handler = GatheringStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"tests.gathering.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield logger
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def test_a_lone_line_is_written_at_once(logger: logging.Logger, stream: _Stream) -> None:
+    logger.info("started")
+
+    assert stream.writes == ["INFO started\n"]
+
+
+def test_a_burst_of_lines_goes_out_in_one_later_write_in_order(
+    logger: logging.Logger, stream: _Stream
+) -> None:
+    logger.info("first")
+    stream.wrote.clear()
+    for number in range(100):
+        logger.info("job %d completed", number)
+    assert stream.writes == ["INFO first\n"]  # the burst is held back...
+
+    assert stream.wrote.wait(5)  # ...and written by the flusher, without a flush call
+    assert len(stream.writes) == 2
+    assert stream.writes[1] == "".join(f"INFO job {number} completed\n" for number in range(100))
+
+
+def test_a_warning_is_written_at_once_after_the_lines_gathered_before_it(
+    logger: logging.Logger, stream: _Stream
+) -> None:
+    logger.info("first")
+    logger.info("gathered")
+    logger.warning("failed")
+
+    assert stream.getvalue() == "INFO first\nINFO gathered\nWARNING failed\n"
+
+
+def test_flush_writes_what_is_gathered(logger: logging.Logger, stream: _Stream) -> None:
+    logger.info("first")
+    logger.info("second")
+    for handler in logger.handlers:
+        handler.flush()
+
+    assert stream.getvalue() == "INFO first\nINFO second\n"
+
+
+def test_a_closed_stream_loses_the_lines_without_raising(logger: logging.Logger, stream: _Stream) -> None:
+    logger.info("first")
+    stream.close()
+
+    logger.warning("nowhere to go")  # no exception out of the logging call
