@@ -154,6 +154,11 @@ class SqsBackend:
                 self._client_pid = pid
             return self._client
 
+    def prepare(self) -> None:
+        """Build this process's client now (botocore loads the service's model: tens of
+        milliseconds of CPU), sending no request."""
+        _ = self.client
+
     def close(self) -> None:
         """Close the client this backend created in this process (a given client stays open)."""
         with self._lock:
