@@ -12,7 +12,6 @@ from cloudjobs import BatchEnqueueError, CloudJobs, ManualClock, MemoryBackend, 
 from cloudjobs.backends.base import OutgoingMessage, SendResult
 from cloudjobs.envelope import decode
 from cloudjobs.errors import BackendError
-from cloudjobs.producer import SEND_CONCURRENCY
 
 
 class _WatchedMemory(MemoryBackend):
@@ -52,8 +51,11 @@ def _seq(message: OutgoingMessage) -> int:
     return seq
 
 
-def _jobs(backend: MemoryBackend) -> CloudJobs:
-    jobs = CloudJobs(settings=Settings(_env_file=None), backend=backend)
+def _jobs(backend: MemoryBackend, send_concurrency: int | None = None) -> CloudJobs:
+    settings = Settings(_env_file=None)
+    if send_concurrency is not None:
+        settings = settings.model_copy(update={"send_concurrency": send_concurrency})
+    jobs = CloudJobs(settings=settings, backend=backend)
     jobs.job("noop")(lambda payload: None)
     return jobs
 
@@ -62,15 +64,25 @@ def _items(count: int) -> list[tuple[str, dict[str, int]]]:
     return [("noop", {"seq": seq}) for seq in range(count)]
 
 
-def test_a_standard_queues_batches_are_in_flight_together() -> None:
-    # Every send waits until SEND_CONCURRENCY of them are in flight: one at a time would time out.
-    backend = _WatchedMemory("jobs", clock=ManualClock(), barrier=threading.Barrier(SEND_CONCURRENCY))
+@pytest.mark.parametrize("concurrency", [4, 6])
+def test_a_standard_queues_batches_are_in_flight_together(concurrency: int) -> None:
+    # Every send waits until `concurrency` of them are in flight: one at a time would time out.
+    backend = _WatchedMemory("jobs", clock=ManualClock(), barrier=threading.Barrier(concurrency))
+    # 4 is the default
+    ids = _jobs(backend, None if concurrency == 4 else concurrency).enqueue_many(_items(10 * concurrency))
 
-    ids = _jobs(backend).enqueue_many(_items(10 * SEND_CONCURRENCY))
+    assert backend.most_in_flight == concurrency
+    assert len(ids) == len(set(ids)) == 10 * concurrency
+    assert backend.message_counts().visible == 10 * concurrency
 
-    assert backend.most_in_flight == SEND_CONCURRENCY
-    assert len(ids) == len(set(ids)) == 10 * SEND_CONCURRENCY
-    assert backend.message_counts().visible == 10 * SEND_CONCURRENCY
+
+def test_a_send_concurrency_of_one_sends_one_batch_after_another() -> None:
+    backend = _WatchedMemory("jobs", clock=ManualClock())
+
+    _jobs(backend, send_concurrency=1).enqueue_many(_items(45))
+
+    assert backend.most_in_flight == 1
+    assert backend.first_seq_per_send == [0, 10, 20, 30, 40]
 
 
 def test_a_fifo_queues_batches_go_one_after_another_in_order() -> None:
