@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
     )
     send_concurrency: int = Field(
-        default=4,
+        default=1,
         ge=1,
         le=32,
         description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue.",

@@ -64,22 +64,22 @@ def _items(count: int) -> list[tuple[str, dict[str, int]]]:
     return [("noop", {"seq": seq}) for seq in range(count)]
 
 
-@pytest.mark.parametrize("concurrency", [4, 6])
+@pytest.mark.parametrize("concurrency", [2, 6])
 def test_a_standard_queues_batches_are_in_flight_together(concurrency: int) -> None:
     # Every send waits until `concurrency` of them are in flight: one at a time would time out.
     backend = _WatchedMemory("jobs", clock=ManualClock(), barrier=threading.Barrier(concurrency))
-    # 4 is the default
-    ids = _jobs(backend, None if concurrency == 4 else concurrency).enqueue_many(_items(10 * concurrency))
+
+    ids = _jobs(backend, concurrency).enqueue_many(_items(10 * concurrency))
 
     assert backend.most_in_flight == concurrency
     assert len(ids) == len(set(ids)) == 10 * concurrency
     assert backend.message_counts().visible == 10 * concurrency
 
 
-def test_a_send_concurrency_of_one_sends_one_batch_after_another() -> None:
+def test_by_default_batches_go_one_after_another() -> None:
     backend = _WatchedMemory("jobs", clock=ManualClock())
 
-    _jobs(backend, send_concurrency=1).enqueue_many(_items(45))
+    _jobs(backend).enqueue_many(_items(45))
 
     assert backend.most_in_flight == 1
     assert backend.first_seq_per_send == [0, 10, 20, 30, 40]
@@ -88,7 +88,7 @@ def test_a_send_concurrency_of_one_sends_one_batch_after_another() -> None:
 def test_a_fifo_queues_batches_go_one_after_another_in_order() -> None:
     backend = _WatchedMemory("jobs.fifo", clock=ManualClock())
 
-    _jobs(backend).enqueue_many(_items(45))
+    _jobs(backend, send_concurrency=8).enqueue_many(_items(45))
 
     assert backend.most_in_flight == 1
     assert backend.first_seq_per_send == [0, 10, 20, 30, 40]
@@ -99,7 +99,7 @@ def test_a_batch_refused_as_a_whole_fails_its_entries_and_the_others_are_reporte
     backend.refuse_seq = {25}
 
     with pytest.raises(BatchEnqueueError) as caught:
-        _jobs(backend).enqueue_many(_items(40))
+        _jobs(backend, send_concurrency=4).enqueue_many(_items(40))
 
     assert sorted(caught.value.failures) == list(range(20, 30))
     assert all("refused" in error for error in caught.value.failures.values())
@@ -112,4 +112,4 @@ def test_when_every_batch_is_refused_the_queues_error_is_raised() -> None:
     backend.refuse_seq = set(range(30))
 
     with pytest.raises(BackendError, match="refused"):
-        _jobs(backend).enqueue_many(_items(30))
+        _jobs(backend, send_concurrency=4).enqueue_many(_items(30))
