@@ -89,10 +89,11 @@ class Settings(BaseSettings):
         default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
     )
     send_concurrency: int = Field(
-        default=1,
+        default=4,
         ge=1,
         le=32,
-        description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue.",
+        description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue "
+        "whose round trips wait on the network (1: one after another).",
     )
     # Every attempt is a receive, and SQS's redrive takes at most this many receives.
     max_attempts: int = Field(
