@@ -670,6 +670,60 @@ def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli(queue
     assert json.loads(completed.stdout) == ["LambdaHandler", []]
 
 
+# What a consumer never needs: the producer side and dead-letter administration load on first use.
+PRODUCER_AND_OPERATOR_MODULES = (
+    "cloudjobs.producer",
+    "cloudjobs.producer_requests",
+    "cloudjobs.sending",
+    "cloudjobs.uniqueness.enqueue",
+    "cloudjobs.idempotency.pending",
+    "cloudjobs.dlq",
+)
+
+
+def test_a_cold_start_and_its_first_batch_load_no_producer_or_dead_letter_administration() -> None:
+    script = (
+        "import json, sys\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs(backend=cloudjobs.MemoryBackend('jobs'))\n"
+        "jobs.job('noop')(lambda payload: None)\n"
+        "handler = jobs.lambda_handler()\n"
+        "body = json.dumps({'job_type': 'noop', 'payload': {}, 'job_id': 'j1', 'attempt': 1})\n"
+        "record = {'messageId': 'm1', 'receiptHandle': 'r1', 'body': body, 'md5OfBody': '',\n"
+        "    'attributes': {'ApproximateReceiveCount': '1', 'SentTimestamp': '1700000000000'},\n"
+        "    'messageAttributes': {}, 'eventSource': 'aws:sqs', 'awsRegion': 'eu-west-1',\n"
+        "    'eventSourceARN': 'arn:aws:sqs:eu-west-1:123456789012:jobs'}\n"
+        "class Context:\n"
+        "    def get_remaining_time_in_millis(self): return 60_000\n"
+        "response = handler({'Records': [record]}, Context())\n"
+        f"lazy = {PRODUCER_AND_OPERATOR_MODULES!r}\n"
+        "loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in lazy))\n"
+        "print(json.dumps([response, loaded]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [{"batchItemFailures": []}, []]
+
+
+def test_the_dead_letter_names_load_on_first_access() -> None:
+    script = (
+        "import json, sys, cloudjobs\n"
+        "before = 'cloudjobs.dlq.models' in sys.modules\n"
+        "from cloudjobs import DeadJob, RedriveReport\n"
+        "from cloudjobs.dlq.models import DeadJob as D, RedriveReport as R\n"
+        "print(json.dumps([before, DeadJob is D and RedriveReport is R]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [False, True]
+
+
 def test_options_are_checked_when_the_handler_is_built(clock: ManualClock) -> None:
     jobs = app_on(MemoryBackend("jobs", clock=clock), clock)
 
