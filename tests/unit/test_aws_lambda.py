@@ -686,9 +686,12 @@ def test_a_cold_start_and_its_first_batch_load_no_producer_or_dead_letter_admini
         "import json, sys\n"
         "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
         "jobs = cloudjobs.CloudJobs(backend=cloudjobs.MemoryBackend('jobs'))\n"
-        "jobs.job('noop')(lambda payload: None)\n"
+        "ran = []\n"
+        "jobs.job('noop')(ran.append)\n"
         "handler = jobs.lambda_handler()\n"
-        "body = json.dumps({'job_type': 'noop', 'payload': {}, 'job_id': 'j1', 'attempt': 1})\n"
+        "body = json.dumps({'cloudjobs': 1, 'id': 'j1', 'type': 'noop', 'payload': {'n': 1},\n"
+        "    'correlation_id': 'c1', 'enqueued_at': '2026-01-01T00:00:00Z', 'idempotency_key': None,\n"
+        "    'attempt_offset': 0, 'redrive_count': 0})\n"
         "record = {'messageId': 'm1', 'receiptHandle': 'r1', 'body': body, 'md5OfBody': '',\n"
         "    'attributes': {'ApproximateReceiveCount': '1', 'SentTimestamp': '1700000000000'},\n"
         "    'messageAttributes': {}, 'eventSource': 'aws:sqs', 'awsRegion': 'eu-west-1',\n"
@@ -698,14 +701,14 @@ def test_a_cold_start_and_its_first_batch_load_no_producer_or_dead_letter_admini
         "response = handler({'Records': [record]}, Context())\n"
         f"lazy = {PRODUCER_AND_OPERATOR_MODULES!r}\n"
         "loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in lazy))\n"
-        "print(json.dumps([response, loaded]))\n"
+        "print(json.dumps([response, ran, loaded]))\n"
     )
 
     completed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
 
-    assert json.loads(completed.stdout) == [{"batchItemFailures": []}, []]
+    assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
 
 
 def test_the_dead_letter_names_load_on_first_access() -> None:
