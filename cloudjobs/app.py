@@ -823,6 +823,7 @@ class CloudJobs:
             hop=self.settings.hop,
             later=self._later_sends(backend),
             offload=self._offload,
+            send_concurrency=self.settings.send_concurrency,
         )
 
     @property

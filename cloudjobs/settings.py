@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     prefetch: int = Field(
         default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
     )
+    send_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue.",
+    )
     # Every attempt is a receive, and SQS's redrive takes at most this many receives.
     max_attempts: int = Field(
         default=5, ge=1, le=MAX_MAX_RECEIVE_COUNT, description="Attempts before the DLQ."

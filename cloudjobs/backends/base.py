@@ -292,6 +292,19 @@ class QueueCounts:
 
 
 @runtime_checkable
+class Preparable(Protocol):
+    """A backend or store that can build what its first request needs ahead of it."""
+
+    def prepare(self) -> None:
+        """Build clients and the like, sending no request (a worker calls it when it is built).
+
+        Raises:
+            CloudjobsError: what the first request would raise (no region, for one).
+        """
+        ...
+
+
+@runtime_checkable
 class QueueStatistics(Protocol):
     """Read-only queue administration: message counts, for metrics.
 

@@ -47,6 +47,7 @@ be received forever), and reports whether it can still take work (:mod:`cloudjob
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -57,7 +58,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from cloudjobs.errors import ConfigurationError
+from cloudjobs.backends.base import Preparable
+from cloudjobs.errors import CloudjobsError, ConfigurationError
 from cloudjobs.invocation import EventLoopThread
 from cloudjobs.runtimes.dispatch import Dispatcher
 from cloudjobs.runtimes.health import DEFAULT_HEALTH_ADDRESS, HealthServer, HealthWatch, WorkerHealth, assess
@@ -169,6 +171,17 @@ class Worker:
         self._lanes: list[Lane] = []
         self._watch: HealthWatch | None = None
         self._forced_by: signal.Signals | None = None
+        self._prepare_backends()
+
+    def _prepare_backends(self) -> None:
+        # Clients are built now rather than in run(): building one costs tens of milliseconds of
+        # CPU, which the first poll would otherwise wait for. Nothing is sent; what fails here fails
+        # again, and is raised, when run() checks the queues.
+        for name in self.plan.names:
+            with contextlib.suppress(CloudjobsError):
+                backend = self._app.backend_of(name)
+                if isinstance(backend, Preparable):
+                    backend.prepare()
 
     @property
     def queues(self) -> tuple[str, ...]:

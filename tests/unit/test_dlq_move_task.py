@@ -274,12 +274,8 @@ def _expect_empty_receive(stubber: Stubber) -> None:
             "MaxNumberOfMessages": 10,
             "WaitTimeSeconds": 1,
             "MessageAttributeNames": ["All"],
-            "MessageSystemAttributeNames": [
-                "ApproximateReceiveCount",
-                "SentTimestamp",
-                "MessageGroupId",
-                "AWSTraceHeader",
-            ],
+            # A standard queue's messages have no group: it is not asked for.
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp", "AWSTraceHeader"],
             "VisibilityTimeout": 300,
         },
     )

@@ -1,0 +1,79 @@
+"""A worker builds its queues' clients when it is built, sending nothing; failures wait for run()."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import boto3
+import pytest
+
+from cloudjobs import CloudJobs, MemoryBackend, Settings
+from cloudjobs.backends.sqs import SqsBackend
+from cloudjobs.errors import CloudjobsError, ConfigurationError
+
+
+class _PreparedMemory(MemoryBackend):
+    """A memory queue that counts prepare() calls, or fails them."""
+
+    def __init__(self, name: str, *, error: CloudjobsError | None = None) -> None:
+        super().__init__(name)
+        self.prepared = 0
+        self._error = error
+
+    def prepare(self) -> None:
+        self.prepared += 1
+        if self._error is not None:
+            raise self._error
+
+
+def _settings() -> Settings:
+    return Settings(_env_file=None)
+
+
+def test_building_a_worker_prepares_every_queue_it_consumes() -> None:
+    default, bulk = _PreparedMemory("default"), _PreparedMemory("bulk")
+    jobs = CloudJobs(settings=_settings(), backend=default, queues={"bulk": bulk})
+
+    jobs.worker(queues={"default": 1, "bulk": 1})
+
+    assert (default.prepared, bulk.prepared) == (1, 1)
+
+
+def test_a_failing_prepare_does_not_fail_building_the_worker() -> None:
+    failing = _PreparedMemory("default", error=ConfigurationError("no region", setting="AWS_REGION"))
+    jobs = CloudJobs(settings=_settings(), backend=failing)
+
+    worker = jobs.worker()
+
+    assert failing.prepared == 1
+    assert worker.queues == ("default",)
+
+
+def test_an_sqs_backend_builds_its_client_on_prepare_without_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    session = boto3.Session(region_name="eu-west-1")
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    session.events.register("before-call.sqs", count)
+    created: list[object] = []
+    original = session.client
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        created.append(original(*args, **kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(session, "client", client)
+    backend = SqsBackend(queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", session=session)
+
+    backend.prepare()
+
+    assert len(created) == 1
+    assert backend.client is created[0]  # the one built, not a second
+    assert calls == Counter()
