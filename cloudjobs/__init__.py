@@ -52,7 +52,6 @@ from cloudjobs.errors import (
     UnknownQueueError,
 )
 from cloudjobs.flows.definition import Flow
-from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job, current_job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
@@ -61,6 +60,7 @@ from cloudjobs.settings import Settings
 
 if TYPE_CHECKING:
     from cloudjobs.dlq.models import DeadJob, RedriveReport
+    from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 
 __all__ = [
     "Backend",
@@ -126,9 +126,14 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Dead-letter administration (cloudjobs.dlq) is operator work: its names load on first access, so a
-# worker or a Lambda cold start does not import the package.
-_LAZY = {"DeadJob": "cloudjobs.dlq.models", "RedriveReport": "cloudjobs.dlq.models"}
+# Dead-letter administration (cloudjobs.dlq) is operator work, and the in-memory store is for tests
+# and local runs: their names load on first access, so a worker or a Lambda cold start does not
+# import them.
+_LAZY = {
+    "DeadJob": "cloudjobs.dlq.models",
+    "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
+    "RedriveReport": "cloudjobs.dlq.models",
+}
 
 
 def __getattr__(name: str) -> object:

@@ -38,7 +38,6 @@ from cloudjobs.scheduling.registry import ScheduleRegistry
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
-from cloudjobs.uniqueness.state import UniqueUntil
 
 # The producer side (requests, sending, pending records, uniqueness) is imported where it is first
 # used: a consumer, a Lambda cold start above all, never loads it.
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
     from cloudjobs.sending import QueueShare
     from cloudjobs.stats import QueueStats
     from cloudjobs.uniqueness.enqueue import Uniqueness
+    from cloudjobs.uniqueness.state import UniqueUntil
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -726,6 +726,7 @@ class CloudJobs:
     ) -> tuple[EnqueueRequest, Uniqueness | None]:
         """One job's request and the uniqueness it asks for (checked before anything is sent)."""
         from cloudjobs.uniqueness.enqueue import uniqueness_of
+        from cloudjobs.uniqueness.state import UniqueUntil
 
         request = self._requests.build(job_type, payload, track_status=track_status, **options)
         uniqueness = uniqueness_of(

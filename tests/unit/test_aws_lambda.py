@@ -670,18 +670,22 @@ def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli(queue
     assert json.loads(completed.stdout) == ["LambdaHandler", []]
 
 
-# What a consumer never needs: the producer side and dead-letter administration load on first use.
+# What a consumer without a store never needs: the producer side, dead-letter administration and
+# the in-memory stores load on first use.
 PRODUCER_AND_OPERATOR_MODULES = (
     "cloudjobs.producer",
     "cloudjobs.producer_requests",
     "cloudjobs.sending",
-    "cloudjobs.uniqueness.enqueue",
+    "cloudjobs.uniqueness",
     "cloudjobs.idempotency.pending",
+    "cloudjobs.idempotency.memory",
+    "cloudjobs.flows.memory",
+    "cloudjobs.scheduling.memory",
     "cloudjobs.dlq",
 )
 
 
-def test_a_cold_start_and_its_first_batch_load_no_producer_or_dead_letter_administration() -> None:
+def test_a_cold_start_and_its_first_batch_leave_the_producer_and_operator_modules_unloaded() -> None:
     script = (
         "import json, sys\n"
         "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
@@ -711,20 +715,24 @@ def test_a_cold_start_and_its_first_batch_load_no_producer_or_dead_letter_admini
     assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
 
 
-def test_the_dead_letter_names_load_on_first_access() -> None:
+def test_the_dead_letter_and_memory_store_names_load_on_first_access() -> None:
     script = (
         "import json, sys, cloudjobs\n"
-        "before = 'cloudjobs.dlq.models' in sys.modules\n"
-        "from cloudjobs import DeadJob, RedriveReport\n"
+        "before = [m in sys.modules for m in ('cloudjobs.dlq.models', 'cloudjobs.idempotency.memory')]\n"
+        "from cloudjobs import DeadJob, RedriveReport, MemoryIdempotencyStore\n"
         "from cloudjobs.dlq.models import DeadJob as D, RedriveReport as R\n"
-        "print(json.dumps([before, DeadJob is D and RedriveReport is R]))\n"
+        "from cloudjobs.idempotency.memory import MemoryIdempotencyStore as M\n"
+        "import cloudjobs.idempotency\n"
+        "same = [DeadJob is D, RedriveReport is R, MemoryIdempotencyStore is M,\n"
+        "        cloudjobs.idempotency.MemoryIdempotencyStore is M]\n"
+        "print(json.dumps([before, same]))\n"
     )
 
     completed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
 
-    assert json.loads(completed.stdout) == [False, True]
+    assert json.loads(completed.stdout) == [[False, False], [True, True, True, True]]
 
 
 def test_options_are_checked_when_the_handler_is_built(clock: ManualClock) -> None:
