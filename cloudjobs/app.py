@@ -34,7 +34,6 @@ from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.results import DEFAULT_RESULT_TIMEOUT, RememberedJobs
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
-from cloudjobs.scheduling.registry import ScheduleRegistry
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
     from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
+    from cloudjobs.scheduling.registry import ScheduleRegistry
     from cloudjobs.scheduling.scheduler import Scheduler
     from cloudjobs.scheduling.state import ScheduleStore
     from cloudjobs.sending import QueueShare
@@ -143,7 +143,7 @@ class CloudJobs:
         self._refuse_unregistered = refuse_unregistered
         self._request_builder: RequestBuilder | None = None
         self._middleware: list[Middleware] = []
-        self._schedules = ScheduleRegistry(self._registry)
+        self._schedule_registry: ScheduleRegistry | None = None
         self._remembered = RememberedJobs()
         self._eventbridge: EventBridgeSchedules | None = None
         self._limiter: Limiter | None = None
@@ -163,6 +163,17 @@ class CloudJobs:
                         self._registry, refuse_unregistered=self._refuse_unregistered
                     )
         return self._request_builder
+
+    @property
+    def _schedules(self) -> ScheduleRegistry:
+        """The declared schedules, their registry built on first use (a consumer declares none)."""
+        if self._schedule_registry is None:
+            from cloudjobs.scheduling.registry import ScheduleRegistry
+
+            with self._lock:
+                if self._schedule_registry is None:
+                    self._schedule_registry = ScheduleRegistry(self._registry)
+        return self._schedule_registry
 
     @property
     def settings(self) -> Settings:

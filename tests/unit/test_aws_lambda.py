@@ -681,6 +681,7 @@ PRODUCER_AND_OPERATOR_MODULES = (
     "cloudjobs.idempotency.memory",
     "cloudjobs.flows.memory",
     "cloudjobs.scheduling.memory",
+    "cloudjobs.scheduling.registry",
     "cloudjobs.dlq",
 )
 
