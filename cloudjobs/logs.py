@@ -71,6 +71,20 @@ class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and format the record outside the handler's lock (handler threads logging at
+        once wait only for each other's appends), then write or gather its line under the lock."""
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return True
+        with self.lock or _NO_LOCK:
+            self._append(line, record.levelno)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         """Write the record's line now, or gather it (called with the handler's lock held)."""
         try:
@@ -78,9 +92,12 @@ class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self._append(line, record.levelno)
+
+    def _append(self, line: str, level: int) -> None:
         self._lines.append(line)
         now = time.monotonic()
-        if record.levelno >= logging.WARNING or now - self._written_at >= GATHER_SECONDS:
+        if level >= logging.WARNING or now - self._written_at >= GATHER_SECONDS:
             self._write(now)
         elif not self._gathered.is_set():
             self._gathered.set()

@@ -39,8 +39,12 @@ from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
 
 _RESEND_ATTEMPTS: Final = 3
 SEND_CONCURRENCY: Final = 4
-"""SendMessageBatch requests one call keeps in flight at once on a standard queue, by default (a FIFO
-queue's batches go one after another, in order); ``CLOUDJOBS_SEND_CONCURRENCY`` sets it."""
+"""SendMessageBatch requests one call keeps in flight at once on a standard queue when its round trips
+are latency-bound (see :func:`is_latency_bound`), by default; a FIFO queue's batches go one after
+another, in order. ``CLOUDJOBS_SEND_CONCURRENCY`` sets it (1: never concurrent)."""
+LATENCY_BOUND_WAIT: Final = 0.004
+"""Seconds a round trip must wait on its answer before concurrent sends may pay (see
+:func:`is_latency_bound`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +167,9 @@ class Producer:
         offload: when given, bodies too large for the queue (or its threshold) are stored and sent
             as pointers instead of raising :class:`PayloadTooLargeError`.
         send_concurrency: SendMessageBatch requests one call keeps in flight on a standard queue
-            (1: one after another). Over a network, each round trip otherwise waits for the last; on
-            a local server answering in well under a millisecond, sending concurrently only adds
-            threads' CPU.
+            when its first batch's round trip was latency-bound (1: one after another). Over a
+            network each round trip otherwise waits for the last; against a local server on a small
+            machine, sending concurrently costs more CPU than it saves time.
     """
 
     def __init__(
@@ -250,8 +254,8 @@ class Producer:
     def send(self, checked: CheckedJobs) -> list[str]:
         """Send checked jobs (the second half of :meth:`enqueue`); returns job ids in order.
 
-        On a standard queue, the batches of a large call are sent ``send_concurrency``
-        at a time; on a FIFO queue one after another, in order.
+        On a standard queue whose round trips wait on the network, the batches of a large call are
+        sent ``send_concurrency`` at a time; otherwise (and on a FIFO queue) one after another.
 
         Raises:
             BatchEnqueueError, BackendError: as :meth:`enqueue`.
@@ -286,9 +290,11 @@ class Producer:
     ) -> list[tuple[dict[int, str], dict[int, str]]]:
         """Each batch's sent ids and failures, by message index, in batch order.
 
-        Several batches on a standard queue are sent concurrently. A batch the service refused as a
-        whole raises when it is the only one, or when nothing of the call was sent; otherwise its
-        entries fail with that error and the rest is reported as sent.
+        On a standard queue, when the first batch's round trip waited on the network far longer
+        than it computed (see :func:`is_latency_bound`), the other batches are sent up to
+        ``send_concurrency`` at a time. The first batch raises what the service answered to the whole
+        request; a later one refused as a whole fails its entries, unless nothing of the call was
+        sent, when its error is raised.
         """
         lock = threading.Lock()
 
@@ -305,6 +311,10 @@ class Producer:
 
         if len(batches) < 2 or self._send_concurrency < 2 or self._backend.info().is_fifo:
             return [send(batch) for batch in batches]
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        first = send(batches[0])
+        cpu = time.thread_time() - started_cpu
+        waited = time.perf_counter() - started - cpu
 
         def attempt(
             batch: list[tuple[int, _Prepared]],
@@ -314,10 +324,14 @@ class Producer:
             except CloudjobsError as exc:
                 return exc
 
-        with ThreadPoolExecutor(
-            max_workers=min(self._send_concurrency, len(batches)), thread_name_prefix="cloudjobs-send"
-        ) as pool:
-            answers = list(pool.map(attempt, batches))
+        rest = batches[1:]
+        if is_latency_bound(waited=waited, cpu=cpu):
+            with ThreadPoolExecutor(
+                max_workers=min(self._send_concurrency, len(rest)), thread_name_prefix="cloudjobs-send"
+            ) as pool:
+                answers = [first, *pool.map(attempt, rest)]
+        else:
+            answers = [first, *map(attempt, rest)]
         errors = [answer for answer in answers if isinstance(answer, CloudjobsError)]
         if errors and all(isinstance(answer, CloudjobsError) or not answer[0] for answer in answers):
             raise errors[0]
@@ -463,6 +477,14 @@ class Producer:
             if not retry:
                 return
             pending = retry
+
+
+def is_latency_bound(*, waited: float, cpu: float) -> bool:
+    """Whether a round trip that ``waited`` seconds for its answer, beside ``cpu`` seconds of this
+    thread's CPU, is worth overlapping with others: it waited at least :data:`LATENCY_BOUND_WAIT`
+    and four times its CPU. Over a network (a region's 5–20 ms) it is; against a local server
+    answering in a millisecond or two it is not, and concurrent sends would only add threads' CPU."""
+    return waited >= LATENCY_BOUND_WAIT and waited >= 4 * cpu
 
 
 def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime, *, can_send_later: bool) -> timedelta:

@@ -92,7 +92,8 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         le=32,
-        description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue.",
+        description="SendMessageBatch requests one enqueue_many keeps in flight on a standard queue "
+        "whose round trips wait on the network (1: one after another).",
     )
     # Every attempt is a receive, and SQS's redrive takes at most this many receives.
     max_attempts: int = Field(

@@ -58,14 +58,14 @@ if TYPE_CHECKING:
     )
 
 _READ_TIMEOUT_MARGIN_SECONDS: Final = 10
-# MessageSystemAttributeNames replaces the deprecated AttributeNames (same values). A standard queue's
-# messages have no group: not asking for it saves parsing an entry per message.
+# MessageSystemAttributeNames replaces the deprecated AttributeNames (same values). Standard queues'
+# messages carry a group too: a tenant (fair queues).
 _SYSTEM_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [
     "ApproximateReceiveCount",
     "SentTimestamp",
+    "MessageGroupId",
     "AWSTraceHeader",
 ]
-_FIFO_SYSTEM_ATTRIBUTES: Final[list[MessageSystemAttributeNameType]] = [*_SYSTEM_ATTRIBUTES, "MessageGroupId"]
 # Codes meaning "this receipt no longer names an in-flight message": deleted, expired, or released.
 # AWS answers an expired handle with InvalidParameterValue.
 _GONE_CODES: Final = frozenset(
@@ -263,9 +263,7 @@ class SqsBackend:
             "MaxNumberOfMessages": max_messages,
             "WaitTimeSeconds": wait_seconds,
             "MessageAttributeNames": ["All"],
-            "MessageSystemAttributeNames": _FIFO_SYSTEM_ATTRIBUTES
-            if self._name.endswith(".fifo")
-            else _SYSTEM_ATTRIBUTES,
+            "MessageSystemAttributeNames": _SYSTEM_ATTRIBUTES,
         }
         if visibility is not None:
             request["VisibilityTimeout"] = whole_seconds(visibility)

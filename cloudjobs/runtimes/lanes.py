@@ -6,6 +6,14 @@ batched deletes and outcome applier (dead letters go to its own DLQ), its queue 
 receiver thread that long-polls that queue alone, ten messages at a time, whenever ten more fit in
 the lane's room on the :class:`~cloudjobs.runtimes.dispatch.Dispatcher`. Handler threads are the
 worker's, shared by every lane; they run a lane's chains through :meth:`Lane.handle`.
+
+A standard queue's lane has a second receiver that polls only while the queue is busy (its last
+receive came back full) and a full batch fits beside what the lane holds: over a network a receive
+is mostly waiting, and one poll at a time would cap the lane at ten messages per round trip. While
+handlers keep up, two polls are then under way, and the lane holds at most one batch beyond its
+room (``cap + prefetch``); while they do not, neither polls. An idle queue is polled by the first
+receiver alone (the second stops after at most one poll that comes back short), so idle request
+costs stay those of one long poll.
 """
 
 from __future__ import annotations
@@ -97,9 +105,17 @@ class Lane:
         # Async handlers run on the worker's one loop; sync ones on its handler threads, their
         # deadlines fired and their leases renewed by this lane's heartbeat.
         self._process = applying(consumer, Invocation(loop=loop, monitor=self.heartbeat), self._apply)
-        self._receiver = threading.Thread(
-            target=self._receive_loop, name=f"cloudjobs-receiver-{name}", daemon=True
-        )
+        self._busy = threading.Event()
+        """Set while the queue is busy: the last receive came back full."""
+        self._receivers = [
+            threading.Thread(
+                target=self._receive_loop,
+                args=(index,),
+                name=f"cloudjobs-receiver-{name}-{index}",
+                daemon=True,
+            )
+            for index in range(1 if consumer.queue.is_fifo else 2)
+        ]
         self._metrics_reader: QueueMetricsReader | None = None
         self.polled_at = time.monotonic()
         """When the receive loop last completed a poll, or found no room for one (not a stall)."""
@@ -118,7 +134,8 @@ class Lane:
         queue gauges' reader."""
         self.polled_at = time.monotonic()
         self.heartbeat.start()
-        self._receiver.start()
+        for receiver in self._receivers:
+            receiver.start()
         if queue_metrics_interval is not None and isinstance(self.backend, QueueStatistics):
             self._metrics_reader = QueueMetricsReader(
                 self.backend, queue=self.queue, interval=queue_metrics_interval
@@ -127,9 +144,11 @@ class Lane:
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int) -> None:
         while not self._stopping.is_set():
-            if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK):
+            if index and not self._busy.wait(_ROOM_CHECK):
+                continue  # the second receiver polls only while the queue is busy
+            if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK, overlapping=index > 0):
                 # No room to poll: waiting for slots is progress, not a stall.
                 self.polled_at = time.monotonic()
                 continue
@@ -138,18 +157,26 @@ class Lane:
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
                 )
             except CloudjobsError:
+                self._dispatcher.give_back_room(self.slot)
                 if self._stopping.is_set():
                     return  # a poll outliving its worker's stop: nothing it could return would start
+                self._busy.clear()
                 logger.exception("receiving from queue %s failed; trying again", self.name)
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
             self.polled_at = time.monotonic()
-            self.receives += 1
-            if not deliveries:
+            if len(deliveries) < self.slot.batch:
+                self._busy.clear()
+            else:
+                self._busy.set()
+            with self._count_lock:
+                self.receives += 1
+            if not deliveries or self._stopping.is_set():
+                self._dispatcher.give_back_room(self.slot)
+                if deliveries:
+                    self.release(deliveries)
+                    return
                 continue
-            if self._stopping.is_set():
-                self.release(deliveries)
-                return
             self.heartbeat.hold(deliveries)
             self.consumer.prefetch(deliveries)
             if not self._dispatcher.put(self.slot, chains(deliveries), len(deliveries)):
@@ -217,8 +244,10 @@ class Lane:
             self._metrics_reader.stop()
 
     def join_receiver(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a poll under way to return."""
-        self._receiver.join(timeout)
+        """Wait up to ``timeout`` seconds for the polls under way to return."""
+        deadline = time.monotonic() + timeout
+        for receiver in self._receivers:
+            receiver.join(max(0.0, deadline - time.monotonic()))
 
     def close(self, *, heartbeat_timeout: float | None) -> None:
         """Send the buffered deletes and stop the heartbeat."""

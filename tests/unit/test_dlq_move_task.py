@@ -274,8 +274,12 @@ def _expect_empty_receive(stubber: Stubber) -> None:
             "MaxNumberOfMessages": 10,
             "WaitTimeSeconds": 1,
             "MessageAttributeNames": ["All"],
-            # A standard queue's messages have no group: it is not asked for.
-            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp", "AWSTraceHeader"],
+            "MessageSystemAttributeNames": [
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "MessageGroupId",
+                "AWSTraceHeader",
+            ],
             "VisibilityTimeout": 300,
         },
     )
