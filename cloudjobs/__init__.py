@@ -7,12 +7,13 @@ are imported from their modules (``from cloudjobs.backends.sqs import SqsBackend
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cloudjobs.app import CloudJobs
 from cloudjobs.backends.base import Backend, Delivery
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import ManualClock
 from cloudjobs.definition import JobHandle
-from cloudjobs.dlq.models import DeadJob, RedriveReport
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import (
     BackendError,
@@ -51,12 +52,15 @@ from cloudjobs.errors import (
     UnknownQueueError,
 )
 from cloudjobs.flows.definition import Flow
-from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job, current_job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings
+
+if TYPE_CHECKING:
+    from cloudjobs.dlq.models import DeadJob, RedriveReport
+    from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 
 __all__ = [
     "Backend",
@@ -121,3 +125,23 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Dead-letter administration (cloudjobs.dlq) is operator work, and the in-memory store is for tests
+# and local runs: their names load on first access, so a worker or a Lambda cold start does not
+# import them.
+_LAZY = {
+    "DeadJob": "cloudjobs.dlq.models",
+    "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
+    "RedriveReport": "cloudjobs.dlq.models",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -25,39 +25,39 @@ from cloudjobs.errors import ConfigurationError, UnknownQueueError
 from cloudjobs.flows.definition import Flow, JobSpec, OnChildFailure, SubFlow
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
-from cloudjobs.idempotency.memory import MemoryIdempotencyStore
-from cloudjobs.idempotency.pending import record_key_of, write_pending
 from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
 from cloudjobs.payloads.store import PayloadStore
-from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
-from cloudjobs.producer_requests import RequestBuilder
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.results import DEFAULT_RESULT_TIMEOUT, RememberedJobs
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
-from cloudjobs.scheduling.registry import ScheduleRegistry
-from cloudjobs.sending import QueueShare, check_by_queue, send_by_queue
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
-from cloudjobs.uniqueness.enqueue import Uniqueness, uniqueness_of
-from cloudjobs.uniqueness.state import UniqueUntil
 
+# The producer side (requests, sending, pending records, uniqueness) is imported where it is first
+# used: a consumer, a Lambda cold start above all, never loads it.
 if TYPE_CHECKING:
     from cloudjobs.dlq.queues import DeadLetterQueues
     from cloudjobs.flows.store import FlowState, FlowStore
     from cloudjobs.limits.base import Limiter
     from cloudjobs.limits.spec import LimitKey, RateLimit
+    from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
+    from cloudjobs.producer_requests import RequestBuilder
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
     from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
+    from cloudjobs.scheduling.registry import ScheduleRegistry
     from cloudjobs.scheduling.scheduler import Scheduler
     from cloudjobs.scheduling.state import ScheduleStore
+    from cloudjobs.sending import QueueShare
     from cloudjobs.stats import QueueStats
+    from cloudjobs.uniqueness.enqueue import Uniqueness
+    from cloudjobs.uniqueness.state import UniqueUntil
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -140,15 +140,40 @@ class CloudJobs:
         self._clock: Clock = clock or SystemClock()
         self._random = random
         self._registry: dict[str, JobDefinition] = {}
-        self._requests = RequestBuilder(self._registry, refuse_unregistered=refuse_unregistered)
+        self._refuse_unregistered = refuse_unregistered
+        self._request_builder: RequestBuilder | None = None
         self._middleware: list[Middleware] = []
-        self._schedules = ScheduleRegistry(self._registry)
+        self._schedule_registry: ScheduleRegistry | None = None
         self._remembered = RememberedJobs()
         self._eventbridge: EventBridgeSchedules | None = None
         self._limiter: Limiter | None = None
         self._lock = threading.Lock()
 
     # -- configuration ----------------------------------------------------------------------------
+
+    @property
+    def _requests(self) -> RequestBuilder:
+        """The producer's request builder, built on first use (see the imports' comment)."""
+        if self._request_builder is None:
+            from cloudjobs.producer_requests import RequestBuilder
+
+            with self._lock:
+                if self._request_builder is None:
+                    self._request_builder = RequestBuilder(
+                        self._registry, refuse_unregistered=self._refuse_unregistered
+                    )
+        return self._request_builder
+
+    @property
+    def _schedules(self) -> ScheduleRegistry:
+        """The declared schedules, their registry built on first use (a consumer declares none)."""
+        if self._schedule_registry is None:
+            from cloudjobs.scheduling.registry import ScheduleRegistry
+
+            with self._lock:
+                if self._schedule_registry is None:
+                    self._schedule_registry = ScheduleRegistry(self._registry)
+        return self._schedule_registry
 
     @property
     def settings(self) -> Settings:
@@ -711,6 +736,9 @@ class CloudJobs:
         **options: Any,
     ) -> tuple[EnqueueRequest, Uniqueness | None]:
         """One job's request and the uniqueness it asks for (checked before anything is sent)."""
+        from cloudjobs.uniqueness.enqueue import uniqueness_of
+        from cloudjobs.uniqueness.state import UniqueUntil
+
         request = self._requests.build(job_type, payload, track_status=track_status, **options)
         uniqueness = uniqueness_of(
             request.job_type,
@@ -728,6 +756,7 @@ class CloudJobs:
         if uniqueness is None:
             return self._send(self._check([request]))[0]
         from cloudjobs.idempotency.base import RecordReader
+        from cloudjobs.idempotency.pending import record_key_of
         from cloudjobs.uniqueness.enqueue import enqueue_unique
         from cloudjobs.uniqueness.state import UniquenessStore
 
@@ -771,12 +800,19 @@ class CloudJobs:
         )
 
     def _check(self, requests: Sequence[EnqueueRequest]) -> list[QueueShare]:
+        from cloudjobs.sending import check_by_queue
+
         return check_by_queue(requests, self._producer)
 
     def _send(self, shares: list[QueueShare]) -> list[str]:
+        from cloudjobs.sending import send_by_queue
+
         return send_by_queue(shares)
 
     def _producer(self, queue: str = DEFAULT_QUEUE, *, write_pending: bool = False) -> Producer:
+        from cloudjobs.idempotency.pending import record_key_of
+        from cloudjobs.producer import Producer
+
         backend = self.backend_of(queue)
         is_tracking = write_pending or self.settings.status_tracking
 
@@ -804,6 +840,8 @@ class CloudJobs:
 
     @property
     def _offload(self) -> Offload | None:
+        from cloudjobs.producer import Offload
+
         store = self.payload_store
         return None if store is None else Offload(store, self.settings.payload_threshold_bytes)
 
@@ -837,6 +875,8 @@ class CloudJobs:
 
     def _write_pending(self, envelopes: Sequence[Envelope]) -> None:
         """Write a ``pending`` record for each job that keeps one (see :func:`write_pending`)."""
+        from cloudjobs.idempotency.pending import write_pending
+
         write_pending(
             envelopes,
             registry=self._registry,
@@ -1060,6 +1100,7 @@ class CloudJobs:
     def _send_flow_parent(self, state: FlowState) -> None:
         """Send a ready flow's parent now (its ``early`` message, under its job id)."""
         from cloudjobs.flows.definition import EARLY_ROUTE
+        from cloudjobs.producer import EnqueueRequest
 
         request = EnqueueRequest(
             job_type=state.parent_type,
@@ -1105,6 +1146,7 @@ class CloudJobs:
             Everything :meth:`enqueue` raises for one of the messages.
         """
         from cloudjobs.flows.create import FlowSender, create_flow
+        from cloudjobs.idempotency.pending import record_key_of
 
         sender = FlowSender(
             build=self._requests.build,
@@ -1298,6 +1340,8 @@ class CloudJobs:
             if isinstance(value, str):
                 self._named_backends[name] = memory.sibling(queue_name_of(value))
         if self._idempotency_store is None:
+            from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+
             self._idempotency_store = MemoryIdempotencyStore(clock=self._clock)
         saved_payloads = self._payload_store
         if self._payload_store is None and self._settings.payload_bucket:

@@ -103,7 +103,9 @@ def read_attributes(
     return strings, typed
 
 
-_DISALLOWED: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# The complement of what SQS takes, written out: a negated class over the allowed ranges means the
+# same but takes ~11 ms to compile at import (a Lambda cold start pays it), this one ~0.5 ms.
+_DISALLOWED: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def first_invalid_character(body: str, attributes: Mapping[str, str]) -> str | None:

@@ -6,6 +6,8 @@ DynamoDbIdempotencyStore``), so choosing AWS stays an explicit import.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cloudjobs.idempotency.base import (
     Acquired,
     AlreadyCancelled,
@@ -22,8 +24,10 @@ from cloudjobs.idempotency.base import (
     Renewal,
     Status,
 )
-from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 from cloudjobs.idempotency.status import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from cloudjobs.idempotency.memory import MemoryIdempotencyStore
 
 __all__ = [
     "Acquired",
@@ -44,3 +48,13 @@ __all__ = [
     "Renewal",
     "Status",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The in-memory store (with the flow, schedule and uniqueness stores it holds) loads on first
+    # use: a consumer on DynamoDB, or on no store at all (a Lambda cold start), never needs it.
+    if name == "MemoryIdempotencyStore":
+        from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+
+        return MemoryIdempotencyStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -241,6 +241,8 @@ class _Batch:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self.not_started = 0
+        # Compared with the context's milliseconds before each record, without a timedelta each time.
+        self._margin_ms = handler.safety_margin / timedelta(milliseconds=1)
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
         invocation = Invocation(loop=handler._loop, time_left=self._remaining)
         self._run = applying(self._consumer, invocation, self._apply)
@@ -261,11 +263,14 @@ class _Batch:
         return self._reported
 
     def _run_chain(self, chain: list[Delivery], reason: Reason) -> None:
+        if len(chain) == 1:  # nothing behind it to hold back (every record of a standard queue)
+            self._process(chain[0])
+            return
         for _ in run_chain(chain, self._process, self._apply, reason=reason):
             pass
 
     def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:
-        if self._remaining() < self._handler.safety_margin:
+        if self._context.get_remaining_time_in_millis() < self._margin_ms:
             with self._lock:
                 self.not_started += 1
             released = Released(reason=Reason.TIME_BUDGET)

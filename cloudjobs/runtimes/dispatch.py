@@ -176,18 +176,15 @@ class Dispatcher(Generic[L]):
         """Every queue's place, in the order added."""
         return list(self._slots)
 
-    def wait_for_room(self, slot: Slot[L], timeout: float, *, overlapping: bool = False) -> bool:
-        """Wait up to ``timeout`` seconds until a full batch fits in ``slot`` and take that room for
-        a receive; False if it does not fit (or the dispatcher closed). The room taken is given back
-        by :meth:`put` or :meth:`give_back_room`.
-
-        With ``overlapping``, a second receive may take room beside one under way: a full batch must
-        fit beside what is held, not beside the other receive's room (so while handlers keep up,
-        the queue holds at most one batch beyond its limit)."""
+    def wait_for_room(self, slot: Slot[L], timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until a full batch fits in ``slot`` beside what it holds
+        and the room other receives under way took; take that room for a receive. False if it does
+        not fit (or the dispatcher closed). The room is given back by :meth:`put` or
+        :meth:`give_back_room`, so a queue never holds more than its limit."""
         with self._lock:
-            if not self._fits(slot, overlapping) and not self._is_closed:
+            if not self._fits(slot) and not self._is_closed:
                 slot.room.wait(timeout)
-            if self._is_closed or not self._fits(slot, overlapping):
+            if self._is_closed or not self._fits(slot):
                 return False
             slot.reserved += slot.batch
             return True
@@ -206,7 +203,7 @@ class Dispatcher(Generic[L]):
             if self._is_closed:
                 return False
             slot.held += count
-            if self._fits(slot, overlapping=True):
+            if self._fits(slot):
                 slot.room.notify_all()
             for chain in chains:
                 slot.waiting.append((next(self._arrivals), chain))
@@ -214,9 +211,7 @@ class Dispatcher(Generic[L]):
             return True
 
     @staticmethod
-    def _fits(slot: Slot[L], overlapping: bool = False) -> bool:
-        if overlapping:
-            return slot.held + slot.batch <= slot.limit and slot.reserved <= slot.batch
+    def _fits(slot: Slot[L]) -> bool:
         return slot.held + slot.reserved + slot.batch <= slot.limit
 
     def take(self) -> tuple[Slot[L], list[Delivery]] | None:
@@ -241,7 +236,7 @@ class Dispatcher(Generic[L]):
         ``ends_chain`` its handler slot is free too."""
         with self._lock:
             slot.held -= count
-            if self._fits(slot, overlapping=True):
+            if self._fits(slot):
                 slot.room.notify_all()
             if ends_chain:
                 slot.running -= 1

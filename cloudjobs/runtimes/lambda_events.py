@@ -90,14 +90,23 @@ def queue_name_of(event_source_arn: str) -> str:
 def delivery_from_record(record: SqsRecord) -> Delivery:
     """A record as the consumer core takes it, attributes read as the SQS backend reads them."""
     system = record["attributes"]
+    message_attributes = record.get("messageAttributes")
     # Lambda hands binary values over base64-encoded.
-    attributes, typed = read_attributes(
-        (
-            name,
-            value["dataType"],
-            base64.b64decode(value["binaryValue"]) if "binaryValue" in value else value.get("stringValue"),
+    attributes, typed = (
+        read_attributes(
+            [
+                (
+                    name,
+                    value["dataType"],
+                    base64.b64decode(value["binaryValue"])
+                    if "binaryValue" in value
+                    else value.get("stringValue"),
+                )
+                for name, value in message_attributes.items()
+            ]
         )
-        for name, value in (record.get("messageAttributes") or {}).items()
+        if message_attributes
+        else ({}, {})
     )
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
     return Delivery(

@@ -8,12 +8,12 @@ the lane's room on the :class:`~cloudjobs.runtimes.dispatch.Dispatcher`. Handler
 worker's, shared by every lane; they run a lane's chains through :meth:`Lane.handle`.
 
 A standard queue's lane has a second receiver that polls only while the queue is busy (its last
-receive came back full) and a full batch fits beside what the lane holds: over a network a receive
-is mostly waiting, and one poll at a time would cap the lane at ten messages per round trip. While
-handlers keep up, two polls are then under way, and the lane holds at most one batch beyond its
-room (``cap + prefetch``); while they do not, neither polls. An idle queue is polled by the first
-receiver alone (the second stops after at most one poll that comes back short), so idle request
-costs stay those of one long poll.
+receive came back full) and its batch fits in the lane's room beside the first one's: over a network
+a receive is mostly waiting, and one poll at a time would cap the lane at ten messages per round
+trip. With the default room (8 handler slots + a prefetch of 12), two polls of ten are under way
+whenever the handlers have caught up. An idle queue is polled by the first receiver alone (the
+second stops after at most one poll that comes back short), so idle request costs stay those of one
+long poll.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class Lane:
         while not self._stopping.is_set():
             if index and not self._busy.wait(_ROOM_CHECK):
                 continue  # the second receiver polls only while the queue is busy
-            if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK, overlapping=index > 0):
+            if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK):
                 # No room to poll: waiting for slots is progress, not a stall.
                 self.polled_at = time.monotonic()
                 continue

@@ -670,6 +670,72 @@ def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli(queue
     assert json.loads(completed.stdout) == ["LambdaHandler", []]
 
 
+# What a consumer without a store never needs: the producer side, dead-letter administration and
+# the in-memory stores load on first use.
+PRODUCER_AND_OPERATOR_MODULES = (
+    "cloudjobs.producer",
+    "cloudjobs.producer_requests",
+    "cloudjobs.sending",
+    "cloudjobs.uniqueness",
+    "cloudjobs.idempotency.pending",
+    "cloudjobs.idempotency.memory",
+    "cloudjobs.flows.memory",
+    "cloudjobs.scheduling.memory",
+    "cloudjobs.scheduling.registry",
+    "cloudjobs.dlq",
+)
+
+
+def test_a_cold_start_and_its_first_batch_leave_the_producer_and_operator_modules_unloaded() -> None:
+    script = (
+        "import json, sys\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs(backend=cloudjobs.MemoryBackend('jobs'))\n"
+        "ran = []\n"
+        "jobs.job('noop')(ran.append)\n"
+        "handler = jobs.lambda_handler()\n"
+        "body = json.dumps({'cloudjobs': 1, 'id': 'j1', 'type': 'noop', 'payload': {'n': 1},\n"
+        "    'correlation_id': 'c1', 'enqueued_at': '2026-01-01T00:00:00Z', 'idempotency_key': None,\n"
+        "    'attempt_offset': 0, 'redrive_count': 0})\n"
+        "record = {'messageId': 'm1', 'receiptHandle': 'r1', 'body': body, 'md5OfBody': '',\n"
+        "    'attributes': {'ApproximateReceiveCount': '1', 'SentTimestamp': '1700000000000'},\n"
+        "    'messageAttributes': {}, 'eventSource': 'aws:sqs', 'awsRegion': 'eu-west-1',\n"
+        "    'eventSourceARN': 'arn:aws:sqs:eu-west-1:123456789012:jobs'}\n"
+        "class Context:\n"
+        "    def get_remaining_time_in_millis(self): return 60_000\n"
+        "response = handler({'Records': [record]}, Context())\n"
+        f"lazy = {PRODUCER_AND_OPERATOR_MODULES!r}\n"
+        "loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in lazy))\n"
+        "print(json.dumps([response, ran, loaded]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
+
+
+def test_the_dead_letter_and_memory_store_names_load_on_first_access() -> None:
+    script = (
+        "import json, sys, cloudjobs\n"
+        "before = [m in sys.modules for m in ('cloudjobs.dlq.models', 'cloudjobs.idempotency.memory')]\n"
+        "from cloudjobs import DeadJob, RedriveReport, MemoryIdempotencyStore\n"
+        "from cloudjobs.dlq.models import DeadJob as D, RedriveReport as R\n"
+        "from cloudjobs.idempotency.memory import MemoryIdempotencyStore as M\n"
+        "import cloudjobs.idempotency\n"
+        "same = [DeadJob is D, RedriveReport is R, MemoryIdempotencyStore is M,\n"
+        "        cloudjobs.idempotency.MemoryIdempotencyStore is M]\n"
+        "print(json.dumps([before, same]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [[False, False], [True, True, True, True]]
+
+
 def test_options_are_checked_when_the_handler_is_built(clock: ManualClock) -> None:
     jobs = app_on(MemoryBackend("jobs", clock=clock), clock)
 

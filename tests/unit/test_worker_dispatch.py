@@ -180,27 +180,15 @@ def test_a_queue_has_room_to_receive_only_while_a_full_batch_fits() -> None:
 
 def test_room_taken_by_a_receive_under_way_is_not_given_to_a_second_receive() -> None:
     dispatcher: Dispatcher[str] = Dispatcher(StrictOrderPolicy(["default"]))
-    slot = dispatcher.add_queue("default", "lane", cap=8, limit=18, batch=10)
+    slot = dispatcher.add_queue("default", "lane", cap=8, limit=20, batch=10)
     assert dispatcher.wait_for_room(slot, 0)  # the first receiver's poll
-
-    assert not dispatcher.wait_for_room(slot, 0)  # another one: 10 + 10 would pass 18
-
-    dispatcher.give_back_room(slot)  # the first poll came back empty
-    assert dispatcher.wait_for_room(slot, 0)
-
-
-def test_an_overlapping_receive_needs_a_batch_to_fit_beside_what_is_held_and_one_poll_at_most() -> None:
-    dispatcher: Dispatcher[str] = Dispatcher(StrictOrderPolicy(["default"]))
-    slot = dispatcher.add_queue("default", "lane", cap=8, limit=18, batch=10)
-    assert dispatcher.wait_for_room(slot, 0)  # the first receiver's poll
-    assert dispatcher.wait_for_room(slot, 0, overlapping=True)  # the second's, beside it
-    assert not dispatcher.wait_for_room(slot, 0, overlapping=True)  # never a third
+    assert dispatcher.wait_for_room(slot, 0)  # the second's: 10 + 10 fit in 20
+    assert not dispatcher.wait_for_room(slot, 0)  # never a third
 
     dispatcher.put(slot, [_chain(str(index)) for index in range(10)], 10)  # the first's ten arrive
     dispatcher.give_back_room(slot)  # the second came back empty
-    # Ten held: a batch no longer fits beside them, overlapping or not.
-    assert not dispatcher.wait_for_room(slot, 0, overlapping=True)
-    assert not dispatcher.wait_for_room(slot, 0)
+    assert dispatcher.wait_for_room(slot, 0)  # 10 held + 10: room for one poll
+    assert not dispatcher.wait_for_room(slot, 0)  # but not for two
 
 
 def test_a_closed_dispatcher_starts_nothing_more_and_hands_back_what_never_started() -> None:
