@@ -171,6 +171,11 @@ class DynamoDbIdempotencyStore:
                     )
             return self._client
 
+    def prepare(self) -> None:
+        """Build the client now (botocore loads the service's model: tens of milliseconds of CPU),
+        sending no request."""
+        _ = self.client
+
     # -- IdempotencyStore protocol ----------------------------------------------------------------
 
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:

@@ -174,14 +174,19 @@ class Worker:
         self._prepare_backends()
 
     def _prepare_backends(self) -> None:
-        # Clients are built now rather than in run(): building one costs tens of milliseconds of
-        # CPU, which the first poll would otherwise wait for. Nothing is sent; what fails here fails
-        # again, and is raised, when run() checks the queues.
+        # Clients (the queues', the idempotency store's) are built now rather than in run():
+        # building one costs tens of milliseconds of CPU, which the first poll would otherwise wait
+        # for. Nothing is sent; what fails here fails again, and is raised, when run() checks the
+        # queues or a job first needs its store.
         for name in self.plan.names:
             with contextlib.suppress(CloudjobsError):
                 backend = self._app.backend_of(name)
                 if isinstance(backend, Preparable):
                     backend.prepare()
+        with contextlib.suppress(CloudjobsError):  # ConfigurationError: the app has no store
+            store = self._app.idempotency_store
+            if isinstance(store, Preparable):
+                store.prepare()
 
     @property
     def queues(self) -> tuple[str, ...]:

@@ -77,3 +77,56 @@ def test_an_sqs_backend_builds_its_client_on_prepare_without_a_request(
     assert len(created) == 1
     assert backend.client is created[0]  # the one built, not a second
     assert calls == Counter()
+
+
+class _PreparedStore:
+    """Stands for a store with a client to build: counts prepare() calls."""
+
+    prepared = 0
+
+    def prepare(self) -> None:
+        type(self).prepared += 1
+
+
+def test_building_a_worker_prepares_the_idempotency_store() -> None:
+    from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+
+    class Store(MemoryIdempotencyStore, _PreparedStore):
+        pass
+
+    jobs = CloudJobs(settings=_settings(), backend=MemoryBackend("jobs"), idempotency_store=Store())
+
+    jobs.worker()
+
+    assert Store.prepared == 1
+
+
+def test_a_dynamodb_store_builds_its_client_on_prepare_without_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    session = boto3.Session(region_name="eu-west-1")
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    session.events.register("before-call.dynamodb", count)
+    store = DynamoDbIdempotencyStore("jobs-table", session=session)
+    built: list[object] = []
+    original = session.client
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(session, "client", client)
+
+    store.prepare()
+
+    assert len(built) == 1
+    assert store.client is built[0]
+    assert calls == Counter()
