@@ -31,6 +31,7 @@ from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, CloudjobsError, InvalidDelayError, PayloadTooLargeError
 from cloudjobs.groups import message_group
 from cloudjobs.hops import MAX_SCHEDULE_DELAY
+from cloudjobs.latency import is_latency_bound
 from cloudjobs.payloads.pointer import Pointer, size_attribute
 from cloudjobs.payloads.store import PayloadStore, object_key
 from cloudjobs.queues import DEFAULT_QUEUE
@@ -40,11 +41,9 @@ from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
 _RESEND_ATTEMPTS: Final = 3
 SEND_CONCURRENCY: Final = 4
 """SendMessageBatch requests one call keeps in flight at once on a standard queue when its round trips
-are latency-bound (see :func:`is_latency_bound`), by default; a FIFO queue's batches go one after
-another, in order. ``CLOUDJOBS_SEND_CONCURRENCY`` sets it (1: never concurrent)."""
-LATENCY_BOUND_WAIT: Final = 0.004
-"""Seconds a round trip must wait on its answer before concurrent sends may pay (see
-:func:`is_latency_bound`)."""
+are latency-bound (see :func:`~cloudjobs.latency.is_latency_bound`), by default; a FIFO queue's
+batches go one after another, in order. ``CLOUDJOBS_SEND_CONCURRENCY`` sets it (1: never
+concurrent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +290,7 @@ class Producer:
         """Each batch's sent ids and failures, by message index, in batch order.
 
         On a standard queue, when the first batch's round trip waited on the network far longer
-        than it computed (see :func:`is_latency_bound`), the other batches are sent up to
+        than it computed (see :func:`~cloudjobs.latency.is_latency_bound`), the other batches are sent up to
         ``send_concurrency`` at a time. The first batch raises what the service answered to the whole
         request; a later one refused as a whole fails its entries, unless nothing of the call was
         sent, when its error is raised.
@@ -477,14 +476,6 @@ class Producer:
             if not retry:
                 return
             pending = retry
-
-
-def is_latency_bound(*, waited: float, cpu: float) -> bool:
-    """Whether a round trip that ``waited`` seconds for its answer, beside ``cpu`` seconds of this
-    thread's CPU, is worth overlapping with others: it waited at least :data:`LATENCY_BOUND_WAIT`
-    and four times its CPU. Over a network (a region's 5–20 ms) it is; against a local server
-    answering in a millisecond or two it is not, and concurrent sends would only add threads' CPU."""
-    return waited >= LATENCY_BOUND_WAIT and waited >= 4 * cpu
 
 
 def _delay_of(request: EnqueueRequest, info: QueueInfo, now: datetime, *, can_send_later: bool) -> timedelta:

@@ -7,13 +7,14 @@ receiver thread that long-polls that queue alone, ten messages at a time, whenev
 the lane's room on the :class:`~cloudjobs.runtimes.dispatch.Dispatcher`. Handler threads are the
 worker's, shared by every lane; they run a lane's chains through :meth:`Lane.handle`.
 
-A standard queue's lane has a second receiver that polls only while the queue is busy (its last
-receive came back full) and its batch fits in the lane's room beside the first one's: over a network
-a receive is mostly waiting, and one poll at a time would cap the lane at ten messages per round
-trip. With the default room (8 handler slots + a prefetch of 12), two polls of ten are under way
-whenever the handlers have caught up. An idle queue is polled by the first receiver alone (the
-second stops after at most one poll that comes back short), so idle request costs stay those of one
-long poll.
+A standard queue's lane has a second receiver that polls only while the queue is busy over a network
+(its last receive came back full, and its round trip was latency-bound: see
+:func:`~cloudjobs.latency.is_latency_bound`) and its batch fits in the lane's room beside the first
+one's: over a network a receive is mostly waiting, and one poll at a time would cap the lane at ten
+messages per round trip; against a local server a second poll only adds CPU. With the default room
+(8 handler slots + a prefetch of 12), two polls of ten are under way whenever the handlers have
+caught up. An idle queue is polled by the first receiver alone (the second stops after at most one
+poll that comes back short), so idle request costs stay those of one long poll.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cloudjobs.clock import Clock
 from cloudjobs.consumer import Consumer
 from cloudjobs.errors import CloudjobsError
 from cloudjobs.invocation import EventLoopThread, Invocation
+from cloudjobs.latency import is_latency_bound
 from cloudjobs.outcomes import Outcome, Reason, Released
 from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.runtimes.dispatch import Dispatcher, Slot
@@ -106,7 +108,8 @@ class Lane:
         # deadlines fired and their leases renewed by this lane's heartbeat.
         self._process = applying(consumer, Invocation(loop=loop, monitor=self.heartbeat), self._apply)
         self._busy = threading.Event()
-        """Set while the queue is busy: the last receive came back full."""
+        """Set while the queue is busy over a network: the last receive came back full, after a
+        round trip that waited far longer than it computed."""
         self._receivers = [
             threading.Thread(
                 target=self._receive_loop,
@@ -152,6 +155,7 @@ class Lane:
                 # No room to poll: waiting for slots is progress, not a stall.
                 self.polled_at = time.monotonic()
                 continue
+            started, started_cpu = time.perf_counter(), time.thread_time()
             try:
                 deliveries = self.backend.receive(
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
@@ -165,10 +169,13 @@ class Lane:
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
             self.polled_at = time.monotonic()
-            if len(deliveries) < self.slot.batch:
-                self._busy.clear()
-            else:
+            cpu = time.thread_time() - started_cpu
+            if len(deliveries) == self.slot.batch and is_latency_bound(
+                waited=self.polled_at - started - cpu, cpu=cpu
+            ):
                 self._busy.set()
+            else:
+                self._busy.clear()
             with self._count_lock:
                 self.receives += 1
             if not deliveries or self._stopping.is_set():

@@ -14,7 +14,7 @@ from cloudjobs import BatchEnqueueError, CloudJobs, ManualClock, MemoryBackend, 
 from cloudjobs.backends.base import OutgoingMessage, SendResult
 from cloudjobs.envelope import decode
 from cloudjobs.errors import BackendError
-from cloudjobs.producer import is_latency_bound
+from cloudjobs.latency import is_latency_bound
 
 
 class _WatchedMemory(MemoryBackend):

@@ -1,5 +1,5 @@
-"""A standard queue's lane polls with a second receiver while the queue is busy, never while it is
-idle, and never on a FIFO queue."""
+"""A standard queue's lane polls with a second receiver while the queue is busy over a network, never
+while it is idle or answers at once, and never on a FIFO queue."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ class _PollWatch(MemoryBackend):
     """A memory queue that counts the receives in flight at once; while `hold` is set, a receive that
     has messages waits there until two are in flight (or the deadline passes)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, round_trip: float = 0.0) -> None:
         super().__init__(name)
+        self._round_trip = round_trip
         self._lock = threading.Lock()
         self._two = threading.Condition(self._lock)
         self.in_flight = 0
@@ -42,7 +43,10 @@ class _PollWatch(MemoryBackend):
             if self.hold:
                 self._two.wait_for(lambda: self.in_flight >= 2, timeout=2)
         try:
-            return super().receive(max_messages=max_messages, wait=wait, visibility=visibility)
+            received = super().receive(max_messages=max_messages, wait=wait, visibility=visibility)
+            if received and self._round_trip:
+                time.sleep(self._round_trip)  # the network's share of a round trip, not a wait for an event
+            return received
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -73,8 +77,8 @@ def _running(backend: MemoryBackend) -> Iterator[tuple[CloudJobs, Worker, list[i
         assert not thread.is_alive()
 
 
-def test_a_busy_standard_queue_is_polled_by_two_receivers_at_once() -> None:
-    backend = _PollWatch("jobs")
+def test_a_busy_standard_queue_over_a_network_is_polled_by_two_receivers_at_once() -> None:
+    backend = _PollWatch("jobs", round_trip=0.01)
     with _running(backend) as (jobs, _, done):
         backend.hold = True
         jobs.enqueue_many([("noop", {"n": n}) for n in range(300)])
@@ -82,6 +86,15 @@ def test_a_busy_standard_queue_is_polled_by_two_receivers_at_once() -> None:
 
     assert backend.most_in_flight == 2
     assert sorted(done) == list(range(300))
+
+
+def test_a_busy_queue_that_answers_at_once_is_polled_by_one_receiver_at_a_time() -> None:
+    backend = _PollWatch("jobs")
+    with _running(backend) as (jobs, _, done):
+        jobs.enqueue_many([("noop", {"n": n}) for n in range(300)])
+        _wait_until(lambda: len(done) == 300, "300 jobs done")
+
+    assert backend.most_in_flight == 1
 
 
 def test_an_idle_queue_is_polled_by_one_receiver_at_a_time() -> None:
@@ -93,7 +106,7 @@ def test_an_idle_queue_is_polled_by_one_receiver_at_a_time() -> None:
 
 
 def test_a_fifo_queue_is_polled_by_one_receiver_however_busy() -> None:
-    backend = _PollWatch("jobs.fifo")
+    backend = _PollWatch("jobs.fifo", round_trip=0.01)
     with _running(backend) as (jobs, _, done):
         jobs.enqueue_many([("noop", {"n": n}) for n in range(100)])
         _wait_until(lambda: len(done) == 100, "100 jobs done")

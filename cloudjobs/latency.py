@@ -1,0 +1,17 @@
+"""When a round trip is worth overlapping with others: the rule the producer's concurrent sends and
+the worker's second receiver share."""
+
+from __future__ import annotations
+
+from typing import Final
+
+LATENCY_BOUND_WAIT: Final = 0.004
+"""Seconds a round trip must wait on its answer before overlapping round trips may pay."""
+
+
+def is_latency_bound(*, waited: float, cpu: float) -> bool:
+    """Whether a round trip that ``waited`` seconds for its answer, beside ``cpu`` seconds of this
+    thread's CPU, is worth overlapping with others: it waited at least :data:`LATENCY_BOUND_WAIT`
+    and four times its CPU. Over a network (a region's 5–20 ms) it is; against a local server
+    answering in a millisecond or two it is not, and overlapping would only add threads' CPU."""
+    return waited >= LATENCY_BOUND_WAIT and waited >= 4 * cpu
