@@ -50,33 +50,41 @@ def test_a_failing_prepare_does_not_fail_building_the_worker() -> None:
     assert worker.queues == ("default",)
 
 
+class _WatchedSession:
+    """A boto3 session that records the clients it builds and the requests they send."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, service: str) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        self.session = boto3.Session(region_name="eu-west-1")
+        self.calls: Counter[str] = Counter()
+        self.built: list[object] = []
+        self.session.events.register(f"before-call.{service}", self._count)
+        original = self.session.client
+
+        def client(*args: Any, **kwargs: Any) -> Any:
+            self.built.append(original(*args, **kwargs))
+            return self.built[-1]
+
+        monkeypatch.setattr(self.session, "client", client)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+
 def test_an_sqs_backend_builds_its_client_on_prepare_without_a_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    session = boto3.Session(region_name="eu-west-1")
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    session.events.register("before-call.sqs", count)
-    created: list[object] = []
-    original = session.client
-
-    def client(*args: Any, **kwargs: Any) -> Any:
-        created.append(original(*args, **kwargs))
-        return created[-1]
-
-    monkeypatch.setattr(session, "client", client)
-    backend = SqsBackend(queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", session=session)
+    watched = _WatchedSession(monkeypatch, "sqs")
+    backend = SqsBackend(
+        queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", session=watched.session
+    )
 
     backend.prepare()
 
-    assert len(created) == 1
-    assert backend.client is created[0]  # the one built, not a second
-    assert calls == Counter()
+    assert len(watched.built) == 1
+    assert backend.client is watched.built[0]  # the one built, not a second
+    assert watched.calls == Counter()
 
 
 class _PreparedStore:
@@ -106,27 +114,11 @@ def test_a_dynamodb_store_builds_its_client_on_prepare_without_a_request(
 ) -> None:
     from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    session = boto3.Session(region_name="eu-west-1")
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    session.events.register("before-call.dynamodb", count)
-    store = DynamoDbIdempotencyStore("jobs-table", session=session)
-    built: list[object] = []
-    original = session.client
-
-    def client(*args: Any, **kwargs: Any) -> Any:
-        built.append(original(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr(session, "client", client)
+    watched = _WatchedSession(monkeypatch, "dynamodb")
+    store = DynamoDbIdempotencyStore("jobs-table", session=watched.session)
 
     store.prepare()
 
-    assert len(built) == 1
-    assert store.client is built[0]
-    assert calls == Counter()
+    assert len(watched.built) == 1
+    assert store.client is watched.built[0]
+    assert watched.calls == Counter()
