@@ -1,5 +1,8 @@
-"""When a round trip is worth overlapping with others: the rule the producer's concurrent sends and
-the worker's second receiver share."""
+"""When a round trip is worth overlapping with others (the producer's concurrent sends).
+
+Measured in the calling thread: under CPU contention, time spent waiting for the GIL counts as
+waiting, so a busy machine may overlap round trips that a quiet one would not (harmless for sends,
+which stay correct either way)."""
 
 from __future__ import annotations
 

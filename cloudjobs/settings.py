@@ -85,9 +85,8 @@ class Settings(BaseSettings):
         description="Long-poll wait per receive.",
     )
     concurrency: int = Field(default=8, ge=1, le=1024, description="Handlers run at once by a worker.")
-    # 8 + 12: two receives of ten fit once the handlers have caught up (see runtimes/lanes.py).
     prefetch: int = Field(
-        default=12, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
+        default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
     )
     send_concurrency: int = Field(
         default=4,

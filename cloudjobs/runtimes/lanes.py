@@ -6,15 +6,6 @@ batched deletes and outcome applier (dead letters go to its own DLQ), its queue 
 receiver thread that long-polls that queue alone, ten messages at a time, whenever ten more fit in
 the lane's room on the :class:`~cloudjobs.runtimes.dispatch.Dispatcher`. Handler threads are the
 worker's, shared by every lane; they run a lane's chains through :meth:`Lane.handle`.
-
-A standard queue's lane has a second receiver that polls only while the queue is busy over a network
-(its last receive came back full, and its round trip was latency-bound: see
-:func:`~cloudjobs.latency.is_latency_bound`) and its batch fits in the lane's room beside the first
-one's: over a network a receive is mostly waiting, and one poll at a time would cap the lane at ten
-messages per round trip; against a local server a second poll only adds CPU. With the default room
-(8 handler slots + a prefetch of 12), two polls of ten are under way whenever the handlers have
-caught up. An idle queue is polled by the first receiver alone (the second stops after at most one
-poll that comes back short), so idle request costs stay those of one long poll.
 """
 
 from __future__ import annotations
@@ -32,7 +23,6 @@ from cloudjobs.clock import Clock
 from cloudjobs.consumer import Consumer
 from cloudjobs.errors import CloudjobsError
 from cloudjobs.invocation import EventLoopThread, Invocation
-from cloudjobs.latency import is_latency_bound
 from cloudjobs.outcomes import Outcome, Reason, Released
 from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.runtimes.dispatch import Dispatcher, Slot
@@ -107,18 +97,9 @@ class Lane:
         # Async handlers run on the worker's one loop; sync ones on its handler threads, their
         # deadlines fired and their leases renewed by this lane's heartbeat.
         self._process = applying(consumer, Invocation(loop=loop, monitor=self.heartbeat), self._apply)
-        self._busy = threading.Event()
-        """Set while the queue is busy over a network: the last receive came back full, after a
-        round trip that waited far longer than it computed."""
-        self._receivers = [
-            threading.Thread(
-                target=self._receive_loop,
-                args=(index,),
-                name=f"cloudjobs-receiver-{name}-{index}",
-                daemon=True,
-            )
-            for index in range(1 if consumer.queue.is_fifo else 2)
-        ]
+        self._receiver = threading.Thread(
+            target=self._receive_loop, name=f"cloudjobs-receiver-{name}", daemon=True
+        )
         self._metrics_reader: QueueMetricsReader | None = None
         self.polled_at = time.monotonic()
         """When the receive loop last completed a poll, or found no room for one (not a stall)."""
@@ -137,8 +118,7 @@ class Lane:
         queue gauges' reader."""
         self.polled_at = time.monotonic()
         self.heartbeat.start()
-        for receiver in self._receivers:
-            receiver.start()
+        self._receiver.start()
         if queue_metrics_interval is not None and isinstance(self.backend, QueueStatistics):
             self._metrics_reader = QueueMetricsReader(
                 self.backend, queue=self.queue, interval=queue_metrics_interval
@@ -147,15 +127,12 @@ class Lane:
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def _receive_loop(self, index: int) -> None:
+    def _receive_loop(self) -> None:
         while not self._stopping.is_set():
-            if index and not self._busy.wait(_ROOM_CHECK):
-                continue  # the second receiver polls only while the queue is busy
             if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK):
                 # No room to poll: waiting for slots is progress, not a stall.
                 self.polled_at = time.monotonic()
                 continue
-            started, started_cpu = time.perf_counter(), time.thread_time()
             try:
                 deliveries = self.backend.receive(
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
@@ -164,18 +141,10 @@ class Lane:
                 self._dispatcher.give_back_room(self.slot)
                 if self._stopping.is_set():
                     return  # a poll outliving its worker's stop: nothing it could return would start
-                self._busy.clear()
                 logger.exception("receiving from queue %s failed; trying again", self.name)
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
             self.polled_at = time.monotonic()
-            cpu = time.thread_time() - started_cpu
-            if len(deliveries) == self.slot.batch and is_latency_bound(
-                waited=self.polled_at - started - cpu, cpu=cpu
-            ):
-                self._busy.set()
-            else:
-                self._busy.clear()
             with self._count_lock:
                 self.receives += 1
             if not deliveries or self._stopping.is_set():
@@ -251,10 +220,8 @@ class Lane:
             self._metrics_reader.stop()
 
     def join_receiver(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the polls under way to return."""
-        deadline = time.monotonic() + timeout
-        for receiver in self._receivers:
-            receiver.join(max(0.0, deadline - time.monotonic()))
+        """Wait up to ``timeout`` seconds for a poll under way to return."""
+        self._receiver.join(timeout)
 
     def close(self, *, heartbeat_timeout: float | None) -> None:
         """Send the buffered deletes and stop the heartbeat."""
