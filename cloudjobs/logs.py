@@ -76,23 +76,22 @@ class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         once wait only for each other's appends), then write or gather its line under the lock."""
         if not self.filter(record):
             return False
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return True
-        with self.lock or _NO_LOCK:
-            self._append(line, record.levelno)
+        if (line := self._line_of(record)) is not None:
+            with self.lock or _NO_LOCK:
+                self._append(line, record.levelno)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write the record's line now, or gather it (called with the handler's lock held)."""
+        if (line := self._line_of(record)) is not None:
+            self._append(line, record.levelno)
+
+    def _line_of(self, record: logging.LogRecord) -> str | None:
         try:
-            line = self.format(record) + self.terminator
+            return self.format(record) + self.terminator
         except Exception:
             self.handleError(record)
-            return
-        self._append(line, record.levelno)
+            return None
 
     def _append(self, line: str, level: int) -> None:
         self._lines.append(line)
@@ -110,6 +109,7 @@ class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def close(self) -> None:
         """Write what is gathered and stop the flusher."""
+        self.flush()
         self._closing.set()
         self._gathered.set()
         super().close()

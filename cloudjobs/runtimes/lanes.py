@@ -138,21 +138,18 @@ class Lane:
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
                 )
             except CloudjobsError:
-                self._dispatcher.give_back_room(self.slot)
                 if self._stopping.is_set():
                     return  # a poll outliving its worker's stop: nothing it could return would start
                 logger.exception("receiving from queue %s failed; trying again", self.name)
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
             self.polled_at = time.monotonic()
-            with self._count_lock:
-                self.receives += 1
-            if not deliveries or self._stopping.is_set():
-                self._dispatcher.give_back_room(self.slot)
-                if deliveries:
-                    self.release(deliveries)
-                    return
+            self.receives += 1
+            if not deliveries:
                 continue
+            if self._stopping.is_set():
+                self.release(deliveries)
+                return
             self.heartbeat.hold(deliveries)
             self.consumer.prefetch(deliveries)
             if not self._dispatcher.put(self.slot, chains(deliveries), len(deliveries)):

@@ -96,26 +96,25 @@ def test_when_round_trips_wait_on_the_network_a_standard_queues_batches_are_in_f
     assert backend.message_counts().visible == 10 + 10 * parties
 
 
-def test_when_the_first_round_trip_is_not_latency_bound_batches_go_one_after_another(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("queue", "send_concurrency", "latency_bound"),
+    [
+        ("jobs", 8, False),  # a local server answering at once
+        ("jobs", 1, True),  # concurrency 1, even over a slow network
+        ("jobs.fifo", 8, True),  # a FIFO queue keeps its order, however slow the network
+    ],
+)
+def test_batches_go_one_after_another_in_order_unless_concurrency_pays(
+    queue: str, send_concurrency: int, latency_bound: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A local server answering at once; decided by the rule, not by this machine's timing.
-    monkeypatch.setattr("cloudjobs.producer.is_latency_bound", lambda *, waited, cpu: False)
-    backend = _WatchedMemory("jobs", clock=ManualClock(), round_trip=0.01)
+    # Latency decided by the rule, not by this machine's timing.
+    monkeypatch.setattr("cloudjobs.producer.is_latency_bound", lambda *, waited, cpu: latency_bound)
+    backend = _WatchedMemory(queue, clock=ManualClock())
 
-    _jobs(backend, send_concurrency=8).enqueue_many(_items(45))
+    _jobs(backend, send_concurrency=send_concurrency).enqueue_many(_items(45))
 
     assert backend.most_in_flight == 1
     assert backend.first_seq_per_send == [0, 10, 20, 30, 40]
-
-
-def test_a_send_concurrency_of_one_sends_one_batch_after_another_even_over_a_slow_network() -> None:
-    backend = _WatchedMemory("jobs", clock=ManualClock(), round_trip=0.01)
-
-    _jobs(backend, send_concurrency=1).enqueue_many(_items(35))
-
-    assert backend.most_in_flight == 1
-    assert backend.first_seq_per_send == [0, 10, 20, 30]
 
 
 @pytest.mark.parametrize(
@@ -131,15 +130,6 @@ def test_a_round_trip_is_latency_bound_when_it_waited_long_and_far_longer_than_i
     waited: float, cpu: float, expected: bool
 ) -> None:
     assert is_latency_bound(waited=waited, cpu=cpu) is expected
-
-
-def test_a_fifo_queues_batches_go_one_after_another_in_order() -> None:
-    backend = _WatchedMemory("jobs.fifo", clock=ManualClock(), round_trip=0.01)
-
-    _jobs(backend, send_concurrency=8).enqueue_many(_items(45))
-
-    assert backend.most_in_flight == 1
-    assert backend.first_seq_per_send == [0, 10, 20, 30, 40]
 
 
 def test_a_batch_refused_as_a_whole_fails_its_entries_and_the_others_are_reported_sent() -> None:

@@ -83,6 +83,15 @@ def test_flush_writes_what_is_gathered(logger: logging.Logger, stream: _Stream) 
     assert stream.getvalue() == "INFO first\nINFO second\n"
 
 
+def test_closing_the_handler_writes_what_is_gathered(logger: logging.Logger, stream: _Stream) -> None:
+    logger.info("first")
+    logger.info("second")
+    for handler in list(logger.handlers):
+        handler.close()
+
+    assert stream.getvalue() == "INFO first\nINFO second\n"
+
+
 def test_a_closed_stream_loses_the_lines_without_raising(logger: logging.Logger, stream: _Stream) -> None:
     logger.info("first")
     stream.close()
