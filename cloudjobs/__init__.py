@@ -52,7 +52,6 @@ from cloudjobs.errors import (
     UnknownQueueError,
 )
 from cloudjobs.flows.definition import Flow
-from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job, current_job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
@@ -61,6 +60,7 @@ from cloudjobs.settings import Settings
 if TYPE_CHECKING:
     from cloudjobs.dlq.models import DeadJob, RedriveReport
     from cloudjobs.idempotency.memory import MemoryIdempotencyStore
+    from cloudjobs.idempotency.status import JobState, JobStatus
 
 __all__ = [
     "Backend",
@@ -126,11 +126,13 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Dead-letter administration (cloudjobs.dlq) is operator work, and the in-memory store is for tests
-# and local runs: their names load on first access, so a worker or a Lambda cold start does not
-# import them.
+# Dead-letter administration (cloudjobs.dlq) is operator work, the in-memory store is for tests
+# and local runs, and job statuses are read by producers: their names load on first access, so a
+# worker or a Lambda cold start does not import them.
 _LAZY = {
     "DeadJob": "cloudjobs.dlq.models",
+    "JobState": "cloudjobs.idempotency.status",
+    "JobStatus": "cloudjobs.idempotency.status",
     "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
     "RedriveReport": "cloudjobs.dlq.models",
 }
@@ -145,3 +147,7 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -24,9 +24,7 @@ from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError, UnknownQueueError
 from cloudjobs.flows.definition import Flow, JobSpec, OnChildFailure, SubFlow
 from cloudjobs.groups import TenantKey
-from cloudjobs.idempotency.base import Cancellation, IdempotencyStore, JobControlStore
 from cloudjobs.idempotency.record_middleware import record_middleware
-from cloudjobs.idempotency.status import JobState, JobStatus
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
 from cloudjobs.payloads.store import PayloadStore
@@ -43,6 +41,8 @@ from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 if TYPE_CHECKING:
     from cloudjobs.dlq.queues import DeadLetterQueues
     from cloudjobs.flows.store import FlowState, FlowStore
+    from cloudjobs.idempotency.base import Cancellation, IdempotencyStore
+    from cloudjobs.idempotency.status import JobStatus
     from cloudjobs.limits.base import Limiter
     from cloudjobs.limits.spec import LimitKey, RateLimit
     from cloudjobs.producer import EnqueueRequest, LaterSends, Offload, Producer
@@ -976,6 +976,8 @@ class CloudJobs:
             BackendError: EventBridge Scheduler could not delete the job's schedule (the record or
                 marker is written: a delivery is still cancelled).
         """
+        from cloudjobs.idempotency.base import JobControlStore
+
         store = self.idempotency_store
         if not isinstance(store, JobControlStore):
             raise ConfigurationError(f"{type(store).__name__} does not support cancellation")
@@ -1162,6 +1164,8 @@ class CloudJobs:
         return create_flow(sender, SubFlow(parent, tuple(children), on_child_failure, timeout))
 
     def _is_completed(self, job_id: str) -> bool:
+        from cloudjobs.idempotency.status import JobState
+
         status = self.status(job_id)
         return status is not None and status.state is JobState.COMPLETED
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from cloudjobs.backends.base import Backend
 from cloudjobs.errors import ConfigurationError
-from cloudjobs.idempotency.base import IdempotencyStore
 from cloudjobs.queues import QueueArn
 from cloudjobs.settings import Settings
 
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
     from cloudjobs.backends.sqs import SqsBackend
+    from cloudjobs.idempotency.base import IdempotencyStore
     from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
 
 

@@ -32,20 +32,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
-from cloudjobs.envelope import Envelope
 from cloudjobs.errors import JobCancelledError, JobFailedError, JobNotTrackedError, ResultTimeoutError
-from cloudjobs.idempotency.base import (
-    DEFAULT_CLOCK_SKEW,
-    IdempotencyStore,
-    JobControlStore,
-    Record,
-    RecordReader,
-)
-from cloudjobs.idempotency.status import JobState, JobStatus, status_of
+
+# Every app remembers the jobs it enqueues (RememberedJobs); the store's records and statuses load
+# when a result is first waited for, so a consumer (a Lambda cold start) never imports them.
+if TYPE_CHECKING:
+    from cloudjobs.envelope import Envelope
+    from cloudjobs.idempotency.base import IdempotencyStore, Record
+    from cloudjobs.idempotency.status import JobState, JobStatus
 
 DEFAULT_RESULT_TIMEOUT: Final = timedelta(seconds=30)
 """How long ``jobs.result`` waits unless told."""
@@ -141,6 +139,9 @@ def wait_for_result(
         JobNotTrackedError: the job keeps no record.
         IdempotencyStoreError: the store could not be reached.
     """
+    from cloudjobs.idempotency.base import DEFAULT_CLOCK_SKEW
+    from cloudjobs.idempotency.status import JobState, status_of
+
     deadline = time.monotonic() + timeout.total_seconds()
     waiter = _Waiter(store, deadline)
     known = remembered.lookup(job_id)
@@ -180,6 +181,8 @@ def wait_for_result(
 
 
 def _read(store: IdempotencyStore, key: str) -> Record | None:
+    from cloudjobs.idempotency.base import RecordReader
+
     if isinstance(store, RecordReader):
         return store.get_record(key)
     return None
@@ -190,6 +193,8 @@ def _locate(
 ) -> Record | None:
     """The job's record found by its id (index, then alias), or None; raises JobCancelledError for a
     cancellation marker."""
+    from cloudjobs.idempotency.base import JobControlStore
+
     record = store.find(job_id)
     if record is not None or not isinstance(store, JobControlStore):
         return record
@@ -203,6 +208,8 @@ def _locate(
 
 def _raise_if_final(status: JobStatus, job_id: str) -> None:
     """Raise the error of a job that failed or was cancelled (a success is returned by the caller)."""
+    from cloudjobs.idempotency.status import JobState
+
     match status.state:
         case JobState.FAILED:
             raise JobFailedError(

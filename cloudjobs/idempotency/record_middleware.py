@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from cloudjobs.clock import Clock
 from cloudjobs.definition import JobDefinition
-from cloudjobs.idempotency.base import IdempotencyStore, JobControlStore
 from cloudjobs.middleware import Middleware
 from cloudjobs.settings import Settings
+
+# The store protocols load with a store: a consumer on none (a Lambda cold start) never needs them.
+if TYPE_CHECKING:
+    from cloudjobs.idempotency.base import IdempotencyStore
 
 
 def record_middleware(
@@ -40,7 +44,11 @@ def record_middleware(
     middleware: list[Middleware] = []
     if has_store or any(definition.has_record for definition in registry.values()):
         middleware.append(_idempotency_middleware(store(), settings, queue_visibility, clock))
-    control = store() if has_store else None
+    if not has_store:
+        return middleware
+    from cloudjobs.idempotency.base import JobControlStore
+
+    control = store()
     if isinstance(control, JobControlStore):
         from cloudjobs.idempotency.cancellation import CancellationMiddleware
 
