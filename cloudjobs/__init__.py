@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from cloudjobs.app import CloudJobs
 from cloudjobs.backends.base import Backend, Delivery
-from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import ManualClock
 from cloudjobs.definition import JobHandle
 from cloudjobs.envelope import Envelope
@@ -58,6 +57,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings
 
 if TYPE_CHECKING:
+    from cloudjobs.backends.memory import MemoryBackend
     from cloudjobs.dlq.models import DeadJob, RedriveReport
     from cloudjobs.idempotency.memory import MemoryIdempotencyStore
     from cloudjobs.idempotency.status import JobState, JobStatus
@@ -126,13 +126,14 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Dead-letter administration (cloudjobs.dlq) is operator work, the in-memory store is for tests
-# and local runs, and job statuses are read by producers: their names load on first access, so a
-# worker or a Lambda cold start does not import them.
+# Dead-letter administration (cloudjobs.dlq) is operator work, the in-memory queue and store are for
+# tests and local runs, and job statuses are read by producers: their names load on first access,
+# so a worker or a Lambda cold start on SQS does not import them.
 _LAZY = {
     "DeadJob": "cloudjobs.dlq.models",
     "JobState": "cloudjobs.idempotency.status",
     "JobStatus": "cloudjobs.idempotency.status",
+    "MemoryBackend": "cloudjobs.backends.memory",
     "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
     "RedriveReport": "cloudjobs.dlq.models",
 }

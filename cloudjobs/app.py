@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 from pydantic import JsonValue
 
 from cloudjobs.aws_defaults import build_idempotency_store, build_named_sqs_backend, build_sqs_backend
+from cloudjobs.backends import is_memory_backend
 from cloudjobs.backends.base import Backend, QueueInfo
-from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
@@ -39,6 +39,7 @@ from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 # The producer side (requests, sending, pending records, uniqueness) is imported where it is first
 # used: a consumer, a Lambda cold start above all, never loads it.
 if TYPE_CHECKING:
+    from cloudjobs.backends.memory import MemoryBackend
     from cloudjobs.dlq.queues import DeadLetterQueues
     from cloudjobs.flows.store import FlowState, FlowStore
     from cloudjobs.idempotency.base import Cancellation, IdempotencyStore
@@ -1076,7 +1077,7 @@ class CloudJobs:
             middleware=middleware,
             telemetry=self._telemetry,
             # A memory queue's time moves on with drain() and advance(): due times follow it.
-            clock=backend if isinstance(backend, MemoryBackend) else self._clock,
+            clock=backend if is_memory_backend(backend) else self._clock,
             payloads=payloads,
             is_completed=self._is_completed if deletes else None,
         )
@@ -1088,7 +1089,7 @@ class CloudJobs:
         from cloudjobs.flows.middleware import FlowMiddleware
 
         # A memory queue's time moves on with drain() and advance(): the flow's deadline follows it.
-        now = backend.now if isinstance(backend, MemoryBackend) else self._clock.now
+        now = backend.now if is_memory_backend(backend) else self._clock.now
         return [FlowMiddleware(self._flow_store, send_parent=self._send_flow_parent, now=now)]
 
     def _flow_store(self) -> FlowStore:
@@ -1313,7 +1314,7 @@ class CloudJobs:
         lanes = []
         for name in self.queue_names:
             backend = self.backend_of(name)
-            if not isinstance(backend, MemoryBackend):
+            if not is_memory_backend(backend):
                 raise ConfigurationError("drain() runs on the memory backend; use jobs.testing() in tests")
             lanes.append((self.consumer_on(backend), backend))
         if until is None:
@@ -1333,6 +1334,8 @@ class CloudJobs:
         A named queue's memory backend takes the SQS queue name its configuration stands for (a
         ``.fifo`` name makes a FIFO queue); named queues given as backends are kept.
         """
+        from cloudjobs.backends.memory import MemoryBackend
+
         memory = backend if backend is not None else MemoryBackend(clock=self._clock)
         saved_backend, saved_settings, saved_store = self._backend, self._settings, self._idempotency_store
         saved_named, saved_limiter = dict(self._named_backends), self._limiter

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cloudjobs.aws_defaults import build_event_source_backend
+from cloudjobs.backends import is_memory_backend
 from cloudjobs.backends.base import Backend
-from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.consumer import Consumer
 from cloudjobs.errors import CloudjobsError, ConfigurationError
 from cloudjobs.queues import QueueArn
@@ -172,7 +172,7 @@ def _sqs_name(backend: Backend) -> str:
 def _runs_on_sqs(backends: Sequence[Backend]) -> bool:
     """Whether a queue the app does not configure may be reached on SQS: every configured queue is
     an SqsBackend (none configured: SQS is what ``CloudJobs()`` builds)."""
-    if any(isinstance(backend, MemoryBackend) for backend in backends):
+    if any(is_memory_backend(backend) for backend in backends):
         return False  # tests: never reach for AWS (nor import boto3)
     if not backends:
         return True
