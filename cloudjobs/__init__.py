@@ -50,7 +50,6 @@ from cloudjobs.errors import (
     UnknownJobError,
     UnknownQueueError,
 )
-from cloudjobs.flows.definition import Flow
 from cloudjobs.job import Job, current_job
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
@@ -59,6 +58,7 @@ from cloudjobs.settings import Settings
 if TYPE_CHECKING:
     from cloudjobs.backends.memory import MemoryBackend
     from cloudjobs.dlq.models import DeadJob, RedriveReport
+    from cloudjobs.flows.definition import Flow
     from cloudjobs.idempotency.memory import MemoryIdempotencyStore
     from cloudjobs.idempotency.status import JobState, JobStatus
 
@@ -127,10 +127,11 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Dead-letter administration (cloudjobs.dlq) is operator work, the in-memory queue and store are for
-# tests and local runs, and job statuses are read by producers: their names load on first access,
+# tests and local runs, and flows and job statuses are a producer's: their names load on first access,
 # so a worker or a Lambda cold start on SQS does not import them.
 _LAZY = {
     "DeadJob": "cloudjobs.dlq.models",
+    "Flow": "cloudjobs.flows.definition",
     "JobState": "cloudjobs.idempotency.status",
     "JobStatus": "cloudjobs.idempotency.status",
     "MemoryBackend": "cloudjobs.backends.memory",

@@ -22,7 +22,7 @@ from cloudjobs.consumer import Consumer
 from cloudjobs.definition import IdempotencyKey, JobDefinition, JobHandle, as_timedelta
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError, UnknownQueueError
-from cloudjobs.flows.definition import Flow, JobSpec, OnChildFailure, SubFlow
+from cloudjobs.flows.rules import OnChildFailure
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.record_middleware import record_middleware
 from cloudjobs.job import Job
@@ -31,7 +31,7 @@ from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.results import DEFAULT_RESULT_TIMEOUT, RememberedJobs
 from cloudjobs.retry import RetryPolicy
-from cloudjobs.scheduling.definition import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap, Schedule
+from cloudjobs.scheduling.rules import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.spans import Telemetry, default_telemetry
@@ -41,6 +41,7 @@ from cloudjobs.telemetry.spans import Telemetry, default_telemetry
 if TYPE_CHECKING:
     from cloudjobs.backends.memory import MemoryBackend
     from cloudjobs.dlq.queues import DeadLetterQueues
+    from cloudjobs.flows.definition import Flow, JobSpec, SubFlow
     from cloudjobs.flows.store import FlowState, FlowStore
     from cloudjobs.idempotency.base import Cancellation, IdempotencyStore
     from cloudjobs.idempotency.status import JobStatus
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from cloudjobs.runtimes.aws_lambda import FifoRule, LambdaHandler
     from cloudjobs.runtimes.drain import DrainReport
     from cloudjobs.runtimes.worker import Worker
+    from cloudjobs.scheduling.definition import Schedule
     from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
     from cloudjobs.scheduling.registry import ScheduleRegistry
     from cloudjobs.scheduling.scheduler import Scheduler
@@ -1149,6 +1151,7 @@ class CloudJobs:
             Everything :meth:`enqueue` raises for one of the messages.
         """
         from cloudjobs.flows.create import FlowSender, create_flow
+        from cloudjobs.flows.definition import SubFlow
         from cloudjobs.idempotency.pending import record_key_of
 
         sender = FlowSender(

@@ -15,13 +15,32 @@ See docs/flows.md: the guarantees, nesting (:func:`subflow`), the timeout, statu
 
 from __future__ import annotations
 
-from cloudjobs.flows.definition import (
-    DEFAULT_FLOW_TIMEOUT,
-    MAX_FLOW_CHILDREN,
-    Flow,
-    OnChildFailure,
-    SubFlow,
-    subflow,
-)
+from typing import TYPE_CHECKING
+
+# The names load from cloudjobs.flows.definition on first access: CloudJobs imports only the
+# rule of jobs.flow()'s default (cloudjobs.flows.rules), and a consumer never builds a flow.
+if TYPE_CHECKING:
+    from cloudjobs.flows.definition import (
+        DEFAULT_FLOW_TIMEOUT,
+        MAX_FLOW_CHILDREN,
+        Flow,
+        OnChildFailure,
+        SubFlow,
+        subflow,
+    )
 
 __all__ = ["DEFAULT_FLOW_TIMEOUT", "MAX_FLOW_CHILDREN", "Flow", "OnChildFailure", "SubFlow", "subflow"]
+
+
+def __getattr__(name: str) -> object:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from cloudjobs.flows import definition
+
+    value = getattr(definition, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

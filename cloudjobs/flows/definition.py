@@ -7,13 +7,14 @@ for the order of writes and sends.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import JsonValue
+
+from cloudjobs.flows.rules import OnChildFailure as OnChildFailure
 
 if TYPE_CHECKING:
     from cloudjobs.definition import JobHandle
@@ -33,16 +34,6 @@ TIMEOUT_ROUTE: Final = "timeout"
 """The parent message sent at the flow's creation, due when the flow times out."""
 EARLY_ROUTE: Final = "early"
 """The parent message sent by the child that finished the flow."""
-
-
-class OnChildFailure(enum.StrEnum):
-    """What a parent does when a child went to the dead-letter queue (or the flow timed out with
-    children unfinished)."""
-
-    FAIL = "fail"
-    """The parent goes to the dead-letter queue with the reason ``child_failed``, without running."""
-    IGNORE = "ignore"
-    """The parent runs with the results that exist."""
 
 
 JobSpec = tuple["str | JobHandle[Any, Any]", Any]

@@ -8,7 +8,6 @@ fires it; a sync to EventBridge Scheduler can translate the same data.
 
 from __future__ import annotations
 
-import enum
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ from typing import Final, Literal
 from pydantic import JsonValue
 
 from cloudjobs.errors import InvalidScheduleError
+from cloudjobs.scheduling.rules import DEFAULT_MISFIRE_GRACE as DEFAULT_MISFIRE_GRACE
+from cloudjobs.scheduling.rules import CatchUp as CatchUp
+from cloudjobs.scheduling.rules import Overlap as Overlap
 from cloudjobs.scheduling.ticks import CronTicks, Ticks, is_valid_cron, ticks_of
 
-DEFAULT_MISFIRE_GRACE: Final = timedelta(seconds=60)
-"""How late a tick may still fire (a starved scheduler, or one taking over): older ticks are missed."""
 MAX_NAME_LENGTH: Final = 64
 """The longest schedule name: EventBridge Scheduler's limit, so a schedule keeps its name in AWS."""
 _NAME: Final = re.compile(r"[0-9A-Za-z_.-]+")
@@ -30,24 +30,6 @@ _CRON_FIELDS: Final = 5
 _NONDETERMINISTIC: Final = re.compile(r"(^|[,/])[RrHh]($|[(/,])")
 _CHECK_FROM: Final = datetime(2001, 1, 1, tzinfo=UTC)
 """Where a cron expression is asked for its first tick when it is declared (any fixed time would do)."""
-
-
-class Overlap(enum.StrEnum):
-    """What a tick does while the previous run of its schedule is still pending or running."""
-
-    ALLOW = "allow"
-    """Fire regardless, as cron does (the default)."""
-    SKIP = "skip"
-    """Skip the tick (counted and logged); the job type must keep a status record."""
-
-
-class CatchUp(enum.StrEnum):
-    """What happens to ticks missed by more than the misfire grace (every scheduler was down)."""
-
-    SKIP = "skip"
-    """Count and log them; fire none (the default)."""
-    ONCE = "once"
-    """Fire the latest of them once, however many were missed."""
 
 
 @dataclass(frozen=True, slots=True)
