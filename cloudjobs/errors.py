@@ -46,7 +46,6 @@ user code never imports botocore to handle cloudjobs errors.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -99,6 +98,8 @@ class UnknownQueueError(ConfigurationError):
     """
 
     def __init__(self, *, queue: str, known: Sequence[str] = ()) -> None:
+        import difflib  # a suggestion is only made when an error is raised
+
         message = f"queue {queue!r} is not configured"
         close = difflib.get_close_matches(queue, known, n=1)
         if close:
@@ -209,6 +210,8 @@ class UnknownJobError(MessageError):
     def __init__(self, *, job_name: str, known: Sequence[str] = ()) -> None:
         message = f"no handler registered for job type {job_name!r}"
         if known:
+            import difflib  # a suggestion is only made when an error is raised
+
             close = difflib.get_close_matches(job_name, known, n=1)
             suggestion = f"did you mean {close[0]!r}? " if close else ""
             message += f" ({suggestion}registered: {', '.join(known)})"
