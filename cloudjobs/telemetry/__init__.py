@@ -8,13 +8,18 @@ imported on demand.
 
 from __future__ import annotations
 
-from cloudjobs.telemetry.logging import JobLogFilter, install_log_filter
-from cloudjobs.telemetry.propagation import (
-    CORRELATION_BAGGAGE_KEY,
-    correlation_scope,
-    current_correlation_id,
-)
-from cloudjobs.telemetry.spans import SEMCONV_VERSION, Telemetry
+from typing import TYPE_CHECKING
+
+# The names load on first access: the consumer core imports cloudjobs.telemetry.spans and
+# .propagation, and the log filter is only for apps that install it.
+if TYPE_CHECKING:
+    from cloudjobs.telemetry.logging import JobLogFilter, install_log_filter
+    from cloudjobs.telemetry.propagation import (
+        CORRELATION_BAGGAGE_KEY,
+        correlation_scope,
+        current_correlation_id,
+    )
+    from cloudjobs.telemetry.spans import SEMCONV_VERSION, Telemetry
 
 __all__ = [
     "CORRELATION_BAGGAGE_KEY",
@@ -25,3 +30,28 @@ __all__ = [
     "current_correlation_id",
     "install_log_filter",
 ]
+
+_MODULES = {
+    "CORRELATION_BAGGAGE_KEY": "cloudjobs.telemetry.propagation",
+    "SEMCONV_VERSION": "cloudjobs.telemetry.spans",
+    "JobLogFilter": "cloudjobs.telemetry.logging",
+    "Telemetry": "cloudjobs.telemetry.spans",
+    "correlation_scope": "cloudjobs.telemetry.propagation",
+    "current_correlation_id": "cloudjobs.telemetry.propagation",
+    "install_log_filter": "cloudjobs.telemetry.logging",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
