@@ -716,6 +716,68 @@ def test_a_cold_start_and_its_first_batch_leave_the_producer_and_operator_module
     assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
 
 
+# What a cold start on SQS imports without using: the idempotency store protocols and job statuses
+# (no store), the memory backend, flow and schedule definitions, the log filter, difflib.
+COLD_START_UNUSED_MODULES = (
+    "cloudjobs.idempotency.base",
+    "cloudjobs.idempotency.status",
+    "cloudjobs.backends.memory",
+    "cloudjobs.backends.copies",
+    "cloudjobs.flows.definition",
+    "cloudjobs.scheduling.definition",
+    "cloudjobs.scheduling.ticks",
+    "cloudjobs.telemetry.logging",
+    "difflib",
+)
+
+
+def test_a_cold_start_on_sqs_leaves_the_modules_it_does_not_use_unloaded() -> None:
+    script = (
+        "import json, os, sys\n"
+        "os.environ['CLOUDJOBS_QUEUE_URL'] = 'https://sqs.eu-west-1.amazonaws.com/123456789012/jobs'\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs()\n"
+        "jobs.job('noop')(lambda payload: None)\n"
+        "handler = jobs.lambda_handler()\n"
+        f"unused = {COLD_START_UNUSED_MODULES!r}\n"
+        "print(json.dumps([type(handler).__name__, sorted(m for m in unused if m in sys.modules)]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == ["LambdaHandler", []]
+
+
+def test_the_names_a_cold_start_leaves_unloaded_load_on_first_access() -> None:
+    script = (
+        "import json, sys, cloudjobs\n"
+        "import cloudjobs.flows, cloudjobs.idempotency, cloudjobs.telemetry\n"
+        "from cloudjobs import Flow, JobState, JobStatus, MemoryBackend\n"
+        "from cloudjobs.backends.memory import MemoryBackend as B\n"
+        "from cloudjobs.flows.definition import Flow as F, OnChildFailure as O\n"
+        "from cloudjobs.idempotency.status import JobState as S, JobStatus as T\n"
+        "from cloudjobs.idempotency.base import Claim as C\n"
+        "from cloudjobs.scheduling.definition import CatchUp, Overlap\n"
+        "from cloudjobs.scheduling.rules import CatchUp as CU, Overlap as OV\n"
+        "from cloudjobs.telemetry.logging import JobLogFilter as L\n"
+        "same = [Flow is F, JobState is S, JobStatus is T, MemoryBackend is B,\n"
+        "        cloudjobs.flows.OnChildFailure is O, cloudjobs.idempotency.Claim is C,\n"
+        "        cloudjobs.idempotency.JobStatus is T, cloudjobs.telemetry.JobLogFilter is L,\n"
+        "        CatchUp is CU, Overlap is OV]\n"
+        "listed = [set(m.__all__) <= set(dir(m))\n"
+        "          for m in (cloudjobs, cloudjobs.flows, cloudjobs.idempotency, cloudjobs.telemetry)]\n"
+        "print(json.dumps([same, listed]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [[True] * 10, [True] * 4]
+
+
 def test_the_dead_letter_and_memory_store_names_load_on_first_access() -> None:
     script = (
         "import json, sys, cloudjobs\n"
