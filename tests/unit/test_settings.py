@@ -54,6 +54,20 @@ def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     assert load_settings().concurrency == 3
 
 
+def test_a_dotenv_file_that_appears_later_is_read_by_the_next_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a file the .env source is left out; whether it is there is decided on every read.
+    assert load_settings().concurrency == 8
+    (tmp_path / ".env").write_text("CLOUDJOBS_CONCURRENCY=3\nCLOUDJOBS_MAX_ATTEMPTS=2\n", encoding="utf-8")
+    monkeypatch.setenv("CLOUDJOBS_MAX_ATTEMPTS", "4")
+
+    settings = load_settings()
+
+    assert settings.concurrency == 3
+    assert settings.max_attempts == 4  # the environment still wins over the file
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
