@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
-from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo, read_attributes
+from cloudjobs.backends.base import (
+    MAX_VISIBILITY,
+    Delivery,
+    OutgoingMessage,
+    QueueInfo,
+    TypedAttribute,
+    read_attributes,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -53,14 +60,26 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
     """The :class:`Delivery` of a received message: ``String`` attributes as text, every other data
     type (and custom ``String.<label>`` types) also as a :class:`TypedAttribute`, unchanged."""
     system = message.get("Attributes", {})
-    attributes, typed = read_attributes(
-        (
-            name,
-            value["DataType"],
-            bytes(value["BinaryValue"]) if "BinaryValue" in value else value.get("StringValue"),
+    received = message.get("MessageAttributes", {})
+    attributes: dict[str, str]
+    typed: dict[str, TypedAttribute]
+    try:
+        # The usual case, cloudjobs' own messages: every attribute a plain String with its value.
+        attributes = {
+            name: value["StringValue"] for name, value in received.items() if value["DataType"] == "String"
+        }
+        typed = {}
+    except KeyError:
+        attributes = {}
+    if len(attributes) != len(received):
+        attributes, typed = read_attributes(
+            (
+                name,
+                value["DataType"],
+                bytes(value["BinaryValue"]) if "BinaryValue" in value else value.get("StringValue"),
+            )
+            for name, value in received.items()
         )
-        for name, value in message.get("MessageAttributes", {}).items()
-    )
     return Delivery(
         message_id=message["MessageId"],
         receipt=message["ReceiptHandle"],
