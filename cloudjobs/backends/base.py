@@ -96,7 +96,7 @@ def read_attributes(
     for name, data_type, value in received:
         if value is None:
             continue
-        if data_type.split(".", 1)[0] == "String" and isinstance(value, str):
+        if (data_type == "String" or data_type.startswith("String.")) and isinstance(value, str):
             strings[name] = value
         if data_type != "String":
             typed[name] = TypedAttribute(data_type, value)
