@@ -185,7 +185,8 @@ def decode(body: str) -> Envelope:
             ``malformed_envelope``) or of a newer version (reason ``unsupported_version``).
     """
     try:
-        model = EnvelopeModel.model_validate_json(body, strict=True)
+        # The validator itself, as model_validate_json calls it: one call fewer per message.
+        model: EnvelopeModel = EnvelopeModel.__pydantic_validator__.validate_json(body, strict=True)
     except ValidationError as exc:
         raise _classify(body, exc) from None
     if model.cloudjobs > ENVELOPE_VERSION:
