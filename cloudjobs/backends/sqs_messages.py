@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
-from cloudjobs.backends.base import MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo, read_attributes
+from cloudjobs.backends.base import (
+    MAX_VISIBILITY,
+    Delivery,
+    OutgoingMessage,
+    QueueInfo,
+    build_delivery,
+    read_attributes,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -61,7 +68,7 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
         )
         for name, value in message.get("MessageAttributes", {}).items()
     )
-    return Delivery(
+    return build_delivery(
         message_id=message["MessageId"],
         receipt=message["ReceiptHandle"],
         body=message.get("Body", ""),

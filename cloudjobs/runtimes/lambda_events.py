@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NotRequired, Protocol, TypedDict
 
-from cloudjobs.backends.base import Delivery, TypedAttribute, read_attributes
+from cloudjobs.backends.base import Delivery, TypedAttribute, build_delivery, read_attributes
 
 
 class SqsMessageAttribute(TypedDict):
@@ -113,7 +113,7 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
             ]
         )
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
-    return Delivery(
+    return build_delivery(
         message_id=record["messageId"],
         receipt=record["receiptHandle"],
         body=record["body"],
