@@ -51,7 +51,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import Settings
-from cloudjobs.telemetry.spans import Telemetry, default_telemetry
+from cloudjobs.telemetry.spans import Telemetry, default_telemetry, is_idle
 
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
 
@@ -94,10 +94,15 @@ class Consumer:
         is_completed: IsCompleted | None = None,
     ) -> None:
         self._queue = queue
+        self._telemetry = telemetry or default_telemetry()
         self._middleware: tuple[Middleware, ...] = (
-            telemetry or default_telemetry(),
+            self._telemetry,
             *(as_middleware(m) for m in middleware),
         )
+        self._inner_middleware = self._middleware[1:]
+        # A run's trace that would do nothing is not started (see spans.is_idle); a subclass's own
+        # start() is always called.
+        self._may_skip_trace = type(self._telemetry).start is Telemetry.start
         self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
         self._preparation = Preparation(
             registry=registry,
@@ -188,7 +193,11 @@ class Consumer:
             return self._unexpected(run, exc)
 
     def _prepare(self, run: Run) -> Outcome | None:
-        for middleware in self._middleware:
+        if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery)):
+            trace: RunHandle | None = self._telemetry.start(run)
+            if trace is not None:
+                run.handles.append(trace)
+        for middleware in self._inner_middleware:
             handle = middleware.start(run)
             if handle is not None:
                 run.handles.append(handle)

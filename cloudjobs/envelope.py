@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 # Re-exported (the "as" form): it was first defined here; SQS's limits live beside the Backend protocol.
 from cloudjobs.backends.base import MAX_MESSAGE_ATTRIBUTES as MAX_MESSAGE_ATTRIBUTES
 from cloudjobs.errors import DecodeError
+from cloudjobs.frozen import slot_setters
 from cloudjobs.reasons import Reason
 
 ENVELOPE_VERSION: Final = 1
@@ -102,6 +103,23 @@ class Envelope:
     track_status: bool = False
     flow_parent: str | None = None
     flow_route: str | None = None
+
+
+_ENVELOPE_SETTERS = slot_setters(
+    Envelope,
+    "id",
+    "type",
+    "payload",
+    "correlation_id",
+    "enqueued_at",
+    "idempotency_key",
+    "attempt_offset",
+    "redrive_count",
+    "due_at",
+    "track_status",
+    "flow_parent",
+    "flow_route",
+)
 
 
 class EnvelopeModel(BaseModel):
@@ -185,7 +203,8 @@ def decode(body: str) -> Envelope:
             ``malformed_envelope``) or of a newer version (reason ``unsupported_version``).
     """
     try:
-        model = EnvelopeModel.model_validate_json(body, strict=True)
+        # The validator itself, as model_validate_json calls it: one call fewer per message.
+        model: EnvelopeModel = EnvelopeModel.__pydantic_validator__.validate_json(body, strict=True)
     except ValidationError as exc:
         raise _classify(body, exc) from None
     if model.cloudjobs > ENVELOPE_VERSION:
@@ -196,20 +215,35 @@ def decode(body: str) -> Envelope:
     due_at = model.due_at
     if due_at is not None and due_at.tzinfo is None:
         due_at = due_at.replace(tzinfo=UTC)
-    return Envelope(
-        id=model.id,
-        type=model.type,
-        payload=model.payload,
-        correlation_id=model.correlation_id,
-        enqueued_at=enqueued_at,
-        idempotency_key=model.idempotency_key,
-        attempt_offset=model.attempt_offset,
-        redrive_count=model.redrive_count,
-        due_at=due_at,
-        track_status=model.track_status,
-        flow_parent=model.flow_parent,
-        flow_route=model.flow_route,
-    )
+    # Envelope(...) with every field, at half the cost of the frozen __init__ (see cloudjobs.frozen).
+    (
+        set_id,
+        set_type,
+        set_payload,
+        set_correlation_id,
+        set_enqueued_at,
+        set_idempotency_key,
+        set_attempt_offset,
+        set_redrive_count,
+        set_due_at,
+        set_track_status,
+        set_flow_parent,
+        set_flow_route,
+    ) = _ENVELOPE_SETTERS
+    envelope: Envelope = object.__new__(Envelope)
+    set_id(envelope, model.id)
+    set_type(envelope, model.type)
+    set_payload(envelope, model.payload)
+    set_correlation_id(envelope, model.correlation_id)
+    set_enqueued_at(envelope, enqueued_at)
+    set_idempotency_key(envelope, model.idempotency_key)
+    set_attempt_offset(envelope, model.attempt_offset)
+    set_redrive_count(envelope, model.redrive_count)
+    set_due_at(envelope, due_at)
+    set_track_status(envelope, model.track_status)
+    set_flow_parent(envelope, model.flow_parent)
+    set_flow_route(envelope, model.flow_route)
+    return envelope
 
 
 def _classify(body: str, error: ValidationError) -> DecodeError:

@@ -129,6 +129,18 @@ def call_handler(run: Run) -> tuple[object, BaseException | None]:
     """
     prepared = run.prepared
     assert prepared is not None
+    if not run.handles:
+        # No middleware hook can wrap the call (no trace started, no other middleware): what
+        # running() does, without its object and hooks.
+        token = set_current_job(prepared.job)
+        run.has_started = True
+        run.started = time.perf_counter()
+        try:
+            return prepared.definition.function(*_arguments(prepared)), None
+        except BaseException as exc:  # The attempt's failure, whatever the handler raised.
+            return None, exc
+        finally:
+            reset_current_job(token)
     try:
         with running(run):
             return prepared.definition.function(*_arguments(prepared)), None

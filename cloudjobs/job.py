@@ -13,8 +13,37 @@ from pydantic import JsonValue
 from cloudjobs.backends.base import Delivery
 from cloudjobs.envelope import Envelope
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.frozen import slot_setters
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("cloudjobs_job", default=None)
+
+_condition_lock = threading.Lock()
+"""Guards the creation of a cancel signal's condition (once per signal that is ever set or waited on)."""
+
+
+class _CancelSignal(threading.Event):
+    """A :class:`threading.Event` whose condition (a ``Condition`` and its ``Lock``) is made on first
+    use, by :meth:`set`, :meth:`wait` or :meth:`clear`.
+
+    Every job gets one and almost none is ever cancelled or waited on: building the condition up
+    front was a tenth of the consumer core's time per message. :meth:`is_set` reads the flag, as the
+    standard ``Event`` does, without it.
+    """
+
+    def __init__(self) -> None:  # no super().__init__(): it would build the condition now
+        self._flag = False
+
+    def __getattr__(self, name: str) -> threading.Condition:
+        # Called only for attributes not set yet: the condition, on its first use.
+        if name != "_cond":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with _condition_lock:
+            # Two threads may ask at once: both must get the one condition, or a wakeup is lost.
+            condition: threading.Condition | None = self.__dict__.get("_cond")
+            if condition is None:
+                condition = threading.Condition(threading.Lock())
+                self._cond = condition
+            return condition
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +80,7 @@ class Job:
     message: Delivery
     envelope: Envelope
     progress_reporter: Callable[[Job, int], None] | None = field(default=None, repr=False, compare=False)
-    cancel_signal: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    cancel_signal: threading.Event = field(default_factory=_CancelSignal, repr=False, compare=False)
     child_results_reader: Callable[[], dict[str, JsonValue]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -102,6 +131,75 @@ class Job:
             raise ValueError(f"progress is a whole percentage 0–100, not {percent!r}")
         if self.progress_reporter is not None:
             self.progress_reporter(self, percent)
+
+
+_JOB_SETTERS = slot_setters(
+    Job,
+    "id",
+    "type",
+    "attempt",
+    "max_attempts",
+    "enqueued_at",
+    "correlation_id",
+    "queue",
+    "timeout",
+    "idempotency_key",
+    "message",
+    "envelope",
+    "progress_reporter",
+    "cancel_signal",
+    "child_results_reader",
+)
+
+
+def build_job(
+    id: str,
+    type: str,
+    attempt: int,
+    max_attempts: int,
+    enqueued_at: datetime,
+    correlation_id: str,
+    queue: str,
+    timeout: timedelta,
+    idempotency_key: str | None,
+    message: Delivery,
+    envelope: Envelope,
+    progress_reporter: Callable[[Job, int], None] | None,
+) -> Job:
+    """``Job(...)`` with these fields (a fresh cancel signal, no child results reader), built for
+    each prepared message at half the cost of the frozen ``__init__`` (see :mod:`cloudjobs.frozen`)."""
+    (
+        set_id,
+        set_type,
+        set_attempt,
+        set_max_attempts,
+        set_enqueued_at,
+        set_correlation_id,
+        set_queue,
+        set_timeout,
+        set_idempotency_key,
+        set_message,
+        set_envelope,
+        set_progress_reporter,
+        set_cancel_signal,
+        set_child_results_reader,
+    ) = _JOB_SETTERS
+    job: Job = object.__new__(Job)
+    set_id(job, id)
+    set_type(job, type)
+    set_attempt(job, attempt)
+    set_max_attempts(job, max_attempts)
+    set_enqueued_at(job, enqueued_at)
+    set_correlation_id(job, correlation_id)
+    set_queue(job, queue)
+    set_timeout(job, timeout)
+    set_idempotency_key(job, idempotency_key)
+    set_message(job, message)
+    set_envelope(job, envelope)
+    set_progress_reporter(job, progress_reporter)
+    set_cancel_signal(job, _CancelSignal())
+    set_child_results_reader(job, None)
+    return job
 
 
 def current_job() -> Job | None:

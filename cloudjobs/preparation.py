@@ -20,14 +20,14 @@ from cloudjobs.envelope import ID_ATTRIBUTE, MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_AT
 from cloudjobs.errors import DecodeError, MessageError, PayloadMissingError, UnknownJobError
 from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
-from cloudjobs.job import Job
+from cloudjobs.job import build_job
 from cloudjobs.outcomes import Outcome, Reason
 from cloudjobs.payloads.pointer import Pointer, pointer_of, with_overrides
 from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, read_stored
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of, decode_delivery
-from cloudjobs.run import Prepared, Run
+from cloudjobs.run import Prepared, Run, build_prepared
 from cloudjobs.settings import Settings
 
 logger = logging.getLogger("cloudjobs.consumer")
@@ -227,7 +227,7 @@ class Preparation:
             return dead_letter_of(
                 too_long, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
             )
-        job = Job(
+        job = build_job(
             id=envelope.id,
             type=envelope.type,
             attempt=attempt,
@@ -241,4 +241,4 @@ class Preparation:
             envelope=envelope,
             progress_reporter=run.record_progress if definition.has_record or envelope.track_status else None,
         )
-        return Prepared(delivery, envelope, definition, payload, job, policy)
+        return build_prepared(delivery, envelope, definition, payload, job, policy)

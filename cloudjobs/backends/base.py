@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Final, Protocol, runtime_checkable
 
+from cloudjobs.frozen import slot_setters
+
 # SQS's limits, defined here once and imported by the backends, settings, provisioning and the CLI.
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html
@@ -96,7 +98,7 @@ def read_attributes(
     for name, data_type, value in received:
         if value is None:
             continue
-        if data_type.split(".", 1)[0] == "String" and isinstance(value, str):
+        if (data_type == "String" or data_type.startswith("String.")) and isinstance(value, str):
             strings[name] = value
         if data_type != "String":
             typed[name] = TypedAttribute(data_type, value)
@@ -203,6 +205,61 @@ class Delivery:
     group_id: str | None = None
     system_attributes: Mapping[str, str] = field(default_factory=dict)
     typed_attributes: Mapping[str, TypedAttribute] = field(default_factory=dict)
+
+
+_DELIVERY_SETTERS = slot_setters(
+    Delivery,
+    "message_id",
+    "receipt",
+    "body",
+    "attributes",
+    "receive_count",
+    "sent_at",
+    "queue",
+    "group_id",
+    "system_attributes",
+    "typed_attributes",
+)
+
+
+def build_delivery(
+    message_id: str,
+    receipt: str,
+    body: str,
+    attributes: Mapping[str, str],
+    receive_count: int,
+    sent_at: datetime,
+    queue: str,
+    group_id: str | None,
+    system_attributes: Mapping[str, str],
+    typed_attributes: Mapping[str, TypedAttribute],
+) -> Delivery:
+    """``Delivery(...)`` with every field, built for each received message at half the cost of the
+    frozen ``__init__`` (see :mod:`cloudjobs.frozen`)."""
+    (
+        set_message_id,
+        set_receipt,
+        set_body,
+        set_attributes,
+        set_receive_count,
+        set_sent_at,
+        set_queue,
+        set_group_id,
+        set_system_attributes,
+        set_typed_attributes,
+    ) = _DELIVERY_SETTERS
+    delivery: Delivery = object.__new__(Delivery)
+    set_message_id(delivery, message_id)
+    set_receipt(delivery, receipt)
+    set_body(delivery, body)
+    set_attributes(delivery, attributes)
+    set_receive_count(delivery, receive_count)
+    set_sent_at(delivery, sent_at)
+    set_queue(delivery, queue)
+    set_group_id(delivery, group_id)
+    set_system_attributes(delivery, system_attributes)
+    set_typed_attributes(delivery, typed_attributes)
+    return delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from cloudjobs.backends.base import (
     OutgoingMessage,
     QueueInfo,
     TypedAttribute,
+    build_delivery,
     read_attributes,
 )
 
@@ -80,7 +81,7 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
             )
             for name, value in received.items()
         )
-    return Delivery(
+    return build_delivery(
         message_id=message["MessageId"],
         receipt=message["ReceiptHandle"],
         body=message.get("Body", ""),

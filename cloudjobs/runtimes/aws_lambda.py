@@ -244,8 +244,8 @@ class _Batch:
         # Compared with the context's milliseconds before each record, without a timedelta each time.
         self._margin_ms = handler.safety_margin / timedelta(milliseconds=1)
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
-        invocation = Invocation(loop=handler._loop, time_left=self._remaining)
-        self._run = applying(self._consumer, invocation, self._apply)
+        self._invocation = Invocation(loop=handler._loop, time_left=self._remaining)
+        self._run = applying(self._consumer, self._invocation, self._apply)
 
     def run(self, deliveries: list[Delivery]) -> set[str]:
         """Run the records; returns the message ids of those to report (left on the queue)."""
@@ -264,18 +264,28 @@ class _Batch:
 
     def _run_chain(self, chain: list[Delivery], reason: Reason) -> None:
         if len(chain) == 1:  # nothing behind it to hold back (every record of a standard queue)
-            self._process(chain[0])
+            # Whether it stays on the queue matters to no record after it: the pipeline applies
+            # its outcome itself, without the chain's wrapper that reports it.
+            delivery = chain[0]
+            if self._context.get_remaining_time_in_millis() < self._margin_ms:
+                self._release(delivery)
+            else:
+                self._consumer.run(delivery, self._invocation, self._apply)
             return
         for _ in run_chain(chain, self._process, self._apply, reason=reason):
             pass
 
     def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:
         if self._context.get_remaining_time_in_millis() < self._margin_ms:
-            with self._lock:
-                self.not_started += 1
-            released = Released(reason=Reason.TIME_BUDGET)
-            return released, self._apply(delivery, released)
+            return self._release(delivery)
         return self._run(delivery)
+
+    def _release(self, delivery: Delivery) -> tuple[Outcome, bool]:
+        """A record the time budget leaves no room for: released unrun."""
+        with self._lock:
+            self.not_started += 1
+        released = Released(reason=Reason.TIME_BUDGET)
+        return released, self._apply(delivery, released)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> bool:
         stays = self._applier.apply(delivery, outcome)

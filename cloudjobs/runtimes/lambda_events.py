@@ -9,10 +9,11 @@ https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html (pa
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NotRequired, Protocol, TypedDict
 
-from cloudjobs.backends.base import Delivery, read_attributes
+from cloudjobs.backends.base import Delivery, TypedAttribute, build_delivery, read_attributes
 
 
 class SqsMessageAttribute(TypedDict):
@@ -91,9 +92,15 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
     """A record as the consumer core takes it, attributes read as the SQS backend reads them."""
     system = record["attributes"]
     message_attributes = record.get("messageAttributes")
-    # Lambda hands binary values over base64-encoded.
-    attributes, typed = (
-        read_attributes(
+    attributes: dict[str, str]
+    typed: dict[str, TypedAttribute] = {}
+    if not message_attributes:
+        attributes = {}
+    elif (plain := _plain_strings(message_attributes)) is not None:
+        attributes = plain
+    else:
+        # Lambda hands binary values over base64-encoded.
+        attributes, typed = read_attributes(
             [
                 (
                     name,
@@ -105,11 +112,8 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
                 for name, value in message_attributes.items()
             ]
         )
-        if message_attributes
-        else ({}, {})
-    )
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
-    return Delivery(
+    return build_delivery(
         message_id=record["messageId"],
         receipt=record["receiptHandle"],
         body=record["body"],
@@ -121,3 +125,21 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
         system_attributes=system_attributes,
         typed_attributes=typed,
     )
+
+
+def _plain_strings(message_attributes: Mapping[str, SqsMessageAttribute]) -> dict[str, str] | None:
+    """The attributes as text when every one is a plain ``String`` with a text value (cloudjobs' own
+    attributes, trace context: the common case), as :func:`read_attributes` would read them, without
+    building its entries; None when any is not, for :func:`read_attributes` to read them all.
+
+    Raises what reading them all would raise first: a value that is no mapping, or has no ``dataType``.
+    """
+    strings: dict[str, str] = {}
+    for name, value in message_attributes.items():
+        if value["dataType"] != "String" or "binaryValue" in value:
+            return None
+        text = value.get("stringValue")
+        if type(text) is not str:
+            return None
+        strings[name] = text
+    return strings

@@ -150,6 +150,17 @@ class Telemetry:
         return RunTrace(run.delivery, run.queue, is_enabled=self.is_enabled)
 
 
+def is_idle(telemetry: Telemetry, delivery: Delivery) -> bool:
+    """True when the trace of a run of ``delivery`` would do nothing, so the consumer starts none:
+    telemetry is off, or neither provider is an SDK's and the message carries no trace context or
+    baggage to pass on (see :class:`RunTrace`: no span, no metric, no context to make current)."""
+    if not telemetry.is_enabled:
+        return True
+    if providers.is_tracing() or providers.is_metering():
+        return False
+    return not propagation.carries_context(delivery.attributes, delivery.system_attributes)
+
+
 @functools.cache
 def default_telemetry() -> Telemetry:
     """The telemetry used when a producer or consumer is given none: on, through the global providers."""

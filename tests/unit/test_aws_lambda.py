@@ -378,7 +378,7 @@ def test_a_record_reaches_the_handler_with_its_attributes_trace_header_and_recei
 
 
 def test_when_the_time_budget_is_spent_the_rest_is_reported_released_and_not_started(
-    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+    clock: ManualClock, handlers: Callable[..., LambdaHandler], caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = MemoryBackend("jobs", clock=clock)
     jobs = app_on(backend, clock)
@@ -400,6 +400,7 @@ def test_when_the_time_budget_is_spent_the_rest_is_reported_released_and_not_sta
     assert reported(response) == [d.message_id for d in deliveries[3:]]
     visible, in_flight, _ = backend.counts()
     assert (visible, in_flight) == (2, 3)  # released at once for another invocation
+    assert "2 of 5 records not started" in caplog.text
 
 
 def test_an_invocation_started_below_the_margin_starts_nothing(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -220,6 +222,31 @@ def test_a_running_job_learns_of_its_cancellation_on_the_lease_renewal_and_ends_
     status = app.status(job_id)
     assert status is not None
     assert status.state is JobState.CANCELLED
+
+
+def test_a_handler_waiting_on_its_cancel_signal_wakes_when_the_cancellation_reaches_it(
+    backend: MemoryBackend, clock: ManualClock, store: MemoryIdempotencyStore
+) -> None:
+    app = _app(backend, clock, store)
+    woke: list[bool] = []
+
+    @app.job("report", track_status=True)
+    def report(payload: dict[str, int], job: Job) -> str:
+        def cancel_later() -> None:
+            time.sleep(0.05)  # the handler waits by then: its wait made the signal's condition
+            assert app.cancel(job.id).outcome is CancelOutcome.REQUESTED
+            job.progress(10)  # the record write's answer carries the request to the running job
+
+        canceller = threading.Thread(target=cancel_later)
+        canceller.start()
+        woke.append(job.cancel_signal.wait(5))
+        canceller.join()
+        return "stopped early"
+
+    report.enqueue({"n": 1})
+
+    assert _process_next(app, backend) == Cancelled()
+    assert woke == [True]
 
 
 def test_a_cancel_requested_job_whose_worker_died_is_not_taken_over(

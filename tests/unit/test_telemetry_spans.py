@@ -7,17 +7,29 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from cloudjobs import CloudJobs, Job, ManualClock, MemoryBackend, PermanentError, Settings, current_job
+from cloudjobs import (
+    CloudJobs,
+    Delivery,
+    Job,
+    ManualClock,
+    MemoryBackend,
+    PermanentError,
+    Settings,
+    current_job,
+)
 from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.consumer import Consumer
 from cloudjobs.producer import EnqueueRequest, Producer
+from cloudjobs.run import Run
 from cloudjobs.runtimes.drain import drain
-from cloudjobs.telemetry import SEMCONV_VERSION, Telemetry, current_correlation_id
-from cloudjobs.telemetry.spans import SCHEMA_URL
+from cloudjobs.telemetry import SEMCONV_VERSION, Telemetry, current_correlation_id, providers
+from cloudjobs.telemetry.spans import SCHEMA_URL, RunTrace, is_idle
 from tests.otel import Capture, links_to
 
 
@@ -394,3 +406,129 @@ print(json.dumps({
     assert "traceparent" in result["traced"]
     assert result["traced counts"] == {"cloudjobs.jobs.enqueued": 2, "cloudjobs.jobs.succeeded": 2}
     assert result["spans"] == ["send late", "process late"]
+
+
+def test_a_run_trace_is_skipped_only_when_it_would_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime.now(UTC)
+    plain = Delivery("m", "r", "{}", {"cloudjobs.type": "t", "cloudjobs.id": "i"}, 1, now, "q")
+    traced = Delivery(
+        "m",
+        "r",
+        "{}",
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        1,
+        now,
+        "q",
+    )
+    xray = Delivery(
+        "m",
+        "r",
+        "{}",
+        {},
+        1,
+        now,
+        "q",
+        system_attributes={"AWSTraceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793"},
+    )
+    tracing, metering = [False], [False]
+    monkeypatch.setattr(providers, "is_tracing", lambda: tracing[0])
+    monkeypatch.setattr(providers, "is_metering", lambda: metering[0])
+    enabled, disabled = Telemetry(), Telemetry(is_enabled=False)
+
+    assert is_idle(enabled, plain)
+    assert not is_idle(enabled, traced)  # its context is passed on to the jobs it enqueues
+    assert not is_idle(enabled, xray)
+    assert is_idle(disabled, traced)
+    metering[0] = True
+    assert not is_idle(enabled, plain)
+    assert is_idle(disabled, plain)
+    metering[0], tracing[0] = False, True
+    assert not is_idle(enabled, plain)
+    assert is_idle(disabled, plain)
+
+
+def test_a_telemetry_subclass_is_started_for_every_run_even_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(providers, "is_tracing", lambda: False)
+    monkeypatch.setattr(providers, "is_metering", lambda: False)
+    started: list[str] = []
+
+    class Counting(Telemetry):
+        def start(self, run: Run) -> RunTrace:
+            started.append(run.delivery.message_id)
+            return super().start(run)
+
+    backend = MemoryBackend(f"jobs-{uuid.uuid4().hex[:8]}")
+    jobs = CloudJobs(settings=Settings(_env_file=None), backend=backend, telemetry=Counting())
+
+    @jobs.job("noop")
+    def noop(payload: dict[str, int]) -> None:
+        pass
+
+    jobs.enqueue_many([("noop", {"n": 1}), ("noop", {"n": 2})])
+
+    assert jobs.drain().completed == 2
+    assert len(started) == 2
+
+
+def test_without_an_sdk_a_lambda_batch_passes_each_records_own_context_to_its_children() -> None:
+    """Records without context skip the trace; those between them keep their own trace and baggage."""
+    # A fresh interpreter: this process has the SDK installed by other tests.
+    script = """
+import json
+from datetime import timedelta
+from opentelemetry import baggage, trace
+from cloudjobs import CloudJobs, MemoryBackend, Settings, current_job
+from cloudjobs.backends.base import OutgoingMessage
+from tests.unit.test_aws_lambda import FakeContext, event_of, receive_all
+backend = MemoryBackend("mixed")
+children = MemoryBackend("children")
+jobs = CloudJobs(settings=Settings(_env_file=None, default_job_type="parent"), backend=backend)
+sender = CloudJobs(settings=Settings(_env_file=None), backend=children)
+seen = []
+@jobs.job("parent")
+def parent(payload: dict) -> None:
+    span = trace.get_current_span().get_span_context()
+    seen.append([payload["n"], format(span.trace_id, "032x") if span.is_valid else None,
+                 baggage.get_baggage("tenant"), current_job().correlation_id])
+    sender.enqueue("child", {"n": payload["n"]})
+def parent_of(n, trace_id=None, tenant=None):
+    attributes = {"cloudjobs.correlation_id": f"corr-{n}"}
+    if trace_id:
+        attributes["traceparent"] = f"00-{trace_id}-00f067aa0ba902b7-01"
+    if tenant:
+        attributes["baggage"] = f"tenant={tenant}"
+    return OutgoingMessage(body=json.dumps({"n": n}), attributes=attributes)
+backend.send([
+    parent_of(1, "4bf92f3577b34da6a3ce929d0e0e4736", "acme"),
+    parent_of(2),
+    parent_of(3, "0af7651916cd43dd8448eb211c80319c"),
+    parent_of(4),
+])
+handler = jobs.lambda_handler()
+response = handler(event_of(receive_all(backend)), FakeContext())
+handler.close()
+sent = {json.loads(m.body)["payload"]["n"]: m.attributes for m in children.messages()}
+print(json.dumps([response, seen, sent]))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    response, seen, sent = json.loads(completed.stdout)
+    assert response == {"batchItemFailures": []}
+    assert sorted(seen) == [
+        [1, "4bf92f3577b34da6a3ce929d0e0e4736", "acme", "corr-1"],
+        [2, None, None, "corr-2"],
+        [3, "0af7651916cd43dd8448eb211c80319c", None, "corr-3"],
+        [4, None, None, "corr-4"],
+    ]
+    assert sent["1"]["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-")
+    assert "tenant=acme" in sent["1"]["baggage"]
+    assert "traceparent" not in sent["2"]
+    assert "tenant" not in sent["2"].get("baggage", "")
+    assert sent["2"]["cloudjobs.correlation_id"] == "corr-2"
+    assert sent["3"]["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-")
+    assert "traceparent" not in sent["4"]
+    assert sent["4"]["cloudjobs.correlation_id"] == "corr-4"
