@@ -51,6 +51,7 @@ from cloudjobs.errors import (
     UnknownQueueError,
 )
 from cloudjobs.job import Job, current_job
+from cloudjobs.lazy import lazy_names
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.settings import Settings
@@ -139,17 +140,4 @@ _LAZY = {
     "RedriveReport": "cloudjobs.dlq.models",
 }
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cloudjobs.lazy import lazy_names
+
 # The names load from cloudjobs.flows.definition on first access: CloudJobs imports only the
 # rule of jobs.flow()'s default (cloudjobs.flows.rules), and a consumer never builds a flow.
 if TYPE_CHECKING:
@@ -31,16 +33,4 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_FLOW_TIMEOUT", "MAX_FLOW_CHILDREN", "Flow", "OnChildFailure", "SubFlow", "subflow"]
 
-
-def __getattr__(name: str) -> object:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from cloudjobs.flows import definition
-
-    value = getattr(definition, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, {}, __all__, default="cloudjobs.flows.definition")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cloudjobs.lazy import lazy_names
+
 # Nothing loads with the package: a consumer with no store (a Lambda cold start) imports only
 # cloudjobs.idempotency.record_middleware from it. The names load on first access; the in-memory
 # store (with the flow, schedule and uniqueness stores it holds) only when it is asked for.
@@ -58,16 +60,4 @@ _MODULES = {
     "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_MODULES.get(name, "cloudjobs.idempotency.base")), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _MODULES, __all__, default="cloudjobs.idempotency.base")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cloudjobs.lazy import lazy_names
+
 # The names load on first access: the consumer core imports cloudjobs.telemetry.spans and
 # .propagation, and the log filter is only for apps that install it.
 if TYPE_CHECKING:
@@ -41,17 +43,4 @@ _MODULES = {
     "install_log_filter": "cloudjobs.telemetry.logging",
 }
 
-
-def __getattr__(name: str) -> object:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _MODULES, __all__)
