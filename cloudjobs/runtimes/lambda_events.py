@@ -99,19 +99,7 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
     elif (plain := _plain_strings(message_attributes)) is not None:
         attributes = plain
     else:
-        # Lambda hands binary values over base64-encoded.
-        attributes, typed = read_attributes(
-            [
-                (
-                    name,
-                    value["dataType"],
-                    base64.b64decode(value["binaryValue"])
-                    if "binaryValue" in value
-                    else value.get("stringValue"),
-                )
-                for name, value in message_attributes.items()
-            ]
-        )
+        attributes, typed = record_attributes(message_attributes)
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
     return build_delivery(
         message_id=record["messageId"],
@@ -124,6 +112,25 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
         group_id=system.get("MessageGroupId"),
         system_attributes=system_attributes,
         typed_attributes=typed,
+    )
+
+
+def record_attributes(
+    message_attributes: Mapping[str, SqsMessageAttribute],
+) -> tuple[dict[str, str], dict[str, TypedAttribute]]:
+    """A record's attributes through :func:`read_attributes`, the general reader (Lambda hands binary
+    values over base64-encoded)."""
+    return read_attributes(
+        [
+            (
+                name,
+                value["dataType"],
+                base64.b64decode(value["binaryValue"])
+                if "binaryValue" in value
+                else value.get("stringValue"),
+            )
+            for name, value in message_attributes.items()
+        ]
     )
 
 

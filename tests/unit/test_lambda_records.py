@@ -1,56 +1,33 @@
 """Records → deliveries: the reader's shortcut for plain ``String`` attributes reads every record as
-the general reader does (the reference below is the reader as it was before the shortcut)."""
+the general reader does (the reference below reads every attribute through it)."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from cloudjobs.backends.base import Delivery, read_attributes
-from cloudjobs.runtimes.lambda_events import SqsRecord, delivery_from_record, queue_name_of
+from cloudjobs.backends.base import Delivery
+from cloudjobs.runtimes.lambda_events import SqsRecord, delivery_from_record, record_attributes
 
 EVENTS = sorted((Path(__file__).parent.parent / "events").glob("*.json"))
 
 
 def reference(record: Any) -> Delivery:
-    """``delivery_from_record`` before the plain-String shortcut: every attribute through
-    ``read_attributes``."""
-    system = record["attributes"]
+    """``delivery_from_record`` without the plain-String shortcut: every attribute through the general
+    reader, ``record_attributes``."""
     message_attributes = record.get("messageAttributes")
-    attributes, typed = (
-        read_attributes(
-            [
-                (
-                    name,
-                    value["dataType"],
-                    base64.b64decode(value["binaryValue"])
-                    if "binaryValue" in value
-                    else value.get("stringValue"),
-                )
-                for name, value in message_attributes.items()
-            ]
-        )
-        if message_attributes
-        else ({}, {})
-    )
-    system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
-    return Delivery(
-        message_id=record["messageId"],
-        receipt=record["receiptHandle"],
-        body=record["body"],
+    attributes, typed = record_attributes(message_attributes) if message_attributes else ({}, {})
+    without_attributes = cast("SqsRecord", {**record, "messageAttributes": {}})
+    return dataclasses.replace(
+        delivery_from_record(without_attributes),
         attributes=attributes,
-        receive_count=int(system.get("ApproximateReceiveCount", "1")),
-        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
-        queue=queue_name_of(record["eventSourceARN"]),
-        group_id=system.get("MessageGroupId"),
-        system_attributes=system_attributes,
         typed_attributes=typed,
     )
 
