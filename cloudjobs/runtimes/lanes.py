@@ -88,7 +88,9 @@ class Lane:
         self._stopping = stopping
         self._wait = wait
         self._on_tick = on_tick
-        self.deletes = BatchedDeletes(backend)
+        # A full batch of deletes is sent by the handler that filled it once its message no longer
+        # takes room: a receive waiting for that room does not wait on the delete's round trip.
+        self.deletes = BatchedDeletes(backend, deferred=True)
         self.applier = OutcomeApplier(backend, clock, acknowledging=self.deletes)
         self.heartbeat = Heartbeat(backend, visibility=visibility, interval=interval, on_tick=self._tick)
         self.slot: Slot[Lane] = dispatcher.add_queue(
@@ -192,6 +194,7 @@ class Lane:
             for delivery in chain[settled:]:
                 self.heartbeat.release(delivery.receipt)
         self._dispatcher.settled(self.slot, len(chain) - settled, ends_chain=True)
+        self.deletes.send_due()
 
     def _run(self, delivery: Delivery) -> tuple[Outcome, bool]:
         if self._stopping.is_set():
