@@ -83,7 +83,7 @@ class BatchedDeletes:
     With ``deferred``, the tenth delete does not send its batch: the batch waits until the caller
     sends it with :meth:`send_due` (a worker's handler does so once the message no longer takes
     room on the dispatcher, so a receive need not wait on a delete's round trip), or until
-    :meth:`flush`, which also waits for batches being sent elsewhere.
+    :meth:`flush`; :meth:`wait_sent` waits for batches other threads are sending.
     """
 
     def __init__(self, backend: Backend, *, deferred: bool = False) -> None:
@@ -127,7 +127,7 @@ class BatchedDeletes:
                 self._sent.notify_all()
 
     def flush(self) -> None:
-        """Send every buffered delete now, and wait for batches being sent by :meth:`send_due`."""
+        """Send every buffered delete now (full batches left due too)."""
         with self._lock:
             receipts, self._pending = self._pending, []
             due, self._due = self._due, []
@@ -136,6 +136,9 @@ class BatchedDeletes:
             self._delete(batch)
         for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
             self._delete(receipts[start : start + MAX_BATCH_ENTRIES])
+
+    def wait_sent(self) -> None:
+        """Wait until no batch is being sent by :meth:`send_due` (at shutdown, after :meth:`flush`)."""
         with self._lock:
             self._sent.wait_for(lambda: self._sending == 0)
 

@@ -273,8 +273,10 @@ class Lane:
             receiver.join(max(0.0, deadline - time.monotonic()))
 
     def close(self, *, heartbeat_timeout: float | None) -> None:
-        """Send the buffered deletes and stop the heartbeat."""
+        """Send the buffered deletes (and wait for those handlers are sending) and stop the
+        heartbeat."""
         self.applier.flush()
+        self.deletes.wait_sent()
         self.heartbeat.stop(timeout=heartbeat_timeout)
 
 

@@ -63,7 +63,7 @@ def test_a_deferred_batch_waits_for_send_due() -> None:
     assert backend.deletes == [10]  # sent once
 
 
-def test_a_flush_sends_due_batches_and_waits_for_those_being_sent() -> None:
+def test_wait_sent_waits_for_the_batches_being_sent() -> None:
     backend = _Counting("deletes")
     deletes = BatchedDeletes(backend, deferred=True)
     for delivery in _received(backend, 10):
@@ -76,7 +76,8 @@ def test_a_flush_sends_due_batches_and_waits_for_those_being_sent() -> None:
     flushed = threading.Event()
 
     def flush() -> None:
-        deletes.flush()
+        deletes.flush()  # nothing of its own to send: it does not wait for the handler's
+        deletes.wait_sent()
         flushed.set()
 
     flusher = threading.Thread(target=flush)
