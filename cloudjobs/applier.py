@@ -78,16 +78,26 @@ class Hiding(Protocol):
 
 
 class BatchedDeletes:
-    """Deletes buffered and sent ten at a time (and on :meth:`flush`). Thread-safe."""
+    """Deletes buffered and sent ten at a time (and on :meth:`flush`). Thread-safe.
 
-    def __init__(self, backend: Backend) -> None:
+    With ``deferred``, the tenth delete does not send its batch: the batch waits until the caller
+    sends it with :meth:`send_due` (a worker's handler does so once the message no longer takes
+    room on the dispatcher, so a receive need not wait on a delete's round trip), or until
+    :meth:`flush`; :meth:`wait_sent` waits for batches other threads are sending.
+    """
+
+    def __init__(self, backend: Backend, *, deferred: bool = False) -> None:
         self._backend = backend
+        self._deferred = deferred
         self._lock = threading.Lock()
+        self._sent = threading.Condition(self._lock)
         self._pending: list[str] = []
+        self._due: list[list[str]] = []
+        self._sending = 0
         self._oldest_pending: float | None = None
 
     def acknowledge(self, delivery: Delivery) -> None:
-        """Buffer the delete; a tenth one sends the batch."""
+        """Buffer the delete; a tenth one sends the batch (or, deferred, makes it due)."""
         with self._lock:
             self._pending.append(delivery.receipt)
             if self._oldest_pending is None:
@@ -96,15 +106,41 @@ class BatchedDeletes:
                 return
             batch, self._pending = self._pending, []
             self._oldest_pending = None
+            if self._deferred:
+                self._due.append(batch)
+                return
         self._delete(batch)
 
+    def send_due(self) -> None:
+        """Send the full batches waiting (deferred)."""
+        with self._lock:
+            if not self._due:
+                return
+            due, self._due = self._due, []
+            self._sending += 1
+        try:
+            for batch in due:
+                self._delete(batch)
+        finally:
+            with self._lock:
+                self._sending -= 1
+                self._sent.notify_all()
+
     def flush(self) -> None:
-        """Send every buffered delete now."""
+        """Send every buffered delete now (full batches left due too)."""
         with self._lock:
             receipts, self._pending = self._pending, []
+            due, self._due = self._due, []
             self._oldest_pending = None
+        for batch in due:
+            self._delete(batch)
         for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
             self._delete(receipts[start : start + MAX_BATCH_ENTRIES])
+
+    def wait_sent(self) -> None:
+        """Wait until no batch is being sent by :meth:`send_due` (at shutdown, after :meth:`flush`)."""
+        with self._lock:
+            self._sent.wait_for(lambda: self._sending == 0)
 
     def oldest_pending_age(self) -> float | None:
         """Seconds the oldest buffered delete has waited, or None when none waits."""

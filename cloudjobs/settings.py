@@ -107,8 +107,21 @@ class Settings(BaseSettings):
         description="Long-poll wait per receive.",
     )
     concurrency: int = Field(default=8, ge=1, le=1024, description="Handlers run at once by a worker.")
+    # 8 + 12: two receives of ten fit once the handlers have caught up (see `receivers`).
     prefetch: int = Field(
-        default=10, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
+        default=12, ge=0, le=100, description="Messages a worker holds beyond its concurrency."
+    )
+    receivers: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Receives a worker may have under way at once on one standard queue (a FIFO "
+        "queue has one, for ordering). Beyond the first, a receiver polls only while the queue's "
+        "receives come back full (ten messages), they wait on the network rather than on the "
+        "process's CPU (a receive's wall time less the CPU every thread of the process used "
+        "meanwhile), and the machine has idle CPU (Linux: /proc/stat); it stops as soon as one of "
+        "these fails. Each poll takes a full batch of the queue's room (concurrency + prefetch) "
+        "first, so a worker never holds more than that. 1: one receive at a time.",
     )
     send_concurrency: int = Field(
         default=4,

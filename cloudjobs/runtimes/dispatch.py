@@ -122,6 +122,7 @@ class Slot(Generic[L]):
         limit: messages the queue may hold at once, waiting or running.
         batch: messages one receive asks for.
         held: messages received and not yet settled or released.
+        reserved: room taken by receives under way (a full batch each).
         running: chains on handlers now.
     """
 
@@ -133,14 +134,17 @@ class Slot(Generic[L]):
     room: threading.Condition
     waiting: deque[tuple[int, list[Delivery]]] = field(default_factory=deque)
     held: int = 0
+    reserved: int = 0
     running: int = 0
 
 
 class Dispatcher(Generic[L]):
     """Chains received and not started, by queue; handler threads take them as the policy picks.
 
-    Receivers wait here for room (a queue's ``held + batch`` within its ``limit``), so each receive
-    asks for a full batch; handlers wait here for a chain whose queue is under its cap. Thread-safe.
+    Receivers wait here for room (a queue's ``held + reserved + batch`` within its ``limit``) and
+    take it before they poll, so each receive asks for a full batch and receives under way side by
+    side never fill the same room; handlers wait here for a chain whose queue is under its cap.
+    Thread-safe.
 
     Handlers block on a token queue (a ``SimpleQueue``, whose wait costs no Python code): one token
     per waiting chain. A handler whose token finds every waiting chain held back by its queue's cap
@@ -175,24 +179,42 @@ class Dispatcher(Generic[L]):
         return list(self._slots)
 
     def wait_for_room(self, slot: Slot[L], timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until a full batch fits in ``slot``; False if it does not
-        (or the dispatcher closed)."""
+        """Wait up to ``timeout`` seconds until a full batch fits in ``slot`` beside what it holds
+        and the room other receives under way took; take that room for a receive. False if it does
+        not fit (or the dispatcher closed). The room is given back by :meth:`put` or
+        :meth:`give_back_room`, so a queue never holds more than its limit."""
         with self._lock:
-            if slot.held + slot.batch > slot.limit and not self._is_closed:
+            if not self._fits(slot) and not self._is_closed:
                 slot.room.wait(timeout)
-            return not self._is_closed and slot.held + slot.batch <= slot.limit
+            if self._is_closed or not self._fits(slot):
+                return False
+            slot.reserved += slot.batch
+            return True
+
+    def give_back_room(self, slot: Slot[L]) -> None:
+        """A receive that took room (:meth:`wait_for_room`) brought nothing, or failed."""
+        with self._lock:
+            slot.reserved -= slot.batch
+            slot.room.notify_all()
 
     def put(self, slot: Slot[L], chains: list[list[Delivery]], count: int) -> bool:
-        """Add a received batch (``count`` messages in ``chains``); False once closed (the caller
-        still holds them and must release them)."""
+        """Add a received batch (``count`` messages in ``chains``) in the room its receive took;
+        False once closed (the caller still holds them and must release them)."""
         with self._lock:
+            slot.reserved -= slot.batch
             if self._is_closed:
                 return False
             slot.held += count
+            if self._fits(slot):
+                slot.room.notify_all()
             for chain in chains:
                 slot.waiting.append((next(self._arrivals), chain))
                 self._tokens.put(_CHAIN)
             return True
+
+    @staticmethod
+    def _fits(slot: Slot[L]) -> bool:
+        return slot.held + slot.reserved + slot.batch <= slot.limit
 
     def take(self) -> tuple[Slot[L], list[Delivery]] | None:
         """Wait for the next chain the policy picks and count it as running; None once closed."""
@@ -216,8 +238,8 @@ class Dispatcher(Generic[L]):
         ``ends_chain`` its handler slot is free too."""
         with self._lock:
             slot.held -= count
-            if slot.held + slot.batch <= slot.limit:
-                slot.room.notify()
+            if self._fits(slot):
+                slot.room.notify_all()
             if ends_chain:
                 slot.running -= 1
                 if self._owed and slot.waiting:

@@ -6,6 +6,14 @@ batched deletes and outcome applier (dead letters go to its own DLQ), its queue 
 receiver thread that long-polls that queue alone, ten messages at a time, whenever ten more fit in
 the lane's room on the :class:`~cloudjobs.runtimes.dispatch.Dispatcher`. Handler threads are the
 worker's, shared by every lane; they run a lane's chains through :meth:`Lane.handle`.
+
+A standard queue's lane may have more receivers (``CLOUDJOBS_RECEIVERS``, 2 by default): the extra
+ones poll only while an :class:`~cloudjobs.runtimes.overlap.OverlapTrigger` holds (the lane's
+receives come back full, they wait on the network rather than on the process's CPU, and the machine
+has idle CPU) and, like the first, only when a full batch fits in the lane's room beside what it
+holds and what other polls under way took. Over a network that lifts the cap of ten messages per
+round trip; on a busy machine or an idle queue the first receiver polls alone. A FIFO queue keeps
+one receiver: two polls could hand one group's messages to two batches out of order.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from cloudjobs.queues import DEFAULT_QUEUE
 from cloudjobs.runtimes.dispatch import Dispatcher, Slot
 from cloudjobs.runtimes.heartbeat import Heartbeat
 from cloudjobs.runtimes.ordering import applying, chains, run_chain
+from cloudjobs.runtimes.overlap import OverlapTrigger
 from cloudjobs.runtimes.startup import check_dead_letter_queue, check_timeouts
 from cloudjobs.telemetry.metrics import QueueMetricsReader
 
@@ -60,6 +69,8 @@ class Lane:
         stopping: set when the worker stops receiving.
         wait: the long-poll wait.
         on_tick: called on every wake-up of the lane's heartbeat.
+        receivers: threads that may poll the queue at once (a FIFO queue's lane has one).
+        trigger: when receivers beyond the first may poll (one built for the lane if None).
     """
 
     def __init__(
@@ -78,6 +89,8 @@ class Lane:
         stopping: threading.Event,
         wait: timedelta,
         on_tick: Callable[[], None],
+        receivers: int = 1,
+        trigger: OverlapTrigger | None = None,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -88,7 +101,9 @@ class Lane:
         self._stopping = stopping
         self._wait = wait
         self._on_tick = on_tick
-        self.deletes = BatchedDeletes(backend)
+        # A full batch of deletes is sent by the handler that filled it once its message no longer
+        # takes room: a receive waiting for that room does not wait on the delete's round trip.
+        self.deletes = BatchedDeletes(backend, deferred=True)
         self.applier = OutcomeApplier(backend, clock, acknowledging=self.deletes)
         self.heartbeat = Heartbeat(backend, visibility=visibility, interval=interval, on_tick=self._tick)
         self.slot: Slot[Lane] = dispatcher.add_queue(
@@ -97,16 +112,35 @@ class Lane:
         # Async handlers run on the worker's one loop; sync ones on its handler threads, their
         # deadlines fired and their leases renewed by this lane's heartbeat.
         self._process = applying(consumer, Invocation(loop=loop, monitor=self.heartbeat), self._apply)
-        self._receiver = threading.Thread(
-            target=self._receive_loop, name=f"cloudjobs-receiver-{name}", daemon=True
-        )
+        count = 1 if consumer.queue.is_fifo else receivers
+        self.trigger: OverlapTrigger | None = None
+        """When the extra receivers poll (None with one receiver)."""
+        if count > 1:
+            self.trigger = OverlapTrigger(self.slot.batch) if trigger is None else trigger
+        self._receivers = [
+            threading.Thread(
+                target=self._receive_loop,
+                args=(index,),
+                name=f"cloudjobs-receiver-{name}" + (f"-{index}" if index else ""),
+                daemon=True,
+            )
+            for index in range(count)
+        ]
         self._metrics_reader: QueueMetricsReader | None = None
-        self.polled_at = time.monotonic()
-        """When the receive loop last completed a poll, or found no room for one (not a stall)."""
+        now = time.monotonic()
+        self._polled_at = [now] * count
+        """By receiver: when it last completed a poll, found no room for one, or (an extra one) was
+        not asked to poll."""
         self.receives = 0
         self.released = 0
         """Messages made visible again unstarted (by the receiver after a stop, or at shutdown)."""
         self._count_lock = threading.Lock()
+
+    @property
+    def polled_at(self) -> float:
+        """When the receive loop that has gone longest without progress last made some: completed
+        a poll, found no room for one, or (an extra receiver) was not asked to poll."""
+        return min(self._polled_at)
 
     @property
     def queue(self) -> str:
@@ -116,9 +150,10 @@ class Lane:
     def start(self, queue_metrics_interval: timedelta | None) -> None:
         """Start the heartbeat, the receiver and (with an interval, on a backend with counts) the
         queue gauges' reader."""
-        self.polled_at = time.monotonic()
+        self._polled_at[:] = [time.monotonic()] * len(self._receivers)
         self.heartbeat.start()
-        self._receiver.start()
+        for receiver in self._receivers:
+            receiver.start()
         if queue_metrics_interval is not None and isinstance(self.backend, QueueStatistics):
             self._metrics_reader = QueueMetricsReader(
                 self.backend, queue=self.queue, interval=queue_metrics_interval
@@ -127,29 +162,43 @@ class Lane:
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int) -> None:
+        trigger = self.trigger
+        polled_at = self._polled_at
         while not self._stopping.is_set():
+            if index and trigger is not None and not trigger.on.wait(_ROOM_CHECK):
+                # An extra receiver not asked to poll is idle, not stalled.
+                polled_at[index] = time.monotonic()
+                continue
             if not self._dispatcher.wait_for_room(self.slot, _ROOM_CHECK):
                 # No room to poll: waiting for slots is progress, not a stall.
-                self.polled_at = time.monotonic()
+                polled_at[index] = time.monotonic()
                 continue
+            started = trigger.started() if trigger is not None else None
             try:
                 deliveries = self.backend.receive(
                     max_messages=self.slot.batch, wait=self._wait, visibility=self.visibility
                 )
             except CloudjobsError:
+                self._dispatcher.give_back_room(self.slot)
+                if trigger is not None:
+                    trigger.failed()
                 if self._stopping.is_set():
                     return  # a poll outliving its worker's stop: nothing it could return would start
                 logger.exception("receiving from queue %s failed; trying again", self.name)
                 self._stopping.wait(_RECEIVE_ERROR_PAUSE)
                 continue
-            self.polled_at = time.monotonic()
-            self.receives += 1
-            if not deliveries:
+            polled_at[index] = time.monotonic()
+            if started is not None and trigger is not None:
+                trigger.finished(started, len(deliveries))
+            with self._count_lock:
+                self.receives += 1
+            if not deliveries or self._stopping.is_set():
+                self._dispatcher.give_back_room(self.slot)
+                if deliveries:
+                    self.release(deliveries)
+                    return
                 continue
-            if self._stopping.is_set():
-                self.release(deliveries)
-                return
             self.heartbeat.hold(deliveries)
             self.consumer.prefetch(deliveries)
             if not self._dispatcher.put(self.slot, chains(deliveries), len(deliveries)):
@@ -192,6 +241,7 @@ class Lane:
             for delivery in chain[settled:]:
                 self.heartbeat.release(delivery.receipt)
         self._dispatcher.settled(self.slot, len(chain) - settled, ends_chain=True)
+        self.deletes.send_due()
 
     def _run(self, delivery: Delivery) -> tuple[Outcome, bool]:
         if self._stopping.is_set():
@@ -217,12 +267,16 @@ class Lane:
             self._metrics_reader.stop()
 
     def join_receiver(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a poll under way to return."""
-        self._receiver.join(timeout)
+        """Wait up to ``timeout`` seconds for the polls under way to return."""
+        deadline = time.monotonic() + timeout
+        for receiver in self._receivers:
+            receiver.join(max(0.0, deadline - time.monotonic()))
 
     def close(self, *, heartbeat_timeout: float | None) -> None:
-        """Send the buffered deletes and stop the heartbeat."""
+        """Send the buffered deletes (and wait for those handlers are sending) and stop the
+        heartbeat."""
         self.applier.flush()
+        self.deletes.wait_sent()
         self.heartbeat.stop(timeout=heartbeat_timeout)
 
 
@@ -274,4 +328,5 @@ def open_lane(
         stopping=stopping,
         wait=timedelta(seconds=settings.wait_time_seconds),
         on_tick=on_tick,
+        receivers=settings.receivers,
     )

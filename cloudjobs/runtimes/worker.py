@@ -4,7 +4,10 @@ Threads, each with one job:
 
 - a **receiver** per queue long-polls its queue, ten messages at a time, and only when ten more fit
   in that queue's room (``min(queue cap, concurrency) + prefetch``), so every message held can start
-  before its visibility matters, and requests carry full batches;
+  before its visibility matters, and requests carry full batches; on a standard queue whose
+  receives come back full and wait on the network, a second receiver polls beside it while the
+  machine has idle CPU (``CLOUDJOBS_RECEIVERS``; see :mod:`cloudjobs.runtimes.lanes`), and each
+  poll takes its ten of the room before it asks;
 - ``concurrency`` **handler threads**, shared by every queue, run jobs (async handlers run on one
   event loop thread, their handler thread waiting for them), so no more than ``concurrency``
   handlers ever run at once; each takes its next job from the queue the policy picks (see below);

@@ -15,6 +15,7 @@ from cloudjobs.runtimes.dispatch import (
     STRICT_GUARD_EVERY,
     Dispatcher,
     QueuePolicy,
+    Slot,
     StrictOrderPolicy,
     WeightedPolicy,
 )
@@ -114,12 +115,18 @@ def test_the_guard_counts_only_starts_that_passed_over_a_waiting_lower_queue() -
 # -- the dispatcher ---------------------------------------------------------------------------------
 
 
+def _receive(dispatcher: Dispatcher[str], slot: Slot[str], chains: list[list[Delivery]], count: int) -> bool:
+    """Put a received batch as a receiver does: room taken first."""
+    assert dispatcher.wait_for_room(slot, 0)
+    return dispatcher.put(slot, chains, count)
+
+
 def test_a_queue_at_its_cap_is_skipped_until_one_of_its_chains_ends() -> None:
     dispatcher: Dispatcher[str] = Dispatcher(WeightedPolicy({"bulk": 5, "critical": 1}))
     bulk = dispatcher.add_queue("bulk", "bulk lane", cap=1, limit=11, batch=10)
     critical = dispatcher.add_queue("critical", "critical lane", cap=4, limit=14, batch=10)
-    dispatcher.put(bulk, [_chain("b1"), _chain("b2")], 2)
-    dispatcher.put(critical, [_chain("c1")], 1)
+    _receive(dispatcher, bulk, [_chain("b1"), _chain("b2")], 2)
+    _receive(dispatcher, critical, [_chain("c1")], 1)
 
     first, second = dispatcher.take(), dispatcher.take()
     assert first is not None
@@ -137,7 +144,7 @@ def test_a_queue_at_its_cap_is_skipped_until_one_of_its_chains_ends() -> None:
 def test_a_handler_waiting_on_a_capped_queue_starts_its_chain_when_the_cap_frees() -> None:
     dispatcher: Dispatcher[str] = Dispatcher(StrictOrderPolicy(["bulk"]))
     bulk = dispatcher.add_queue("bulk", "bulk lane", cap=1, limit=11, batch=10)
-    dispatcher.put(bulk, [_chain("b1"), _chain("b2")], 2)
+    _receive(dispatcher, bulk, [_chain("b1"), _chain("b2")], 2)
     assert dispatcher.take() is not None
     taken: list[str] = []
 
@@ -171,18 +178,33 @@ def test_a_queue_has_room_to_receive_only_while_a_full_batch_fits() -> None:
     assert dispatcher.wait_for_room(slot, 0)
 
 
+def test_room_taken_by_a_receive_under_way_is_not_given_to_a_second_receive() -> None:
+    dispatcher: Dispatcher[str] = Dispatcher(StrictOrderPolicy(["default"]))
+    slot = dispatcher.add_queue("default", "lane", cap=8, limit=20, batch=10)
+    assert dispatcher.wait_for_room(slot, 0)  # the first receiver's poll
+    assert dispatcher.wait_for_room(slot, 0)  # the second's: 10 + 10 fit in 20
+    assert not dispatcher.wait_for_room(slot, 0)  # never a third
+
+    dispatcher.put(slot, [_chain(str(index)) for index in range(10)], 10)  # the first's ten arrive
+    dispatcher.give_back_room(slot)  # the second came back empty
+    assert dispatcher.wait_for_room(slot, 0)  # 10 held + 10: room for one poll
+    assert not dispatcher.wait_for_room(slot, 0)  # but not for two
+
+
 def test_a_closed_dispatcher_starts_nothing_more_and_hands_back_what_never_started() -> None:
     dispatcher: Dispatcher[str] = Dispatcher(WeightedPolicy({"default": 1, "bulk": 1}))
     default = dispatcher.add_queue("default", "default lane", cap=4, limit=14, batch=10)
     bulk = dispatcher.add_queue("bulk", "bulk lane", cap=4, limit=14, batch=10)
-    dispatcher.put(default, [_chain("d1")], 1)
-    dispatcher.put(bulk, [_chain("b1"), _chain("b2")], 2)
+    _receive(dispatcher, default, [_chain("d1")], 1)
+    _receive(dispatcher, bulk, [_chain("b1"), _chain("b2")], 2)
+    assert dispatcher.wait_for_room(default, 0)  # a receive under way when the worker stops
 
     dispatcher.close()
 
     assert dispatcher.take() is None
     assert dispatcher.take() is None  # every handler is told, not just the first
     assert not dispatcher.put(default, [_chain("d2")], 1)
+    assert not dispatcher.wait_for_room(default, 0)
     unstarted = {slot.name: [d.message_id for d in chain] for slot, chain in dispatcher.unstarted()}
     assert unstarted == {"default": ["d1"], "bulk": ["b1", "b2"]}
 
