@@ -144,24 +144,18 @@ def test_while_the_machine_has_no_idle_cpu_one_receive_is_under_way_at_a_time(
     assert backend.most_in_flight == 1
 
 
-def test_one_receiver_per_queue_when_configured_so(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("queue", "receivers"),
+    [
+        pytest.param("jobs", 1, id="one receiver when configured so"),
+        pytest.param("jobs.fifo", 2, id="a FIFO queue however many are allowed"),
+    ],
+)
+def test_one_receiver_polls_at_a_time(monkeypatch: pytest.MonkeyPatch, queue: str, receivers: int) -> None:
     triggers = _Triggers(idle=0.6)
     monkeypatch.setattr(lanes, "OverlapTrigger", triggers)
-    backend = _PollWatch("jobs")
-    with _running(backend, receivers=1) as (jobs, worker, done):
-        jobs.enqueue_many([("noop", {"n": n}) for n in range(100)])
-        with _started(worker):
-            _wait_until(lambda: len(done) == 100, "100 jobs done")
-
-    assert triggers.built == []
-    assert backend.most_in_flight == 1
-
-
-def test_a_fifo_queue_is_polled_by_one_receiver_however_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    triggers = _Triggers(idle=0.6)
-    monkeypatch.setattr(lanes, "OverlapTrigger", triggers)
-    backend = _PollWatch("jobs.fifo")
-    with _running(backend) as (jobs, worker, done):
+    backend = _PollWatch(queue)
+    with _running(backend, receivers=receivers) as (jobs, worker, done):
         jobs.enqueue_many([("noop", {"n": n}) for n in range(100)])
         with _started(worker):
             _wait_until(lambda: len(done) == 100, "100 jobs done")
