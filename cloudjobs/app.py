@@ -34,7 +34,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.rules import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap
 from cloudjobs.settings import Settings, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
-from cloudjobs.telemetry.spans import Telemetry, default_telemetry
+from cloudjobs.telemetry.switch import Telemetry, default_telemetry
 
 # The producer side (requests, sending, pending records, uniqueness) is imported where it is first
 # used: a consumer, a Lambda cold start above all, never loads it.

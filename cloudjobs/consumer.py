@@ -51,7 +51,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import Settings
-from cloudjobs.telemetry.spans import Telemetry, default_telemetry, is_idle
+from cloudjobs.telemetry.switch import Telemetry, default_telemetry, is_idle
 
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
 

@@ -35,7 +35,8 @@ from cloudjobs.latency import is_latency_bound
 from cloudjobs.payloads.pointer import Pointer, size_attribute
 from cloudjobs.payloads.store import PayloadStore, object_key
 from cloudjobs.queues import DEFAULT_QUEUE
-from cloudjobs.telemetry.propagation import correlation_id_for_enqueue, fit_attributes, is_within_budget
+from cloudjobs.telemetry.attributes import fit_attributes, is_within_budget
+from cloudjobs.telemetry.correlation import correlation_id_for_enqueue
 from cloudjobs.telemetry.spans import EnqueueTrace, Telemetry, default_telemetry
 
 _RESEND_ATTEMPTS: Final = 3

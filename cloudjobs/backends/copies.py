@@ -31,7 +31,7 @@ from cloudjobs.backends.base import (
     message_size,
 )
 from cloudjobs.envelope import CORRELATION_ATTRIBUTE, DEAD_LETTER_ATTRIBUTE, ID_ATTRIBUTE, TYPE_ATTRIBUTE
-from cloudjobs.telemetry.propagation import attribute_rank
+from cloudjobs.telemetry.attributes import attribute_rank
 
 logger = logging.getLogger("cloudjobs.applier")
 

@@ -51,7 +51,7 @@ from cloudjobs.job import Job
 from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Reason, Released, Retry
 from cloudjobs.run import Run
-from cloudjobs.telemetry.propagation import trace_id_of
+from cloudjobs.telemetry.attributes import trace_id_of
 
 logger = logging.getLogger("cloudjobs.idempotency")
 

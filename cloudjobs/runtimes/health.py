@@ -23,6 +23,7 @@ from typing import Final
 
 from cloudjobs.errors import ConfigurationError
 from cloudjobs.telemetry.metrics import DESTINATION_KEY, STALL_KEY, worker_gauges
+from cloudjobs.telemetry.providers import is_metering
 
 logger = logging.getLogger("cloudjobs.worker")
 
@@ -148,14 +149,27 @@ class HealthWatch:
         self._queues = tuple(queues)
         self._lock = threading.Lock()
         self._last: tuple[frozenset[Stall], tuple[str, ...]] | None = None
+        self._is_metered = False
 
     def observe(self, health: WorkerHealth) -> None:
-        """Log and meter ``health`` if it differs from the last one observed."""
+        """Log and meter ``health`` if it differs from the last one observed (the gauges are set
+        only while an SDK would record them, and again when one is installed)."""
         current = (health.stalls, health.stalled_queues)
+        is_metered = is_metering()
         with self._lock:
-            if current == self._last:
+            if current == self._last and is_metered == self._is_metered:
                 return
-            previous, self._last = self._last, current
+            previous, self._last, self._is_metered = self._last, current, is_metered
+        if is_metered:
+            self._meter(health)
+        if current == previous:
+            return
+        if health.stalls:
+            logger.error("worker stalled: %s", health.describe())
+        elif previous is not None and previous[0]:
+            logger.info("worker recovered: it can take work again")
+
+    def _meter(self, health: WorkerHealth) -> None:
         gauge = worker_gauges().stalled
         for queue in self._queues:
             for stall in Stall:
@@ -163,10 +177,6 @@ class HealthWatch:
                     stall is not Stall.RECEIVER_STALLED or queue in health.stalled_queues
                 )
                 gauge.set(int(is_stalled), {DESTINATION_KEY: queue, STALL_KEY: stall.value})
-        if health.stalls:
-            logger.error("worker stalled: %s", health.describe())
-        elif previous is not None and previous[0]:
-            logger.info("worker recovered: it can take work again")
 
 
 class HealthServer:

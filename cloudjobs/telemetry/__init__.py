@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 
 from cloudjobs.lazy import lazy_names
 
-# The names load on first access: the consumer core imports cloudjobs.telemetry.spans and
-# .propagation, and the log filter is only for apps that install it.
+# The names load on first access: OpenTelemetry itself loads only with the spans, propagation,
+# metrics or the log filter's trace id, which a consumer without an SDK or trace context never needs.
 if TYPE_CHECKING:
-    from cloudjobs.telemetry.logging import JobLogFilter, install_log_filter
-    from cloudjobs.telemetry.propagation import (
+    from cloudjobs.telemetry.correlation import (
         CORRELATION_BAGGAGE_KEY,
         correlation_scope,
         current_correlation_id,
     )
-    from cloudjobs.telemetry.spans import SEMCONV_VERSION, Telemetry
+    from cloudjobs.telemetry.logging import JobLogFilter, install_log_filter
+    from cloudjobs.telemetry.spans import SEMCONV_VERSION
+    from cloudjobs.telemetry.switch import Telemetry
 
 __all__ = [
     "CORRELATION_BAGGAGE_KEY",
@@ -34,12 +35,12 @@ __all__ = [
 ]
 
 _MODULES = {
-    "CORRELATION_BAGGAGE_KEY": "cloudjobs.telemetry.propagation",
+    "CORRELATION_BAGGAGE_KEY": "cloudjobs.telemetry.correlation",
     "SEMCONV_VERSION": "cloudjobs.telemetry.spans",
     "JobLogFilter": "cloudjobs.telemetry.logging",
-    "Telemetry": "cloudjobs.telemetry.spans",
-    "correlation_scope": "cloudjobs.telemetry.propagation",
-    "current_correlation_id": "cloudjobs.telemetry.propagation",
+    "Telemetry": "cloudjobs.telemetry.switch",
+    "correlation_scope": "cloudjobs.telemetry.correlation",
+    "current_correlation_id": "cloudjobs.telemetry.correlation",
     "install_log_filter": "cloudjobs.telemetry.logging",
 }
 

@@ -12,12 +12,11 @@ sees only records logged through that very logger, not its children's: install i
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Final
 
-from opentelemetry import trace
-
 from cloudjobs.job import current_job
-from cloudjobs.telemetry.propagation import current_correlation_id
+from cloudjobs.telemetry.correlation import current_correlation_id
 
 FIELDS: Final = ("job_id", "job_type", "correlation_id", "trace_id")
 """The record attributes the filter sets (to None where nothing is known)."""
@@ -41,9 +40,16 @@ class JobLogFilter(logging.Filter):
         if fields.get("correlation_id") is None:
             fields["correlation_id"] = current_correlation_id()
         if fields.get("trace_id") is None:
-            span_context = trace.get_current_span().get_span_context()
-            fields["trace_id"] = format(span_context.trace_id, "032x") if span_context.is_valid else None
+            fields["trace_id"] = _current_trace_id()
         return True
+
+
+def _current_trace_id() -> str | None:
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None  # the tracing API is not loaded: no span can be current
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
 
 def install_log_filter(handler: logging.Handler | None = None) -> JobLogFilter:

@@ -42,11 +42,13 @@ import functools
 import logging
 import threading
 from datetime import timedelta
-from typing import Final
-
-from opentelemetry import metrics
+from typing import TYPE_CHECKING, Final
 
 from cloudjobs.backends.base import QueueStatistics
+from cloudjobs.telemetry.providers import is_metering
+
+if TYPE_CHECKING:
+    from opentelemetry import metrics
 
 logger = logging.getLogger("cloudjobs.telemetry")
 
@@ -152,41 +154,51 @@ class LimitMetrics:
         )
 
 
+def _meter() -> metrics.Meter:
+    # Imported here: the API loads only once something is measured (see telemetry.providers).
+    from opentelemetry import metrics
+
+    return metrics.get_meter(METER_NAME)
+
+
 @functools.cache
 def job_metrics() -> JobMetrics:
     """The process's job instruments (created on first use, on the global meter provider)."""
-    return JobMetrics(metrics.get_meter(METER_NAME))
+    return JobMetrics(_meter())
 
 
 @functools.cache
 def queue_gauges() -> QueueGauges:
     """The process's queue gauges (created on first use, on the global meter provider)."""
-    return QueueGauges(metrics.get_meter(METER_NAME))
+    return QueueGauges(_meter())
 
 
 @functools.cache
 def scheduler_metrics() -> SchedulerMetrics:
     """The process's scheduler instruments (created on first use, on the global meter provider)."""
-    return SchedulerMetrics(metrics.get_meter(METER_NAME))
+    return SchedulerMetrics(_meter())
 
 
 @functools.cache
 def limit_metrics() -> LimitMetrics:
     """The process's limit instruments (created on first use, on the global meter provider)."""
-    return LimitMetrics(metrics.get_meter(METER_NAME))
+    return LimitMetrics(_meter())
 
 
 @functools.cache
 def worker_gauges() -> WorkerGauges:
     """The process's worker gauges (created on first use, on the global meter provider)."""
-    return WorkerGauges(metrics.get_meter(METER_NAME))
+    return WorkerGauges(_meter())
 
 
 class QueueMetricsReader:
     """Reads a queue's approximate counts every ``interval`` on its own thread and sets the gauges.
 
     One GetQueueAttributes per queue per interval, whatever the message rate: never per message.
-    A failed read is logged and retried at the next interval.
+    While no SDK stands behind the global meter provider (see :mod:`cloudjobs.telemetry.providers`)
+    the gauges would record nothing, so the interval passes without a read (nor loading the metrics
+    API); reading starts at the first interval after one is installed. A failed read is logged and
+    retried at the next interval.
 
     Args:
         statistics: where the counts come from (a backend implementing ``QueueStatistics``).
@@ -208,7 +220,7 @@ class QueueMetricsReader:
         self._statistics = statistics
         self._attributes = {DESTINATION_KEY: queue}
         self._interval = interval.total_seconds()
-        self._gauges = gauges or queue_gauges()
+        self._gauges = gauges
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cloudjobs-queue-metrics", daemon=True)
         self.reads = 0
@@ -230,6 +242,8 @@ class QueueMetricsReader:
             CloudjobsError: the queue could not be read.
         """
         counts = self._statistics.message_counts()
+        if self._gauges is None:
+            self._gauges = queue_gauges()
         self._gauges.depth.set(counts.visible, self._attributes)
         self._gauges.in_flight.set(counts.in_flight, self._attributes)
         self._gauges.delayed.set(counts.delayed, self._attributes)
@@ -240,9 +254,15 @@ class QueueMetricsReader:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            try:
-                self.read_once()
-            except Exception:
-                # Metrics must never take the worker down; the next interval tries again.
-                logger.warning("reading queue counts for metrics failed", exc_info=True)
+            self.tick()
             self._stopped.wait(self._interval)
+
+    def tick(self) -> None:
+        """One interval's work: read the counts when an SDK would record them; never raises."""
+        if not is_metering():
+            return
+        try:
+            self.read_once()
+        except Exception:
+            # Metrics must never take the worker down; the next interval tries again.
+            logger.warning("reading queue counts for metrics failed", exc_info=True)

@@ -15,14 +15,19 @@ installed at any time (an application may configure its SDK after its first job)
 The first check also lets the API load a provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` or
 ``OTEL_PYTHON_METER_PROVIDER``, as its own getters do. Should a later API release move those
 globals, both checks answer True: every job then takes the full path, slower but still correct.
+
+OpenTelemetry itself is imported only once it can matter: a provider is installed through the API's
+modules (``opentelemetry.trace``, ``opentelemetry.metrics``), so while the process has not imported
+them and the environment names no provider, no SDK can be behind them and the checks answer False
+without loading the API (a Lambda cold start without telemetry skips its import).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Final
-
-from opentelemetry import metrics, trace
 
 _MISSING: Final = object()
 """What reading a global the API no longer has gives."""
@@ -77,17 +82,66 @@ class _ProviderWatch:
         return self._is_active
 
 
-_TRACING: Final = _ProviderWatch(
-    trace,
-    "_TRACER_PROVIDER",
-    trace.get_tracer_provider,
-    (trace.ProxyTracerProvider, trace.NoOpTracerProvider),
-)
-_METERING: Final = _ProviderWatch(
-    getattr(metrics, "_internal", None),
-    "_METER_PROVIDER",
-    metrics.get_meter_provider,
-    (metrics.NoOpMeterProvider,),
+class _DeferredWatch:
+    """A :class:`_ProviderWatch` made on first need: none while the API module that holds the
+    provider is not imported and the environment names no provider (nothing can be installed then).
+
+    Args:
+        module: the API module that holds the global provider.
+        variable: the environment variable that names a provider for the API to load (read once).
+        make: builds the watch (importing the API).
+    """
+
+    __slots__ = ("_is_named", "_make", "_module", "_variable", "_watch")
+
+    def __init__(self, module: str, variable: str, make: Callable[[], _ProviderWatch]) -> None:
+        self._module = module
+        self._variable = variable
+        self._make = make
+        self._is_named: bool | None = None
+        self._watch: _ProviderWatch | None = None
+
+    def is_active(self) -> bool:
+        """True when the global provider is an SDK's (see :meth:`_ProviderWatch.is_active`)."""
+        watch = self._watch
+        if watch is None:
+            if self._module not in sys.modules and not self._names_provider():
+                return False
+            # Races between threads build equal watches: the last one stays.
+            watch = self._watch = self._make()
+        return watch.is_active()
+
+    def _names_provider(self) -> bool:
+        if self._is_named is None:
+            self._is_named = bool(os.environ.get(self._variable))
+        return self._is_named
+
+
+def _tracing_watch() -> _ProviderWatch:
+    from opentelemetry import trace
+
+    return _ProviderWatch(
+        trace,
+        "_TRACER_PROVIDER",
+        trace.get_tracer_provider,
+        (trace.ProxyTracerProvider, trace.NoOpTracerProvider),
+    )
+
+
+def _metering_watch() -> _ProviderWatch:
+    from opentelemetry import metrics
+
+    return _ProviderWatch(
+        getattr(metrics, "_internal", None),
+        "_METER_PROVIDER",
+        metrics.get_meter_provider,
+        (metrics.NoOpMeterProvider,),
+    )
+
+
+_TRACING: Final = _DeferredWatch("opentelemetry.trace", "OTEL_PYTHON_TRACER_PROVIDER", _tracing_watch)
+_METERING: Final = _DeferredWatch(
+    "opentelemetry.metrics._internal", "OTEL_PYTHON_METER_PROVIDER", _metering_watch
 )
 
 

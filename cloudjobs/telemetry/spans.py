@@ -45,6 +45,16 @@ from cloudjobs.telemetry.metrics import (
     JobMetrics,
     job_metrics,
 )
+from cloudjobs.telemetry.switch import Telemetry, default_telemetry, is_idle
+
+__all__ = [
+    "SEMCONV_VERSION",
+    "EnqueueTrace",
+    "RunTrace",
+    "Telemetry",
+    "default_telemetry",
+    "is_idle",
+]
 
 if TYPE_CHECKING:
     from cloudjobs.envelope import Envelope
@@ -122,49 +132,6 @@ def _pass_on(correlation_id: str) -> tuple[dict[str, str], dict[str, str]]:
     if current and (trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current)):
         return propagation.inject(current, correlation_id)
     return {}, {}
-
-
-class Telemetry:
-    """Traces and measures enqueues and job runs; the producer and the consumer core call it.
-
-    Args:
-        is_enabled: False turns every span, metric and injection off (the message then carries no
-            trace context, and correlation ids are not mirrored in baggage). For benchmarks and for
-            deployments that want none of it.
-    """
-
-    def __init__(self, *, is_enabled: bool = True) -> None:
-        self.is_enabled = is_enabled
-
-    def start_enqueue(self, info: QueueInfo, count: int) -> EnqueueTrace:
-        """Begin tracing one producer call of ``count`` messages to ``info``'s queue."""
-        return EnqueueTrace(info, count, is_enabled=self.is_enabled)
-
-    def resume_enqueue(self, info: QueueInfo, count: int) -> EnqueueTrace:
-        """Meter the send of ``count`` messages stamped by an earlier call (the outbox relay's);
-        no span is started: each message carries the trace context of its first call."""
-        return EnqueueTrace(info, count, is_enabled=self.is_enabled, is_traced=False)
-
-    def start(self, run: Run) -> RunTrace:
-        """The run's CONSUMER span and metrics, as a middleware handle (the pipeline's outermost)."""
-        return RunTrace(run.delivery, run.queue, is_enabled=self.is_enabled)
-
-
-def is_idle(telemetry: Telemetry, delivery: Delivery) -> bool:
-    """True when the trace of a run of ``delivery`` would do nothing, so the consumer starts none:
-    telemetry is off, or neither provider is an SDK's and the message carries no trace context or
-    baggage to pass on (see :class:`RunTrace`: no span, no metric, no context to make current)."""
-    if not telemetry.is_enabled:
-        return True
-    if providers.is_tracing() or providers.is_metering():
-        return False
-    return not propagation.carries_context(delivery.attributes, delivery.system_attributes)
-
-
-@functools.cache
-def default_telemetry() -> Telemetry:
-    """The telemetry used when a producer or consumer is given none: on, through the global providers."""
-    return Telemetry()
 
 
 class EnqueueTrace:

@@ -717,6 +717,49 @@ def test_a_cold_start_and_its_first_batch_leave_the_producer_and_operator_module
     assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
 
 
+def test_opentelemetry_loads_only_when_a_record_carries_trace_context() -> None:
+    # No SDK installed and no trace context: the API is never imported; the first record that carries
+    # a traceparent loads it, and its handler runs inside the trace the sender started.
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    script = (
+        "import json, sys\n"
+        "import cloudjobs, cloudjobs.runtimes.aws_lambda\n"
+        "jobs = cloudjobs.CloudJobs(backend=cloudjobs.MemoryBackend('jobs'))\n"
+        "seen = []\n"
+        "def handle(payload):\n"
+        "    trace = sys.modules.get('opentelemetry.trace')\n"
+        "    seen.append(None if trace is None else\n"
+        "                format(trace.get_current_span().get_span_context().trace_id, '032x'))\n"
+        "jobs.job('noop')(handle)\n"
+        "handler = jobs.lambda_handler()\n"
+        "def record(n, attributes):\n"
+        "    body = json.dumps({'cloudjobs': 1, 'id': f'j{n}', 'type': 'noop', 'payload': {'n': n},\n"
+        "        'correlation_id': 'c1', 'enqueued_at': '2026-01-01T00:00:00Z', 'idempotency_key': None,\n"
+        "        'attempt_offset': 0, 'redrive_count': 0})\n"
+        "    return {'messageId': f'm{n}', 'receiptHandle': f'r{n}', 'body': body, 'md5OfBody': '',\n"
+        "        'attributes': {'ApproximateReceiveCount': '1', 'SentTimestamp': '1700000000000'},\n"
+        "        'messageAttributes': {name: {'dataType': 'String', 'stringValue': value}\n"
+        "                              for name, value in attributes.items()},\n"
+        "        'eventSource': 'aws:sqs', 'awsRegion': 'eu-west-1',\n"
+        "        'eventSourceARN': 'arn:aws:sqs:eu-west-1:123456789012:jobs'}\n"
+        "class Context:\n"
+        "    def get_remaining_time_in_millis(self): return 60_000\n"
+        "loaded = lambda: any(m.startswith('opentelemetry') for m in sys.modules)\n"
+        "first = handler({'Records': [record(1, {})]}, Context())\n"
+        "before = loaded()\n"
+        f"parent = '00-{trace_id}-00f067aa0ba902b7-01'\n"
+        "second = handler({'Records': [record(2, {'traceparent': parent})]}, Context())\n"
+        "print(json.dumps([first, before, second, loaded(), seen]))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    no_failures: dict[str, list[object]] = {"batchItemFailures": []}
+    assert json.loads(completed.stdout) == [no_failures, False, no_failures, True, [None, trace_id]]
+
+
 # What a cold start on SQS imports without using: the idempotency store protocols and job statuses
 # (no store), the memory backend, flow and schedule definitions, the log filter, difflib.
 COLD_START_UNUSED_MODULES = (

@@ -15,6 +15,7 @@ import pytest
 from cloudjobs import CloudJobs, ManualClock, MemoryBackend, PermanentError, RetryableError, Settings
 from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.cli.worker import worker
+from cloudjobs.runtimes.health import Stall
 from cloudjobs.telemetry.metrics import QueueMetricsReader
 from tests.otel import Capture
 
@@ -164,3 +165,66 @@ def test_prometheus_without_the_exporter_names_the_extra(monkeypatch: pytest.Mon
 
     with pytest.raises(ImportError, match=r"cloudjobs\[otel\]"):
         serve_prometheus(0)
+
+
+def test_without_an_sdk_the_queue_reader_reads_nothing_until_one_is_installed() -> None:
+    # A fresh interpreter: this process has the SDK installed by other tests.
+    script = """
+import json, sys
+from datetime import timedelta
+from cloudjobs import MemoryBackend
+from cloudjobs.telemetry.metrics import QueueMetricsReader
+backend = MemoryBackend("jobs")
+calls = []
+counts = backend.message_counts
+backend.message_counts = lambda: calls.append(1) or counts()
+reader = QueueMetricsReader(backend, queue="jobs", interval=timedelta(seconds=60))
+reader.tick()
+before = [len(calls), reader.reads, any(m.startswith("opentelemetry") for m in sys.modules)]
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+metrics.set_meter_provider(MeterProvider())
+reader.tick()
+print(json.dumps([before, [len(calls), reader.reads]]))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [[0, 0, False], [1, 1]]
+
+
+def test_the_stall_gauge_is_set_once_an_sdk_is_installed_and_not_loaded_before() -> None:
+    # A fresh interpreter: the health watch meters nothing (and loads no metrics API) without an
+    # SDK, then sets the gauge at its next observation once one is installed, with no stall change.
+    script = """
+import json, sys
+from cloudjobs.runtimes.health import HealthWatch, Stall, WorkerHealth
+watch = HealthWatch(["jobs"])
+stalled = WorkerHealth(frozenset({Stall.RECEIVER_STALLED}), 0, 1, 99.0, ("jobs",))
+watch.observe(stalled)
+before = any(m.startswith("opentelemetry") for m in sys.modules)
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+watch.observe(stalled)
+points = {
+    point.attributes["cloudjobs.worker.stall"]: point.value
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics if metric.name == "cloudjobs.worker.stalled"
+    for point in metric.data.data_points
+}
+print(json.dumps([before, points]))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    before, points = json.loads(completed.stdout)
+    assert before is False
+    assert points[Stall.RECEIVER_STALLED.value] == 1
+    assert set(points.values()) == {0, 1}
+    assert len(points) == len(Stall)

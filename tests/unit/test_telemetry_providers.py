@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -74,6 +75,7 @@ def test_the_watches_read_where_the_installed_api_keeps_its_providers() -> None:
     # A fresh interpreter: this process has the SDK installed by other tests.
     script = """
 import json
+import os
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -95,3 +97,50 @@ print(json.dumps(states))
 def test_the_sdk_installed_for_tests_is_seen(otel: Capture) -> None:
     assert providers.is_tracing()
     assert providers.is_metering()
+
+
+def test_the_checks_load_no_opentelemetry_until_the_process_imports_it() -> None:
+    # An SDK is installed through the API's modules: until they are imported none can be, so the
+    # checks answer without loading them, and see the providers installed after.
+    script = """
+import json, sys
+from cloudjobs.telemetry.providers import is_metering, is_tracing
+states = [[is_tracing(), is_metering(), any(m.startswith("opentelemetry") for m in sys.modules)]]
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+states.append([is_tracing(), is_metering()])
+metrics.set_meter_provider(MeterProvider())
+states.append([is_tracing(), is_metering()])
+trace.set_tracer_provider(TracerProvider())
+states.append([is_tracing(), is_metering()])
+print(json.dumps(states))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [
+        [False, False, False],
+        [False, False],
+        [False, True],
+        [True, True],
+    ]
+
+
+def test_a_provider_the_environment_names_is_loaded_by_the_first_check() -> None:
+    script = (
+        "from cloudjobs.telemetry.providers import is_metering, is_tracing\n"
+        "print(is_tracing(), is_metering())\n"
+    )
+    environment = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=environment,
+    )
+
+    assert completed.stdout.split() == ["True", "False"]
