@@ -35,9 +35,12 @@ def current_correlation_id() -> str | None:
     job = current_job()
     if job is not None:
         return job.correlation_id
-    baggage = sys.modules.get(_BAGGAGE_MODULE)
-    if baggage is None:
+    if _BAGGAGE_MODULE not in sys.modules:
         return None  # no baggage API loaded: no baggage is current
+    # An import, not the sys.modules entry: another thread may still be initialising the module,
+    # and the import waits for it.
+    from opentelemetry import baggage
+
     value = baggage.get_baggage(CORRELATION_BAGGAGE_KEY)
     return value if isinstance(value, str) and value else None
 

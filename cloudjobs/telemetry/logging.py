@@ -45,9 +45,11 @@ class JobLogFilter(logging.Filter):
 
 
 def _current_trace_id() -> str | None:
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
+    if "opentelemetry.trace" not in sys.modules:
         return None  # the tracing API is not loaded: no span can be current
+    # An import, not the sys.modules entry: another thread may still be initialising the module.
+    from opentelemetry import trace
+
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -109,3 +111,54 @@ def test_configure_logging_puts_the_job_fields_in_json_lines(monkeypatch: pytest
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["message"] == "hello"
     assert line["correlation_id"] == "request-9"
+
+
+def test_a_log_record_made_while_another_thread_imports_the_baggage_api_waits_for_it() -> None:
+    # A fresh interpreter: the baggage module is held half-initialised by another thread's import
+    # (in sys.modules, without its functions yet) while a record is filtered; the filter must wait
+    # for the import, not read the half-made module.
+    script = """
+import importlib.abc, json, logging, sys, threading
+started, proceed = threading.Event(), threading.Event()
+
+class Held(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "opentelemetry.baggage":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            started.set()
+            proceed.wait(30)
+            run(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+from cloudjobs.telemetry.logging import JobLogFilter
+sys.meta_path.insert(0, Held())
+importer = threading.Thread(target=lambda: __import__("opentelemetry.baggage"))
+importer.start()
+assert started.wait(30)
+outcome = []
+def log():
+    record = logging.LogRecord("x", logging.INFO, "job.py", 1, "m", (), None)
+    try:
+        JobLogFilter().filter(record)
+        outcome.append(["ok", record.correlation_id])
+    except Exception as error:
+        outcome.append([type(error).__name__, None])
+logger = threading.Thread(target=log)
+logger.start()
+logger.join(0.2)  # time for a reader of the half-made module to fail
+proceed.set()
+logger.join(30)
+importer.join(30)
+print(json.dumps(outcome))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert json.loads(completed.stdout) == [["ok", None]], completed.stderr
