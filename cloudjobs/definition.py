@@ -163,10 +163,12 @@ class JobDefinition:
         Raises:
             PayloadValidationError: the payload does not fit the handler's annotation.
         """
-        if self.payload_type is None or self.payload_type is Any:
+        payload_type = self.payload_type
+        # pydantic validates Any and object alike, handing back the payload itself.
+        if payload_type is None or payload_type is Any or payload_type is object:
             return payload
         try:
-            return _validator(self.payload_type)(payload)
+            return _validator(payload_type)(payload)
         except ValidationError as exc:
             raise PayloadValidationError(
                 f"payload of job {self.name!r} fails its schema: {_summary(exc)}", job_name=self.name

@@ -120,6 +120,7 @@ class BuiltLater(BaseModel):
         (BuiltLater, {"count": "x"}),
         (list[int], [1, "2"]),
         (object, {"any": ["thing"]}),
+        (Any, [{"any": "thing"}]),
         (int, "three"),
     ],
 )
