@@ -62,6 +62,7 @@ logger = logging.getLogger("cloudjobs.lambda")
 
 DEFAULT_SAFETY_MARGIN: Final = timedelta(seconds=5)
 """Time a record needs left before it starts: its own run plus the last visibility change."""
+_MILLISECOND: Final = timedelta(milliseconds=1)
 
 
 class FifoRule(enum.Enum):
@@ -131,7 +132,7 @@ class LambdaHandler:
                 "invocation started with %d ms left, below the safety margin of %d ms: no record can "
                 "start; raise the function's timeout or lower safety_margin",
                 context.get_remaining_time_in_millis(),
-                self.safety_margin // timedelta(milliseconds=1),
+                self.safety_margin // _MILLISECOND,
             )
         # One batch comes from one event source mapping, but nothing forbids a mix: group by queue.
         by_source: dict[str, list[SqsRecord]] = {}
@@ -244,7 +245,7 @@ class _Batch:
         # Why a chain's records after one that stays are held back (see run()).
         self._reason = Reason.FIFO_GROUP_BLOCKED
         # Compared with the context's milliseconds before each record, without a timedelta each time.
-        self._margin_ms = handler.safety_margin / timedelta(milliseconds=1)
+        self._margin_ms = handler.safety_margin / _MILLISECOND
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
         self._invocation = Invocation(loop=handler._loop, time_left=self._remaining)
         self._run = applying(self._consumer, self._invocation, self._apply)
