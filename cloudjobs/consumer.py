@@ -296,7 +296,7 @@ class Consumer:
                 exc_info=(type(error), error, error.__traceback__),
                 extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
             )
-        if job.cancelled:
+        if job.cancel_signal.is_set():  # job.cancelled, without the property's call
             # A cancellation the run learnt of wins: no retry, no DLQ, whatever the handler did.
             outcome = Cancelled()
         return outcome
