@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from typing import Final
 
 from cloudjobs.backends.base import MAX_DELAY, Delivery, QueueInfo
 from cloudjobs.clock import Clock
@@ -61,6 +62,9 @@ job_logger = logging.getLogger("cloudjobs.jobs")
 
 Apply = Callable[[Delivery, Outcome], object]
 """Carries an outcome out (delete, change visibility, dead-letter, report to Lambda)."""
+
+_COMPLETED: Final = Completed()
+"""The outcome of every handler that returns None: frozen, so one serves them all."""
 
 
 class Consumer:
@@ -188,28 +192,25 @@ class Consumer:
     def _begin(self, run: Run) -> Outcome | None:
         """Start the middleware, prepare the delivery, ask ``before_run``; None: run the handler."""
         try:
-            return self._prepare(run)
+            if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery)):
+                trace: RunHandle | None = self._telemetry.start(run)
+                if trace is not None:
+                    run.handles.append(trace)
+            for middleware in self._inner_middleware:
+                handle = middleware.start(run)
+                if handle is not None:
+                    run.handles.append(handle)
+            prepared = self._preparation.prepare(run)
+            if not isinstance(prepared, Prepared):
+                return prepared
+            run.prepared = prepared
+            for handle in run.handles:
+                decided = handle.before_run(run)
+                if decided is not None:
+                    return self._requeue_if_near_redrive(run.delivery, prepared.envelope, decided)
+            return None
         except Exception as exc:  # Nothing raised before the handler may escape the pipeline.
             return self._unexpected(run, exc)
-
-    def _prepare(self, run: Run) -> Outcome | None:
-        if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery)):
-            trace: RunHandle | None = self._telemetry.start(run)
-            if trace is not None:
-                run.handles.append(trace)
-        for middleware in self._inner_middleware:
-            handle = middleware.start(run)
-            if handle is not None:
-                run.handles.append(handle)
-        prepared = self._preparation.prepare(run)
-        if not isinstance(prepared, Prepared):
-            return prepared
-        run.prepared = prepared
-        for handle in run.handles:
-            decided = handle.before_run(run)
-            if decided is not None:
-                return self._requeue_if_near_redrive(run.delivery, prepared.envelope, decided)
-        return None
 
     def _run_with_deadline(self, run: Run, invocation: Invocation, apply: Apply | None) -> Outcome:
         """A sync handler on a worker slot, whose deadline the monitor fires.
@@ -267,7 +268,7 @@ class Consumer:
         run.error = error
         outcome: Outcome
         if error is None:
-            outcome = Completed(result=result)
+            outcome = _COMPLETED if result is None else Completed(result=result)
             if job_logger.isEnabledFor(logging.INFO):
                 job_logger.info(
                     "job %s (%s) completed in %.3fs",
@@ -295,7 +296,7 @@ class Consumer:
                 exc_info=(type(error), error, error.__traceback__),
                 extra={"job_id": job.id, "job_type": job.type, "attempt": job.attempt},
             )
-        if job.cancelled:
+        if job.cancel_signal.is_set():  # job.cancelled, without the property's call
             # A cancellation the run learnt of wins: no retry, no DLQ, whatever the handler did.
             outcome = Cancelled()
         return outcome
@@ -326,7 +327,8 @@ class Consumer:
         return outcome
 
     def _end(self, run: Run, outcome: Outcome, apply: Apply | None) -> Outcome:
-        outcome = self._settle(run, outcome)
+        if run.handles:  # most runs start none (no trace, no middleware)
+            outcome = self._settle(run, outcome)
         _apply(apply, run.delivery, outcome)
         return outcome
 

@@ -33,17 +33,18 @@ class _CancelSignal(threading.Event):
     def __init__(self) -> None:  # no super().__init__(): it would build the condition now
         self._flag = False
 
-    def __getattr__(self, name: str) -> threading.Condition:
-        # Called only for attributes not set yet: the condition, on its first use.
-        if name != "_cond":
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        with _condition_lock:
-            # Two threads may ask at once: both must get the one condition, or a wakeup is lost.
-            condition: threading.Condition | None = self.__dict__.get("_cond")
-            if condition is None:
-                condition = threading.Condition(threading.Lock())
-                self._cond = condition
-            return condition
+    # A property rather than __getattr__: a class with __getattr__ makes every attribute read on its
+    # instances slower (is_set() and its _flag, once per job), not only the reads that miss.
+    @property
+    def _cond(self) -> threading.Condition:
+        condition: threading.Condition | None = self.__dict__.get("_condition")
+        if condition is None:
+            with _condition_lock:
+                # Two threads may ask at once: both must get the one condition, or a wakeup is lost.
+                condition = self.__dict__.get("_condition")
+                if condition is None:
+                    condition = self._condition = threading.Condition(threading.Lock())
+        return condition
 
 
 @dataclass(frozen=True, slots=True)

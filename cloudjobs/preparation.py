@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import NamedTuple
 
 from cloudjobs.backends.base import Delivery, QueueInfo
 from cloudjobs.clock import Clock, SystemClock
@@ -31,6 +32,14 @@ from cloudjobs.run import Prepared, Run, build_prepared
 from cloudjobs.settings import Settings
 
 logger = logging.getLogger("cloudjobs.consumer")
+
+
+class _JobRules(NamedTuple):
+    """A job type's retry policy, handler timeout and whether its runs keep a record."""
+
+    policy: RetryPolicy
+    timeout: timedelta
+    keeps_record: bool
 
 
 class Preparation:
@@ -72,7 +81,8 @@ class Preparation:
             cap=timedelta(seconds=settings.backoff_cap_seconds),
             **extra,
         )
-        self._policies: dict[str, RetryPolicy] = {}
+        # What prepare() needs of each job type, worked out once rather than for every message.
+        self._rules: dict[str, _JobRules] = {}
         for definition in registry.values():
             policy = definition.retry or RetryPolicy(
                 max_attempts=definition.max_attempts or settings.max_attempts,
@@ -80,7 +90,9 @@ class Preparation:
                 cap=self.default_policy.cap,
                 random=self.default_policy.random,
             )
-            self._policies[definition.name] = policy
+            self._rules[definition.name] = _JobRules(
+                policy, self.timeout_of(definition), keeps_record=definition.has_record
+            )
             if queue.max_receive_count is not None and policy.max_attempts > queue.max_receive_count:
                 logger.warning(
                     "job %r allows %d attempts but queue %r redrives after %d receives: "
@@ -193,7 +205,7 @@ class Preparation:
                 exhausted=error.reason,
                 job_id=envelope.id,
             )
-        policy = self._policies[definition.name]
+        policy, timeout, keeps_record = self._rules[definition.name]
         try:
             payload = definition.validate(envelope.payload)
         except MemoryError:
@@ -235,10 +247,10 @@ class Preparation:
             enqueued_at=envelope.enqueued_at,
             correlation_id=envelope.correlation_id,
             queue=delivery.queue,
-            timeout=self.timeout_of(definition),
+            timeout=timeout,
             idempotency_key=key,
             message=delivery,
             envelope=envelope,
-            progress_reporter=run.record_progress if definition.has_record or envelope.track_status else None,
+            progress_reporter=run.record_progress if keeps_record or envelope.track_status else None,
         )
         return build_prepared(delivery, envelope, definition, payload, job, policy)

@@ -62,6 +62,7 @@ logger = logging.getLogger("cloudjobs.lambda")
 
 DEFAULT_SAFETY_MARGIN: Final = timedelta(seconds=5)
 """Time a record needs left before it starts: its own run plus the last visibility change."""
+_MILLISECOND: Final = timedelta(milliseconds=1)
 
 
 class FifoRule(enum.Enum):
@@ -131,7 +132,7 @@ class LambdaHandler:
                 "invocation started with %d ms left, below the safety margin of %d ms: no record can "
                 "start; raise the function's timeout or lower safety_margin",
                 context.get_remaining_time_in_millis(),
-                self.safety_margin // timedelta(milliseconds=1),
+                self.safety_margin // _MILLISECOND,
             )
         # One batch comes from one event source mapping, but nothing forbids a mix: group by queue.
         by_source: dict[str, list[SqsRecord]] = {}
@@ -241,8 +242,10 @@ class _Batch:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self.not_started = 0
+        # Why a chain's records after one that stays are held back (see run()).
+        self._reason = Reason.FIFO_GROUP_BLOCKED
         # Compared with the context's milliseconds before each record, without a timedelta each time.
-        self._margin_ms = handler.safety_margin / timedelta(milliseconds=1)
+        self._margin_ms = handler.safety_margin / _MILLISECOND
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
         self._invocation = Invocation(loop=handler._loop, time_left=self._remaining)
         self._run = applying(self._consumer, self._invocation, self._apply)
@@ -251,18 +254,17 @@ class _Batch:
         """Run the records; returns the message ids of those to report (left on the queue)."""
         if not deliveries:
             return set()
-        reason = Reason.FIFO_GROUP_BLOCKED
         if self._consumer.queue.is_fifo and self._handler.fifo_rule is FifoRule.STOP_AT_FIRST_FAILURE:
             # One chain in the batch's order: the first reported record holds back all that follow.
-            work, reason = [deliveries], Reason.FIFO_BATCH_STOPPED
+            work, self._reason = [deliveries], Reason.FIFO_BATCH_STOPPED
         else:
             work = chains(deliveries)
         self._consumer.prefetch(deliveries)
-        self._handler._map(lambda chain: self._run_chain(chain, reason), work)
+        self._handler._map(self._run_chain, work)
         self._visibility.flush()
         return self._reported
 
-    def _run_chain(self, chain: list[Delivery], reason: Reason) -> None:
+    def _run_chain(self, chain: list[Delivery]) -> None:
         if len(chain) == 1:  # nothing behind it to hold back (every record of a standard queue)
             # Whether it stays on the queue matters to no record after it: the pipeline applies
             # its outcome itself, without the chain's wrapper that reports it.
@@ -272,7 +274,7 @@ class _Batch:
             else:
                 self._consumer.run(delivery, self._invocation, self._apply)
             return
-        for _ in run_chain(chain, self._process, self._apply, reason=reason):
+        for _ in run_chain(chain, self._process, self._apply, reason=self._reason):
             pass
 
     def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:

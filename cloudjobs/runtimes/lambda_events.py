@@ -107,7 +107,7 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
         body=record["body"],
         attributes=attributes,
         receive_count=int(system.get("ApproximateReceiveCount", "1")),
-        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
+        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, UTC),
         queue=queue_name_of(record["eventSourceARN"]),
         group_id=system.get("MessageGroupId"),
         system_attributes=system_attributes,

@@ -6,9 +6,10 @@ import asyncio
 import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 
 from cloudjobs import (
     CloudJobs,
@@ -29,6 +30,7 @@ from cloudjobs import (
 )
 from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.consumer import Prepared
+from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import Envelope, encode
 
 
@@ -98,6 +100,51 @@ def test_a_handler_taking_only_the_payload_receives_the_validated_model(
     _process(jobs, backend)
 
     assert received == [Order(order_id=7)]
+
+
+class BuiltLater(BaseModel):
+    """A payload model whose validator is built on its first use."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    count: int
+
+
+@pytest.mark.parametrize(
+    ("annotation", "payload"),
+    [
+        (Order, {"order_id": 7}),
+        (Order, {"order_id": "7"}),
+        (Order, {"note": "no id"}),
+        (BuiltLater, {"count": 1}),
+        (BuiltLater, {"count": "x"}),
+        (list[int], [1, "2"]),
+        (object, {"any": ["thing"]}),
+        (Any, [{"any": "thing"}]),
+        (int, "three"),
+    ],
+)
+def test_a_payload_is_validated_as_the_annotations_type_adapter_validates_it(
+    annotation: Any, payload: JsonValue
+) -> None:
+    definition = JobDefinition(
+        name="typed",
+        function=print,
+        payload_type=annotation,
+        takes_job=False,
+        is_async=False,
+        max_attempts=None,
+        timeout=None,
+        retry=None,
+    )
+    try:
+        expected: object = TypeAdapter(annotation).validate_python(payload)
+    except ValidationError:
+        with pytest.raises(PayloadValidationError):
+            definition.validate(payload)
+        return
+    for _ in range(2):  # the first call builds the validator, the second reuses it
+        assert definition.validate(payload) == expected
 
 
 def test_a_handler_taking_the_job_sees_every_field_right(
