@@ -8,6 +8,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
 from opentelemetry import trace
 
 from cloudjobs.telemetry import providers
@@ -71,61 +72,40 @@ def test_without_the_apis_global_every_job_takes_the_full_path() -> None:
     assert _ProviderWatch(None, "PROVIDER", lambda: None, ()).is_active()
 
 
-def test_the_watches_read_where_the_installed_api_keeps_its_providers() -> None:
-    # A fresh interpreter: this process has the SDK installed by other tests.
-    script = """
-import json
-import os
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-from cloudjobs.telemetry.providers import is_metering, is_tracing
-states = [[is_tracing(), is_metering()]]
-metrics.set_meter_provider(MeterProvider())
-states.append([is_tracing(), is_metering()])
-trace.set_tracer_provider(TracerProvider())
-states.append([is_tracing(), is_metering()])
-print(json.dumps(states))
-"""
+@pytest.mark.parametrize("checked_first", [False, True], ids=["api-imported-first", "checked-first"])
+def test_the_watches_see_the_providers_installed_through_the_api(checked_first: bool) -> None:
+    # A fresh interpreter: this process has the SDK installed by other tests. An SDK is installed
+    # through the API's modules, so checks made before the process imports them answer without
+    # loading them, and still see the providers installed after.
+    early = (
+        "from cloudjobs.telemetry.providers import is_metering, is_tracing\n"
+        "early = [is_tracing(), is_metering(), any(m.startswith('opentelemetry') for m in sys.modules)]\n"
+        if checked_first
+        else "early = None\n"
+    )
+    script = (
+        "import json, sys\n" + early + "from opentelemetry import metrics, trace\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from cloudjobs.telemetry.providers import is_metering, is_tracing\n"
+        "states = [[is_tracing(), is_metering()]]\n"
+        "metrics.set_meter_provider(MeterProvider())\n"
+        "states.append([is_tracing(), is_metering()])\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "states.append([is_tracing(), is_metering()])\n"
+        "print(json.dumps([early, states]))\n"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
 
-    assert json.loads(completed.stdout) == [[False, False], [False, True], [True, True]]
+    early_states = [False, False, False] if checked_first else None
+    assert json.loads(completed.stdout) == [early_states, [[False, False], [False, True], [True, True]]]
 
 
 def test_the_sdk_installed_for_tests_is_seen(otel: Capture) -> None:
     assert providers.is_tracing()
     assert providers.is_metering()
-
-
-def test_the_checks_load_no_opentelemetry_until_the_process_imports_it() -> None:
-    # An SDK is installed through the API's modules: until they are imported none can be, so the
-    # checks answer without loading them, and see the providers installed after.
-    script = """
-import json, sys
-from cloudjobs.telemetry.providers import is_metering, is_tracing
-states = [[is_tracing(), is_metering(), any(m.startswith("opentelemetry") for m in sys.modules)]]
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
-states.append([is_tracing(), is_metering()])
-metrics.set_meter_provider(MeterProvider())
-states.append([is_tracing(), is_metering()])
-trace.set_tracer_provider(TracerProvider())
-states.append([is_tracing(), is_metering()])
-print(json.dumps(states))
-"""
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-
-    assert json.loads(completed.stdout) == [
-        [False, False, False],
-        [False, False],
-        [False, True],
-        [True, True],
-    ]
 
 
 def test_a_provider_the_environment_names_is_loaded_by_the_first_check() -> None:
