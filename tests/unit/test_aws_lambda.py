@@ -6,8 +6,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -39,6 +37,7 @@ from cloudjobs.runtimes.lambda_events import (
     SqsRecord,
     SqsRecordAttributes,
 )
+from tests.fresh import run_fresh
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -664,11 +663,9 @@ def test_building_the_lambda_handler_loads_no_aws_sdk_moto_otel_sdk_or_cli(queue
         "print(json.dumps([type(handler).__name__, loaded]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == ["LambdaHandler", []]
+    assert json.loads(stdout) == ["LambdaHandler", []]
 
 
 # What a consumer without a store never needs: the producer side, dead-letter administration and
@@ -710,11 +707,9 @@ def test_a_cold_start_and_its_first_batch_leave_the_producer_and_operator_module
         "print(json.dumps([response, ran, loaded]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
+    assert json.loads(stdout) == [{"batchItemFailures": []}, [{"n": 1}], []]
 
 
 def test_opentelemetry_loads_only_when_a_record_carries_trace_context() -> None:
@@ -752,12 +747,10 @@ def test_opentelemetry_loads_only_when_a_record_carries_trace_context() -> None:
         "print(json.dumps([first, before, second, loaded(), seen]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
     no_failures: dict[str, list[object]] = {"batchItemFailures": []}
-    assert json.loads(completed.stdout) == [no_failures, False, no_failures, True, [None, trace_id]]
+    assert json.loads(stdout) == [no_failures, False, no_failures, True, [None, trace_id]]
 
 
 # What a cold start on SQS imports without using: the idempotency store protocols and job statuses
@@ -787,11 +780,9 @@ def test_a_cold_start_on_sqs_leaves_the_modules_it_does_not_use_unloaded() -> No
         "print(json.dumps([type(handler).__name__, sorted(m for m in unused if m in sys.modules)]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == ["LambdaHandler", []]
+    assert json.loads(stdout) == ["LambdaHandler", []]
 
 
 def test_the_names_a_cold_start_leaves_unloaded_load_on_first_access() -> None:
@@ -815,11 +806,9 @@ def test_the_names_a_cold_start_leaves_unloaded_load_on_first_access() -> None:
         "print(json.dumps([same, listed]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == [[True] * 10, [True] * 4]
+    assert json.loads(stdout) == [[True] * 10, [True] * 4]
 
 
 def test_the_dead_letter_and_memory_store_names_load_on_first_access() -> None:
@@ -835,11 +824,9 @@ def test_the_dead_letter_and_memory_store_names_load_on_first_access() -> None:
         "print(json.dumps([before, same]))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == [[False, False], [True, True, True, True]]
+    assert json.loads(stdout) == [[False, False], [True, True, True, True]]
 
 
 def test_options_are_checked_when_the_handler_is_built(clock: ManualClock) -> None:

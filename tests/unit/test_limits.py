@@ -7,8 +7,6 @@ import asyncio
 import itertools
 import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +40,7 @@ from cloudjobs.limits.memory import MemoryLimiter
 from cloudjobs.limits.spec import parse_rate
 from cloudjobs.outcomes import Outcome
 from cloudjobs.runtimes.applier import OutcomeApplier
+from tests.fresh import run_fresh
 from tests.otel import Capture
 
 
@@ -513,11 +512,9 @@ def test_only_an_app_with_limits_imports_the_limits_package(options: str, expect
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('cloudjobs.limits'))))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    loaded = json.loads(completed.stdout)
+    loaded = json.loads(stdout)
     assert [module for module in expected if module not in loaded] == []
     assert bool(loaded) == bool(expected)
     assert "cloudjobs.limits.dynamodb" not in loaded  # a memory store needs no boto3

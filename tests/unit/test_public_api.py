@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cloudjobs
+from tests.fresh import run_fresh
 
 EXPECTED_ALL = [
     "Backend",
@@ -113,19 +112,15 @@ def test_importing_cloudjobs_loads_no_aws_sdk_moto_otel_sdk_or_cli() -> None:
         "print(json.dumps(loaded))\n"
     )
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == []
+    assert json.loads(stdout) == []
 
 
 def test_the_lean_import_check_would_notice_a_heavy_module() -> None:
     # Guards the test above against passing vacuously (e.g. a script that never looks).
     script = "import json, sys, botocore\nprint(json.dumps('botocore' in sys.modules))\n"
 
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) is True
+    assert json.loads(stdout) is True

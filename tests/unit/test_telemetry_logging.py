@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +14,7 @@ from opentelemetry import trace
 from cloudjobs import CloudJobs, Job, ManualClock, MemoryBackend, Settings
 from cloudjobs.logs import configure_logging
 from cloudjobs.telemetry import JobLogFilter, correlation_scope, install_log_filter
+from tests.fresh import run_fresh
 from tests.otel import Capture
 
 
@@ -157,8 +156,6 @@ logger.join(30)
 importer.join(30)
 print(json.dumps(outcome))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == [["ok", None]], completed.stderr
+    assert json.loads(stdout) == [["ok", None]]

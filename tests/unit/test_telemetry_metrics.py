@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from cloudjobs.backends.base import OutgoingMessage
 from cloudjobs.cli.worker import worker
 from cloudjobs.runtimes.health import Stall
 from cloudjobs.telemetry.metrics import QueueMetricsReader
+from tests.fresh import run_fresh
 from tests.otel import Capture
 
 DEADLINE = 10.0
@@ -150,11 +150,9 @@ jobs.drain()
 body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10).read().decode()
 print(json.dumps([line for line in body.splitlines() if line.startswith("cloudjobs_jobs_")]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    lines = json.loads(completed.stdout)
+    lines = json.loads(stdout)
     assert any(line.startswith("cloudjobs_jobs_enqueued_total{") and line.endswith(" 1.0") for line in lines)
     assert any(line.startswith("cloudjobs_jobs_succeeded_total{") and line.endswith(" 1.0") for line in lines)
 
@@ -187,11 +185,9 @@ metrics.set_meter_provider(MeterProvider())
 reader.tick()
 print(json.dumps([before, [len(calls), reader.reads]]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    assert json.loads(completed.stdout) == [[0, 0, False], [1, 1]]
+    assert json.loads(stdout) == [[0, 0, False], [1, 1]]
 
 
 def test_the_stall_gauge_is_set_once_an_sdk_is_installed_and_not_loaded_before() -> None:
@@ -219,11 +215,9 @@ points = {
 }
 print(json.dumps([before, points]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    before, points = json.loads(completed.stdout)
+    before, points = json.loads(stdout)
     assert before is False
     assert points[Stall.RECEIVER_STALLED.value] == 1
     assert set(points.values()) == {0, 1}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +11,7 @@ from opentelemetry import trace
 
 from cloudjobs.telemetry import providers
 from cloudjobs.telemetry.providers import _ProviderWatch
+from tests.fresh import run_fresh
 from tests.otel import Capture
 
 
@@ -95,12 +94,10 @@ def test_the_watches_see_the_providers_installed_through_the_api(checked_first: 
         "states.append([is_tracing(), is_metering()])\n"
         "print(json.dumps([early, states]))\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
     early_states = [False, False, False] if checked_first else None
-    assert json.loads(completed.stdout) == [early_states, [[False, False], [False, True], [True, True]]]
+    assert json.loads(stdout) == [early_states, [[False, False], [False, True], [True, True]]]
 
 
 def test_the_sdk_installed_for_tests_is_seen(otel: Capture) -> None:
@@ -114,13 +111,6 @@ def test_a_provider_the_environment_names_is_loaded_by_the_first_check() -> None
         "print(is_tracing(), is_metering())\n"
     )
     environment = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
-    completed = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env=environment,
-    )
+    stdout = run_fresh(script, env=environment)
 
-    assert completed.stdout.split() == ["True", "False"]
+    assert stdout.split() == ["True", "False"]

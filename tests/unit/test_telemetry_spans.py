@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -30,6 +28,7 @@ from cloudjobs.run import Run
 from cloudjobs.runtimes.drain import drain
 from cloudjobs.telemetry import SEMCONV_VERSION, Telemetry, current_correlation_id, providers
 from cloudjobs.telemetry.spans import SCHEMA_URL, RunTrace, is_idle
+from tests.fresh import run_fresh
 from tests.otel import Capture, links_to
 
 
@@ -298,11 +297,9 @@ jobs2.enqueue("anything", {})
 [untraced] = plain.messages()
 print(json.dumps([child.attributes, untraced.attributes]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    child, untraced = json.loads(completed.stdout)
+    child, untraced = json.loads(stdout)
     assert child["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-")
     assert "tenant=acme" in child["baggage"]
     assert f"cloudjobs.correlation_id={child['cloudjobs.correlation_id']}" in child["baggage"]
@@ -340,11 +337,9 @@ context.detach(token)
 [sent] = backend.messages()
 print(json.dumps([records, sent.attributes]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    records, sent = json.loads(completed.stdout)
+    records, sent = json.loads(stdout)
     assert records == [{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "correlation_id": "request-7"}]
     assert "traceparent" not in sent
     assert "tenant=acme" in sent["baggage"]
@@ -395,11 +390,9 @@ print(json.dumps({
     "traced counts": counts(reader), "spans": [span.name for span in exporter.get_finished_spans()],
 }))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    result = json.loads(completed.stdout)
+    result = json.loads(stdout)
     assert "traceparent" not in result["before"]
     assert result["metered counts"] == {"cloudjobs.jobs.enqueued": 1, "cloudjobs.jobs.succeeded": 1}
     assert "traceparent" not in result["metered"]
@@ -512,11 +505,9 @@ handler.close()
 sent = {json.loads(m.body)["payload"]["n"]: m.attributes for m in children.messages()}
 print(json.dumps([response, seen, sent]))
 """
-    completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
+    stdout = run_fresh(script)
 
-    response, seen, sent = json.loads(completed.stdout)
+    response, seen, sent = json.loads(stdout)
     assert response == {"batchItemFailures": []}
     assert sorted(seen) == [
         [1, "4bf92f3577b34da6a3ce929d0e0e4736", "acme", "corr-1"],
