@@ -168,7 +168,9 @@ class JobDefinition:
         if payload_type is None or payload_type is Any or payload_type is object:
             return payload
         try:
-            return _validator(payload_type)(payload)
+            # The adapter's compiled validator itself, as TypeAdapter.validate_python calls it with
+            # no options (whose keyword defaults cost more than the call).
+            return _adapter(payload_type).validator.validate_python(payload)
         except ValidationError as exc:
             raise PayloadValidationError(
                 f"payload of job {self.name!r} fails its schema: {_summary(exc)}", job_name=self.name
@@ -243,18 +245,6 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     if adapter is None:
         adapter = _adapters[annotation] = TypeAdapter(annotation)
     return adapter
-
-
-_validators: dict[Any, Callable[[Any], Any]] = {}
-
-
-def _validator(annotation: Any) -> Callable[[Any], Any]:
-    # The adapter's compiled validator itself, as TypeAdapter.validate_python calls it with no
-    # options: one Python call fewer per message.
-    validate = _validators.get(annotation)
-    if validate is None:
-        validate = _validators[annotation] = _adapter(annotation).validator.validate_python
-    return validate
 
 
 def _summary(exc: ValidationError) -> str:

@@ -242,8 +242,13 @@ class _Batch:
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self.not_started = 0
-        # Why a chain's records after one that stays are held back (see run()).
-        self._reason = Reason.FIFO_GROUP_BLOCKED
+        # A FIFO queue under STOP_AT_FIRST_FAILURE runs the batch as one chain in its order, whose
+        # first reported record holds back all that follow; otherwise each group is a chain.
+        self._is_one_chain = (
+            self._consumer.queue.is_fifo and handler.fifo_rule is FifoRule.STOP_AT_FIRST_FAILURE
+        )
+        # Why a chain's records after one that stays are held back.
+        self._reason = Reason.FIFO_BATCH_STOPPED if self._is_one_chain else Reason.FIFO_GROUP_BLOCKED
         # Compared with the context's milliseconds before each record, without a timedelta each time.
         self._margin_ms = handler.safety_margin / _MILLISECOND
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
@@ -254,11 +259,7 @@ class _Batch:
         """Run the records; returns the message ids of those to report (left on the queue)."""
         if not deliveries:
             return set()
-        if self._consumer.queue.is_fifo and self._handler.fifo_rule is FifoRule.STOP_AT_FIRST_FAILURE:
-            # One chain in the batch's order: the first reported record holds back all that follow.
-            work, self._reason = [deliveries], Reason.FIFO_BATCH_STOPPED
-        else:
-            work = chains(deliveries)
+        work = [deliveries] if self._is_one_chain else chains(deliveries)
         self._consumer.prefetch(deliveries)
         self._handler._map(self._run_chain, work)
         self._visibility.flush()
