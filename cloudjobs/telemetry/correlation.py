@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Final
 
 from cloudjobs.job import current_job
+from cloudjobs.telemetry.providers import loaded
 
 CORRELATION_BAGGAGE_KEY: Final = "cloudjobs.correlation_id"
 """The baggage entry that mirrors the correlation id (also read from an incoming request's baggage)."""
-_BAGGAGE_MODULE: Final = "opentelemetry.baggage"
 
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cloudjobs_correlation_id", default=None
@@ -35,12 +34,9 @@ def current_correlation_id() -> str | None:
     job = current_job()
     if job is not None:
         return job.correlation_id
-    if _BAGGAGE_MODULE not in sys.modules:
+    baggage = loaded("opentelemetry.baggage")
+    if baggage is None:
         return None  # no baggage API loaded: no baggage is current
-    # An import, not the sys.modules entry: another thread may still be initialising the module,
-    # and the import waits for it.
-    from opentelemetry import baggage
-
     value = baggage.get_baggage(CORRELATION_BAGGAGE_KEY)
     return value if isinstance(value, str) and value else None
 

@@ -12,11 +12,11 @@ sees only records logged through that very logger, not its children's: install i
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Final
 
 from cloudjobs.job import current_job
 from cloudjobs.telemetry.correlation import current_correlation_id
+from cloudjobs.telemetry.providers import loaded
 
 FIELDS: Final = ("job_id", "job_type", "correlation_id", "trace_id")
 """The record attributes the filter sets (to None where nothing is known)."""
@@ -45,11 +45,9 @@ class JobLogFilter(logging.Filter):
 
 
 def _current_trace_id() -> str | None:
-    if "opentelemetry.trace" not in sys.modules:
+    trace = loaded("opentelemetry.trace")
+    if trace is None:
         return None  # the tracing API is not loaded: no span can be current
-    # An import, not the sys.modules entry: another thread may still be initialising the module.
-    from opentelemetry import trace
-
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Final
 
 _MISSING: Final = object()
@@ -115,6 +116,20 @@ class _DeferredWatch:
         if self._is_named is None:
             self._is_named = bool(os.environ.get(self._variable))
         return self._is_named
+
+
+def loaded(module: str) -> ModuleType | None:
+    """An OpenTelemetry API module (``"opentelemetry.trace"``...) if this process has imported it,
+    else None, without importing it: while it is not loaded, nothing it holds (a span, baggage, a
+    provider) can be in force.
+
+    The module comes from an import, not from ``sys.modules``: another thread may still be
+    initialising it, and the import waits for that.
+    """
+    if module not in sys.modules:
+        return None
+    __import__(module)
+    return sys.modules[module]
 
 
 def _tracing_watch() -> _ProviderWatch:
