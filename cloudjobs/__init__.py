@@ -54,7 +54,6 @@ from cloudjobs.job import Job, current_job
 from cloudjobs.lazy import lazy_names
 from cloudjobs.outcomes import Cancelled, Completed, DeadLetter, Deferred, Outcome, Released, Retry
 from cloudjobs.retry import RetryPolicy
-from cloudjobs.settings import Settings
 
 if TYPE_CHECKING:
     from cloudjobs.backends.memory import MemoryBackend
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
     from cloudjobs.flows.definition import Flow
     from cloudjobs.idempotency.memory import MemoryIdempotencyStore
     from cloudjobs.idempotency.status import JobState, JobStatus
+    from cloudjobs.settings_sources import Settings
 
 __all__ = [
     "Backend",
@@ -128,8 +128,9 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Dead-letter administration (cloudjobs.dlq) is operator work, the in-memory queue and store are for
-# tests and local runs, and flows and job statuses are a producer's: their names load on first access,
-# so a worker or a Lambda cold start on SQS does not import them.
+# tests and local runs, flows and job statuses are a producer's, and Settings (pydantic-settings) is
+# read only with a .env file: their names load on first access, so a worker or a Lambda cold start
+# on SQS does not import them.
 _LAZY = {
     "DeadJob": "cloudjobs.dlq.models",
     "Flow": "cloudjobs.flows.definition",
@@ -138,6 +139,7 @@ _LAZY = {
     "MemoryBackend": "cloudjobs.backends.memory",
     "MemoryIdempotencyStore": "cloudjobs.idempotency.memory",
     "RedriveReport": "cloudjobs.dlq.models",
+    "Settings": "cloudjobs.settings_sources",
 }
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

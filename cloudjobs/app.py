@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import threading
@@ -32,7 +31,7 @@ from cloudjobs.queues import DEFAULT_QUEUE, check_queue_name, queue_name_of
 from cloudjobs.results import DEFAULT_RESULT_TIMEOUT, RememberedJobs
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.scheduling.rules import DEFAULT_MISFIRE_GRACE, CatchUp, Overlap
-from cloudjobs.settings import Settings, load_settings
+from cloudjobs.settings import SettingsModel, load_settings
 from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 from cloudjobs.telemetry.switch import Telemetry, default_telemetry
 
@@ -116,7 +115,7 @@ class CloudJobs:
     def __init__(
         self,
         *,
-        settings: Settings | None = None,
+        settings: SettingsModel | None = None,
         backend: Backend | None = None,
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
@@ -179,7 +178,7 @@ class CloudJobs:
         return self._schedule_registry
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> SettingsModel:
         """The settings in force (read from the environment on first use)."""
         if self._settings is None:
             self._settings = load_settings()
@@ -704,6 +703,8 @@ class CloudJobs:
             unique_until=unique_until,
             track_status=track_status,
         )
+        import asyncio  # loaded by the first async call
+
         return await asyncio.to_thread(self._enqueue_one, request, uniqueness)
 
     async def enqueue_many_async(
@@ -725,6 +726,8 @@ class CloudJobs:
         ]
         if not requests:
             return []
+        import asyncio
+
         return await asyncio.to_thread(lambda: self._send(self._check(requests)))
 
     def _build_one(
@@ -936,6 +939,8 @@ class CloudJobs:
         Raises:
             Everything :meth:`result` raises.
         """
+        import asyncio
+
         return await asyncio.to_thread(self.result, job_id, timeout=timeout)
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -1344,7 +1349,7 @@ class CloudJobs:
         saved_named, saved_limiter = dict(self._named_backends), self._limiter
         self._limiter = None  # limits are counted beside the store: a fresh one for the block
         if self._settings is None:
-            self._settings = Settings(_env_file=None)
+            self._settings = load_settings(dotenv=False)
         self._backend = memory
         for name, value in self._named_queue_config().items():
             if isinstance(value, str):

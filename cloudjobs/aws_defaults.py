@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cloudjobs.backends.base import Backend
 from cloudjobs.errors import ConfigurationError
 from cloudjobs.queues import QueueArn
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from cloudjobs.scheduling.eventbridge import EventBridgeSchedules
 
 
-def build_sqs_backend(settings: Settings) -> Backend:
+def build_sqs_backend(settings: SettingsModel) -> Backend:
     """An :class:`~cloudjobs.backends.sqs.SqsBackend` on the settings' queue (no I/O).
 
     Raises:
@@ -43,7 +43,7 @@ def build_sqs_backend(settings: Settings) -> Backend:
     )
 
 
-def build_named_sqs_backend(settings: Settings, value: str, *, config: Config | None = None) -> Backend:
+def build_named_sqs_backend(settings: SettingsModel, value: str, *, config: Config | None = None) -> Backend:
     """An :class:`~cloudjobs.backends.sqs.SqsBackend` on a named queue of ``CLOUDJOBS_QUEUES``: a
     URL or a queue name (no I/O). Its dead-letter queue comes from its own redrive policy.
     ``config`` is extra botocore configuration (the command line's connect timeout)."""
@@ -60,7 +60,7 @@ def build_named_sqs_backend(settings: Settings, value: str, *, config: Config | 
     )
 
 
-def build_event_source_backend(settings: Settings, queue: QueueArn) -> SqsBackend:
+def build_event_source_backend(settings: SettingsModel, queue: QueueArn) -> SqsBackend:
     """An :class:`~cloudjobs.backends.sqs.SqsBackend` on the queue an ARN names: a Lambda event
     source that is none of the app's configured queues (no I/O).
 
@@ -79,7 +79,7 @@ def build_event_source_backend(settings: Settings, queue: QueueArn) -> SqsBacken
     )
 
 
-def build_eventbridge_schedules(settings: Settings) -> EventBridgeSchedules:
+def build_eventbridge_schedules(settings: SettingsModel) -> EventBridgeSchedules:
     """The app's EventBridge Scheduler schedule group (no I/O; the client is built on first use).
 
     Raises:
@@ -109,7 +109,7 @@ def build_eventbridge_schedules(settings: Settings) -> EventBridgeSchedules:
     )
 
 
-def build_idempotency_store(settings: Settings) -> IdempotencyStore:
+def build_idempotency_store(settings: SettingsModel) -> IdempotencyStore:
     """A :class:`~cloudjobs.idempotency.dynamodb.DynamoDbIdempotencyStore` on the settings' table
     (no I/O).
 

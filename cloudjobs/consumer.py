@@ -51,7 +51,7 @@ from cloudjobs.preparation import Preparation
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 from cloudjobs.telemetry.switch import Telemetry, default_telemetry, is_idle
 
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
@@ -88,7 +88,7 @@ class Consumer:
         self,
         *,
         registry: Mapping[str, JobDefinition],
-        settings: Settings,
+        settings: SettingsModel,
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
         middleware: Sequence[Middleware | ConsumerMiddleware] = (),

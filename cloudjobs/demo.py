@@ -23,7 +23,8 @@ from cloudjobs.backends.base import MAX_BATCH_ENTRIES, Backend, OutgoingMessage
 from cloudjobs.envelope import DEAD_LETTER_ATTRIBUTE
 from cloudjobs.errors import PermanentError, RetryableError
 from cloudjobs.job import Job
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
+from cloudjobs.settings_sources import Settings
 
 _SETTLE_TIMEOUT = 90.0
 
@@ -49,7 +50,7 @@ class Charge(BaseModel):
     amount_cents: int
 
 
-def build_demo_jobs(settings: Settings) -> CloudJobs:
+def build_demo_jobs(settings: SettingsModel) -> CloudJobs:
     """The demo's job registry, on the queue named by ``settings``."""
     jobs = CloudJobs(settings=settings)
 

@@ -16,7 +16,6 @@ ECS worker       inline on a slot, deadline fired by  the shared :class:`EventLo
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +28,8 @@ from cloudjobs.job import reset_current_job, set_current_job
 from cloudjobs.run import Prepared, Run
 
 if TYPE_CHECKING:
+    import asyncio
+
     from cloudjobs.middleware import RunHandle
 
 T = TypeVar("T")
@@ -70,10 +71,14 @@ class EventLoopThread:
         """Run ``coroutine`` on the loop and wait for its result (or exception) in this thread."""
         with self._lock:
             if self._loop is None:
+                import asyncio  # loaded by the first async handler
+
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=self._loop.run_forever, name=self._name, daemon=True)
                 self._thread.start()
             loop = self._loop
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     def close(self, *, timeout: float | None = None) -> None:
@@ -113,6 +118,8 @@ class Invocation:
     def run_coroutine(self, coroutine: Coroutine[object, object, T]) -> T:
         """Run an async handler's coroutine to its end."""
         if self.loop is None:
+            import asyncio
+
             return asyncio.run(coroutine)
         return self.loop.run(coroutine)
 
@@ -156,6 +163,8 @@ async def call_handler_async(run: Run) -> object:
         HandlerExit: the handler raised a ``BaseException`` that is not an ``Exception`` (carried as
             its ``error``); raised on the loop as such, it would stop the loop every job shares.
     """
+    import asyncio
+
     prepared = run.prepared
     assert prepared is not None
     try:
@@ -181,6 +190,8 @@ async def _guarded(handler: Coroutine[object, object, T]) -> T:
     """Await the handler in its own task, turning ``SystemExit``, ``KeyboardInterrupt`` and a
     ``CancelledError`` of its own into :class:`HandlerExit` (asyncio re-raises the first two out of
     the event loop, which would stop it for every job)."""
+    import asyncio
+
     try:
         return await handler
     except asyncio.CancelledError as exc:

@@ -29,7 +29,7 @@ from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of, decode_delivery
 from cloudjobs.run import Prepared, Run, build_prepared
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 
 logger = logging.getLogger("cloudjobs.consumer")
 
@@ -60,7 +60,7 @@ class Preparation:
         self,
         *,
         registry: Mapping[str, JobDefinition],
-        settings: Settings,
+        settings: SettingsModel,
         queue: QueueInfo,
         random: Callable[[], float] | None = None,
         clock: Clock | None = None,

@@ -13,10 +13,10 @@ from cloudjobs.backends.base import Delivery
 from cloudjobs.envelope import CORRELATION_ATTRIBUTE, Envelope, ForeignMessageError, decode
 from cloudjobs.errors import DecodeError
 from cloudjobs.reasons import Reason
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 
 
-def decode_delivery(delivery: Delivery, settings: Settings) -> Envelope:
+def decode_delivery(delivery: Delivery, settings: SettingsModel) -> Envelope:
     """The delivery's envelope.
 
     Raises:
@@ -50,7 +50,7 @@ def attribute_of(delivery: Delivery, name: str) -> str | None:
     return None
 
 
-def _route(delivery: Delivery, settings: Settings) -> str | None:
+def _route(delivery: Delivery, settings: SettingsModel) -> str | None:
     if settings.job_type_attribute:
         routed = attribute_of(delivery, settings.job_type_attribute)
         if routed:

@@ -3,21 +3,26 @@
 AWS configuration (region, endpoint, credentials, retry mode) is left to boto3's own resolution:
 ``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SQS`` and the credential chain work as
 everywhere else. ``CLOUDJOBS_REGION`` only overrides the region when set.
+
+:class:`SettingsModel` holds every setting and its checks; :class:`Settings` (in
+:mod:`cloudjobs.settings_sources`, still importable from here) is the same model read by
+pydantic-settings from keyword arguments, the environment and ``.env``. pydantic-settings loads
+asyncio, argparse and python-dotenv (~4 MiB, 25-30 ms of a cold start), so :func:`load_settings`,
+which a worker and a Lambda cold start call, reads a process without a ``.env`` file itself: the
+``CLOUDJOBS_*`` variables, matched without regard to case as pydantic-settings matches them, each
+value handed to the model as the string it is (every setting is a scalar, or ``queues``, which
+parses its own string). ``tests/unit/test_settings_sources.py`` holds the two readers to the same
+results and the same errors.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    DotEnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloudjobs.backends.base import (
     MAX_DELAY_SECONDS,
@@ -29,30 +34,20 @@ from cloudjobs.errors import ConfigurationError
 from cloudjobs.queues import check_queues, parse_queues
 
 ENV_PREFIX = "CLOUDJOBS_"
+DOTENV_FILE = ".env"
+
+if TYPE_CHECKING:
+    from cloudjobs.settings_sources import Settings as Settings
 
 
-class Settings(BaseSettings):
-    """Every cloudjobs setting; each field reads ``CLOUDJOBS_<FIELD NAME IN CAPITALS>``."""
+class SettingsModel(BaseModel):
+    """Every cloudjobs setting; each field reads ``CLOUDJOBS_<FIELD NAME IN CAPITALS>``.
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True, validate_default=True
-    )
+    Build one with :class:`Settings` (keyword arguments over the environment over ``.env``) or
+    :func:`load_settings`; ``SettingsModel(...)`` itself takes keyword arguments only.
+    """
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The usual sources in the usual order (arguments, environment, ``.env``, secrets), without
-        the ``.env`` source when it read nothing (no file, or an empty one): it would add nothing, and
-        it walks every field again (about half of the first ``Settings()``, a Lambda cold start's)."""
-        if isinstance(dotenv_settings, DotEnvSettingsSource) and not dotenv_settings.env_vars:
-            return init_settings, env_settings, file_secret_settings
-        return init_settings, env_settings, dotenv_settings, file_secret_settings
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 
     queue_url: str | None = Field(default=None, description="URL of the job queue.")
     queue_name: str | None = Field(default=None, description="Name of the job queue (used without a URL).")
@@ -60,7 +55,8 @@ class Settings(BaseSettings):
         default=None,
         description="Dead-letter queue URL of the default queue; found from its redrive policy if unset.",
     )
-    queues: Annotated[dict[str, str], NoDecode] = Field(
+    # A string from the environment is parsed by _parse_queues (Settings marks it NoDecode).
+    queues: dict[str, str] = Field(
         default_factory=dict,
         description="Named queues besides the default one: comma-separated NAME=VALUE pairs, each "
         "value a queue URL (https:// or http://) or a queue name (see cloudjobs.queues).",
@@ -224,7 +220,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> Settings:
+    def _check_consistency(self) -> SettingsModel:
         if self.backoff_base_seconds > self.backoff_cap_seconds:
             raise ValueError("CLOUDJOBS_BACKOFF_BASE_SECONDS must not exceed CLOUDJOBS_BACKOFF_CAP_SECONDS")
         return self
@@ -268,16 +264,43 @@ class Settings(BaseSettings):
         return interval
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment.
+def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``CLOUDJOBS_*`` variables of ``environ`` (the process's by default) that name a setting,
+    by field name: names match without regard to case, and of two spellings of one name the later
+    wins, as in pydantic-settings' environment source."""
+    found: dict[str, str] = {}
+    fields = SettingsModel.model_fields
+    start = len(ENV_PREFIX)
+    for name, value in (os.environ if environ is None else environ).items():
+        lowered = name.lower()
+        if lowered.startswith("cloudjobs_") and lowered[start:] in fields:
+            found[lowered[start:]] = value
+    return found
+
+
+def load_settings(*, dotenv: bool = True) -> SettingsModel:
+    """Read settings from the environment (and ``./.env`` when ``dotenv`` and the file exists).
 
     Raises:
         ConfigurationError: a value is malformed; the message names the ``CLOUDJOBS_`` variable.
     """
     try:
-        return Settings()
+        if dotenv and os.path.isfile(DOTENV_FILE):
+            from cloudjobs.settings_sources import Settings
+
+            return Settings()
+        return SettingsModel.model_validate(environment_values())
     except ValidationError as exc:
         first = exc.errors()[0]
         location = [str(part) for part in first["loc"]]
         setting = f"{ENV_PREFIX}{location[0].upper()}" if location else None
         raise ConfigurationError(first["msg"], setting=setting) from None
+
+
+def __getattr__(name: str) -> object:
+    # Settings loads pydantic-settings: it is read from its module on first use.
+    if name == "Settings":
+        from cloudjobs.settings_sources import Settings
+
+        return Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from typing import Final, Protocol
 from cloudjobs.backends.base import Backend, QueueStatistics
 from cloudjobs.backends.memory import MemoryBackend
 from cloudjobs.errors import ConfigurationError
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 
 logger = logging.getLogger("cloudjobs.stats")
 
@@ -172,7 +172,7 @@ def _latest_value(response: Mapping[str, object]) -> timedelta | None:
 
 def collect_stats(
     backend: Backend,
-    settings: Settings,
+    settings: SettingsModel,
     *,
     include_age: bool = False,
     read_age: MetricDataClient | None = None,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 
-def run_fresh(script: str, *, env: Mapping[str, str] | None = None) -> str:
-    """Run ``script`` with ``python -c`` (this interpreter) and return its standard output.
+def run_fresh(script: str, *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run ``script`` with ``python -c`` (this interpreter, in ``cwd`` if given) and return its
+    standard output.
 
     Raises:
         AssertionError: the script failed (its standard error is in the message).
@@ -20,6 +22,7 @@ def run_fresh(script: str, *, env: Mapping[str, str] | None = None) -> str:
         text=True,
         timeout=60,
         env=None if env is None else dict(env),
+        cwd=cwd,
         check=False,
     )
     if completed.returncode != 0:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cloudjobs.clock import Clock
 from cloudjobs.definition import JobDefinition
 from cloudjobs.middleware import Middleware
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 
 # The store protocols load with a store: a consumer on none (a Lambda cold start) never needs them.
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def record_middleware(
     registry: Mapping[str, JobDefinition],
-    settings: Settings,
+    settings: SettingsModel,
     *,
     queue_visibility: timedelta,
     clock: Clock,
@@ -57,7 +57,7 @@ def record_middleware(
 
 
 def _idempotency_middleware(
-    store: IdempotencyStore, settings: Settings, queue_visibility: timedelta, clock: Clock
+    store: IdempotencyStore, settings: SettingsModel, queue_visibility: timedelta, clock: Clock
 ) -> Middleware:
     from cloudjobs.idempotency.middleware import IdempotencyMiddleware, lease_for
 

@@ -52,7 +52,7 @@ from cloudjobs.limits.base import (
 from cloudjobs.middleware import RunHandle
 from cloudjobs.outcomes import DeadLetter, Deferred, Outcome, Reason
 from cloudjobs.run import Prepared, Run
-from cloudjobs.settings import Settings
+from cloudjobs.settings import SettingsModel
 from cloudjobs.telemetry.metrics import JOB_TYPE_KEY, LIMIT_KIND_KEY, limit_metrics
 
 logger = logging.getLogger("cloudjobs.limits")
@@ -225,7 +225,7 @@ class _LimitRun(RunHandle):
 
 def limit_middleware(
     registry: Mapping[str, JobDefinition],
-    settings: Settings,
+    settings: SettingsModel,
     *,
     backend: Backend,
     is_fifo: bool,

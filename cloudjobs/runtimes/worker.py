@@ -65,7 +65,7 @@ from cloudjobs.backends.base import Preparable
 from cloudjobs.errors import CloudjobsError, ConfigurationError
 from cloudjobs.invocation import EventLoopThread
 from cloudjobs.runtimes.dispatch import Dispatcher
-from cloudjobs.runtimes.health import DEFAULT_HEALTH_ADDRESS, HealthServer, HealthWatch, WorkerHealth, assess
+from cloudjobs.runtimes.health import DEFAULT_HEALTH_ADDRESS, HealthWatch, WorkerHealth, assess
 from cloudjobs.runtimes.lanes import Lane, open_lane
 from cloudjobs.runtimes.queue_plan import WorkerQueues, plan_queues
 from cloudjobs.runtimes.signals import install_stop_signals
@@ -74,6 +74,7 @@ from cloudjobs.telemetry.metrics import DEFAULT_QUEUE_METRICS_INTERVAL
 
 if TYPE_CHECKING:
     from cloudjobs.app import CloudJobs
+    from cloudjobs.runtimes.health_server import HealthServer
 
 logger = logging.getLogger("cloudjobs.worker")
 
@@ -265,6 +266,8 @@ class Worker:
         self._lanes = lanes = [self._open_lane(name, dispatcher) for name in self.plan.names]
         self._watch = HealthWatch([lane.queue for lane in lanes])
         if self._health_port is not None:
+            from cloudjobs.runtimes.health_server import HealthServer
+
             self.health_server = HealthServer(
                 self.health, port=self._health_port, address=self._health_address
             )
