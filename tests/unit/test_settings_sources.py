@@ -52,13 +52,14 @@ def _values_of(annotation: object) -> list[str]:
     kind = _scalar(annotation)
     if typing.get_origin(kind) is typing.Literal:
         return [*map(str, typing.get_args(kind)), "LITERAL-NOT-ALLOWED", ""]
-    return {
+    values: dict[object, list[str]] = {
         int: ["7", " 30 ", "1e3", "-1", "0", "99999999", "seven", ""],
         float: ["2.5", "3", "0", "-4", "inf", "nan", "soon", ""],
         bool: ["true", "0", "YES", "off", "maybe", ""],
         str: ["https://sqs.eu-west-1.amazonaws.com/123456789012/jobs", "  spaced ", ""],
         dict[str, str]: ["reports=reports-queue,bulk=https://sqs.eu-west-1.amazonaws.com/1/bulk", "=", ""],
-    }[kind]
+    }
+    return values[kind]
 
 
 def _cases() -> Iterator[tuple[str, dict[str, str]]]:
