@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cloudjobs.backends.base import Delivery, QueueInfo
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import Envelope
-from cloudjobs.frozen import slot_setters
+from cloudjobs.frozen import draft_of
 from cloudjobs.job import Job
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.run_lease import lease_limit
@@ -50,7 +50,7 @@ class Prepared:
     policy: RetryPolicy
 
 
-_PREPARED_SETTERS = slot_setters(Prepared, "delivery", "envelope", "definition", "payload", "job", "policy")
+_PREPARED_DRAFT = draft_of(Prepared, "delivery", "envelope", "definition", "payload", "job", "policy")
 
 
 def build_prepared(
@@ -61,16 +61,17 @@ def build_prepared(
     job: Job,
     policy: RetryPolicy,
 ) -> Prepared:
-    """``Prepared(...)``, built for each prepared message at half the cost of the frozen
+    """``Prepared(...)``, built for each prepared message at a fraction of the cost of the frozen
     ``__init__`` (see :mod:`cloudjobs.frozen`)."""
-    set_delivery, set_envelope, set_definition, set_payload, set_job, set_policy = _PREPARED_SETTERS
-    prepared: Prepared = object.__new__(Prepared)
-    set_delivery(prepared, delivery)
-    set_envelope(prepared, envelope)
-    set_definition(prepared, definition)
-    set_payload(prepared, payload)
-    set_job(prepared, job)
-    set_policy(prepared, policy)
+    draft = object.__new__(_PREPARED_DRAFT)
+    draft.delivery = delivery
+    draft.envelope = envelope
+    draft.definition = definition
+    draft.payload = payload
+    draft.job = job
+    draft.policy = policy
+    draft.__class__ = Prepared
+    prepared: Prepared = draft
     return prepared
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Final, Protocol, runtime_checkable
 
-from cloudjobs.frozen import slot_setters
+from cloudjobs.frozen import draft_of
 
 # SQS's limits, defined here once and imported by the backends, settings, provisioning and the CLI.
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
@@ -207,7 +207,7 @@ class Delivery:
     typed_attributes: Mapping[str, TypedAttribute] = field(default_factory=dict)
 
 
-_DELIVERY_SETTERS = slot_setters(
+_DELIVERY_DRAFT = draft_of(
     Delivery,
     "message_id",
     "receipt",
@@ -234,31 +234,21 @@ def build_delivery(
     system_attributes: Mapping[str, str],
     typed_attributes: Mapping[str, TypedAttribute],
 ) -> Delivery:
-    """``Delivery(...)`` with every field, built for each received message at half the cost of the
+    """``Delivery(...)`` with every field, built for each received message at a fraction of the cost of the
     frozen ``__init__`` (see :mod:`cloudjobs.frozen`)."""
-    (
-        set_message_id,
-        set_receipt,
-        set_body,
-        set_attributes,
-        set_receive_count,
-        set_sent_at,
-        set_queue,
-        set_group_id,
-        set_system_attributes,
-        set_typed_attributes,
-    ) = _DELIVERY_SETTERS
-    delivery: Delivery = object.__new__(Delivery)
-    set_message_id(delivery, message_id)
-    set_receipt(delivery, receipt)
-    set_body(delivery, body)
-    set_attributes(delivery, attributes)
-    set_receive_count(delivery, receive_count)
-    set_sent_at(delivery, sent_at)
-    set_queue(delivery, queue)
-    set_group_id(delivery, group_id)
-    set_system_attributes(delivery, system_attributes)
-    set_typed_attributes(delivery, typed_attributes)
+    draft = object.__new__(_DELIVERY_DRAFT)
+    draft.message_id = message_id
+    draft.receipt = receipt
+    draft.body = body
+    draft.attributes = attributes
+    draft.receive_count = receive_count
+    draft.sent_at = sent_at
+    draft.queue = queue
+    draft.group_id = group_id
+    draft.system_attributes = system_attributes
+    draft.typed_attributes = typed_attributes
+    draft.__class__ = Delivery
+    delivery: Delivery = draft
     return delivery
 
 

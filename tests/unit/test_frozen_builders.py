@@ -12,7 +12,7 @@ import pytest
 from cloudjobs.backends.base import Delivery, TypedAttribute, build_delivery
 from cloudjobs.definition import JobDefinition
 from cloudjobs.envelope import Envelope, decode, encode
-from cloudjobs.frozen import slot_setters
+from cloudjobs.frozen import draft_of
 from cloudjobs.job import Job, build_job
 from cloudjobs.retry import RetryPolicy
 from cloudjobs.run import Prepared, build_prepared
@@ -155,6 +155,34 @@ def test_build_prepared_builds_what_prepared_builds() -> None:
 
 def test_a_builder_that_misses_or_reorders_a_field_fails_at_import() -> None:
     with pytest.raises(TypeError, match="Prepared"):
-        slot_setters(Prepared, "delivery", "envelope", "definition", "payload", "job")
+        draft_of(Prepared, "delivery", "envelope", "definition", "payload", "job")
     with pytest.raises(TypeError, match="Prepared"):
-        slot_setters(Prepared, "envelope", "delivery", "definition", "payload", "job", "policy")
+        draft_of(Prepared, "envelope", "delivery", "definition", "payload", "job", "policy")
+
+
+def test_only_a_slotted_dataclass_of_its_own_gets_a_draft() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class WithDict:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived(Prepared):
+        extra: int = 0
+
+    with pytest.raises(TypeError, match="WithDict"):
+        draft_of(WithDict, "a")
+    with pytest.raises(TypeError, match="Derived"):
+        draft_of(Derived, "delivery", "envelope", "definition", "payload", "job", "policy", "extra")
+
+
+def test_a_draft_becomes_its_class_and_is_frozen_from_then_on() -> None:
+    draft = draft_of(Prepared, "delivery", "envelope", "definition", "payload", "job", "policy")
+    built = object.__new__(draft)
+    built.payload = {"p": 1}
+
+    built.__class__ = Prepared
+
+    assert type(built) is Prepared
+    assert built.payload == {"p": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.payload = None  # type: ignore[misc]
