@@ -277,7 +277,9 @@ class OutcomeApplier:
         match outcome:
             case Completed() | Cancelled():
                 self._acknowledging.acknowledge(delivery)
-                self._count("completed" if isinstance(outcome, Completed) else "cancelled")
+                kind = "completed" if isinstance(outcome, Completed) else "cancelled"
+                with self._lock:  # _count(), written out: this runs for nearly every message
+                    self.counts[kind] += 1
                 return False
             case DeadLetter():
                 return not self._dead_letter(delivery, outcome)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final
 
 from pydantic import JsonValue
 
@@ -194,11 +195,8 @@ def current_job() -> Job | None:
     return _current_job.get()
 
 
-def set_current_job(job: Job | None) -> contextvars.Token[Job | None]:
-    """Make ``job`` the current one; returns the token to restore the previous one."""
-    return _current_job.set(job)
-
-
-def reset_current_job(token: contextvars.Token[Job | None]) -> None:
-    """Restore the job that was current before :func:`set_current_job`."""
-    _current_job.reset(token)
+# The context variable's own methods rather than wrapper functions: one call fewer per job.
+set_current_job: Final[Callable[[Job | None], contextvars.Token[Job | None]]] = _current_job.set
+"""Make a job the current one; returns the token to restore the previous one."""
+reset_current_job: Final[Callable[[contextvars.Token[Job | None]], None]] = _current_job.reset
+"""Restore the job that was current before :func:`set_current_job`."""

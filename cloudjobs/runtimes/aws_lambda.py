@@ -51,6 +51,7 @@ from cloudjobs.runtimes.lambda_events import (
     SqsEvent,
     SqsRecord,
     delivery_from_record,
+    queue_name_of,
 )
 from cloudjobs.runtimes.lambda_queues import SourceQueue, SourceQueues, UndescribedQueue
 from cloudjobs.runtimes.ordering import applying, chains, run_chain
@@ -147,7 +148,9 @@ class LambdaHandler:
                 reported.update(record["messageId"] for record in group)
                 continue
             batch = _Batch(self, source, context)
-            reported |= batch.run(_deliveries(group, reported, is_fifo=source.consumer.queue.is_fifo))
+            reported |= batch.run(
+                _deliveries(group, reported, queue=queue_name_of(arn), is_fifo=source.consumer.queue.is_fifo)
+            )
             not_started += batch.not_started
         if not_started:
             logger.warning(
@@ -191,14 +194,14 @@ def _remaining(context: LambdaContext) -> timedelta:
     return timedelta(milliseconds=context.get_remaining_time_in_millis())
 
 
-def _deliveries(records: list[SqsRecord], reported: set[str], *, is_fifo: bool) -> list[Delivery]:
+def _deliveries(records: list[SqsRecord], reported: set[str], *, queue: str, is_fifo: bool) -> list[Delivery]:
     """The records as deliveries. A record that cannot be read (a field missing or malformed) is
     added to ``reported`` instead: it comes back, and the queue's redrive policy ends it. On a FIFO
     queue so is every record after it, unrun: its message group is not known, and order must hold."""
     deliveries = []
     for index, record in enumerate(records):
         try:
-            deliveries.append(delivery_from_record(record))
+            deliveries.append(delivery_from_record(record, queue))
         except (KeyError, TypeError, ValueError) as exc:
             held_back = records[index + 1 :] if is_fifo else []
             logger.error(

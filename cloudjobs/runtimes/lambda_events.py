@@ -88,8 +88,14 @@ def queue_name_of(event_source_arn: str) -> str:
     return event_source_arn.rsplit(":", 1)[-1]
 
 
-def delivery_from_record(record: SqsRecord) -> Delivery:
-    """A record as the consumer core takes it, attributes read as the SQS backend reads them."""
+def delivery_from_record(record: SqsRecord, queue: str | None = None) -> Delivery:
+    """A record as the consumer core takes it, attributes read as the SQS backend reads them.
+
+    Args:
+        record: the record.
+        queue: the queue's name, when the caller already read it from the record's
+            ``eventSourceARN`` (every record of a batch's group shares it).
+    """
     system = record["attributes"]
     message_attributes = record.get("messageAttributes")
     attributes: dict[str, str]
@@ -108,7 +114,7 @@ def delivery_from_record(record: SqsRecord) -> Delivery:
         attributes=attributes,
         receive_count=int(system.get("ApproximateReceiveCount", "1")),
         sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, UTC),
-        queue=queue_name_of(record["eventSourceARN"]),
+        queue=queue_name_of(record["eventSourceARN"]) if queue is None else queue,
         group_id=system.get("MessageGroupId"),
         system_attributes=system_attributes,
         typed_attributes=typed,

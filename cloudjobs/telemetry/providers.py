@@ -106,7 +106,10 @@ class _DeferredWatch:
         """True when the global provider is an SDK's (see :meth:`_ProviderWatch.is_active`)."""
         watch = self._watch
         if watch is None:
-            if self._module not in sys.modules and not self._names_provider():
+            is_named = self._is_named
+            if is_named is None:
+                is_named = self._names_provider()
+            if not is_named and self._module not in sys.modules:
                 return False
             # Races between threads build equal watches: the last one stays.
             watch = self._watch = self._make()
