@@ -268,6 +268,8 @@ class OutcomeApplier:
         self._backend = backend
         self._clock = clock
         self._acknowledging = acknowledging or BatchedDeletes(backend)
+        # Lambda deletes what a function does not report: a completed job calls nothing.
+        self._acknowledges = not isinstance(self._acknowledging, LeftToLambda)
         self._hiding = hiding or ImmediateVisibility(backend)
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -276,7 +278,8 @@ class OutcomeApplier:
         """Carry out one outcome for one delivery; returns whether the message stays on the queue."""
         match outcome:
             case Completed() | Cancelled():
-                self._acknowledging.acknowledge(delivery)
+                if self._acknowledges:
+                    self._acknowledging.acknowledge(delivery)
                 kind = "completed" if isinstance(outcome, Completed) else "cancelled"
                 with self._lock:  # _count(), written out: this runs for nearly every message
                     self.counts[kind] += 1

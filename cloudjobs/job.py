@@ -31,8 +31,10 @@ class _CancelSignal(threading.Event):
     standard ``Event`` does, without it.
     """
 
-    def __init__(self) -> None:  # no super().__init__(): it would build the condition now
-        self._flag = False
+    # No Event.__init__ (it would build the condition now), and no __init__ frame at all: the flag
+    # reads False from the class until set() stores the instance's own.
+    __init__ = object.__init__
+    _flag = False
 
     # A property rather than __getattr__: a class with __getattr__ makes every attribute read on its
     # instances slower (is_set() and its _flag, once per job), not only the reads that miss.

@@ -98,14 +98,22 @@ def delivery_from_record(record: SqsRecord, queue: str | None = None) -> Deliver
     """
     system = record["attributes"]
     message_attributes = record.get("messageAttributes")
-    attributes: dict[str, str]
+    attributes: dict[str, str] = {}
     typed: dict[str, TypedAttribute] = {}
-    if not message_attributes:
-        attributes = {}
-    elif (plain := _plain_strings(message_attributes)) is not None:
-        attributes = plain
-    else:
-        attributes, typed = record_attributes(message_attributes)
+    if message_attributes:
+        # Plain Strings with a text value (cloudjobs' own attributes, trace context: the common case)
+        # are read as read_attributes() reads them, without building its entries; at the first
+        # other one, read_attributes() reads them all (and raises what it raises first: a value that
+        # is no mapping, or has no dataType, fails here in the same order).
+        for name, value in message_attributes.items():
+            if (
+                value["dataType"] != "String"
+                or "binaryValue" in value
+                or type(text := value.get("stringValue")) is not str
+            ):
+                attributes, typed = record_attributes(message_attributes)
+                break
+            attributes[name] = text
     system_attributes = {"AWSTraceHeader": system["AWSTraceHeader"]} if "AWSTraceHeader" in system else {}
     return build_delivery(
         message_id=record["messageId"],
@@ -138,21 +146,3 @@ def record_attributes(
             for name, value in message_attributes.items()
         ]
     )
-
-
-def _plain_strings(message_attributes: Mapping[str, SqsMessageAttribute]) -> dict[str, str] | None:
-    """The attributes as text when every one is a plain ``String`` with a text value (cloudjobs' own
-    attributes, trace context: the common case), as :func:`read_attributes` would read them, without
-    building its entries; None when any is not, for :func:`read_attributes` to read them all.
-
-    Raises what reading them all would raise first: a value that is no mapping, or has no ``dataType``.
-    """
-    strings: dict[str, str] = {}
-    for name, value in message_attributes.items():
-        if value["dataType"] != "String" or "binaryValue" in value:
-            return None
-        text = value.get("stringValue")
-        if type(text) is not str:
-            return None
-        strings[name] = text
-    return strings
