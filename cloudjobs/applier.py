@@ -268,8 +268,6 @@ class OutcomeApplier:
         self._backend = backend
         self._clock = clock
         self._acknowledging = acknowledging or BatchedDeletes(backend)
-        # Lambda deletes what a function does not report: a completed job calls nothing.
-        self._acknowledges = not isinstance(self._acknowledging, LeftToLambda)
         self._hiding = hiding or ImmediateVisibility(backend)
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -278,11 +276,8 @@ class OutcomeApplier:
         """Carry out one outcome for one delivery; returns whether the message stays on the queue."""
         match outcome:
             case Completed() | Cancelled():
-                if self._acknowledges:
-                    self._acknowledging.acknowledge(delivery)
-                kind = "completed" if isinstance(outcome, Completed) else "cancelled"
-                with self._lock:  # _count(), written out: this runs for nearly every message
-                    self.counts[kind] += 1
+                self._acknowledging.acknowledge(delivery)
+                self._count("completed" if isinstance(outcome, Completed) else "cancelled")
                 return False
             case DeadLetter():
                 return not self._dead_letter(delivery, outcome)

@@ -329,11 +329,7 @@ class Consumer:
     def _end(self, run: Run, outcome: Outcome, apply: Apply | None) -> Outcome:
         if run.handles:  # most runs start none (no trace, no middleware)
             outcome = self._settle(run, outcome)
-        if apply is not None:  # _apply(), written out: this runs for every message
-            try:
-                apply(run.delivery, outcome)
-            except Exception:
-                logger.exception("applying the outcome of message %s failed", run.delivery.message_id)
+        _apply(apply, run.delivery, outcome)
         return outcome
 
     # -- decisions --------------------------------------------------------------------------------

@@ -81,6 +81,13 @@ class JobDefinition:
     limits: JobLimits | None = None
 
     @property
+    def validates_payload(self) -> bool:
+        """False when :meth:`validate` hands a payload back as it is: no annotation, ``Any`` or
+        ``object`` (pydantic validates the last two alike, to the payload itself)."""
+        payload_type = self.payload_type
+        return not (payload_type is None or payload_type is Any or payload_type is object)
+
+    @property
     def has_record(self) -> bool:
         """True when runs of this job keep an idempotency or status record."""
         return self.idempotent or self.track_status
@@ -163,10 +170,9 @@ class JobDefinition:
         Raises:
             PayloadValidationError: the payload does not fit the handler's annotation.
         """
-        payload_type = self.payload_type
-        # pydantic validates Any and object alike, handing back the payload itself.
-        if payload_type is None or payload_type is Any or payload_type is object:
+        if not self.validates_payload:
             return payload
+        payload_type = self.payload_type
         try:
             # The adapter's compiled validator itself, as TypeAdapter.validate_python calls it with
             # no options (whose keyword defaults cost more than the call).

@@ -69,16 +69,14 @@ class EventLoopThread:
 
     def run(self, coroutine: Coroutine[object, object, T]) -> T:
         """Run ``coroutine`` on the loop and wait for its result (or exception) in this thread."""
+        import asyncio  # loaded by the first async handler
+
         with self._lock:
             if self._loop is None:
-                import asyncio  # loaded by the first async handler
-
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=self._loop.run_forever, name=self._name, daemon=True)
                 self._thread.start()
             loop = self._loop
-        import asyncio
-
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     def close(self, *, timeout: float | None = None) -> None:
@@ -142,11 +140,8 @@ def call_handler(run: Run) -> tuple[object, BaseException | None]:
         token = set_current_job(prepared.job)
         run.has_started = True
         run.started = time.perf_counter()
-        definition = prepared.definition
         try:
-            if definition.takes_job:  # _arguments(), written out
-                return definition.function(prepared.payload, prepared.job), None
-            return definition.function(prepared.payload), None
+            return prepared.definition.function(*_arguments(prepared)), None
         except BaseException as exc:  # The attempt's failure, whatever the handler raised.
             return None, exc
         finally:

@@ -12,33 +12,22 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cloudjobs.backends.base import Delivery, QueueInfo
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.definition import JobDefinition
-from cloudjobs.envelope import (
-    ID_ATTRIBUTE,
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    TYPE_ATTRIBUTE,
-    ForeignMessageError,
-    decode,
-)
-from cloudjobs.errors import (
-    DecodeError,
-    MessageError,
-    PayloadMissingError,
-    UnknownJobError,
-)
+from cloudjobs.envelope import ID_ATTRIBUTE, MAX_IDEMPOTENCY_KEY_LENGTH, TYPE_ATTRIBUTE
+from cloudjobs.errors import DecodeError, MessageError, PayloadMissingError, UnknownJobError
 from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
 from cloudjobs.job import build_job
 from cloudjobs.outcomes import Outcome, Reason
-from cloudjobs.payloads.pointer import Pointer, is_pointer_message, read_pointer, with_overrides
+from cloudjobs.payloads.pointer import Pointer, pointer_of, with_overrides
 from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, read_stored
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
-from cloudjobs.routing import attribute_of, decode_delivery, routed_envelope
+from cloudjobs.routing import attribute_of, decode_delivery
 from cloudjobs.run import Prepared, Run, build_prepared
 from cloudjobs.settings import SettingsModel
 
@@ -109,7 +98,7 @@ class Preparation:
                 policy,
                 self.timeout_of(definition),
                 keeps_record=definition.has_record,
-                checks_payload=not _passes_through(definition.payload_type),
+                checks_payload=definition.validates_payload,
                 derives_key=definition.key_function is not None or definition.has_record,
             )
             if queue.max_receive_count is not None and policy.max_attempts > queue.max_receive_count:
@@ -183,18 +172,14 @@ class Preparation:
         """
         delivery = run.delivery
         stored: Stored | None = None
-        # pointer_of(), written out: the size attribute is looked for before the body is parsed.
-        if is_pointer_message(delivery) and (pointer := read_pointer(delivery.body)) is not None:
+        if (pointer := pointer_of(delivery)) is not None:
             read = self._read_stored(delivery, pointer)
             if not isinstance(read, Stored):
                 return read
             stored = read
         try:
             if stored is None:
-                try:  # decode_delivery(), written out: one call fewer per message
-                    envelope = decode(delivery.body)
-                except ForeignMessageError as foreign:
-                    envelope = routed_envelope(delivery, foreign, self._settings)
+                envelope = decode_delivery(delivery, self._settings)
             else:
                 # Decoded from the stored body; the delivery itself keeps its pointer, which every
                 # copy of it (hops, re-sends, dead letters) carries on.
@@ -281,8 +266,3 @@ class Preparation:
             progress_reporter=run.record_progress if keeps_record or envelope.track_status else None,
         )
         return build_prepared(delivery, envelope, definition, payload, job, policy)
-
-
-def _passes_through(payload_type: object) -> bool:
-    """Whether :meth:`JobDefinition.validate` hands a payload of this type back as it is."""
-    return payload_type is None or payload_type is Any or payload_type is object

@@ -25,29 +25,20 @@ def decode_delivery(delivery: Delivery, settings: SettingsModel) -> Envelope:
     try:
         return decode(delivery.body)
     except ForeignMessageError as foreign:
-        return routed_envelope(delivery, foreign, settings)
-
-
-def routed_envelope(delivery: Delivery, foreign: ForeignMessageError, settings: SettingsModel) -> Envelope:
-    """The envelope of a foreign message (a body not in cloudjobs' format), by the routing rules.
-
-    Raises:
-        DecodeError: no routing rule applies to it (reason ``unroutable``).
-    """
-    job_type = _route(delivery, settings)
-    if job_type is None:
-        raise DecodeError(
-            f"{foreign}; no routing rule applies (set CLOUDJOBS_DEFAULT_JOB_TYPE or "
-            "CLOUDJOBS_JOB_TYPE_ATTRIBUTE)",
-            reason=Reason.UNROUTABLE,
-        ) from None
-    return Envelope(
-        id=delivery.message_id,
-        type=job_type,
-        payload=foreign.content,
-        correlation_id=attribute_of(delivery, CORRELATION_ATTRIBUTE) or uuid.uuid4().hex,
-        enqueued_at=delivery.sent_at,
-    )
+        job_type = _route(delivery, settings)
+        if job_type is None:
+            raise DecodeError(
+                f"{foreign}; no routing rule applies (set CLOUDJOBS_DEFAULT_JOB_TYPE or "
+                "CLOUDJOBS_JOB_TYPE_ATTRIBUTE)",
+                reason=Reason.UNROUTABLE,
+            ) from None
+        return Envelope(
+            id=delivery.message_id,
+            type=job_type,
+            payload=foreign.content,
+            correlation_id=attribute_of(delivery, CORRELATION_ATTRIBUTE) or uuid.uuid4().hex,
+            enqueued_at=delivery.sent_at,
+        )
 
 
 def attribute_of(delivery: Delivery, name: str) -> str | None:

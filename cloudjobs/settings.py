@@ -31,6 +31,7 @@ from cloudjobs.backends.base import (
     MAX_WAIT_TIME_SECONDS,
 )
 from cloudjobs.errors import ConfigurationError
+from cloudjobs.lazy import lazy_names
 from cloudjobs.queues import check_queues, parse_queues
 
 ENV_PREFIX = "CLOUDJOBS_"
@@ -270,10 +271,11 @@ def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, st
     wins, as in pydantic-settings' environment source."""
     found: dict[str, str] = {}
     fields = SettingsModel.model_fields
-    start = len(ENV_PREFIX)
+    prefix = ENV_PREFIX.lower()
+    start = len(prefix)
     for name, value in (os.environ if environ is None else environ).items():
         lowered = name.lower()
-        if lowered.startswith("cloudjobs_") and lowered[start:] in fields:
+        if lowered.startswith(prefix) and lowered[start:] in fields:
             found[lowered[start:]] = value
     return found
 
@@ -297,10 +299,5 @@ def load_settings(*, dotenv: bool = True) -> SettingsModel:
         raise ConfigurationError(first["msg"], setting=setting) from None
 
 
-def __getattr__(name: str) -> object:
-    # Settings loads pydantic-settings: it is read from its module on first use.
-    if name == "Settings":
-        from cloudjobs.settings_sources import Settings
-
-        return Settings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Settings loads pydantic-settings: it is read from its module on first use.
+__getattr__, __dir__ = lazy_names(__name__, {"Settings": "cloudjobs.settings_sources"}, ("Settings",))

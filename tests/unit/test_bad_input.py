@@ -141,10 +141,10 @@ def test_a_memory_error_while_decoding_is_retried_not_dead_lettered(
     jobs.enqueue("plain", {})
     [delivery] = backend.receive(max_messages=1, wait=timedelta(0))
 
-    def exhausted(body: str) -> Envelope:
+    def exhausted(delivery: Delivery, settings: Settings) -> Envelope:
         raise MemoryError
 
-    monkeypatch.setattr(cloudjobs.preparation, "decode", exhausted)
+    monkeypatch.setattr(cloudjobs.preparation, "decode_delivery", exhausted)
     outcome = jobs.consumer().process(delivery)
 
     assert isinstance(outcome, Retry)
