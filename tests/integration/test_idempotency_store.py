@@ -175,8 +175,11 @@ def test_a_renewed_lease_is_not_taken_over(store: IdempotencyStore) -> None:
 
 
 def test_an_expired_record_counts_as_absent_and_is_not_found(store: IdempotencyStore) -> None:
-    lease = _acquired(store.acquire(CLAIM, lease=timedelta(milliseconds=100), retention=timedelta(seconds=1)))
-    store.complete(CLAIM.key, lease.token, result="1", result_omitted=None, retention=timedelta(seconds=1))
+    # The record's expiry is kept in whole epoch seconds (what DynamoDB TTL reads): a retention of
+    # one second can run out a moment after the write. Three leave at least two for the next check.
+    retention = timedelta(seconds=3)
+    lease = _acquired(store.acquire(CLAIM, lease=timedelta(milliseconds=100), retention=retention))
+    store.complete(CLAIM.key, lease.token, result="1", result_omitted=None, retention=retention)
     assert isinstance(store.acquire(CLAIM, lease=LEASE, retention=RETENTION), AlreadyCompleted)
 
     # TTL deletion is lazy (local servers never delete): expiry is checked by the store itself.
