@@ -4,16 +4,30 @@ boto3 resolves credentials, endpoint (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_<
 mode itself, and cloudjobs leaves that alone. One gap is filled: botocore reads the region from
 ``AWS_DEFAULT_REGION`` and profiles but not from ``AWS_REGION``, which Lambda, ECS and most tools
 set; so an explicit region comes first, then boto3's own, then ``AWS_REGION``.
+
+**One model cache for every client.** Each client gets a session of its own (credentials, region
+and configuration resolved afresh, as a new ``boto3.session.Session`` does), but every such session
+reads botocore's service and endpoint data through one shared loader. A session's loader keeps the
+JSON it has read (the endpoint table alone decodes to several MiB), so without sharing a process
+holding an SQS and a DynamoDB client would read and keep all of it twice. The loaded data is
+read-only; a session passed in by the caller is used as it is.
+
 boto3 is imported inside the functions, so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import boto3
+    from botocore.loaders import Loader
+
+_loader_lock = threading.Lock()
+_shared_loader: list[Loader] = []
+"""The data loader every session made here reads through (empty until the first session)."""
 
 
 def resolve_region(session: boto3.Session, region: str | None = None) -> str | None:
@@ -29,9 +43,7 @@ def create_client(
     config: Any = None,
 ) -> Any:
     """A boto3 client for ``service_name`` (``"sqs"``, ``"dynamodb"``...), region resolved as above."""
-    import boto3
-
-    session = session or boto3.session.Session()
+    session = session or new_session()
     options: dict[str, Any] = {}
     resolved = resolve_region(session, region)
     if resolved is not None:
@@ -39,3 +51,24 @@ def create_client(
     if config is not None:
         options["config"] = config
     return session.client(service_name, **options)  # type: ignore[call-overload]
+
+
+def new_session() -> boto3.Session:
+    """A boto3 session of its own that reads botocore's data through the shared loader (see above)."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    with _loader_lock:
+        if _shared_loader:
+            loader = _shared_loader[0]
+            core.register_component("data_loader", loader)
+        else:
+            loader = core.get_component("data_loader")
+            _shared_loader.append(loader)
+        session = boto3.session.Session(botocore_session=core)
+        # boto3 adds its own data directory to the loader's search path with every session.
+        paths = loader.search_paths
+        if len(paths) != len(set(paths)):
+            paths[:] = dict.fromkeys(paths)
+    return session

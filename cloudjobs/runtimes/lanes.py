@@ -259,6 +259,8 @@ class Lane:
         age = self.deletes.oldest_pending_age()
         if age is not None and age >= _FLUSH_AFTER:
             self.applier.flush()
+        if self._metrics_reader is not None:
+            self._metrics_reader.poke()
         self._on_tick()
 
     def stop_reading_metrics(self) -> None:

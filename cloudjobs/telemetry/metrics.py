@@ -196,9 +196,10 @@ class QueueMetricsReader:
 
     One GetQueueAttributes per queue per interval, whatever the message rate: never per message.
     While no SDK stands behind the global meter provider (see :mod:`cloudjobs.telemetry.providers`)
-    the gauges would record nothing, so the interval passes without a read (nor loading the metrics
-    API); reading starts at the first interval after one is installed. A failed read is logged and
-    retried at the next interval.
+    the gauges would record nothing, so nothing is read (nor the metrics API loaded) and no thread
+    runs: ``start`` starts the thread only when an SDK is installed, else the first ``poke`` after
+    one is (a worker pokes on its heartbeat); a thread that is running and finds the SDK gone skips
+    its reads. A failed read is logged and retried at the next interval.
 
     Args:
         statistics: where the counts come from (a backend implementing ``QueueStatistics``).
@@ -223,15 +224,34 @@ class QueueMetricsReader:
         self._gauges = gauges
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cloudjobs-queue-metrics", daemon=True)
+        self._lock = threading.Lock()
+        self._is_wanted = False
         self.reads = 0
 
+    @property
+    def is_reading(self) -> bool:
+        """True once the reading thread has started (and until it stops)."""
+        return self._thread.is_alive()
+
     def start(self) -> None:
-        """Start reading (the first read happens at once)."""
-        self._thread.start()
+        """Start reading, the first read at once; without an SDK, at the first ``poke`` after one is
+        installed."""
+        self._is_wanted = True
+        self.poke()
+
+    def poke(self) -> None:
+        """Start the reading thread if ``start`` asked for it and an SDK is now installed. Cheap:
+        call it as often as is convenient."""
+        if not self._is_wanted or self._thread.ident is not None or not is_metering():
+            return
+        with self._lock:
+            if self._thread.ident is None and not self._stopped.is_set():
+                self._thread.start()
 
     def stop(self) -> None:
         """Stop reading; waits up to 5 s for a read under way (the thread is a daemon)."""
-        self._stopped.set()
+        with self._lock:
+            self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 

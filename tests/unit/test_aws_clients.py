@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from cloudjobs.aws_clients import create_client, resolve_region
+from cloudjobs.aws_clients import create_client, new_session, resolve_region
 
 
 @pytest.fixture
@@ -38,3 +38,53 @@ def test_an_explicit_region_and_then_boto3s_own_come_before_aws_region(
 @pytest.mark.usefixtures("no_region")
 def test_no_region_anywhere_resolves_to_none() -> None:
     assert resolve_region(boto3.session.Session()) is None
+
+
+def _count_endpoint_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every JSON file botocore reads (its endpoint table is named ``endpoints``)."""
+    import botocore.loaders
+
+    loads: list[str] = []
+    read = botocore.loaders.JSONFileLoader.load_file
+
+    def load_file(self: botocore.loaders.JSONFileLoader, file_path: str) -> object:
+        loads.append(file_path)
+        return read(self, file_path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", load_file)
+    return loads
+
+
+def _endpoint_tables(loads: list[str]) -> int:
+    return sum(1 for path in loads if path.endswith("/endpoints"))
+
+
+@pytest.mark.usefixtures("no_region")
+def test_clients_read_botocores_data_once_between_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = _count_endpoint_loads(monkeypatch)
+    plain = [boto3.session.Session().client("sqs", region_name="eu-west-1") for _ in range(2)]
+    assert _endpoint_tables(loads) == 2, "the control: two plain sessions read the table twice"
+    loads.clear()
+    ours = [create_client(service, region="eu-west-1") for service in ("sqs", "dynamodb", "sqs")]
+    assert _endpoint_tables(loads) <= 1
+    assert [client.meta.region_name for client in ours] == ["eu-west-1"] * 3
+    for client in plain + ours:
+        client.close()
+
+
+def test_sessions_share_data_but_resolve_credentials_each_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
+    first = new_session()
+    first_credentials = first.get_credentials()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second-key")
+    second_credentials = new_session().get_credentials()
+    assert first_credentials is not None
+    assert second_credentials is not None
+    assert (first_credentials.access_key, second_credentials.access_key) == ("first-key", "second-key")
+    # boto3 adds its data directory with every session: the shared search path does not grow.
+    paths = [new_session()._session.get_component("data_loader").search_paths for _ in range(3)]
+    assert paths[0] is paths[2]
+    assert len(paths[2]) == len(set(paths[2]))

@@ -190,6 +190,41 @@ print(json.dumps([before, [len(calls), reader.reads]]))
     assert json.loads(stdout) == [[0, 0, False], [1, 1]]
 
 
+def test_without_an_sdk_the_queue_reader_starts_no_thread_until_a_poke_finds_one() -> None:
+    # A fresh interpreter: this process has the SDK installed by other tests.
+    script = """
+import json, threading, time
+from datetime import timedelta
+from cloudjobs import MemoryBackend
+from cloudjobs.telemetry.metrics import QueueMetricsReader
+def readers():
+    return sum(t.name == "cloudjobs-queue-metrics" for t in threading.enumerate())
+backend = MemoryBackend("jobs")
+reader = QueueMetricsReader(backend, queue="jobs", interval=timedelta(seconds=60))
+reader.start()
+reader.poke()
+before = [readers(), reader.is_reading, reader.reads]
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+metrics.set_meter_provider(MeterProvider())
+reader.poke()
+reader.poke()
+deadline = time.monotonic() + 30
+while reader.reads == 0 and time.monotonic() < deadline:
+    time.sleep(0.01)
+after = [readers(), reader.is_reading, reader.reads]
+reader.stop()
+idle = QueueMetricsReader(backend, queue="jobs", interval=timedelta(seconds=60))
+idle.poke()
+print(json.dumps([before, after, [reader.is_reading, readers(), idle.is_reading]]))
+"""
+    stdout = run_fresh(script)
+
+    # No thread without an SDK; one (reading at once) from the first poke after it; none after
+    # stop; and a reader never started is not started by a poke.
+    assert json.loads(stdout) == [[0, False, 0], [1, True, 1], [False, 0, False]]
+
+
 def test_the_stall_gauge_is_set_once_an_sdk_is_installed_and_not_loaded_before() -> None:
     # A fresh interpreter: the health watch meters nothing (and loads no metrics API) without an
     # SDK, then sets the gauge at its next observation once one is installed, with no stall change.

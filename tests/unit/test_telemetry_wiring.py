@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from cloudjobs import CloudJobs, ConfigurationError, ManualClock, MemoryBackend,
 from cloudjobs.backends.base import QueueCounts
 from cloudjobs.runtimes.worker import Worker
 from cloudjobs.telemetry import Telemetry
+from tests.fresh import run_fresh
 from tests.otel import Capture
 from tests.unit.test_aws_lambda import FakeContext, event_of, receive_all
 
@@ -147,3 +149,44 @@ def test_disabled_telemetry_turns_the_workers_queue_gauges_off() -> None:
         # The reader thread would start before the worker reports started: none is running.
         assert _reader_threads() == 0
     assert not backend.counted.is_set()
+
+
+def test_a_worker_without_an_sdk_runs_no_reader_until_its_heartbeat_finds_one() -> None:
+    # A fresh interpreter: this process has the SDK installed by other tests.
+    script = """
+import json, threading, time
+from cloudjobs import CloudJobs, MemoryBackend
+from cloudjobs.settings import SettingsModel
+from cloudjobs.telemetry.metrics import QueueMetricsReader
+pokes = threading.Semaphore(0)
+poke = QueueMetricsReader.poke
+def counted_poke(self):
+    poke(self)
+    pokes.release()
+QueueMetricsReader.poke = counted_poke
+def readers():
+    return sum(t.name == "cloudjobs-queue-metrics" for t in threading.enumerate())
+settings = SettingsModel(wait_time_seconds=1, heartbeat_interval_seconds=0.2, shutdown_timeout_seconds=5)
+jobs = CloudJobs(settings=settings, backend=MemoryBackend("jobs", max_receive_count=10))
+jobs.job("noop")(lambda payload: None)
+worker = jobs.worker(queue_metrics_interval=60)
+thread = threading.Thread(target=worker.run)
+thread.start()
+assert worker.started.wait(30)
+for _ in range(3):  # three heartbeats with no SDK: no reader may start
+    assert pokes.acquire(timeout=30)
+before = readers()
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+metrics.set_meter_provider(MeterProvider())
+deadline = time.monotonic() + 30
+while readers() == 0 and time.monotonic() < deadline:
+    time.sleep(0.01)
+after = readers()
+worker.stop()
+thread.join(30)
+print(json.dumps([before, after, readers()]))
+"""
+    stdout = run_fresh(script)
+
+    assert json.loads(stdout) == [0, 1, 0]
