@@ -235,3 +235,64 @@ def test_a_reader_that_knows_no_track_status_ignores_it() -> None:
     body["a_field_from_the_future"] = 1
 
     assert decode(json.dumps(body)).track_status is True
+
+
+_LONG = "x" * 3000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(),
+        _body(idempotency_key="k", attempt_offset=3, redrive_count=2, track_status=True),
+        _body(due_at="2026-11-24T12:15:00Z", flow_parent="parent#1", flow_route="done", extra="kept out"),
+        _body(idempotency_key=None, due_at=None, flow_parent=None, flow_route=None),
+        _body(payload=None),
+        _body(payload=[1, "two", {"three": 3.0}]),
+        _body(enqueued_at="2026-11-24T12:00:00"),
+        _body(enqueued_at="2026-11-24T14:00:00+02:00"),
+        _body(enqueued_at=1764000000),
+        _body(id=_LONG),
+        _body(type=_LONG),
+        _body(correlation_id=_LONG),
+        _body(idempotency_key=_LONG),
+        _body(flow_parent=_LONG),
+        _body(flow_route="a-route-too-long-for-it"),
+        _body(track_status="true"),
+        _body(track_status=1),
+        _body(attempt_offset=1.0),
+        _body(attempt_offset=True),
+        _body(redrive_count="2"),
+        _body(due_at="soon"),
+        _body(cloudjobs=True),
+        _body(cloudjobs=1.5),
+        _body(id=None, type=None),
+        _without("payload"),
+        _without("enqueued_at"),
+        "[]",
+        '"text"',
+        "{}",
+    ],
+)
+def test_messages_are_read_with_exactly_the_models_rules(body: str) -> None:
+    # Bodies are validated into a dict derived from EnvelopeModel, not into the model itself:
+    # the same fields and values, and errors with the same places and messages (what a DecodeError
+    # reports), for bodies that pass and bodies that fail.
+    from pydantic import ValidationError
+
+    from cloudjobs.envelope import _ENVELOPE_DEFAULTS, _ENVELOPE_FIELDS, EnvelopeModel
+
+    def outcome(validate: object) -> object:
+        try:
+            result = validate(body, strict=True)  # type: ignore[operator]
+        except ValidationError as exc:
+            return [(error["loc"], error["msg"]) for error in exc.errors()]
+        return result
+
+    by_model = outcome(EnvelopeModel.model_validate_json)
+    by_dict = outcome(_ENVELOPE_FIELDS.validate_json)
+    if isinstance(by_model, EnvelopeModel):
+        assert isinstance(by_dict, dict)
+        assert {**_ENVELOPE_DEFAULTS, **by_dict} == by_model.__dict__
+    else:
+        assert by_dict == by_model
