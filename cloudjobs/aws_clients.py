@@ -17,6 +17,7 @@ boto3 is imported inside the functions, so importing this module costs nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
     import boto3
     from botocore.loaders import Loader
 
-_loader_lock = threading.Lock()
-_shared_loader: list[Loader] = []
-"""The data loader every session made here reads through (empty until the first session)."""
+_search_path_lock = threading.Lock()
 
 
 def resolve_region(session: boto3.Session, region: str | None = None) -> str | None:
@@ -59,16 +58,21 @@ def new_session() -> boto3.Session:
     import botocore.session
 
     core = botocore.session.Session()
-    with _loader_lock:
-        if _shared_loader:
-            loader = _shared_loader[0]
-            core.register_component("data_loader", loader)
-        else:
-            loader = core.get_component("data_loader")
-            _shared_loader.append(loader)
+    loader = _shared_loader()
+    core.register_component("data_loader", loader)
+    with _search_path_lock:
         session = boto3.session.Session(botocore_session=core)
         # boto3 adds its own data directory to the loader's search path with every session.
         paths = loader.search_paths
         if len(paths) != len(set(paths)):
             paths[:] = dict.fromkeys(paths)
     return session
+
+
+@functools.cache
+def _shared_loader() -> Loader:
+    """The data loader every session made here reads through: a default session's, made once."""
+    import botocore.session
+
+    loader: Loader = botocore.session.Session().get_component("data_loader")
+    return loader
