@@ -14,10 +14,12 @@ outcome         on Lambda
 ``Released``    reported; visibility 0 (FIFO group blocked, time budget spent)
 =============== ======================================================================
 
-The outcomes are carried out by the same :class:`~cloudjobs.applier.OutcomeApplier` as the worker's,
-with Lambda's strategies: acknowledging leaves the record to Lambda (not reported), and visibility
-changes go out as ChangeMessageVisibilityBatch calls of ten, sent as soon as ten are waiting, so the
-last call before returning is small whatever the batch size (up to 10,000 records).
+A completed or cancelled record needs nothing: it is not reported. Every other outcome is carried
+out by the same :class:`~cloudjobs.applier.OutcomeApplier` as the worker's (made for a batch when the
+first such outcome comes), with Lambda's strategies: acknowledging leaves the record to Lambda (not
+reported), and visibility changes go out as ChangeMessageVisibilityBatch calls of ten, sent as soon
+as ten are waiting, so the last call before returning is small whatever the batch size (up to 10,000
+records).
 
 Each record runs on the queue its ``eventSourceARN`` names (see
 :mod:`cloudjobs.runtimes.lambda_queues`): one function may sit behind several event source mappings,
@@ -44,7 +46,7 @@ from cloudjobs.applier import BufferedVisibility, LeftToLambda, OutcomeApplier
 from cloudjobs.backends.base import Delivery
 from cloudjobs.errors import CloudjobsError, ConfigurationError
 from cloudjobs.invocation import EventLoopThread, Invocation
-from cloudjobs.outcomes import Outcome, Reason, Released
+from cloudjobs.outcomes import Cancelled, Completed, Outcome, Reason, Released
 from cloudjobs.runtimes.lambda_events import (
     LambdaContext,
     PartialBatchResponse,
@@ -64,6 +66,7 @@ logger = logging.getLogger("cloudjobs.lambda")
 DEFAULT_SAFETY_MARGIN: Final = timedelta(seconds=5)
 """Time a record needs left before it starts: its own run plus the last visibility change."""
 _MILLISECOND: Final = timedelta(milliseconds=1)
+_LEFT_TO_LAMBDA: Final = LeftToLambda()
 
 
 class FifoRule(enum.Enum):
@@ -128,7 +131,9 @@ class LambdaHandler:
         records = event["Records"]
         if not records:
             return {"batchItemFailures": []}
-        if _remaining(context) < self.safety_margin:
+        # Compared with the context's milliseconds before each record, without a timedelta each time.
+        margin_ms = self.safety_margin / _MILLISECOND
+        if context.get_remaining_time_in_millis() < margin_ms:
             logger.error(
                 "invocation started with %d ms left, below the safety margin of %d ms: no record can "
                 "start; raise the function's timeout or lower safety_margin",
@@ -147,7 +152,7 @@ class LambdaHandler:
                 _log_undescribed(source, len(group))
                 reported.update(record["messageId"] for record in group)
                 continue
-            batch = _Batch(self, source, context)
+            batch = _Batch(self, source, context, margin_ms)
             reported |= batch.run(
                 _deliveries(group, reported, queue=queue_name_of(arn), is_fifo=source.consumer.queue.is_fifo)
             )
@@ -234,14 +239,14 @@ class _Batch:
     """The records of one invocation from one queue: runs them through that queue's consumer and
     gathers what to report."""
 
-    def __init__(self, handler: LambdaHandler, source: SourceQueue, context: LambdaContext) -> None:
+    def __init__(
+        self, handler: LambdaHandler, source: SourceQueue, context: LambdaContext, margin_ms: float
+    ) -> None:
         self._handler = handler
+        self._source = source
         self._consumer = source.consumer
         self._context = context
-        self._visibility = BufferedVisibility(source.backend, self._remaining)
-        self._applier = OutcomeApplier(
-            source.backend, handler._app.clock, acknowledging=LeftToLambda(), hiding=self._visibility
-        )
+        self._margin_ms = margin_ms
         self._lock = threading.Lock()
         self._reported: set[str] = set()
         self.not_started = 0
@@ -250,13 +255,11 @@ class _Batch:
         self._is_one_chain = (
             self._consumer.queue.is_fifo and handler.fifo_rule is FifoRule.STOP_AT_FIRST_FAILURE
         )
-        # Why a chain's records after one that stays are held back.
-        self._reason = Reason.FIFO_BATCH_STOPPED if self._is_one_chain else Reason.FIFO_GROUP_BLOCKED
-        # Compared with the context's milliseconds before each record, without a timedelta each time.
-        self._margin_ms = handler.safety_margin / _MILLISECOND
+        # Made by the first outcome that is not a completion (most batches have none).
+        self._applier: OutcomeApplier | None = None
+        self._visibility: BufferedVisibility | None = None
         # No run outlives the invocation: a lease taken for a record lasts as long as it can run.
         self._invocation = Invocation(loop=handler._loop, time_left=self._remaining)
-        self._run = applying(self._consumer, self._invocation, self._apply)
 
     def run(self, deliveries: list[Delivery]) -> set[str]:
         """Run the records; returns the message ids of those to report (left on the queue)."""
@@ -265,7 +268,8 @@ class _Batch:
         work = [deliveries] if self._is_one_chain else chains(deliveries)
         self._consumer.prefetch(deliveries)
         self._handler._map(self._run_chain, work)
-        self._visibility.flush()
+        if self._visibility is not None:
+            self._visibility.flush()
         return self._reported
 
     def _run_chain(self, chain: list[Delivery]) -> None:
@@ -278,13 +282,17 @@ class _Batch:
             else:
                 self._consumer.run(delivery, self._invocation, self._apply)
             return
-        for _ in run_chain(chain, self._process, self._apply, reason=self._reason):
-            pass
+        # Why a chain's records after one that stays are held back.
+        reason = Reason.FIFO_BATCH_STOPPED if self._is_one_chain else Reason.FIFO_GROUP_BLOCKED
+        run = applying(self._consumer, self._invocation, self._apply)
 
-    def _process(self, delivery: Delivery) -> tuple[Outcome, bool]:
-        if self._context.get_remaining_time_in_millis() < self._margin_ms:
-            return self._release(delivery)
-        return self._run(delivery)
+        def process(delivery: Delivery) -> tuple[Outcome, bool]:
+            if self._context.get_remaining_time_in_millis() < self._margin_ms:
+                return self._release(delivery)
+            return run(delivery)
+
+        for _ in run_chain(chain, process, self._apply, reason=reason):
+            pass
 
     def _release(self, delivery: Delivery) -> tuple[Outcome, bool]:
         """A record the time budget leaves no room for: released unrun."""
@@ -294,11 +302,23 @@ class _Batch:
         return released, self._apply(delivery, released)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> bool:
-        stays = self._applier.apply(delivery, outcome)
+        if isinstance(outcome, Completed | Cancelled):
+            return False  # not reported: Lambda deletes it
+        stays = self._outcome_applier().apply(delivery, outcome)
         if stays:
             with self._lock:
                 self._reported.add(delivery.message_id)
         return stays
+
+    def _outcome_applier(self) -> OutcomeApplier:
+        with self._lock:
+            if self._applier is None:
+                backend = self._source.backend
+                self._visibility = BufferedVisibility(backend, self._remaining)
+                self._applier = OutcomeApplier(
+                    backend, self._handler._app.clock, acknowledging=_LEFT_TO_LAMBDA, hiding=self._visibility
+                )
+            return self._applier
 
     def _remaining(self) -> timedelta:
         return _remaining(self._context)
