@@ -218,6 +218,55 @@ def test_a_mixed_batch_reports_exactly_the_failed_records(
     assert all(hidden_for(backend, message_id) == timedelta(seconds=42) for message_id in failed)
 
 
+class RecordingBackend(MemoryBackend):
+    """A memory queue that notes every call a handler makes to it after the records were received."""
+
+    def __init__(self, name: str, *, clock: ManualClock) -> None:
+        super().__init__(name, clock=clock)
+        self.calls: list[str] = []
+
+    def change_visibility(self, changes: Sequence[tuple[str, timedelta]]) -> list[str]:
+        self.calls.append(f"change_visibility({len(changes)})")
+        return super().change_visibility(changes)
+
+    def delete(self, receipts: Sequence[str]) -> list[str]:
+        self.calls.append(f"delete({len(receipts)})")
+        return super().delete(receipts)
+
+    def dead_letter(self, delivery: Delivery, attributes: Mapping[str, str]) -> None:
+        self.calls.append("dead_letter")
+        super().dead_letter(delivery, attributes)
+
+
+def test_completed_records_are_left_to_lambda_and_only_the_others_reach_the_queue(
+    clock: ManualClock, handlers: Callable[..., LambdaHandler]
+) -> None:
+    backend = RecordingBackend("jobs", clock=clock)
+    jobs = app_on(backend, clock)
+
+    @jobs.job("item")
+    def item(payload: Item) -> int | None:
+        if payload.number == 7:
+            raise RetryableError("not yet", delay=timedelta(seconds=9))
+        return payload.number if payload.number % 2 else None  # results and no results
+
+    jobs.enqueue_many([(item, Item(number=n)) for n in range(1, 7)])
+    handler = handlers(jobs)
+
+    # Six completions, some with a result: nothing to report and nothing sent.
+    assert reported(build_and_call(handler, receive_all(backend))) == []
+    assert backend.calls == []
+    assert backend.counts() == (0, 6, 0)  # in flight: Lambda deletes them, not the handler
+
+    # A retry among completions, in the next invocation: exactly its visibility change.
+    jobs.enqueue_many([(item, Item(number=n)) for n in (7, 8)])
+    deliveries = receive_all(backend)
+    retried = next(d.message_id for d in deliveries if json.loads(d.body)["payload"]["number"] == 7)
+    assert reported(build_and_call(handler, deliveries)) == [retried]
+    assert backend.calls == ["change_visibility(1)"]
+    assert hidden_for(backend, retried) == timedelta(seconds=9)
+
+
 def test_a_large_batch_changes_visibility_ten_at_a_time_and_reports_every_failure(
     clock: ManualClock, handlers: Callable[..., LambdaHandler]
 ) -> None:
