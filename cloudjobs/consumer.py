@@ -329,11 +329,7 @@ class Consumer:
     def _end(self, run: Run, outcome: Outcome, apply: Apply | None) -> Outcome:
         if run.handles:  # most runs start none (no trace, no middleware)
             outcome = self._settle(run, outcome)
-        if apply is not None:  # _apply(), written out: every run ends here
-            try:
-                apply(run.delivery, outcome)
-            except Exception:
-                _log_unapplied(run.delivery)
+        _apply(apply, run.delivery, outcome)
         return outcome
 
     # -- decisions --------------------------------------------------------------------------------
@@ -385,9 +381,5 @@ def _apply(apply: Apply | None, delivery: Delivery, outcome: Outcome) -> None:
     try:
         apply(delivery, outcome)
     except Exception:
-        _log_unapplied(delivery)
-
-
-def _log_unapplied(delivery: Delivery) -> None:
-    # Not applied means back after the visibility timeout: duplicated, never lost.
-    logger.exception("applying the outcome of message %s failed", delivery.message_id)
+        # Not applied means back after the visibility timeout: duplicated, never lost.
+        logger.exception("applying the outcome of message %s failed", delivery.message_id)

@@ -23,7 +23,7 @@ from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
 from cloudjobs.job import build_job
 from cloudjobs.outcomes import Outcome, Reason
-from cloudjobs.payloads.pointer import Pointer, is_pointer_message, read_pointer, with_overrides
+from cloudjobs.payloads.pointer import Pointer, pointer_of, with_overrides
 from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, read_stored
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
@@ -172,8 +172,7 @@ class Preparation:
         """
         delivery = run.delivery
         stored: Stored | None = None
-        # pointer_of(), written out: a message without a size attribute holds its own body.
-        if is_pointer_message(delivery) and (pointer := read_pointer(delivery.body)) is not None:
+        if (pointer := pointer_of(delivery)) is not None:
             read = self._read_stored(delivery, pointer)
             if not isinstance(read, Stored):
                 return read

@@ -113,11 +113,7 @@ class _DeferredWatch:
                 return False
             # Races between threads build equal watches: the last one stays.
             watch = self._watch = self._make()
-        # The watch's is_active(), written out: this runs twice for every job.
-        provider = getattr(watch._module, watch._attribute, _MISSING)
-        if provider is watch._seen:
-            return watch._is_active
-        return watch._refresh(provider)
+        return watch.is_active()
 
     def _names_provider(self) -> bool:
         if self._is_named is None:
