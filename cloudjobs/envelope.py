@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic_core import CoreConfig, SchemaValidator
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 # Re-exported (the "as" form): it was first defined here; SQS's limits live beside the Backend protocol.
@@ -161,6 +162,11 @@ def _fields_of(model: type[BaseModel]) -> tuple[Any, dict[str, Any]]:
 
     A dict costs a third less to build per message than the model; deriving it from the model keeps
     one definition of the format (the model also gives the published schema).
+
+    The validator caches the body's keys but not its values: pydantic's default also caches every
+    string value up to 64 characters in a process-wide table of 16,384, and an envelope's values
+    (ids, correlation ids, payload strings) rarely repeat, so that table only kept ~1.3 MiB of dead
+    strings alive in a worker and made each decode ~10 % slower.
     """
     annotations: dict[str, Any] = {}
     defaults: dict[str, Any] = {}
@@ -172,7 +178,8 @@ def _fields_of(model: type[BaseModel]) -> tuple[Any, dict[str, Any]]:
             annotations[name] = NotRequired[kind]
             defaults[name] = field.default
     fields = TypedDict(f"{model.__name__}Fields", annotations)  # type: ignore[misc]
-    return TypeAdapter(fields).validator, defaults
+    # TypeAdapter takes no config for a TypedDict; the config is the validator's own.
+    return SchemaValidator(TypeAdapter(fields).core_schema, CoreConfig(cache_strings="keys")), defaults
 
 
 _ENVELOPE_FIELDS, _ENVELOPE_DEFAULTS = _fields_of(EnvelopeModel)
