@@ -1,11 +1,12 @@
-"""CancellationMiddleware: cancellation markers, read once per received batch.
+"""CancellationMiddleware: cancellation markers, checked once per received batch.
 
 ``jobs.cancel(job_id)`` cancels through the job's record when it finds one; otherwise it writes a
 marker under the job id: for jobs that keep no record, and for jobs whose record does not exist yet
 (a tracked job enqueued without ``CLOUDJOBS_STATUS_TRACKING`` gets its record at its first attempt).
-This middleware reads the markers of a whole received batch with one strongly consistent
-BatchGetItem (a tenth of a request per job at full batches) and acknowledges a marked job without
-running it; a tracked job's record then says cancelled. While a job without a record runs, the
+This middleware asks the store which of a received batch's jobs are marked (on DynamoDB, from the
+cancellation register, read at most once a second: see
+:mod:`cloudjobs.idempotency.dynamodb_register`) and acknowledges a marked job without running it; a
+tracked job's record then says cancelled. While a job without a record runs, the
 worker's heartbeat looks for a marker once per interval (Lambda checks only before the start).
 
 A job whose id the batch read did not cover (a foreign message without a ``cloudjobs.id``

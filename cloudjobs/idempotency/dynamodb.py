@@ -63,6 +63,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     utc_now,
     wrap_dynamodb_errors,
 )
+from cloudjobs.idempotency.dynamodb_register import DEFAULT_REFRESH, CancellationRegister
 from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
 from cloudjobs.scheduling.dynamodb import DynamoDbScheduleStore
 from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
@@ -114,6 +115,10 @@ class DynamoDbIdempotencyStore:
         clock_skew: how long after its expiry a lease counts as lapsed (allowance for clocks apart).
         max_pool_connections: HTTP connections kept (one per concurrent request).
         config: extra botocore configuration, merged under this store's.
+        cancel_refresh: how old a consumer's read of the cancellation register may be when it checks
+            a received batch, which ``cancel`` waits out when it writes a marker (see
+            :mod:`cloudjobs.idempotency.dynamodb_register`); every process on the table must use the
+            same.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class DynamoDbIdempotencyStore:
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         max_pool_connections: int = 16,
         config: Config | None = None,
+        cancel_refresh: timedelta = DEFAULT_REFRESH,
     ) -> None:
         self.table = table
         self._region = region
@@ -145,7 +151,11 @@ class DynamoDbIdempotencyStore:
         self._clock_skew = clock_skew
         self._lock = threading.Lock()
         self._control = DynamoDbJobControl(
-            table, client=lambda: self.client, clock_skew=clock_skew, find=self.find
+            table,
+            client=lambda: self.client,
+            clock_skew=clock_skew,
+            find=self.find,
+            register=CancellationRegister(table, client=lambda: self.client, refresh=cancel_refresh),
         )
         self._schedules = DynamoDbScheduleStore(table, client=lambda: self.client, clock_skew=clock_skew)
         self._unique = DynamoDbUniquenessStore(table, client=lambda: self.client, clock_skew=clock_skew)

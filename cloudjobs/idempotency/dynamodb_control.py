@@ -37,6 +37,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     utc_now,
     wrap_dynamodb_errors,
 )
+from cloudjobs.idempotency.dynamodb_register import CancellationRegister
 from cloudjobs.idempotency.dynamodb_schema import (
     TABLE_JOB_ID_ATTRIBUTE,
     TABLE_PARTITION_KEY,
@@ -65,6 +66,8 @@ class DynamoDbJobControl:
         client: gives the DynamoDB client (the store creates it on first use).
         clock_skew: how long after its expiry a lease (or a record) counts as lapsed.
         find: the live record of a job by its id (the store's Query on the job-id index).
+        register: the cancellation register that lists the live markers (see
+            :mod:`cloudjobs.idempotency.dynamodb_register`).
     """
 
     def __init__(
@@ -74,11 +77,13 @@ class DynamoDbJobControl:
         client: Callable[[], DynamoDBClient],
         clock_skew: timedelta,
         find: Callable[[str], Record | None],
+        register: CancellationRegister,
     ) -> None:
         self._table = table
         self._client = client
         self._clock_skew = clock_skew
         self._find = find
+        self._register = register
 
     def put_pending(self, claim: Claim, *, retention: timedelta) -> bool:
         """Write a pending record with one conditional PutItem (never over a live record); True if
@@ -157,10 +162,16 @@ class DynamoDbJobControl:
 
     def cancel(self, job_id: str, *, retention: timedelta) -> Cancellation:
         """Cancel a job: find its record (one Query), then one or two conditional UpdateItems; without
-        a record, one PutItem of a marker. See :class:`~cloudjobs.idempotency.base.CancelOutcome`."""
+        a record, one PutItem of a marker, entered in the cancellation register (one GetItem and one
+        UpdateItem), and a wait of the register's refresh interval (a second or so), after which no
+        consumer checks a received batch against a read of the register older than the marker.
+        See :class:`~cloudjobs.idempotency.base.CancelOutcome`."""
         record = self._find(job_id)
         if record is None:
-            self._put_marker(job_id, retention)
+            expires_at = utc_now() + retention
+            self._put_marker(job_id, expires_at)
+            self._register.add(job_id, expires_at)
+            self._register.wait_out()
             return Cancellation(CancelOutcome.MARKED)
         # The index may lag: each write's condition decides on the record as it is, and a refused
         # write returns it, so the loop ends within a few turns whatever happens in between.
@@ -203,9 +214,15 @@ class DynamoDbJobControl:
         return expires_at if expires_at is not None and expires_at >= utc_now() else None
 
     def marked_cancelled(self, job_ids: Collection[str]) -> set[str]:
-        """The ids with a live marker: one strongly consistent BatchGetItem per hundred ids (keys
-        DynamoDB leaves unprocessed are asked again, twice at most, then counted as unmarked:
-        cancellation without a record is best effort)."""
+        """The ids with a live marker, as the cancellation register lists them: no request when this
+        process read it less than a refresh interval ago, else one strongly consistent GetItem.
+
+        While the register is incomplete (over its size), the markers themselves: one strongly
+        consistent BatchGetItem per hundred ids (keys DynamoDB leaves unprocessed are asked again,
+        twice at most, then counted as unmarked: cancellation without a record is best effort)."""
+        listed = self._register.marked(job_ids)
+        if listed is not None:
+            return listed
         marked: set[str] = set()
         unique = list(dict.fromkeys(job_ids))
         now = utc_now()
@@ -286,7 +303,7 @@ class DynamoDbJobControl:
             )
         return record_of(response["Attributes"])
 
-    def _put_marker(self, job_id: str, retention: timedelta) -> None:
+    def _put_marker(self, job_id: str, expires_at: datetime) -> None:
         key = cancel_marker_key(job_id)
         try:
             with wrap_dynamodb_errors(self._table, key):
@@ -294,7 +311,7 @@ class DynamoDbJobControl:
                     TableName=self._table,
                     Item={
                         TABLE_PARTITION_KEY: {"S": key},
-                        TABLE_TTL_ATTRIBUTE: ttl_value(utc_now() + retention),
+                        TABLE_TTL_ATTRIBUTE: ttl_value(expires_at),
                     },
                     ConditionExpression=IS_ABSENT,
                     ExpressionAttributeNames=expression_names("pk"),

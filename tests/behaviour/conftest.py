@@ -208,7 +208,10 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         spec = TableSpec(f"test-{uuid.uuid4().hex[:16]}")
         provision_table(spec, client=client)
         tables.append(spec)
-        return DynamoDbIdempotencyStore(spec.name, client=client, clock_skew=CLOCK_SKEW)
+        # A short refresh interval: cancel waits it out when it writes a marker.
+        return DynamoDbIdempotencyStore(
+            spec.name, client=client, clock_skew=CLOCK_SKEW, cancel_refresh=timedelta(milliseconds=50)
+        )
 
     yield Harness("sqs", make_sqs, make_dynamodb_store)
     for spec in tables:

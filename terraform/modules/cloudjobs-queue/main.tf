@@ -472,11 +472,12 @@ data "aws_iam_policy_document" "operator" {
     resources = [aws_sqs_queue.this.arn]
   }
 
-  # Cancelling a job: an UpdateItem of its record, or a PutItem of a marker when it has none (the
-  # record is found by job id on the index, below).
+  # Cancelling a job: an UpdateItem of its record, or a PutItem of a marker when it has none, entered
+  # in the cancellation register (a GetItem and an UpdateItem of one item); the record is found by
+  # job id on the index, below.
   statement {
     sid       = "CancelJobs${local.sid_suffix}"
-    actions   = ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [local.table_arn]
   }
 
