@@ -7,10 +7,10 @@ This middleware asks the store which of a received batch's jobs are marked (on D
 cancellation register, read at most once a second: see
 :mod:`cloudjobs.idempotency.dynamodb_register`) and acknowledges a marked job without running it; a
 tracked job's record then says cancelled. While a job without a record runs, the
-worker's heartbeat looks for a marker once per interval (Lambda checks only before the start).
+worker's heartbeat asks the same once per interval (Lambda checks only before the start).
 
-A job whose id the batch read did not cover (a foreign message without a ``cloudjobs.id``
-attribute) is checked with one GetItem if it keeps no record. A marker that cannot be read does not
+A job whose id the batch's check did not cover (a foreign message without a ``cloudjobs.id``
+attribute) is checked alone if it keeps no record. A marker that cannot be read does not
 stop the job: cancellation without a record is best effort, and a store outage must not halt every
 job.
 """
@@ -100,8 +100,10 @@ class CancellationMiddleware(RunHandle):
             job.cancel_signal.set()
 
     def _is_marked(self, job: Job) -> bool:
+        # As a batch of one: on DynamoDB the register answers, read at most once per refresh
+        # interval for every running job together.
         try:
-            return self.store.is_marked_cancelled(job.id)
+            return job.id in self.store.marked_cancelled((job.id,))
         except IdempotencyError as exc:
             logger.warning("cancellation marker of job %s not read: %s", job.id, exc)
             return False

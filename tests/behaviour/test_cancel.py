@@ -61,6 +61,25 @@ def test_a_running_job_sees_job_cancelled_within_a_heartbeat_and_ends_cancelled(
     assert saw_cancellation == [True]
 
 
+def test_a_running_job_without_a_record_sees_its_marker_within_a_heartbeat(harness: Harness) -> None:
+    jobs = harness.app(with_store=True, heartbeat_interval_seconds=1)
+    started = threading.Event()
+    saw_cancellation: list[bool] = []
+
+    @jobs.job("plain")
+    def plain(payload: dict[str, int], job: Job) -> None:
+        started.set()
+        saw_cancellation.append(job.cancel_signal.wait(DEADLINE))
+
+    job_id = plain.enqueue({"n": 1})
+    with running(jobs):
+        assert started.wait(DEADLINE), "the job never started"
+        assert jobs.cancel(job_id).outcome is CancelOutcome.MARKED
+        wait_for(lambda: harness.is_empty(jobs), message="the message acknowledged")
+
+    assert saw_cancellation == [True]
+
+
 def test_a_job_without_a_record_is_skipped_by_its_cancellation_marker(harness: Harness) -> None:
     jobs = harness.app(with_store=True)
     runs: list[int] = []
