@@ -99,23 +99,12 @@ class CancellationRegister:
     def add(self, job_id: str, expires_at: datetime) -> None:
         """Enter ``job_id``'s marker, removing expired entries: one strongly consistent GetItem and
         one UpdateItem. Past ``max_entries`` live entries, mark the register incomplete instead."""
-        item = self._get()
-        now = utc_now()
-        live: dict[str, datetime] = {}
-        expired: list[str] = []
-        for name, value in item.items():
-            if name.startswith(_ENTRY_PREFIX):
-                expiry = time_of(value)
-                if expiry is not None and expiry >= now:
-                    live[name] = expiry
-                else:
-                    expired.append(name)
+        live, expired = _entries(self._get(), utc_now())
         names: dict[str, str] = {}
         values: dict[str, AttributeValueTypeDef] = {}
         condition: str | None = None
-        entry = _ENTRY_PREFIX + job_id
-        if entry in live or len(live) < self._max_entries:
-            names["#entry"] = entry
+        if job_id in live or len(live) < self._max_entries:
+            names["#entry"] = _ENTRY_PREFIX + job_id
             values[":expires_at"] = ttl_value(expires_at)
             update = "SET #entry = :expires_at"
         else:
@@ -161,17 +150,20 @@ class CancellationRegister:
         return {job_id for job_id in job_ids if (expiry := entries.get(job_id)) is not None and expiry >= now}
 
     def _recent(self) -> _Reading:
-        reading = self._reading
-        if reading is not None and time.monotonic() - reading.sent_at < self._refresh:
+        if (reading := self._fresh()) is not None:
             return reading
         with self._lock:
             # Threads that found it stale together read it once.
-            reading = self._reading
-            if reading is not None and time.monotonic() - reading.sent_at < self._refresh:
+            if (reading := self._fresh()) is not None:
                 return reading
             sent_at = time.monotonic()
             reading = self._reading = _Reading(sent_at, _live_entries(self._get()))
             return reading
+
+    def _fresh(self) -> _Reading | None:
+        """The last read, if it was sent less than a refresh interval ago."""
+        reading = self._reading
+        return reading if reading is not None and time.monotonic() - reading.sent_at < self._refresh else None
 
     def _get(self) -> Mapping[str, AttributeValueTypeDef]:
         with wrap_dynamodb_errors(self._table, REGISTER_KEY):
@@ -187,8 +179,19 @@ def _live_entries(item: Mapping[str, AttributeValueTypeDef]) -> dict[str, dateti
     incomplete_until = time_of(item.get(_INCOMPLETE_UNTIL))
     if incomplete_until is not None and incomplete_until >= now:
         return None
-    entries: dict[str, datetime] = {}
+    return _entries(item, now)[0]
+
+
+def _entries(
+    item: Mapping[str, AttributeValueTypeDef], now: datetime
+) -> tuple[dict[str, datetime], list[str]]:
+    """The register's live entries (expiry by job id) and the attribute names of its expired ones."""
+    live: dict[str, datetime] = {}
+    expired: list[str] = []
     for name, value in item.items():
-        if name.startswith(_ENTRY_PREFIX) and (expiry := time_of(value)) is not None and expiry >= now:
-            entries[name[len(_ENTRY_PREFIX) :]] = expiry
-    return entries
+        if name.startswith(_ENTRY_PREFIX):
+            if (expiry := time_of(value)) is not None and expiry >= now:
+                live[name[len(_ENTRY_PREFIX) :]] = expiry
+            else:
+                expired.append(name)
+    return live, expired

@@ -141,9 +141,7 @@ def test_concurrent_cancellations_all_enter_the_register(
 ) -> None:
     # DynamoDB Local, not moto: it serialises concurrent writes to one item as DynamoDB does.
     table = make_table().name
-    store = DynamoDbIdempotencyStore(
-        table, client=dynamodb_client, cancel_refresh=timedelta(0), max_pool_connections=16
-    )
+    store = DynamoDbIdempotencyStore(table, client=dynamodb_client, cancel_refresh=timedelta(0))
     job_ids = [f"job-{n}" for n in range(40)]
 
     with ThreadPoolExecutor(8) as pool:
