@@ -93,7 +93,7 @@ def measure(sqs: SQSClient, dynamodb: DynamoDBClient, children: int) -> list[tup
             if not batch:
                 continue
             requests.clear()
-            consumer.prefetch(batch)
+            consumer.begin_batch(batch)
             by_role["batch"].update(requests)
             runs["batch"] += 1
             for delivery in batch:

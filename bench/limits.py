@@ -102,7 +102,7 @@ def _run_all(jobs: CloudJobs, backend: MemoryBackend) -> int:
     consumer = jobs.consumer()
     processed = 0
     while deliveries := backend.receive(max_messages=10, wait=timedelta(0)):
-        consumer.prefetch(deliveries)
+        consumer.begin_batch(deliveries)
         for delivery in deliveries:
             consumer.process(delivery)
             processed += 1

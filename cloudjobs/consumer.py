@@ -52,7 +52,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import SettingsModel
-from cloudjobs.telemetry.switch import Telemetry, default_telemetry, is_idle
+from cloudjobs.telemetry.switch import Telemetry, TraceNeed, default_telemetry, is_idle, trace_need
 
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
 
@@ -107,6 +107,9 @@ class Consumer:
         # A run's trace that would do nothing is not started (see spans.is_idle); a subclass's own
         # start() is always called.
         self._may_skip_trace = type(self._telemetry).start is Telemetry.start
+        # What the runs of the latest received batch need of their trace (see begin_batch); None
+        # until a runtime begins a batch: each run asks for itself.
+        self._trace_need: TraceNeed | None = None
         self._batch_middleware = tuple(m for m in self._middleware if isinstance(m, BatchMiddleware))
         self._preparation = Preparation(
             registry=registry,
@@ -158,20 +161,36 @@ class Consumer:
             if renews and monitor is not None:
                 monitor.drop_lease(delivery.receipt)
 
-    def prefetch(self, deliveries: Sequence[Delivery]) -> None:
-        """Let the middleware read what a received batch's runs will need, in one request each
-        (cancellation markers); runtimes call it once per batch. Never raises."""
+    def begin_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Runtimes call it once per received batch, before its runs. Never raises.
+
+        It asks once for the batch which telemetry providers are installed (a provider installed
+        later counts from the next batch), and lets the middleware read what the batch's runs will
+        need, in one request each (cancellation markers).
+        """
+        self._ask_trace_need()
         for middleware in self._batch_middleware:
             try:
                 middleware.prefetch(deliveries)
             except Exception:
                 logger.exception("prefetching for a batch of %d messages failed", len(deliveries))
 
+    def _ask_trace_need(self) -> None:
+        if not self._may_skip_trace:
+            return
+        try:
+            self._trace_need = trace_need(self._telemetry)
+        except Exception:
+            # Each run asks for itself, inside the pipeline that turns a failure into an outcome.
+            logger.exception("reading which telemetry providers are installed failed")
+            self._trace_need = None
+
     def process(self, delivery: Delivery) -> Outcome:
         """Run a delivery to its outcome in this thread, applying nothing (for tests and tools).
 
         Sync handlers run inline with no timeout enforcement; async ones on a private event loop.
         """
+        self._ask_trace_need()
         return self.run(delivery)
 
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
@@ -180,6 +199,7 @@ class Consumer:
         Returns the prepared job, with what ``before_run`` took (its idempotency lease) still held,
         or the outcome when it must not run.
         """
+        self._ask_trace_need()
         run = Run(delivery, self._queue)
         decided = self._begin(run)
         if decided is not None:
@@ -192,7 +212,7 @@ class Consumer:
     def _begin(self, run: Run) -> Outcome | None:
         """Start the middleware, prepare the delivery, ask ``before_run``; None: run the handler."""
         try:
-            if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery)):
+            if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery, self._trace_need)):
                 trace: RunHandle | None = self._telemetry.start(run)
                 if trace is not None:
                     run.handles.append(trace)

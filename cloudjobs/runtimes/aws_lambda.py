@@ -67,6 +67,8 @@ DEFAULT_SAFETY_MARGIN: Final = timedelta(seconds=5)
 """Time a record needs left before it starts: its own run plus the last visibility change."""
 _MILLISECOND: Final = timedelta(milliseconds=1)
 _LEFT_TO_LAMBDA: Final = LeftToLambda()
+_DELETED_BY_LAMBDA: Final = (Completed, Cancelled)
+"""Outcomes Lambda acknowledges itself (an unreported record is deleted): nothing to apply."""
 
 
 class FifoRule(enum.Enum):
@@ -266,7 +268,7 @@ class _Batch:
         if not deliveries:
             return set()
         work = [deliveries] if self._is_one_chain else chains(deliveries)
-        self._consumer.prefetch(deliveries)
+        self._consumer.begin_batch(deliveries)
         self._handler._map(self._run_chain, work)
         if self._visibility is not None:
             self._visibility.flush()
@@ -302,7 +304,7 @@ class _Batch:
         return released, self._apply(delivery, released)
 
     def _apply(self, delivery: Delivery, outcome: Outcome) -> bool:
-        if isinstance(outcome, Completed | Cancelled):
+        if isinstance(outcome, _DELETED_BY_LAMBDA):
             return False  # not reported: Lambda deletes it
         stays = self._outcome_applier().apply(delivery, outcome)
         if stays:

@@ -90,7 +90,7 @@ def drain_queues(
             )
             if not deliveries:
                 continue
-            consumer.prefetch(deliveries)
+            consumer.begin_batch(deliveries)
             for chain in chains(deliveries):
                 for delivery, outcome in run_chain(chain, process, applier.apply):
                     report.outcomes.append((delivery.message_id, outcome))

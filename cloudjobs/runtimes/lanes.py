@@ -200,7 +200,7 @@ class Lane:
                     return
                 continue
             self.heartbeat.hold(deliveries)
-            self.consumer.prefetch(deliveries)
+            self.consumer.begin_batch(deliveries)
             if not self._dispatcher.put(self.slot, chains(deliveries), len(deliveries)):
                 # The worker closed the dispatcher meanwhile: these never start.
                 for delivery in deliveries:

@@ -2,11 +2,11 @@
 
 Without an SDK the API hands out no-op spans and instruments. Rather than build span names,
 attribute dicts and metric calls only for no-ops to drop them, cloudjobs asks :func:`is_tracing`
-and :func:`is_metering` once per enqueue and per delivery and skips that work. Trace context and
+and :func:`is_metering` once per enqueue and per received batch and skips that work. Trace context and
 baggage are still passed on through the configured propagators either way (see ``spans``).
 
-The two checks run per job, so they must cost next to nothing, and they must notice a provider
-installed at any time (an application may configure its SDK after its first job):
+The two checks run per enqueue and per batch, so they must cost next to nothing, and they must notice
+a provider installed at any time (an application may configure its SDK after its first job):
 
 - the API keeps the installed provider in a module global, None until one is set; reading it is a
   dictionary lookup, where ``get_tracer_provider()`` also consults the environment on every call;

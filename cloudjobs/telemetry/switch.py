@@ -8,8 +8,9 @@ context in its messages) never loads the API.
 
 from __future__ import annotations
 
+import enum
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cloudjobs.telemetry import providers
 from cloudjobs.telemetry.attributes import carries_context
@@ -52,15 +53,51 @@ class Telemetry:
         return RunTrace(run.delivery, run.queue, is_enabled=self.is_enabled)
 
 
-def is_idle(telemetry: Telemetry, delivery: Delivery) -> bool:
+class TraceNeed(enum.Enum):
+    """What a run's trace would do, as far as the telemetry switch and the installed providers say
+    (the message's own trace context decides the rest: see :func:`is_idle`)."""
+
+    NONE = "none"
+    """Telemetry is off: no span, no metric, no context to pass on."""
+    CONTEXT = "context"
+    """No SDK's provider is installed: a run is traced only to pass on the trace context or baggage
+    its message carries (to the jobs its handler enqueues)."""
+    ALWAYS = "always"
+    """An SDK records spans or metrics: every run is traced."""
+
+
+# Module globals: reading a member through its class costs ~8 times as much, once per run.
+_NONE: Final = TraceNeed.NONE
+_CONTEXT: Final = TraceNeed.CONTEXT
+_ALWAYS: Final = TraceNeed.ALWAYS
+
+
+def trace_need(telemetry: Telemetry) -> TraceNeed:
+    """What runs need of their trace now. Consumers ask once per received batch (the provider
+    checks are the costly part of :func:`is_idle`); a provider installed meanwhile counts from the
+    next batch on."""
+    if not telemetry.is_enabled:
+        return _NONE
+    if providers.is_tracing() or providers.is_metering():
+        return _ALWAYS
+    return _CONTEXT
+
+
+def is_idle(telemetry: Telemetry, delivery: Delivery, need: TraceNeed | None = None) -> bool:
     """True when the trace of a run of ``delivery`` would do nothing, so the consumer starts none:
     telemetry is off, or neither provider is an SDK's and the message carries no trace context or
-    baggage to pass on (see :class:`RunTrace`: no span, no metric, no context to make current)."""
-    if not telemetry.is_enabled:
-        return True
-    if providers.is_tracing() or providers.is_metering():
-        return False
-    return not carries_context(delivery.attributes, delivery.system_attributes)
+    baggage to pass on (see :class:`RunTrace`: no span, no metric, no context to make current).
+
+    Args:
+        telemetry: the switch.
+        delivery: the message.
+        need: :func:`trace_need`'s answer, when the caller asked it for the message's batch.
+    """
+    if need is None:
+        need = trace_need(telemetry)
+    if need is _CONTEXT:
+        return not carries_context(delivery.attributes, delivery.system_attributes)
+    return need is _NONE
 
 
 @functools.cache

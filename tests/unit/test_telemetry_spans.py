@@ -18,6 +18,7 @@ from cloudjobs import (
     ManualClock,
     MemoryBackend,
     PermanentError,
+    Retry,
     Settings,
     current_job,
 )
@@ -438,6 +439,65 @@ def test_a_run_trace_is_skipped_only_when_it_would_do_nothing(monkeypatch: pytes
     metering[0], tracing[0] = False, True
     assert not is_idle(enabled, plain)
     assert is_idle(disabled, plain)
+
+
+def test_a_consumer_asks_the_providers_once_a_batch_and_sees_one_installed_from_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked, tracing = [0], [False]
+
+    def is_tracing() -> bool:
+        asked[0] += 1
+        return tracing[0]
+
+    monkeypatch.setattr(providers, "is_tracing", is_tracing)
+    monkeypatch.setattr(providers, "is_metering", lambda: False)
+    started: list[str] = []
+    start = Telemetry.start
+
+    def recording(self: Telemetry, run: Run) -> RunTrace:
+        started.append(run.delivery.message_id)
+        return start(self, run)
+
+    # Replaced on the class itself: the consumer still takes it for the default, which may skip.
+    monkeypatch.setattr(Telemetry, "start", recording)
+    jobs, _ = _app()
+
+    @jobs.job("noop")
+    def noop(payload: dict[str, int]) -> None:
+        pass
+
+    jobs.enqueue_many([("noop", {"n": n}) for n in range(10)])
+    asked[0] = 0  # the producer asks too
+    assert jobs.drain().completed == 10  # one received batch of ten, no SDK: no trace
+    assert (asked[0], started) == (1, [])
+
+    tracing[0] = True  # an SDK installed between batches
+    jobs.enqueue_many([("noop", {"n": n}) for n in range(3)])
+    assert jobs.drain().completed == 3
+    assert len(started) == 3
+
+
+def test_a_failing_provider_check_fails_the_batchs_runs_not_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs, _ = _app()
+    ran: list[int] = []
+
+    @jobs.job("noop")
+    def noop(payload: dict[str, int]) -> None:
+        ran.append(payload["n"])
+
+    jobs.enqueue_many([("noop", {"n": n}) for n in range(3)])
+
+    def broken() -> bool:
+        raise RuntimeError("the provider cannot be read")
+
+    monkeypatch.setattr(providers, "is_tracing", broken)
+    report = jobs.drain(max_jobs=3)  # begin_batch never raises; each run asks again, in its pipeline
+
+    assert ran == []
+    assert [type(outcome) for _, outcome in report.outcomes] == [Retry] * 3
 
 
 def test_a_telemetry_subclass_is_started_for_every_run_even_when_idle(
