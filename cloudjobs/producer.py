@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from cloudjobs.envelope import Envelope, encode, envelope_attributes
 from cloudjobs.errors import BatchEnqueueError, CloudjobsError, InvalidDelayError, PayloadTooLargeError
 from cloudjobs.groups import message_group
 from cloudjobs.hops import MAX_SCHEDULE_DELAY
+from cloudjobs.ids import random_id
 from cloudjobs.latency import is_latency_bound
 from cloudjobs.payloads.pointer import Pointer, size_attribute
 from cloudjobs.payloads.store import PayloadStore, object_key
@@ -347,7 +347,7 @@ class Producer:
         delay = _delay_of(request, info, now, can_send_later=self._later is not None)
         later = self._later is not None and (delay > self._hop or (info.is_fifo and delay > timedelta(0)))
         envelope = Envelope(
-            id=request.job_id or str(uuid.uuid4()),
+            id=request.job_id or random_id(),
             type=request.job_type,
             payload=request.payload,
             correlation_id=correlation_id_for_enqueue(),

@@ -38,6 +38,7 @@ from cloudjobs.backends.base import (
 from cloudjobs.backends.copies import dead_letter_attributes_within
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import BackendError, ConfigurationError
+from cloudjobs.ids import random_id
 
 _DEDUPLICATION_INTERVAL: Final = timedelta(minutes=5)
 _MAX_WAIT: Final = timedelta(seconds=MAX_WAIT_TIME_SECONDS)
@@ -288,7 +289,7 @@ class MemoryBackend:
         if problem is not None:
             return SendResult(error=problem, retryable=False)
         now = self._time.now()
-        message_id = str(uuid.uuid4())
+        message_id = random_id()
         if self.is_fifo:
             key = message.deduplication_id or ""
             seen = self._deduplication.get(key)

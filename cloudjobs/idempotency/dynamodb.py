@@ -24,7 +24,6 @@ reservations (the UniquenessStore protocol) in :mod:`cloudjobs.uniqueness.dynamo
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -65,6 +64,7 @@ from cloudjobs.idempotency.dynamodb_items import (
 )
 from cloudjobs.idempotency.dynamodb_register import DEFAULT_REFRESH, CancellationRegister
 from cloudjobs.idempotency.dynamodb_schema import TABLE_JOB_ID_INDEX, TABLE_PARTITION_KEY
+from cloudjobs.ids import random_hex
 from cloudjobs.scheduling.dynamodb import DynamoDbScheduleStore
 from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
 from cloudjobs.uniqueness.dynamodb import DynamoDbUniquenessStore
@@ -191,7 +191,7 @@ class DynamoDbIdempotencyStore:
     def acquire(self, claim: Claim, *, lease: timedelta, retention: timedelta) -> AcquireResult:
         """Take the lease with one conditional UpdateItem; see :meth:`IdempotencyStore.acquire`."""
         now = utc_now()
-        token = uuid.uuid4().hex
+        token = random_hex()
         lease_expires_at = now + lease
         request: UpdateItemInputTypeDef = {
             "TableName": self.table,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
@@ -36,6 +35,7 @@ from cloudjobs.idempotency.base import (
     lapse_after,
     standing_refusal,
 )
+from cloudjobs.ids import random_hex
 from cloudjobs.scheduling.memory import MemoryScheduleStore
 from cloudjobs.scheduling.state import ScheduleState, TickClaim, TickState
 from cloudjobs.uniqueness.memory import MemoryUniquenessStore
@@ -96,7 +96,7 @@ class MemoryIdempotencyStore:
                         return InProgress(job_id=old.job_id, available_at=available_at)
                 else:
                     assert old.status in _RELEASED
-            token = uuid.uuid4().hex
+            token = random_hex()
             lease_expires_at = now + lease
             # Like DynamoDB's UpdateItem: a takeover keeps attempts, progress, error and creation time.
             self._records[claim.key] = Record(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import uuid
 from collections.abc import Iterator
 from typing import Final
 
+from cloudjobs.ids import random_hex
 from cloudjobs.job import current_job
 from cloudjobs.telemetry.providers import loaded
 
@@ -66,4 +66,4 @@ def reset_correlation_id(token: contextvars.Token[str | None]) -> None:
 
 def correlation_id_for_enqueue() -> str:
     """The correlation id of a job enqueued here: the current one, or a new one (32 hex digits)."""
-    return current_correlation_id() or uuid.uuid4().hex
+    return current_correlation_id() or random_hex()
