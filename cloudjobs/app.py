@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from cloudjobs.errors import ConfigurationError, UnknownQueueError
 from cloudjobs.flows.rules import OnChildFailure
 from cloudjobs.groups import TenantKey
 from cloudjobs.idempotency.record_middleware import record_middleware
+from cloudjobs.ids import random_id
 from cloudjobs.job import Job
 from cloudjobs.middleware import ConsumerMiddleware, Middleware, as_middleware
 from cloudjobs.payloads.store import PayloadStore
@@ -779,7 +779,7 @@ class CloudJobs:
         job_id, held = enqueue_unique(
             uniqueness,
             job_type=request.job_type,
-            job_id=str(uuid.uuid4()),
+            job_id=random_id(),
             store=store,
             records=lambda: store if isinstance(store, RecordReader) else None,
             send=send,

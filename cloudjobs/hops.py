@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import uuid
 from datetime import datetime, timedelta
 from typing import Final
 
 from cloudjobs.backends.base import MAX_DELAY, MAX_VISIBILITY, Delivery, OutgoingMessage, QueueInfo
 from cloudjobs.envelope import Envelope, encode
+from cloudjobs.ids import random_hex
 from cloudjobs.outcomes import Deferred, Reason
 from cloudjobs.payloads.pointer import override_attribute, pointer_of
 
@@ -113,7 +113,7 @@ def resend_copy(
         attributes=attributes,
         delay=timedelta(0) if is_fifo else delay,
         group_id=delivery.group_id,
-        deduplication_id=f"{envelope.id[:64]}-{uuid.uuid4().hex}" if is_fifo else None,
+        deduplication_id=f"{envelope.id[:64]}-{random_hex()}" if is_fifo else None,
         system_attributes=delivery.system_attributes,
         typed_attributes=delivery.typed_attributes,
     )

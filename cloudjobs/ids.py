@@ -1,11 +1,12 @@
 """Random identifiers: version 4 UUIDs as text, made without the ``uuid.UUID`` object.
 
 Every enqueue makes two (the job id and, outside a request, the correlation id), and every
-idempotent run a lease token. ``str(uuid.uuid4())`` builds a ``UUID`` object through its Python
-``__init__`` only to format it again: ~3.7 µs a call here, against ~1.4 µs for the same text made
-from the random bytes directly. The values are the same kind: 122 random bits from
-:func:`os.urandom`, with the version (4) and variant (RFC 4122) bits set, so ``uuid.UUID(text)``
-reads them back as ``uuid4()``'s.
+idempotent run a lease token; unique jobs, flows, limits and schedules take their ids and tokens
+here too, so every random id of the project has one source. ``str(uuid.uuid4())`` builds a ``UUID``
+object through its Python ``__init__`` only to format it again: ~3.7 µs a call here, against ~1.4 µs
+for the same text made from the random bytes directly. The values are the same kind: 122 random bits
+from :func:`os.urandom`, with the version (4) and variant (RFC 4122) bits set, so
+``uuid.UUID(text)`` reads them back as ``uuid4()``'s.
 """
 
 from __future__ import annotations

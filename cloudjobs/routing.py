@@ -7,11 +7,10 @@ neither it cannot run (``DecodeError``, reason ``unroutable``).
 
 from __future__ import annotations
 
-import uuid
-
 from cloudjobs.backends.base import Delivery
 from cloudjobs.envelope import CORRELATION_ATTRIBUTE, Envelope, ForeignMessageError, decode
 from cloudjobs.errors import DecodeError
+from cloudjobs.ids import random_hex
 from cloudjobs.reasons import Reason
 from cloudjobs.settings import SettingsModel
 
@@ -36,7 +35,7 @@ def decode_delivery(delivery: Delivery, settings: SettingsModel) -> Envelope:
             id=delivery.message_id,
             type=job_type,
             payload=foreign.content,
-            correlation_id=attribute_of(delivery, CORRELATION_ATTRIBUTE) or uuid.uuid4().hex,
+            correlation_id=attribute_of(delivery, CORRELATION_ATTRIBUTE) or random_hex(),
             enqueued_at=delivery.sent_at,
         )
 

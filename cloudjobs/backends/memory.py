@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +37,7 @@ from cloudjobs.backends.base import (
 from cloudjobs.backends.copies import dead_letter_attributes_within
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import BackendError, ConfigurationError
-from cloudjobs.ids import random_id
+from cloudjobs.ids import random_hex, random_id
 
 _DEDUPLICATION_INTERVAL: Final = timedelta(minutes=5)
 _MAX_WAIT: Final = timedelta(seconds=MAX_WAIT_TIME_SECONDS)
@@ -355,7 +354,7 @@ class MemoryBackend:
                 redriven.append(message)
                 continue
             message.receive_count += 1
-            message.receipt = f"{message.message_id}#{message.receive_count}#{uuid.uuid4().hex[:8]}"
+            message.receipt = f"{message.message_id}#{message.receive_count}#{random_hex()[:8]}"
             message.received_at = now
             message.visible_at = now + visibility
             deliveries.append(

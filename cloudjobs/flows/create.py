@@ -15,7 +15,6 @@ The order, and why:
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from cloudjobs.flows.definition import (
 )
 from cloudjobs.flows.store import FlowStore
 from cloudjobs.idempotency.base import payload_hash
+from cloudjobs.ids import random_id
 from cloudjobs.producer import EnqueueRequest
 from cloudjobs.sending import QueueShare
 
@@ -108,7 +108,7 @@ def _plan(sender: FlowSender, spec: SubFlow, plan: _Plan, *, member_of: str | No
             job_name=name,
             setting="parent",
         )
-    parent_id = str(uuid.uuid4())
+    parent_id = random_id()
     parent = replace(
         parent, job_id=parent_id, run_at=now + timeout, flow_route=TIMEOUT_ROUTE, flow_parent=member_of
     )
@@ -125,7 +125,7 @@ def _plan(sender: FlowSender, spec: SubFlow, plan: _Plan, *, member_of: str | No
             subflows[nested.parent_id] = nested
             continue
         child_type, child_payload = _job_spec(child, name)
-        child_id = str(uuid.uuid4())
+        child_id = random_id()
         request = replace(
             sender.build(child_type, child_payload, track_status=True),
             job_id=child_id,

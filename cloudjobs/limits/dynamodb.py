@@ -25,7 +25,6 @@ in between wins) and adds its own in one more write. Renewal and release are one
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +38,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     wrap_dynamodb_errors,
 )
 from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.ids import random_hex
 from cloudjobs.limits.base import (
     DEFAULT_CLOCK_SKEW,
     Granted,
@@ -142,7 +142,7 @@ class DynamoDbLimiter:
     def acquire(self, key: str, limit: int, *, lease: timedelta) -> SlotAnswer:
         """One conditional UpdateItem (a second to create the key's item, or to clear lapsed
         leases); see :meth:`Limiter.acquire`."""
-        token = uuid.uuid4().hex
+        token = random_hex()
         for _ in range(_MAX_TRIES):
             now = utc_now()
             expires_at = now + lease

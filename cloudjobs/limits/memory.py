@@ -8,10 +8,10 @@ and single-process use.
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from cloudjobs.clock import Clock, SystemClock
+from cloudjobs.ids import random_hex
 from cloudjobs.limits.base import (
     DEFAULT_CLOCK_SKEW,
     Granted,
@@ -66,7 +66,7 @@ class MemoryLimiter:
                     del holders[token]
             if len(holders) >= limit:
                 return SlotsFull(lapses_at=min(holders.values()) + self._clock_skew)
-            token = uuid.uuid4().hex
+            token = random_hex()
             holders[token] = now + lease
             return Slot(token=token, expires_at=now + lease)
 

@@ -13,7 +13,6 @@ conditional UpdateItem on the claim's token; a read is one strongly consistent G
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -31,6 +30,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     wrap_dynamodb_errors,
 )
 from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY, TABLE_TTL_ATTRIBUTE
+from cloudjobs.ids import random_hex
 from cloudjobs.scheduling.state import STATE_RETENTION, ScheduleState, TickClaim, TickState, schedule_key
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class DynamoDbScheduleStore:
         """Claim a tick with one conditional UpdateItem; see :meth:`ScheduleStore.claim_tick`."""
         key = schedule_key(schedule)
         now = utc_now()
-        token = uuid.uuid4().hex
+        token = random_hex()
         lease_expires_at = now + lease
         values: dict[str, AttributeValueTypeDef] = {
             ":schedule": {"S": schedule},

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from datetime import datetime, timedelta
 
 from cloudjobs.clock import Clock, SystemClock
 from cloudjobs.errors import LeaseLostError
+from cloudjobs.ids import random_hex
 from cloudjobs.scheduling.state import STATE_RETENTION, ScheduleState, TickClaim, TickState, schedule_key
 
 
@@ -53,7 +53,7 @@ class MemoryScheduleStore:
                 assert current is not None  # absent and unseen cannot both hold
                 return current
             old = self._states.get(schedule_key(schedule))
-            token = uuid.uuid4().hex
+            token = random_hex()
             lease_expires_at = now + lease
             self._states[schedule_key(schedule)] = ScheduleState(
                 schedule=schedule,

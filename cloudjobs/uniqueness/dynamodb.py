@@ -18,7 +18,6 @@ timeout only ``clock_skew`` late, so a producer whose clock runs ahead cannot ta
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -34,6 +33,7 @@ from cloudjobs.idempotency.dynamodb_items import (
     wrap_dynamodb_errors,
 )
 from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY
+from cloudjobs.ids import random_hex
 from cloudjobs.uniqueness.state import Held, ReservationState, Reserved, ReserveResult, UniqueClaim
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class DynamoDbUniquenessStore:
         now: datetime,
         is_takeover: bool,
     ) -> ReserveResult:
-        token = uuid.uuid4().hex
+        token = random_hex()
         sets = [
             "#job_id = :job_id",
             "#state = :reserved",

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from datetime import datetime, timedelta
 
 from cloudjobs.clock import Clock
+from cloudjobs.ids import random_hex
 from cloudjobs.uniqueness.state import Held, ReservationState, Reserved, ReserveResult, UniqueClaim
 
 
@@ -81,7 +81,7 @@ class MemoryUniquenessStore:
     def _write(
         self, claim: UniqueClaim, job_id: str, *, window_ends_at: datetime, is_takeover: bool
     ) -> Reserved:
-        token = uuid.uuid4().hex
+        token = random_hex()
         now = self._clock.now()
         self._held[claim.key] = Held(
             job_id=job_id,
