@@ -35,7 +35,7 @@ from cloudjobs.idempotency.dynamodb_schema import TABLE_PARTITION_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, UpdateItemInputTypeDef
 
 REGISTER_KEY: Final = "#cancellations"
 """The register's key: never a record's (those start with a job type), a marker's (``#cancelled#``)
@@ -117,7 +117,7 @@ class CancellationRegister:
         names.update(zip(removed, expired, strict=False))
         if removed:
             update += " REMOVE " + ", ".join(removed)
-        request: dict[str, object] = {
+        request: UpdateItemInputTypeDef = {
             "TableName": self._table,
             "Key": {TABLE_PARTITION_KEY: {"S": REGISTER_KEY}},
             "UpdateExpression": update,
@@ -128,7 +128,7 @@ class CancellationRegister:
             request["ConditionExpression"] = condition
         try:
             with wrap_dynamodb_errors(self._table, REGISTER_KEY):
-                self._client().update_item(**request)  # type: ignore[arg-type]
+                self._client().update_item(**request)
         except ConditionFailedError:
             pass  # incomplete until later already
 
