@@ -1,0 +1,181 @@
+"""botocore's JSON response parser, with each output shape's walk planned once.
+
+SQS and DynamoDB answer in JSON. botocore decodes the body with ``json.loads`` and then walks the
+decoded value against the operation's output shape, dispatching on every node's type by name
+(``getattr(parser, "_handle_" + type_name)``): for a receive of ten messages with three message
+attributes each that walk costs about four times the decode. The walk only does three things: it
+keeps a structure's modelled members (under their wire names) and drops the absent ones, it turns
+blobs and timestamps into ``bytes`` and ``datetime``, and it copies everything else unchanged.
+
+:class:`PlannedJSONParser` does the same walk from a plan made once per output shape: a converter
+for each structure (its members' names, wire names and converters), none at all for a list or map
+whose items need no conversion (strings, numbers, booleans: the decoded value is already the
+answer), and botocore's own handling for what the plan does not cover (tagged unions). Its answers
+are botocore's, value for value (``tests/unit/test_aws_json.py`` compares the two on SQS and
+DynamoDB responses). Error responses, response metadata and event streams are botocore's code.
+
+:class:`PlannedParserFactory` is registered as the ``response_parser_factory`` component of the
+sessions cloudjobs makes (:func:`cloudjobs.aws_clients.new_session`): every JSON-protocol client
+they build parses through one parser and its plans; other protocols get botocore's parsers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from botocore.model import ListShape, MapShape, Shape, StructureShape
+from botocore.parsers import JSONParser, ResponseParser, ResponseParserFactory
+
+Converter = Callable[[Any], Any]
+"""Turns a decoded JSON value into the parsed one; ``None`` in a plan means "unchanged"."""
+
+
+class PlannedJSONParser(JSONParser):
+    """botocore's ``json`` protocol parser, walking each output shape from a plan (module docstring).
+
+    Thread-safe: plans are made under a lock and read without one.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._plans: dict[int, tuple[Shape, Converter | None]] = {}
+        self._planning = threading.Lock()
+
+    def _handle_json_body(self, raw_body: Any, shape: Shape) -> Any:
+        # botocore's own decode (an empty body is {}); its private helpers are not in its stubs.
+        parsed = cast("Any", self)._parse_body_as_json(raw_body)
+        convert = self._plan_for(shape)
+        return parsed if convert is None else convert(parsed)
+
+    def _plan_for(self, shape: Shape) -> Converter | None:
+        # Keyed by identity: an operation model keeps its output shape, and holding the shape here
+        # keeps its id from being reused by another.
+        planned = self._plans.get(id(shape))
+        if planned is not None and planned[0] is shape:
+            return planned[1]
+        with self._planning:
+            convert = _Planner(self).plan(shape)
+            self._plans[id(shape)] = (shape, convert)
+        return convert
+
+
+class PlannedParserFactory(ResponseParserFactory):
+    """botocore's parser factory, handing out one :class:`PlannedJSONParser` for ``json``.
+
+    botocore asks its factory for a parser on every response; the planned parser keeps its plans
+    across responses, so the factory keeps the parser (a new one when the defaults change).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._json: PlannedJSONParser | None = None
+        self._lock = threading.Lock()
+
+    def set_parser_defaults(self, **kwargs: Any) -> None:
+        with self._lock:
+            super().set_parser_defaults(**kwargs)
+            self._json = None
+
+    def create_parser(self, protocol_name: str) -> ResponseParser:
+        if protocol_name != "json":
+            return super().create_parser(protocol_name)
+        parser = self._json
+        if parser is None:
+            with self._lock:
+                if self._json is None:
+                    self._json = PlannedJSONParser(**cast("Any", self)._defaults)
+                parser = self._json
+        return parser
+
+
+class _Planner:
+    """Makes one output shape's plan; shapes named alike share a converter (recursive shapes such
+    as DynamoDB's ``AttributeValue`` refer back to one being made)."""
+
+    def __init__(self, parser: PlannedJSONParser) -> None:
+        self._parser = parser
+        self._made: dict[str, Converter | None] = {}
+        self._pending: dict[str, list[Converter | None]] = {}
+
+    def plan(self, shape: Shape) -> Converter | None:
+        name = shape.name
+        if name in self._made:
+            return self._made[name]
+        pending = self._pending.get(name)
+        if pending is not None:
+            # A shape that contains itself: look the converter up when it runs.
+            return lambda value: _through(pending[0], value)
+        cell: list[Converter | None] = [None]
+        self._pending[name] = cell
+        convert = self._make(shape)
+        cell[0] = convert
+        del self._pending[name]
+        self._made[name] = convert
+        return convert
+
+    def _make(self, shape: Shape) -> Converter | None:
+        parser = cast("Any", self._parser)  # botocore's handlers are not in its stubs
+        if isinstance(shape, StructureShape):
+            if shape.is_document_type:
+                return None
+            if shape.is_tagged_union:
+                return lambda value: parser._handle_structure(shape, value)
+            return _structure(
+                [
+                    (name, member.serialization.get("name", name), self.plan(member))
+                    for name, member in shape.members.items()
+                ]
+            )
+        if isinstance(shape, ListShape):
+            return _list(self.plan(shape.member))
+        if isinstance(shape, MapShape):
+            return _map(self.plan(shape.key), self.plan(shape.value))
+        # Blobs and timestamps have handlers; strings, numbers and booleans come as they are.
+        handler = getattr(parser, f"_handle_{shape.type_name}", None)
+        if handler is not None and handler.__func__ is not _DEFAULT_HANDLE:
+            return lambda value: handler(shape, value)
+        return None
+
+
+_DEFAULT_HANDLE: Final = cast("Any", ResponseParser)._default_handle
+
+
+def _through(convert: Converter | None, value: Any) -> Any:
+    return value if convert is None else convert(value)
+
+
+def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:
+    # Walks the keys the value has (a message attribute has two of its five members), not the
+    # members the model has.
+    if all(name == wire_name and member is None for name, wire_name, member in members):
+        plain = frozenset(name for name, _, _ in members)
+        return lambda value: (
+            None if value is None else {k: v for k, v in value.items() if v is not None and k in plain}
+        )
+    by_wire_name = {wire_name: (name, member) for name, wire_name, member in members}
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        parsed = {}
+        for wire_name, raw in value.items():
+            if raw is not None and (known := by_wire_name.get(wire_name)) is not None:
+                name, member = known
+                parsed[name] = raw if member is None else member(raw)
+        return parsed
+
+    return convert
+
+
+def _list(member: Converter | None) -> Converter | None:
+    if member is None:
+        return None
+    return lambda value: [item if item is None else member(item) for item in value]
+
+
+def _map(key: Converter | None, item: Converter | None) -> Converter | None:
+    if key is None and item is None:
+        return None
+    return lambda value: {_through(key, k): _through(item, v) for k, v in value.items()}
