@@ -22,14 +22,12 @@ they build parses through one parser and its plans; other protocols get botocore
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any, Final, cast
 
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.parsers import JSONParser, ResponseParser, ResponseParserFactory
 
-Converter = Callable[[Any], Any]
-"""Turns a decoded JSON value into the parsed one; ``None`` in a plan means "unchanged"."""
+from cloudjobs.aws_shapes import Converter, PlanCache, ShapePlanner, through
 
 
 class PlannedJSONParser(JSONParser):
@@ -40,25 +38,13 @@ class PlannedJSONParser(JSONParser):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._plans: dict[int, tuple[Shape, Converter | None]] = {}
-        self._planning = threading.Lock()
+        self._plans = PlanCache(lambda: _Planner(self))
 
     def _handle_json_body(self, raw_body: Any, shape: Shape) -> Any:
         # botocore's own decode (an empty body is {}); its private helpers are not in its stubs.
         parsed = cast("Any", self)._parse_body_as_json(raw_body)
-        convert = self._plan_for(shape)
+        convert = self._plans.plan_for(shape)
         return parsed if convert is None else convert(parsed)
-
-    def _plan_for(self, shape: Shape) -> Converter | None:
-        # Keyed by identity: an operation model keeps its output shape, and holding the shape here
-        # keeps its id from being reused by another.
-        planned = self._plans.get(id(shape))
-        if planned is not None and planned[0] is shape:
-            return planned[1]
-        with self._planning:
-            convert = _Planner(self).plan(shape)
-            self._plans[id(shape)] = (shape, convert)
-        return convert
 
 
 class PlannedParserFactory(ResponseParserFactory):
@@ -90,30 +76,12 @@ class PlannedParserFactory(ResponseParserFactory):
         return parser
 
 
-class _Planner:
-    """Makes one output shape's plan; shapes named alike share a converter (recursive shapes such
-    as DynamoDB's ``AttributeValue`` refer back to one being made)."""
+class _Planner(ShapePlanner):
+    """Makes one output shape's plan for a parser."""
 
     def __init__(self, parser: PlannedJSONParser) -> None:
+        super().__init__()
         self._parser = parser
-        self._made: dict[str, Converter | None] = {}
-        self._pending: dict[str, list[Converter | None]] = {}
-
-    def plan(self, shape: Shape) -> Converter | None:
-        name = shape.name
-        if name in self._made:
-            return self._made[name]
-        pending = self._pending.get(name)
-        if pending is not None:
-            # A shape that contains itself: look the converter up when it runs.
-            return lambda value: _through(pending[0], value)
-        cell: list[Converter | None] = [None]
-        self._pending[name] = cell
-        convert = self._make(shape)
-        cell[0] = convert
-        del self._pending[name]
-        self._made[name] = convert
-        return convert
 
     def _make(self, shape: Shape) -> Converter | None:
         parser = cast("Any", self._parser)  # botocore's handlers are not in its stubs
@@ -140,10 +108,6 @@ class _Planner:
 
 
 _DEFAULT_HANDLE: Final = cast("Any", ResponseParser)._default_handle
-
-
-def _through(convert: Converter | None, value: Any) -> Any:
-    return value if convert is None else convert(value)
 
 
 def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:
@@ -178,4 +142,4 @@ def _list(member: Converter | None) -> Converter | None:
 def _map(key: Converter | None, item: Converter | None) -> Converter | None:
     if key is None and item is None:
         return None
-    return lambda value: {_through(key, k): _through(item, v) for k, v in value.items()}
+    return lambda value: {through(key, k): through(item, v) for k, v in value.items()}

@@ -4,6 +4,7 @@ holds back the rest of its group (the one rule, for the worker, the Lambda runti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Final
 
 from cloudjobs.backends.base import Delivery
 from cloudjobs.consumer import Consumer
@@ -36,7 +37,12 @@ def lets_group_continue(outcome: Outcome) -> bool:
     A job that completed, was cancelled or went to the DLQ is out of the way; a retried,
     deferred or released one must run again before the messages behind it.
     """
-    return isinstance(outcome, Completed | Cancelled | DeadLetter)
+    return isinstance(outcome, _OUT_OF_THE_WAY)
+
+
+_OUT_OF_THE_WAY: Final = (Completed, Cancelled, DeadLetter)
+"""Outcomes after which a job no longer holds its group back (a tuple made once: a union of the
+classes would be built at every call)."""
 
 
 def run_chain(
