@@ -17,8 +17,9 @@ One run, against one moto server (its own process), on a fresh queue and table p
   trips of concurrent handlers overlap instead of adding up.
 - **client CPU**: the process's CPU time per job in each round (the worker's, and the feeder's few
   SendMessageBatch calls, the same in every mode), and in rounds of **bare** calls: ``--concurrency``
-  threads making two plain boto3 ``UpdateItem`` calls per job through a client of the same
-  instrumented session (same hooks, same latency) and nothing else. Each botocore call costs
+  threads making two plain boto3 ``UpdateItem`` calls per job through a client of a plain boto3
+  session with the same hooks and latency, and nothing else (the worker's clients are built as
+  cloudjobs builds its own, with JSON parsed and serialized from plans). Each botocore call costs
   hundreds of microseconds of client CPU (serialisation, signing, parsing), so this is the floor an
   idempotent job cannot go under; the target is CPU(on) ≤ 1.25 × (CPU(off) + CPU(bare)), i.e. what
   cloudjobs adds around its two writes is at most a quarter of the unavoidable.
@@ -51,6 +52,7 @@ import boto3
 from botocore.config import Config
 
 from cloudjobs import CloudJobs, Settings
+from cloudjobs.aws_clients import new_session
 from cloudjobs.backends.sqs import SqsBackend
 from cloudjobs.idempotency.dynamodb import DynamoDbIdempotencyStore
 from cloudjobs.idempotency.dynamodb_register import REGISTER_KEY
@@ -88,9 +90,13 @@ class Measurement:
         return self.cpu_seconds / self.messages * 1e6
 
 
-def instrumented_session(counter: Counter[str], latency_seconds: float) -> boto3.Session:
-    """A session whose clients count calls by operation and wait ``latency_seconds`` before each send."""
-    session = boto3.Session()
+def instrumented_session(
+    counter: Counter[str], latency_seconds: float, *, plain: bool = False
+) -> boto3.Session:
+    """A session whose clients count calls by operation and wait ``latency_seconds`` before each send:
+    one as cloudjobs makes its own (``new_session()``, whose clients parse and serialize JSON from
+    plans), or with ``plain`` a plain boto3 session."""
+    session = boto3.Session() if plain else new_session()
     lock = threading.Lock()
 
     def count(model: Any, **_: Any) -> None:
@@ -192,12 +198,12 @@ def consume(
 
 def bare_round(arguments: argparse.Namespace, dynamodb: DynamoDBClient) -> Measurement:
     """Two plain boto3 UpdateItem calls per job, from ``--concurrency`` threads sharing one client of
-    an instrumented session (the same hooks and latency as the worker's): the client CPU floor of
+    a plain boto3 session with the worker's hooks and latency: the client CPU floor of
     an idempotent job's two writes."""
     table = TableSpec(f"bench-{uuid.uuid4().hex[:12]}")
     provision_table(table, client=dynamodb)
     counter: Counter[str] = Counter()
-    session = instrumented_session(counter, arguments.latency_ms / 1000)
+    session = instrumented_session(counter, arguments.latency_ms / 1000, plain=True)
     client: DynamoDBClient = session.client(
         "dynamodb", config=Config(max_pool_connections=arguments.concurrency + 4)
     )
