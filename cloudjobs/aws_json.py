@@ -90,12 +90,7 @@ class _Planner(ShapePlanner):
                 return None
             if shape.is_tagged_union:
                 return lambda value: parser._handle_structure(shape, value)
-            return _structure(
-                [
-                    (name, member.serialization.get("name", name), self.plan(member))
-                    for name, member in shape.members.items()
-                ]
-            )
+            return _structure(self.members(shape))
         if isinstance(shape, ListShape):
             return _list(self.plan(shape.member))
         if isinstance(shape, MapShape):

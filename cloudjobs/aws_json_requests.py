@@ -60,12 +60,7 @@ class _Planner(ShapePlanner):
         if isinstance(shape, StructureShape):
             if shape.is_document_type:
                 return None
-            return _structure(
-                [
-                    (name, member.serialization.get("name", name), self.plan(member))
-                    for name, member in shape.members.items()
-                ]
-            )
+            return _structure(self.members(shape))
         if isinstance(shape, ListShape):
             return _list(self.plan(shape.member))
         if isinstance(shape, MapShape):

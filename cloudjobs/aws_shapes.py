@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from botocore.model import Shape
+from botocore.model import Shape, StructureShape
 
 Converter = Callable[[Any], Any]
 """Turns a value into its converted form; ``None`` in a plan means "unchanged"."""
@@ -49,6 +49,13 @@ class ShapePlanner(ABC):
         del self._pending[name]
         self._made[name] = convert
         return convert
+
+    def members(self, shape: StructureShape) -> list[tuple[str, str, Converter | None]]:
+        """Each member of a structure as (name, wire name, its plan)."""
+        return [
+            (name, member.serialization.get("name", name), self.plan(member))
+            for name, member in shape.members.items()
+        ]
 
     @abstractmethod
     def _make(self, shape: Shape) -> Converter | None:

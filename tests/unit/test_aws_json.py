@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
-from botocore.model import ServiceModel, Shape
+from botocore.model import Shape
 from botocore.parsers import JSONParser, QueryParser, ResponseParserError, create_parser
 from botocore.session import get_session
 
 from cloudjobs.aws_clients import create_client, new_session
 from cloudjobs.aws_json import PlannedJSONParser, PlannedParserFactory
+from tests.unit.own_json_model import own_model
 
 
 def _response(body: Any, status: int = 200) -> dict[str, Any]:
@@ -170,45 +171,8 @@ def test_error_answers_are_parsed_by_botocore_as_before() -> None:
     assert planned["Error"]["Code"] == "QueueDoesNotExist"
 
 
-# A model of its own covers what SQS and DynamoDB do not use: wire names that differ from member
-# names, tagged unions, timestamps in lists.
-_MODEL = {
-    "metadata": {"protocol": "json", "apiVersion": "2026-01-01", "jsonVersion": "1.0", "targetPrefix": "T"},
-    "operations": {
-        "Op": {"name": "Op", "http": {"method": "POST", "requestUri": "/"}, "output": {"shape": "Out"}}
-    },
-    "shapes": {
-        "Out": {
-            "type": "structure",
-            "members": {
-                "Renamed": {"shape": "Str", "locationName": "wireName"},
-                "Choice": {"shape": "Choice"},
-                "Times": {"shape": "TimeList"},
-                "Tree": {"shape": "Tree"},
-                "Doc": {"shape": "Doc"},
-            },
-        },
-        "Str": {"type": "string"},
-        "Blob": {"type": "blob"},
-        "Time": {"type": "timestamp"},
-        "TimeList": {"type": "list", "member": {"shape": "Time"}},
-        "Choice": {
-            "type": "structure",
-            "union": True,
-            "members": {"a": {"shape": "Str"}, "b": {"shape": "Blob"}},
-        },
-        "Tree": {
-            "type": "structure",
-            "members": {"label": {"shape": "Str"}, "children": {"shape": "Trees"}, "data": {"shape": "Blob"}},
-        },
-        "Trees": {"type": "list", "member": {"shape": "Tree"}},
-        "Doc": {"type": "structure", "members": {}, "document": True},
-    },
-}
-
-
 def _own_output() -> Shape:
-    shape = ServiceModel(_MODEL, service_name="own").operation_model("Op").output_shape
+    shape = own_model().operation_model("Op").output_shape
     assert shape is not None
     return shape
 

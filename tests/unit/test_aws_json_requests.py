@@ -11,13 +11,14 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel
 from botocore.serialize import JSONSerializer, create_serializer
 from botocore.session import get_session
 from botocore.validate import ParamValidationDecorator
 
 from cloudjobs.aws_clients import create_client, new_session
 from cloudjobs.aws_json_requests import PlannedJSONSerializer
+from tests.unit.own_json_model import own_model
 
 
 def _operation(service: str, name: str) -> OperationModel:
@@ -178,54 +179,11 @@ def test_recursive_values_are_converted_at_every_depth() -> None:
     assert item["blobs"]["BS"] == ["YQ==", "Yg=="]
 
 
-# A model of its own covers what SQS and DynamoDB requests do not use: wire names that differ from
-# member names, timestamps and floats, tagged unions, documents.
-_MODEL = {
-    "metadata": {"protocol": "json", "apiVersion": "2026-01-01", "jsonVersion": "1.1", "targetPrefix": "T"},
-    "operations": {
-        "Op": {"name": "Op", "http": {"method": "POST", "requestUri": "/"}, "input": {"shape": "In"}},
-        "Doc": {"name": "Doc", "http": {"method": "POST", "requestUri": "/"}, "input": {"shape": "DocIn"}},
-    },
-    "shapes": {
-        "In": {
-            "type": "structure",
-            "members": {
-                "Renamed": {"shape": "Str", "locationName": "wireName"},
-                "When": {"shape": "Time"},
-                "Iso": {"shape": "IsoTime"},
-                "Times": {"shape": "TimeList"},
-                "Ratio": {"shape": "Float"},
-                "Choice": {"shape": "Choice"},
-                "Tree": {"shape": "Tree"},
-                "Doc": {"shape": "Doc"},
-            },
-        },
-        "DocIn": {"type": "structure", "members": {}, "document": True},
-        "Str": {"type": "string"},
-        "Blob": {"type": "blob"},
-        "Float": {"type": "double"},
-        "Time": {"type": "timestamp"},
-        "IsoTime": {"type": "timestamp", "timestampFormat": "iso8601"},
-        "TimeList": {"type": "list", "member": {"shape": "Time"}},
-        "Choice": {
-            "type": "structure",
-            "union": True,
-            "members": {"a": {"shape": "Str"}, "b": {"shape": "Blob"}},
-        },
-        "Tree": {
-            "type": "structure",
-            "members": {"label": {"shape": "Str"}, "children": {"shape": "Trees"}, "data": {"shape": "Blob"}},
-        },
-        "Trees": {"type": "list", "member": {"shape": "Tree"}},
-        "Doc": {"type": "structure", "members": {}, "document": True},
-    },
-}
-
 WHEN = datetime(2026, 12, 3, 12, 0, 0, 250000, tzinfo=UTC)
 
 
 def _own(name: str = "Op") -> OperationModel:
-    return ServiceModel(_MODEL, service_name="own").operation_model(name)
+    return own_model().operation_model(name)
 
 
 @pytest.mark.parametrize(
