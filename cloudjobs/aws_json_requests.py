@@ -79,7 +79,7 @@ class _Planner(ShapePlanner):
         return convert
 
 
-def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter | None:
+def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:
     names = frozenset(name for name, _, _ in members)
     if any(name != wire_name for name, wire_name, _ in members):
         by_name = {name: (wire_name, member) for name, wire_name, member in members}
@@ -145,7 +145,8 @@ class _PlannedRequests:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        original = self._serializer
-        if type(original) is JSONSerializer:
-            precision = cast("Any", original)._timestamp_precision
+        # Private botocore attributes: where a release renames them, the client keeps botocore's.
+        original = getattr(self, "_serializer", None)
+        precision = getattr(original, "_timestamp_precision", None)
+        if type(original) is JSONSerializer and precision is not None:
             self._serializer = PlannedJSONSerializer(timestamp_precision=precision)

@@ -297,3 +297,23 @@ def test_clients_cloudjobs_builds_send_botocores_requests_through_the_planned_se
     assert type(plain._serializer) is JSONSerializer  # sessions cloudjobs did not make are left alone
     assert isinstance(checked._serializer, ParamValidationDecorator)  # validating clients too
     assert _sent_body(ours) == _sent_body(plain)
+
+
+def test_a_serializer_without_the_attributes_expected_is_left_to_botocore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import botocore.serialize
+
+    def without_precision(self: Any, timestamp_precision: str = "default") -> None:
+        pass  # a botocore release that keeps its precision elsewhere
+
+    monkeypatch.setattr(botocore.serialize.Serializer, "__init__", without_precision)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    from botocore.config import Config
+
+    client: Any = create_client(
+        "sqs", session=new_session(), region="us-east-1", config=Config(parameter_validation=False)
+    )
+
+    assert type(client._serializer) is JSONSerializer
