@@ -65,13 +65,13 @@ class PlannedParserFactory(ResponseParserFactory):
             self._json = None
 
     def create_parser(self, protocol_name: str) -> ResponseParser:
-        if protocol_name != "json":
+        if protocol_name != "json" or not _PLANNABLE:
             return super().create_parser(protocol_name)
         parser = self._json
         if parser is None:
             with self._lock:
                 if self._json is None:
-                    self._json = PlannedJSONParser(**cast("Any", self)._defaults)
+                    self._json = PlannedJSONParser(**getattr(self, "_defaults", {}))
                 parser = self._json
         return parser
 
@@ -102,7 +102,19 @@ class _Planner(ShapePlanner):
         return None
 
 
-_DEFAULT_HANDLE: Final = cast("Any", ResponseParser)._default_handle
+_DEFAULT_HANDLE: Final = getattr(ResponseParser, "_default_handle", None)
+
+_PLANNABLE: Final = all(
+    callable(getattr(parser, name, None))
+    for parser, name in (
+        (JSONParser, "_parse_body_as_json"),
+        (JSONParser, "_handle_json_body"),
+        (JSONParser, "_handle_structure"),
+        (ResponseParserFactory, "set_parser_defaults"),
+    )
+)
+"""Whether this botocore has the private methods the planned parser builds on; where a release
+renames them, the factory hands out botocore's own parsers."""
 
 
 def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:

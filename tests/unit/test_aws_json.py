@@ -289,3 +289,19 @@ def test_clients_cloudjobs_builds_parse_through_the_planned_parser(monkeypatch: 
     assert received["Messages"][0]["MessageAttributes"]["raw"]["BinaryValue"] == b"\x00\xffbytes"
     expected = JSONParser().parse(_response(RECEIVE), _output("sqs", "ReceiveMessage"))
     assert received["Messages"] == expected["Messages"]
+
+
+def test_a_botocore_without_the_methods_the_plan_builds_on_gets_its_own_parsers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cloudjobs.aws_json
+
+    monkeypatch.setattr(cloudjobs.aws_json, "_PLANNABLE", False)
+
+    assert type(PlannedParserFactory().create_parser("json")) is JSONParser
+
+
+def test_this_botocore_has_the_methods_the_plan_builds_on() -> None:
+    import cloudjobs.aws_json
+
+    assert cloudjobs.aws_json._PLANNABLE is True
