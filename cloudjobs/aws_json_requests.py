@@ -24,7 +24,7 @@ does so for the sessions cloudjobs makes. botocore has no component for serializ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.serialize import JSONSerializer
@@ -148,5 +148,14 @@ class _PlannedRequests:
         # Private botocore attributes: where a release renames them, the client keeps botocore's.
         original = getattr(self, "_serializer", None)
         precision = getattr(original, "_timestamp_precision", None)
-        if type(original) is JSONSerializer and precision is not None:
+        if _PLANNABLE and type(original) is JSONSerializer and precision is not None:
             self._serializer = PlannedJSONSerializer(timestamp_precision=precision)
+
+
+_PLANNABLE: Final = all(
+    callable(getattr(JSONSerializer, f"_serialize{name}", None))
+    for name in ("", "_type_structure", "_type_list", "_type_map", "_type_blob", "_type_timestamp")
+)
+"""Whether this botocore's JSON serializer has the private methods the plan builds on (a blob the
+plan did not know to convert would go out unencoded); where a release renames them, clients keep
+botocore's."""

@@ -317,3 +317,26 @@ def test_a_serializer_without_the_attributes_expected_is_left_to_botocore(
     )
 
     assert type(client._serializer) is JSONSerializer
+
+
+def test_a_botocore_without_the_methods_the_plan_builds_on_keeps_its_serializer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cloudjobs.aws_json_requests
+
+    monkeypatch.setattr(cloudjobs.aws_json_requests, "_PLANNABLE", False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    from botocore.config import Config
+
+    client: Any = create_client(
+        "sqs", session=new_session(), region="us-east-1", config=Config(parameter_validation=False)
+    )
+
+    assert type(client._serializer) is JSONSerializer
+
+
+def test_this_botocore_has_the_methods_the_plan_builds_on() -> None:
+    import cloudjobs.aws_json_requests
+
+    assert cloudjobs.aws_json_requests._PLANNABLE is True
