@@ -16,7 +16,9 @@ DynamoDB responses). Error responses, response metadata and event streams are bo
 
 :class:`PlannedParserFactory` is registered as the ``response_parser_factory`` component of the
 sessions cloudjobs makes (:func:`cloudjobs.aws_clients.new_session`): every JSON-protocol client
-they build parses through one parser and its plans; other protocols get botocore's parsers.
+they build parses through one parser and its plans; other protocols get botocore's parsers. A
+botocore release without the private methods the planned parser builds on (checked once, at import)
+gets botocore's own JSON parser as well.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ through botocore's own methods. The request it builds is botocore's, byte for by
 whose serializer is botocore's plain JSON one (no parameter validation: cloudjobs' clients leave
 the checks to the service) serializes through a planned serializer. :func:`cloudjobs.aws_clients.new_session`
 does so for the sessions cloudjobs makes. botocore has no component for serializers, so the client's
-``_serializer`` is replaced when the client is built; anything else stays botocore's code.
+``_serializer`` is replaced when the client is built, and only where botocore's serializer has the
+private methods and attributes the plan builds on (checked at import and per client; otherwise the
+client keeps botocore's); anything else stays botocore's code.
 """
 
 from __future__ import annotations
