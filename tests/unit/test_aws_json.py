@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from botocore.session import get_session
 
 from cloudjobs.aws_clients import create_client, new_session
 from cloudjobs.aws_json import PlannedJSONParser, PlannedParserFactory
+from tests.unit.at_once import results_at_once
 from tests.unit.own_json_model import own_model
 
 
@@ -236,18 +236,7 @@ def test_threads_parsing_at_once_all_get_botocore_answers() -> None:
     shape = _output("sqs", "ReceiveMessage")
     parser = PlannedParserFactory().create_parser("json")
     expected = JSONParser().parse(_response(RECEIVE), shape)
-    start = threading.Barrier(8)
-    answers: list[Any] = []
-
-    def parse() -> None:
-        start.wait()
-        answers.extend(parser.parse(_response(RECEIVE), shape) for _ in range(20))
-
-    threads = [threading.Thread(target=parse) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = results_at_once(8, lambda: [parser.parse(_response(RECEIVE), shape) for _ in range(20)])
 
     assert len(answers) == 160
     assert all(answer == expected for answer in answers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
@@ -18,6 +17,7 @@ from botocore.validate import ParamValidationDecorator
 
 from cloudjobs.aws_clients import create_client, new_session
 from cloudjobs.aws_json_requests import PlannedJSONSerializer
+from tests.unit.at_once import results_at_once
 from tests.unit.own_json_model import own_model
 
 
@@ -249,18 +249,9 @@ def test_threads_serializing_at_once_all_get_botocores_requests() -> None:
     operation = _operation("sqs", "SendMessageBatch")
     serializer = PlannedJSONSerializer()
     expected = JSONSerializer().serialize_to_request(SEND_BATCH, operation)
-    start = threading.Barrier(8)
-    requests: list[Any] = []
-
-    def serialize() -> None:
-        start.wait()
-        requests.extend(serializer.serialize_to_request(SEND_BATCH, operation) for _ in range(20))
-
-    threads = [threading.Thread(target=serialize) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    requests = results_at_once(
+        8, lambda: [serializer.serialize_to_request(SEND_BATCH, operation) for _ in range(20)]
+    )
 
     assert len(requests) == 160
     assert all(request == expected for request in requests)
