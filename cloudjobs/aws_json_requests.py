@@ -82,7 +82,6 @@ class _Planner(ShapePlanner):
 
 
 def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:
-    names = frozenset(name for name, _, _ in members)
     if any(name != wire_name for name, wire_name, _ in members):
         by_name = {name: (wire_name, member) for name, wire_name, member in members}
 
@@ -94,6 +93,7 @@ def _structure(members: list[tuple[str, str, Converter | None]]) -> Converter:
             return serialized
 
         return renamed
+    names = frozenset(name for name, _, _ in members)
     converted = [(name, member) for name, _, member in members if member is not None]
 
     def convert(value: Any) -> Any:
