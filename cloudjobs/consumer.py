@@ -52,6 +52,7 @@ from cloudjobs.retry import RetryPolicy
 from cloudjobs.routing import attribute_of
 from cloudjobs.run import Prepared, Run
 from cloudjobs.settings import SettingsModel
+from cloudjobs.telemetry.attributes import carries_context
 from cloudjobs.telemetry.switch import Telemetry, TraceNeed, default_telemetry, is_idle, trace_need
 
 __all__ = ["Apply", "Consumer", "ConsumerMiddleware", "Middleware", "Prepared", "Run", "RunHandle"]
@@ -62,6 +63,9 @@ job_logger = logging.getLogger("cloudjobs.jobs")
 
 Apply = Callable[[Delivery, Outcome], object]
 """Carries an outcome out (delete, change visibility, dead-letter, report to Lambda)."""
+
+_CONTEXT: Final = TraceNeed.CONTEXT
+"""Read from the module's globals: a member read through its class costs more, once per run."""
 
 _COMPLETED: Final = Completed()
 """The outcome of every handler that returns None: frozen, so one serves them all."""
@@ -212,7 +216,14 @@ class Consumer:
     def _begin(self, run: Run) -> Outcome | None:
         """Start the middleware, prepare the delivery, ask ``before_run``; None: run the handler."""
         try:
-            if not (self._may_skip_trace and is_idle(self._telemetry, run.delivery, self._trace_need)):
+            delivery, need = run.delivery, self._trace_need
+            if not self._may_skip_trace:
+                traced = True
+            elif need is _CONTEXT:  # the common case: is_idle's answer without its call
+                traced = carries_context(delivery.attributes, delivery.system_attributes)
+            else:
+                traced = not is_idle(self._telemetry, delivery, need)
+            if traced:
                 trace: RunHandle | None = self._telemetry.start(run)
                 if trace is not None:
                     run.handles.append(trace)
@@ -349,7 +360,11 @@ class Consumer:
     def _end(self, run: Run, outcome: Outcome, apply: Apply | None) -> Outcome:
         if run.handles:  # most runs start none (no trace, no middleware)
             outcome = self._settle(run, outcome)
-        _apply(apply, run.delivery, outcome)
+        if apply is not None:  # _apply(apply, run.delivery, outcome), one call fewer per run
+            try:
+                apply(run.delivery, outcome)
+            except Exception:
+                logger.exception("applying the outcome of message %s failed", run.delivery.message_id)
         return outcome
 
     # -- decisions --------------------------------------------------------------------------------

@@ -140,8 +140,12 @@ def call_handler(run: Run) -> tuple[object, BaseException | None]:
         token = set_current_job(prepared.job)
         run.has_started = True
         run.started = time.perf_counter()
+        definition = prepared.definition
         try:
-            return prepared.definition.function(*_arguments(prepared)), None
+            # _arguments(prepared), without its call
+            if definition.takes_job:
+                return definition.function(prepared.payload, prepared.job), None
+            return definition.function(prepared.payload), None
         except BaseException as exc:  # The attempt's failure, whatever the handler raised.
             return None, exc
         finally:

@@ -23,7 +23,7 @@ from cloudjobs.failures import dead_letter_of, failure_outcome
 from cloudjobs.hops import hop
 from cloudjobs.job import build_job
 from cloudjobs.outcomes import Outcome, Reason
-from cloudjobs.payloads.pointer import Pointer, pointer_of, with_overrides
+from cloudjobs.payloads.pointer import Pointer, is_pointer_message, read_pointer, with_overrides
 from cloudjobs.payloads.resolve import IsCompleted, Stored, missing_body_outcome, read_stored
 from cloudjobs.payloads.store import PayloadStore
 from cloudjobs.retry import RetryPolicy
@@ -172,7 +172,8 @@ class Preparation:
         """
         delivery = run.delivery
         stored: Stored | None = None
-        if (pointer := pointer_of(delivery)) is not None:
+        # pointer_of(delivery), one call fewer for the common message whose body is its own.
+        if is_pointer_message(delivery) and (pointer := read_pointer(delivery.body)) is not None:
             read = self._read_stored(delivery, pointer)
             if not isinstance(read, Stored):
                 return read
@@ -251,18 +252,18 @@ class Preparation:
             return dead_letter_of(
                 too_long, Reason.INVALID_IDEMPOTENCY_KEY, attempt, envelope.type, job_id=envelope.id
             )
-        job = build_job(
-            id=envelope.id,
-            type=envelope.type,
-            attempt=attempt,
-            max_attempts=policy.max_attempts,
-            enqueued_at=envelope.enqueued_at,
-            correlation_id=envelope.correlation_id,
-            queue=delivery.queue,
-            timeout=timeout,
-            idempotency_key=key,
-            message=delivery,
-            envelope=envelope,
-            progress_reporter=run.record_progress if keeps_record or envelope.track_status else None,
+        job = build_job(  # positional: keywords cost a quarter of the call
+            envelope.id,  # id
+            envelope.type,  # type
+            attempt,
+            policy.max_attempts,
+            envelope.enqueued_at,
+            envelope.correlation_id,
+            delivery.queue,
+            timeout,
+            key,  # idempotency_key
+            delivery,  # message
+            envelope,
+            run.record_progress if keeps_record or envelope.track_status else None,  # progress_reporter
         )
         return build_prepared(delivery, envelope, definition, payload, job, policy)

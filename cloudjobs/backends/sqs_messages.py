@@ -81,17 +81,17 @@ def delivery_of(message: MessageTypeDef, queue: str) -> Delivery:
             )
             for name, value in received.items()
         )
-    return build_delivery(
-        message_id=message["MessageId"],
-        receipt=message["ReceiptHandle"],
-        body=message.get("Body", ""),
-        attributes=attributes,
-        typed_attributes=typed,
-        receive_count=int(system.get("ApproximateReceiveCount", "1")),
-        sent_at=datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, tz=UTC),
-        queue=queue,
-        group_id=system.get("MessageGroupId"),
-        system_attributes={name: system[name] for name in _SYSTEM_ATTRIBUTE_NAMES if name in system},
+    return build_delivery(  # positional: keywords cost a quarter of the call
+        message["MessageId"],  # message_id
+        message["ReceiptHandle"],  # receipt
+        message.get("Body", ""),  # body
+        attributes,
+        int(system.get("ApproximateReceiveCount", "1")),  # receive_count
+        datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, UTC),  # sent_at (tz= costs more)
+        queue,
+        system.get("MessageGroupId"),  # group_id
+        {name: system[name] for name in _SYSTEM_ATTRIBUTE_NAMES if name in system},  # system_attributes
+        typed,  # typed_attributes
     )
 
 

@@ -166,6 +166,8 @@ class LambdaHandler:
                 not_started,
                 len(records),
             )
+        if not reported:  # the common batch: every record ran, none stays
+            return {"batchItemFailures": []}
         return {
             "batchItemFailures": [
                 {"itemIdentifier": record["messageId"]}
@@ -267,22 +269,30 @@ class _Batch:
         """Run the records; returns the message ids of those to report (left on the queue)."""
         if not deliveries:
             return set()
-        work = [deliveries] if self._is_one_chain else chains(deliveries)
         self._consumer.begin_batch(deliveries)
-        self._handler._map(self._run_chain, work)
+        if self._handler.concurrency == 1 and not self._consumer.queue.is_fifo:
+            # Every record of a standard queue is a chain of its own: run them in order, without
+            # making the chains.
+            for delivery in deliveries:
+                self._run_one(delivery)
+        else:
+            work = [deliveries] if self._is_one_chain else chains(deliveries)
+            self._handler._map(self._run_chain, work)
         if self._visibility is not None:
             self._visibility.flush()
         return self._reported
 
+    def _run_one(self, delivery: Delivery) -> None:
+        """A record with nothing behind it to hold back: whether it stays on the queue matters to no
+        record after it, so the pipeline applies its outcome itself, without a chain's wrapper."""
+        if self._context.get_remaining_time_in_millis() < self._margin_ms:
+            self._release(delivery)
+        else:
+            self._consumer.run(delivery, self._invocation, self._apply)
+
     def _run_chain(self, chain: list[Delivery]) -> None:
-        if len(chain) == 1:  # nothing behind it to hold back (every record of a standard queue)
-            # Whether it stays on the queue matters to no record after it: the pipeline applies
-            # its outcome itself, without the chain's wrapper that reports it.
-            delivery = chain[0]
-            if self._context.get_remaining_time_in_millis() < self._margin_ms:
-                self._release(delivery)
-            else:
-                self._consumer.run(delivery, self._invocation, self._apply)
+        if len(chain) == 1:  # every record of a standard queue, a FIFO group's only record
+            self._run_one(chain[0])
             return
         # Why a chain's records after one that stays are held back.
         reason = Reason.FIFO_BATCH_STOPPED if self._is_one_chain else Reason.FIFO_GROUP_BLOCKED
