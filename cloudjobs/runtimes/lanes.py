@@ -111,7 +111,8 @@ class Lane:
         )
         # Async handlers run on the worker's one loop; sync ones on its handler threads, their
         # deadlines fired and their leases renewed by this lane's heartbeat.
-        self._process = applying(consumer, Invocation(loop=loop, monitor=self.heartbeat), self._apply)
+        self._invocation = Invocation(loop=loop, monitor=self.heartbeat)
+        self._process = applying(consumer, self._invocation, self._apply)
         count = 1 if consumer.queue.is_fifo else receivers
         self.trigger: OverlapTrigger | None = None
         """When the extra receivers poll (None with one receiver)."""
@@ -227,6 +228,9 @@ class Lane:
 
     def handle(self, chain: list[Delivery]) -> None:
         """Run a chain taken from the dispatcher on this thread, then give its handler slot back."""
+        if len(chain) == 1:
+            self._handle_one(chain[0])
+            return
         settled = 0
         try:
             # Every outcome goes through _apply, which stops the heartbeat extending its message.
@@ -241,6 +245,22 @@ class Lane:
             for delivery in chain[settled:]:
                 self.heartbeat.release(delivery.receipt)
         self._dispatcher.settled(self.slot, len(chain) - settled, ends_chain=True)
+        self.deletes.send_due()
+
+    def _handle_one(self, delivery: Delivery) -> None:
+        """A chain of one (every message of a standard queue): nothing behind it to hold back, so
+        the pipeline applies its outcome itself, without a chain's wrapper that reports whether the
+        message stays."""
+        try:
+            if self._stopping.is_set():
+                self._apply(delivery, Released(reason=Reason.SHUTDOWN))
+            else:
+                self.consumer.run(delivery, self._invocation, self._apply)
+        except Exception:
+            # Never let one message take a handler thread down: it is redelivered later.
+            logger.exception("handling message %s failed", delivery.message_id)
+            self.heartbeat.release(delivery.receipt)
+        self._dispatcher.settled(self.slot, 1, ends_chain=True)
         self.deletes.send_due()
 
     def _run(self, delivery: Delivery) -> tuple[Outcome, bool]:

@@ -244,3 +244,32 @@ def test_jobs_worker_serves_its_health_check_when_given_a_port() -> None:
             assert answer.status == 200
     finally:
         running.stop()
+
+
+def test_messages_waiting_for_a_slot_when_the_stop_comes_are_released_unrun_once_it_frees(
+    gate: threading.Event,
+) -> None:
+    backend = MemoryBackend("jobs", visibility_timeout=timedelta(minutes=5))
+    jobs = _app(backend)
+    started: list[str] = []
+
+    @jobs.job("blocking")
+    def blocking(payload: dict[str, str]) -> None:
+        started.append(payload["id"])
+        gate.wait(_DEADLINE)
+
+    jobs.enqueue_many([("blocking", {"id": str(index)}) for index in range(4)])
+    worker = jobs.worker(
+        concurrency=1, prefetch=3, shutdown_timeout=timedelta(seconds=10), queue_metrics_interval=None
+    )
+    running = _Running(worker)
+    _wait_until(lambda: backend.message_counts().in_flight == 4 and len(started) == 1, "all four held")
+
+    worker.stop()
+    gate.set()  # the running job returns: its slot frees with the stop already asked
+    report, _ = running.stop()
+
+    assert started == ["0"]  # the three waiting never started
+    assert report == ShutdownReport(released=3)
+    assert backend.message_counts().visible == 3
+    assert worker.counts["completed"] == 1
