@@ -237,12 +237,18 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Ask the worker to shut down gracefully; safe from any thread and from signal handlers."""
+        """Ask the worker to shut down gracefully; safe from any thread and from signal handlers.
+
+        From this call on no job starts: a handler thread that takes a message meanwhile releases it
+        unrun, before the shutdown (on the thread that called :meth:`run`) closes the dispatcher.
+        """
+        self._stopping.set()
         self._stop_requested.set()
 
     def _force(self, received: signal.Signals) -> None:
         # The shutdown's wait for running jobs checks this (a second signal ends it).
         self._forced_by = received
+        self._stopping.set()
         self._stop_requested.set()
 
     def run(self) -> ShutdownReport:

@@ -115,9 +115,11 @@ def test_an_idle_worker_stops_within_five_seconds_during_a_20_second_long_poll()
     assert report == ShutdownReport()
 
 
-def test_at_the_shutdown_deadline_unstarted_messages_are_released_and_running_ones_reported(
-    gate: threading.Event,
-) -> None:
+def _one_running_three_waiting(
+    gate: threading.Event, shutdown_timeout: timedelta
+) -> tuple[MemoryBackend, _Running, list[str]]:
+    """A worker with one slot holding four jobs that wait on ``gate``: one running, three prefetched;
+    returns the queue, the running worker and the ids of the jobs that started."""
     backend = MemoryBackend("jobs", visibility_timeout=timedelta(minutes=5))
     jobs = _app(backend)
     started: list[str] = []
@@ -129,10 +131,18 @@ def test_at_the_shutdown_deadline_unstarted_messages_are_released_and_running_on
 
     jobs.enqueue_many([("blocking", {"id": str(index)}) for index in range(4)])
     worker = jobs.worker(
-        concurrency=1, prefetch=3, shutdown_timeout=timedelta(seconds=0.5), queue_metrics_interval=None
+        concurrency=1, prefetch=3, shutdown_timeout=shutdown_timeout, queue_metrics_interval=None
     )
     running = _Running(worker)
     _wait_until(lambda: backend.message_counts().in_flight == 4 and len(started) == 1, "all four held")
+    return backend, running, started
+
+
+def test_at_the_shutdown_deadline_unstarted_messages_are_released_and_running_ones_reported(
+    gate: threading.Event,
+) -> None:
+    backend, running, started = _one_running_three_waiting(gate, timedelta(seconds=0.5))
+    worker = running.worker
 
     report, _ = running.stop()
 
@@ -249,21 +259,8 @@ def test_jobs_worker_serves_its_health_check_when_given_a_port() -> None:
 def test_messages_waiting_for_a_slot_when_the_stop_comes_are_released_unrun_once_it_frees(
     gate: threading.Event,
 ) -> None:
-    backend = MemoryBackend("jobs", visibility_timeout=timedelta(minutes=5))
-    jobs = _app(backend)
-    started: list[str] = []
-
-    @jobs.job("blocking")
-    def blocking(payload: dict[str, str]) -> None:
-        started.append(payload["id"])
-        gate.wait(_DEADLINE)
-
-    jobs.enqueue_many([("blocking", {"id": str(index)}) for index in range(4)])
-    worker = jobs.worker(
-        concurrency=1, prefetch=3, shutdown_timeout=timedelta(seconds=10), queue_metrics_interval=None
-    )
-    running = _Running(worker)
-    _wait_until(lambda: backend.message_counts().in_flight == 4 and len(started) == 1, "all four held")
+    backend, running, started = _one_running_three_waiting(gate, timedelta(seconds=10))
+    worker = running.worker
 
     worker.stop()
     gate.set()  # the running job returns: its slot frees with the stop already asked
