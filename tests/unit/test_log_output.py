@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloudjobs.logs import GatheringStreamHandler
+from tests.unit.at_once import results_at_once
 
 
 class _Stream(io.StringIO):
@@ -97,3 +98,32 @@ def test_a_closed_stream_loses_the_lines_without_raising(logger: logging.Logger,
     stream.close()
 
     logger.warning("nowhere to go")  # no exception out of the logging call
+
+
+def test_lines_logged_by_eight_threads_at_once_are_all_written_whole_each_thread_in_its_order(
+    logger: logging.Logger, stream: _Stream
+) -> None:
+    def log_lines() -> list[str]:
+        name = f"thread-{threading.get_ident()}"
+        for number in range(500):
+            logger.info("%s line %d", name, number)
+            if number % 100 == 99:
+                logger.warning("%s warning %d", name, number)  # a write while others gather
+        return [name]
+
+    names = results_at_once(8, log_lines)
+    for handler in logger.handlers:
+        handler.flush()
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 * 505
+    for name in names:
+        own = [line for line in lines if line.split(" ")[1] == name]
+        assert own == [
+            line
+            for number in range(500)
+            for line in (
+                [f"INFO {name} line {number}"]
+                + ([f"WARNING {name} warning {number}"] if number % 100 == 99 else [])
+            )
+        ]
