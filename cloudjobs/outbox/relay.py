@@ -118,7 +118,7 @@ class Relay:
         self._failed = 0
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the pass in progress (safe from a signal handler)."""
+        """Ask :meth:`run` to return after the pass in progress; safe from any thread."""
         self._stop.set()
 
     def run(self) -> RelayReport:

@@ -237,7 +237,9 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Ask the worker to shut down gracefully; safe from any thread and from signal handlers.
+        """Ask the worker to shut down gracefully; safe from any thread (not from a signal handler:
+        it sets events, whose locks the interrupted main thread may hold; SIGTERM and SIGINT reach
+        it through :func:`~cloudjobs.runtimes.signals.install_stop_signals`'s thread).
 
         From this call on no job starts: a handler thread that takes a message meanwhile releases it
         unrun, before the shutdown (on the thread that called :meth:`run`) closes the dispatcher.
@@ -246,10 +248,9 @@ class Worker:
         self._stop_requested.set()
 
     def _force(self, received: signal.Signals) -> None:
+        # Called in the signal handler: it takes no lock (the events are the first signal's stop()).
         # The shutdown's wait for running jobs checks this (a second signal ends it).
         self._forced_by = received
-        self._stopping.set()
-        self._stop_requested.set()
 
     def run(self) -> ShutdownReport:
         """Consume until :meth:`stop` or SIGTERM/SIGINT, then shut down gracefully and return.
