@@ -137,6 +137,12 @@ class GatheringStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
         except (OSError, ValueError):
             pass  # a closed or broken stream: nothing else can take the lines
+        except RuntimeError as exc:
+            if "reentrant" not in str(exc):
+                raise
+            # Logged from a signal handler that interrupted this thread's own write (blocked by a
+            # slow reader): the lines go out with the next write, ahead of any logged since.
+            lines.extendleft(reversed(parts))
 
     def _start_flusher(self) -> None:
         # Not alive after a fork either: the child starts its own.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -98,6 +98,46 @@ def test_a_closed_stream_loses_the_lines_without_raising(logger: logging.Logger,
     stream.close()
 
     logger.warning("nowhere to go")  # no exception out of the logging call
+
+
+class _ReentrantStream(io.StringIO):
+    """As a buffered stderr: a write entered while one is under way on the same thread (a signal
+    handler's, run inside a write that a slow reader blocks) raises "reentrant call"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside_write: Callable[[], None] | None = None
+        self._busy = False
+
+    def write(self, text: str) -> int:
+        if self._busy:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+        self._busy = True
+        try:
+            if (interrupt := self.inside_write) is not None:
+                self.inside_write = None
+                interrupt()
+            return super().write(text)
+        finally:
+            self._busy = False
+
+
+def test_a_line_logged_inside_the_handlers_own_write_goes_out_with_the_next_one() -> None:
+    stream = _ReentrantStream()
+    handler = GatheringStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"tests.gathering.reentrant.{id(stream)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        stream.inside_write = lambda: logger.warning("inner")
+        logger.warning("outer")  # no exception out of either logging call...
+        assert stream.getvalue() == "WARNING outer\n"
+        logger.warning("next")  # ...and the inner line is not lost
+        assert stream.getvalue() == "WARNING outer\nWARNING inner\nWARNING next\n"
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def test_lines_logged_by_eight_threads_at_once_are_all_written_whole_each_thread_in_its_order(

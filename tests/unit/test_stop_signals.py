@@ -8,12 +8,13 @@ at once, inside the ``with`` block that holds the lock: the exact spot a real si
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -33,6 +34,7 @@ class _Calls:
     stopped: threading.Event = field(default_factory=threading.Event)
     stop_on_main_thread: list[bool] = field(default_factory=list)
     forced: list[tuple[signal.Signals, bool]] = field(default_factory=list)
+    restore: Callable[[], None] = lambda: None
 
     def stop(self) -> None:
         if self.lock.acquire(timeout=5):
@@ -48,11 +50,11 @@ class _Calls:
 def calls() -> Iterator[_Calls]:
     """Installs the handlers with a recording ``stop``/``force``; restores the previous ones after."""
     recorded = _Calls()
-    restore = install_stop_signals(recorded.stop, recorded.force)
+    recorded.restore = install_stop_signals(recorded.stop, recorded.force)
     try:
         yield recorded
     finally:
-        restore()
+        recorded.restore()
 
 
 def test_a_signal_landing_while_the_main_thread_holds_a_lock_stop_needs_still_stops(calls: _Calls) -> None:
@@ -118,3 +120,82 @@ def test_a_worker_given_two_signals_inside_its_stop_events_lock_stops_forced() -
     )
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.split() == ["True", "SIGTERM"]
+
+
+def test_the_signals_are_logged_off_the_main_thread_and_before_restore_returns(calls: _Calls) -> None:
+    records: list[tuple[str, bool]] = []
+
+    class _Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.getMessage(), threading.current_thread() is threading.main_thread()))
+
+    recording = _Recording()
+    logger = logging.getLogger("cloudjobs.worker")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(recording)
+    try:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert calls.stopped.wait(_DEADLINE)
+        calls.restore()
+    finally:
+        logger.removeHandler(recording)
+        logger.setLevel(level)
+    assert records == [
+        ("received SIGINT", False),
+        ("received SIGTERM again: stopping without waiting for running jobs", False),
+    ]
+
+
+_BLOCKED_LOG_SCRIPT = textwrap.dedent(
+    """
+    import io, logging, os, signal, threading, time
+
+    from cloudjobs.logs import GatheringStreamHandler
+    from cloudjobs.runtimes.signals import install_stop_signals
+
+    # The worker's log output, into a pipe whose reader is slow: a long line blocks its write.
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "w")), line_buffering=True)
+    logging.getLogger().addHandler(GatheringStreamHandler(stream))
+    logging.getLogger().setLevel(logging.INFO)
+    forced = []
+    restore = install_stop_signals(lambda: None, forced.append)
+    written = []
+
+    def read() -> None:
+        time.sleep(1.0)  # the main thread is blocked in its write by now
+        while chunk := os.read(read_end, 1 << 16):
+            written.append(chunk)
+
+    def signal_twice() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threading.Thread(target=signal_twice).start()
+    logging.getLogger("app").warning("x" * 1_000_000)  # blocks until the reader drains the pipe
+    restore()
+    stream.close()
+    reader.join()
+    lines = b"".join(written).decode().splitlines()
+    print(forced, [line for line in lines if not line.startswith("x")])
+    """
+)
+
+
+def test_a_second_signal_while_the_main_thread_is_blocked_writing_a_log_line_forces_cleanly() -> None:
+    # A logged line in the handler would re-enter the blocked write: "reentrant call", raised into
+    # the main thread instead of the forced stop.
+    finished = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_LOG_SCRIPT], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == (
+        "[<Signals.SIGTERM: 15>] ['received SIGTERM', "
+        "'received SIGTERM again: stopping without waiting for running jobs']"
+    )
