@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import boto3
 import pytest
 
@@ -88,3 +91,43 @@ def test_sessions_share_data_but_resolve_credentials_each_on_its_own(
     paths = [new_session()._session.get_component("data_loader").search_paths for _ in range(3)]
     assert paths[0] is paths[2]
     assert len(paths[2]) == len(set(paths[2]))
+
+
+_APPLICATION_AND_CLOUDJOBS_CLIENTS = """
+import sys
+
+import boto3
+import botocore.loaders
+
+loads = []
+read = botocore.loaders.JSONFileLoader.load_file
+
+
+def load_file(self, file_path):
+    loads.append(file_path)
+    return read(self, file_path)
+
+
+botocore.loaders.JSONFileLoader.load_file = load_file
+from cloudjobs.aws_clients import create_client
+
+if sys.argv[1] == "application-first":
+    clients = [boto3.client("s3", region_name="eu-west-1"), create_client("sqs", region="eu-west-1")]
+else:
+    clients = [create_client("sqs", region="eu-west-1"), boto3.client("s3", region_name="eu-west-1")]
+print(sum(path.endswith("/endpoints") for path in loads), sum(path.endswith("/partitions") for path in loads))
+"""
+
+
+@pytest.mark.parametrize("order", ["application-first", "cloudjobs-first"])
+def test_an_applications_own_boto3_clients_and_cloudjobs_read_botocores_data_once(order: str) -> None:
+    # A fresh interpreter: this one has read the data already.
+    finished = subprocess.run(
+        [sys.executable, "-c", _APPLICATION_AND_CLOUDJOBS_CLIENTS, order],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["1", "1"]  # the endpoint table and the partitions, once each
