@@ -7,12 +7,13 @@ set; so an explicit region comes first, then boto3's own, then ``AWS_REGION``.
 
 **One model cache for every client.** Each client gets a session of its own (credentials, region
 and configuration resolved afresh, as a new ``boto3.session.Session`` does), but every such session
-reads botocore's service and endpoint data through one shared loader: boto3's default session's,
-which the application's own ``boto3.client(...)`` calls use too. A session's loader keeps the JSON
-it has read (the endpoint table alone decodes to several MiB), so without sharing a process holding
-an SQS and a DynamoDB client would read and keep all of it twice, and a Lambda function that builds
-an S3 client of its own would pay cloudjobs' first client ~60 ms of CPU and ~10 MiB instead of ~16 ms
-and ~1.2 MiB. The loaded data is read-only; a session passed in by the caller is used as it is.
+reads botocore's service and endpoint data through one shared loader: boto3's default session's
+when the application's own ``boto3.client(...)`` calls have made one, else cloudjobs' own. A
+session's loader keeps the JSON it has read (the endpoint table alone decodes to several MiB), so
+without sharing a process holding an SQS and a DynamoDB client would read and keep all of it twice,
+and a Lambda function that built an S3 client of its own (at import, as such clients usually are)
+would pay cloudjobs' first client ~60 ms of CPU and ~10 MiB instead of ~16 ms and ~1.2 MiB. The
+loaded data is read-only; a session passed in by the caller is used as it is.
 
 **JSON responses parsed from a plan.** The sessions made here parse SQS's and DynamoDB's JSON
 answers with :class:`cloudjobs.aws_json.PlannedJSONParser`: botocore's answers, for a third of
@@ -84,19 +85,25 @@ def new_session() -> boto3.Session:
     return session
 
 
-@functools.cache
 def _shared_loader() -> Loader:
-    """The data loader every session made here reads through: that of boto3's default session (the
-    one ``boto3.client(...)`` uses; set up here when the process has none yet, as ``boto3.client``
-    would), so an application's own clients and cloudjobs' read botocore's data once between them."""
+    """The data loader the sessions made here read through: that of boto3's default session when the
+    process has one (the one the application's own ``boto3.client(...)`` calls made and use), else
+    one of cloudjobs' own, made once. No default session is set up here: it would cost a process
+    that never uses one ~0.2 MiB."""
     import boto3
     import botocore.session
 
-    with _search_path_lock:
-        if boto3.DEFAULT_SESSION is None:
-            boto3.setup_default_session()
-        core = getattr(boto3.DEFAULT_SESSION, "_session", None)
-    if not isinstance(core, botocore.session.Session):  # a boto3 without the attribute
-        core = botocore.session.Session()
-    loader: Loader = core.get_component("data_loader")
+    default = getattr(boto3.DEFAULT_SESSION, "_session", None)
+    if isinstance(default, botocore.session.Session):
+        loader: Loader = default.get_component("data_loader")
+        return loader
+    return _own_loader()
+
+
+@functools.cache
+def _own_loader() -> Loader:
+    """The data loader of the sessions made here while the process has no default boto3 session."""
+    import botocore.session
+
+    loader: Loader = botocore.session.Session().get_component("data_loader")
     return loader

